@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# One entry point for a fresh clone. Each command first makes sure the project-local
+# environment (.venv) is installed, then:
+#   bash run.sh lab    generate the offline dataset if missing and open JupyterLab at notebooks/
+#   bash run.sh test   run the whole test suite (extra arguments go to pytest)
+# Installing is skipped when .venv already matches pyproject.toml, so a second run is fast.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+VENV=.venv
+STAMP="$VENV/.installed"
+
+find_python() {
+  for candidate in "${PYTHON:-}" python3.11 python3 python; do
+    if [ -n "$candidate" ] && command -v "$candidate" >/dev/null 2>&1 &&
+       "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
+      echo "$candidate"; return
+    fi
+  done
+  echo "error: Python 3.11 is needed (TensorFlow 2.21 wheels); set PYTHON=/path/to/python3.11" >&2
+  exit 1
+}
+
+install() {
+  local wanted
+  wanted=$(cat pyproject.toml | sha256sum | cut -c1-16)
+  if [ -x "$VENV/bin/python" ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$wanted" ]; then
+    return  # already installed from this pyproject.toml
+  fi
+  [ -x "$VENV/bin/python" ] || "$(find_python)" -m venv "$VENV"
+  echo "Installing the workbench and its dependencies into $VENV (first run takes a few minutes)..."
+  "$VENV/bin/python" -m pip install --quiet --upgrade pip
+  "$VENV/bin/python" -m pip install --quiet -e ".[dev]"
+  echo "$wanted" > "$STAMP"
+}
+
+command=${1:-}
+shift || true
+case "$command" in
+  lab)
+    install
+    "$VENV/bin/python" -m workbench prepare
+    exec "$VENV/bin/jupyter" lab --notebook-dir=notebooks "$@"
+    ;;
+  test)
+    install
+    exec "$VENV/bin/python" -m pytest "$@"
+    ;;
+  install)
+    install
+    ;;
+  *)
+    echo "usage: bash run.sh {lab|test|install} [extra arguments]" >&2
+    exit 2
+    ;;
+esac

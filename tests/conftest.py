@@ -1,0 +1,68 @@
+"""Shared builders for tests: tiny datasets, npz files and NIfTI folders made in tmp_path."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def square_images(n: int, size: int = 24, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Return (n, size, size) uint8 noise images; label 1 ones carry a bright square (learnable)."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 2
+    images = rng.integers(0, 120, size=(n, size, size)).astype(np.uint8)
+    for image, label in zip(images, labels, strict=True):
+        if label:
+            row, col = rng.integers(2, size - 8, size=2)
+            image[row : row + 6, col : col + 6] = 230
+    return images, labels
+
+
+def write_npz(path: Path, sizes=(40, 12, 12), image_size: int = 24, **overrides) -> Path:
+    """Write a MedMNIST-format .npz with the given split sizes; ``overrides`` replace arrays by key."""
+    arrays = {}
+    for split, n, seed in zip(("train", "val", "test"), sizes, range(3), strict=True):
+        images, labels = square_images(n, image_size, seed)
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels.reshape(-1, 1)
+    arrays.update(overrides)
+    np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
+    return path
+
+
+def write_nifti(path: Path, volume: np.ndarray) -> Path:
+    import nibabel as nib
+
+    image = nib.Nifti1Image(volume.astype(np.float32), affine=np.eye(4))
+    payload = image.to_bytes()
+    path.write_bytes(gzip.compress(payload) if path.name.endswith(".gz") else payload)
+    return path
+
+
+def write_nifti_folder(folder: Path, n_volumes: int = 6, shape=(20, 20, 8), slice_level: bool = False) -> Path:
+    """Write ``n_volumes`` random volumes and a labels.csv (volume- or slice-level)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    rows = ["volume,slice,label" if slice_level else "volume,label"]
+    for index in range(n_volumes):
+        volume_id = f"patient{index:02d}"
+        write_nifti(folder / f"{volume_id}.nii.gz", rng.gamma(2.0, 50.0, size=shape))
+        if slice_level:
+            rows += [f"{volume_id},{s},{int(s >= shape[2] // 2)}" for s in range(shape[2])]
+        else:
+            rows.append(f"{volume_id},{index % 2}")
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path):
+    """A small learnable two-class Dataset with 24x24 grey images."""
+    from workbench.data import load_npz
+
+    return load_npz(write_npz(tmp_path / "tiny.npz"), class_names=("plain", "square"))

@@ -1,0 +1,172 @@
+"""Loading MedMNIST files and NIfTI folders, splitting by volume, and the errors users see."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import write_nifti, write_nifti_folder, write_npz
+
+from workbench.data import load_nifti_folder, load_npz, normalise_intensity, split_groups, volume_slices
+
+
+def test_load_npz_ReturnsScaledImagesLabelsAndSources(tmp_path):
+    ds = load_npz(write_npz(tmp_path / "toy.npz", sizes=(10, 4, 6)))
+    assert ds.train.images.shape == (10, 24, 24, 1)
+    assert ds.train.images.dtype == np.float32
+    assert 0.0 <= ds.train.images.min() and ds.train.images.max() <= 1.0
+    assert ds.test.labels.tolist() == [0, 1, 0, 1, 0, 1]
+    assert ds.val.sources[3] == "toy.npz:val:3"
+    assert ds.class_names == ("class 0", "class 1")
+
+
+def test_summary_ReportsSizesBalanceAndShape(tmp_path):
+    text = load_npz(write_npz(tmp_path / "toy.npz", sizes=(10, 4, 6)), class_names=("a", "b")).summary()
+    assert "images 24x24x1" in text
+    assert "train     10 images" in text
+    assert "a 5 (50%)" in text
+
+
+def test_load_npz_MissingFile_RaisesFileNotFoundNamingPath(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.npz"):
+        load_npz(tmp_path / "nope.npz")
+
+
+def test_load_npz_TruncatedFile_RaisesValueError(tmp_path):
+    path = write_npz(tmp_path / "toy.npz")
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(ValueError, match="not a readable .npz"):
+        load_npz(path)
+
+
+def test_load_npz_WrongKeys_RaisesValueErrorListingMissingKeys(tmp_path):
+    path = write_npz(tmp_path / "toy.npz", val_labels=None)
+    with pytest.raises(ValueError, match=r"missing keys \['val_labels'\]"):
+        load_npz(path)
+
+
+def test_load_npz_LengthMismatch_RaisesValueError(tmp_path):
+    path = write_npz(tmp_path / "toy.npz", test_labels=np.zeros((3, 1), dtype=np.uint8))
+    with pytest.raises(ValueError, match=r"test.*12 images, 3 labels"):
+        load_npz(path)
+
+
+def test_load_npz_NanPixels_RaisesValueError(tmp_path):
+    images = np.full((12, 24, 24), 0.5, dtype=np.float32)
+    images[2, 3, 4] = np.nan
+    with pytest.raises(ValueError, match="NaN or inf"):
+        load_npz(write_npz(tmp_path / "toy.npz", val_images=images))
+
+
+def test_load_npz_WrongNumberOfClassNames_RaisesValueError(tmp_path):
+    with pytest.raises(ValueError, match="class_names must have 2 names"):
+        load_npz(write_npz(tmp_path / "toy.npz"), class_names=("only one",))
+
+
+def test_load_nifti_folder_SplitsByVolume_NoPatientInTwoSplits(tmp_path):
+    ds = load_nifti_folder(write_nifti_folder(tmp_path / "vols", n_volumes=10), size=(16, 16))
+    owners = {}
+    for split_name, split in ds.splits().items():
+        for source in np.unique(split.sources):
+            assert owners.setdefault(source, split_name) == split_name, f"{source} is in two splits"
+    assert len(owners) == 10
+    # every slice of a volume travels together: 8 slices per volume in whichever split holds it
+    for split in ds.splits().values():
+        _, counts = np.unique(split.sources, return_counts=True)
+        assert set(counts) == {8}
+
+
+def test_load_nifti_folder_VolumeLevelLabels_GiveEverySliceTheVolumeLabel(tmp_path):
+    ds = load_nifti_folder(write_nifti_folder(tmp_path / "vols", n_volumes=6), size=(16, 16))
+    for split in ds.splits().values():
+        for source, label in zip(split.sources, split.labels, strict=True):
+            assert label == int(source[-2:]) % 2
+    assert ds.image_shape == (16, 16, 1)
+
+
+def test_load_nifti_folder_SliceLevelLabels_UseListedSlices(tmp_path):
+    folder = write_nifti_folder(tmp_path / "vols", n_volumes=4, slice_level=True)
+    ds = load_nifti_folder(folder, size=(16, 16), fractions=(0.5, 0.25, 0.25))
+    labels = np.concatenate([s.labels for s in ds.splits().values()])
+    assert len(labels) == 4 * 8 and labels.sum() == 4 * 4
+
+
+def test_load_nifti_folder_EmptyFolder_RaisesValueError(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no .nii or .nii.gz files"):
+        load_nifti_folder(tmp_path / "empty")
+
+
+def test_load_nifti_folder_CsvNamesMissingVolume_RaisesValueError(tmp_path):
+    folder = write_nifti_folder(tmp_path / "vols", n_volumes=3)
+    with (folder / "labels.csv").open("a") as csv:
+        csv.write("ghost07,1\n")
+    with pytest.raises(ValueError, match=r"no NIfTI file.*ghost07"):
+        load_nifti_folder(folder)
+
+
+def test_load_nifti_folder_MissingCsv_RaisesFileNotFound(tmp_path):
+    folder = write_nifti_folder(tmp_path / "vols", n_volumes=3)
+    (folder / "labels.csv").unlink()
+    with pytest.raises(FileNotFoundError, match="labels CSV not found"):
+        load_nifti_folder(folder)
+
+
+def test_load_nifti_folder_BadAxis_RaisesValueError(tmp_path):
+    with pytest.raises(ValueError, match="axis must be 0, 1 or 2"):
+        load_nifti_folder(write_nifti_folder(tmp_path / "vols"), axis=3)
+
+
+def test_volume_slices_TwoDimensionalNifti_RaisesValueError(tmp_path):
+    path = write_nifti(tmp_path / "flat.nii.gz", np.ones((20, 20)))
+    with pytest.raises(ValueError, match="expected a 3D volume, got 2D"):
+        volume_slices(path)
+
+
+def test_volume_slices_FourDimensionalNifti_NeedsExplicitFrame(tmp_path):
+    volume = np.stack([np.full((10, 10, 4), float(t)) for t in range(3)], axis=-1)
+    volume[0, 0, 0, :] = 100.0  # give each frame an intensity range
+    path = write_nifti(tmp_path / "fmri.nii.gz", volume)
+    with pytest.raises(ValueError, match="pass frame="):
+        volume_slices(path)
+    assert volume_slices(path, frame=2, size=(10, 10)).shape == (4, 10, 10, 1)
+    with pytest.raises(ValueError, match=r"frame must be in \[0, 3\)"):
+        volume_slices(path, frame=3)
+
+
+def test_volume_slices_TruncatedGzip_RaisesValueError(tmp_path):
+    path = write_nifti(tmp_path / "cut.nii.gz", np.random.default_rng(0).random((20, 20, 5)))
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(ValueError, match="not a readable NIfTI"):
+        volume_slices(path)
+
+
+def test_volume_slices_NanVoxel_RaisesValueError(tmp_path):
+    volume = np.ones((8, 8, 4))
+    volume[1, 2, 3] = np.inf
+    with pytest.raises(ValueError, match="NaN or inf"):
+        volume_slices(write_nifti(tmp_path / "hot.nii.gz", volume))
+
+
+def test_volume_slices_ResizesAlongChosenAxis(tmp_path):
+    path = write_nifti(tmp_path / "v.nii", np.random.default_rng(1).random((30, 20, 10)))
+    assert volume_slices(path, axis=0, size=(12, 8)).shape == (30, 12, 8, 1)
+    assert volume_slices(path, axis=2, size=(16, 16)).shape == (10, 16, 16, 1)
+
+
+def test_normalise_intensity_ClipsHotVoxelsToPercentiles():
+    volume = np.concatenate([np.linspace(0, 100, 999), [1e6]])
+    scaled = normalise_intensity(volume, (0.0, 99.0))
+    assert scaled.max() == 1.0 and scaled.min() == 0.0
+    assert np.isclose(scaled[500], 500 / 999 * 100 / np.percentile(volume, 99), atol=1e-3)
+
+
+def test_split_groups_EveryGroupInExactlyOneSplit():
+    groups = np.repeat([f"p{i}" for i in range(9)], 5)
+    masks = split_groups(groups, (0.6, 0.2, 0.2), seed=3)
+    assert (masks["train"].astype(int) + masks["val"] + masks["test"] == 1).all()
+    assert all(m.any() for m in masks.values())
+
+
+def test_split_groups_TooFewGroups_RaisesValueError():
+    with pytest.raises(ValueError, match="at least 3 volumes"):
+        split_groups(np.array(["a", "a", "b"]), (0.6, 0.2, 0.2), seed=0)

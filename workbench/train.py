@@ -1,0 +1,169 @@
+"""Seeded training, and a cache of trained baselines keyed by (data, model, seed, recipe).
+
+A baseline trained once is reused: ``baseline(dataset)`` trains on the first call and loads
+from ``data/cache`` (see ``workbench.paths``) afterwards. Cache writes go to a temporary file that is renamed into place,
+so a killed training leaves nothing a later run would load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from workbench.compat import keras, tf
+from workbench.data import Dataset
+from workbench.models import build_model, check_model_fits, load_user_model
+from workbench.paths import cache_dir as default_cache_dir
+
+log = logging.getLogger(__name__)
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a baseline is trained; part of its cache key."""
+
+    epochs: int = 8
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and TensorFlow and make TF ops deterministic (same seed, same weights)."""
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def compile_model(model: keras.Model, learning_rate: float = 1e-3) -> keras.Model:
+    """Compile for integer-label classification with Adam; returns the model for chaining."""
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def fit(
+    model: keras.Model,
+    dataset: Dataset,
+    recipe: Recipe = Recipe(),
+    *,
+    callbacks: list | None = None,
+    progress: bool = True,
+) -> dict[str, list[float]]:
+    """Train ``model`` in place on ``dataset.train``, validating on ``dataset.val``.
+
+    Returns:
+        The per-epoch history: loss, accuracy, val_loss, val_accuracy.
+    """
+    seed_everything(recipe.seed)
+    if model.optimizer is None or not model.compiled:
+        compile_model(model, recipe.learning_rate)
+    history = model.fit(
+        dataset.train.images,
+        dataset.train.labels,
+        validation_data=(dataset.val.images, dataset.val.labels),
+        epochs=recipe.epochs,
+        batch_size=recipe.batch_size,
+        shuffle=True,
+        verbose=0,
+        callbacks=(callbacks or []) + ([progress_bar()] if progress else []),
+    )
+    return {key: [float(v) for v in values] for key, values in history.history.items()}
+
+
+def progress_bar() -> keras.callbacks.Callback:
+    """Return a tqdm progress bar over epochs and batches that works in notebooks and terminals."""
+    from tqdm.keras import TqdmCallback
+
+    return TqdmCallback(verbose=0)
+
+
+def baseline(
+    dataset: Dataset,
+    model: str | Path = "seed_cnn",
+    recipe: Recipe = Recipe(),
+    *,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> tuple[keras.Model, dict[str, list[float]]]:
+    """Return a trained baseline for ``dataset``, training it only if the cache has none.
+
+    Args:
+        model: a builder name from ``workbench.models.BUILDERS`` or a path to a user's ``.keras``
+            model (trained further from its weights, which are part of the cache key).
+        recipe: epochs, batch size, learning rate and seed.
+
+    Returns:
+        (the model, its training history).
+
+    Example:
+        >>> model, history = baseline(load_default(), "seed_cnn", Recipe(epochs=5))  # doctest: +SKIP
+    """
+    path = Path(cache_dir or default_cache_dir()) / f"{Path(str(model)).stem}-{cache_key(dataset, model, recipe)}.keras"
+    if path.is_file():
+        log.info("loading cached baseline %s", path)
+        cached = keras.models.load_model(path)
+        check_model_fits(cached, dataset, where=str(path))
+        return cached, _read_history(path)
+    seed_everything(recipe.seed)
+    net = build_model(str(model), dataset) if not _is_model_file(model) else load_user_model(model, dataset)
+    compile_model(net, recipe.learning_rate)
+    history = fit(net, dataset, recipe, progress=progress)
+    save_atomically(net, path, history)
+    return net, history
+
+
+def cache_key(dataset: Dataset, model: str | Path, recipe: Recipe) -> str:
+    """Hash everything a trained baseline depends on: data, model (name or file bytes), recipe."""
+    digest = hashlib.sha256(dataset.fingerprint().encode())
+    digest.update(Path(model).read_bytes() if _is_model_file(model) else str(model).encode())
+    digest.update(json.dumps(asdict(recipe), sort_keys=True).encode())
+    digest.update(f"keras {keras.__version__} tf {tf.__version__}".encode())
+    return digest.hexdigest()[:16]
+
+
+def save_atomically(model: keras.Model, path: Path, history: dict | None = None) -> Path:
+    """Save ``model`` (and its history beside it) so that ``path`` either is complete or absent."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if history is not None:
+        _write_atomically(path.with_suffix(".history.json"), json.dumps(history).encode())
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".partial-", suffix=".keras")
+    os.close(handle)
+    try:
+        model.save(temporary)
+        os.replace(temporary, path)
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+    return path
+
+
+def _write_atomically(path: Path, payload: bytes) -> None:
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".partial-")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(payload)
+        os.replace(temporary, path)
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+
+
+def _read_history(model_path: Path) -> dict[str, list[float]]:
+    history_path = model_path.with_suffix(".history.json")
+    return json.loads(history_path.read_text()) if history_path.is_file() else {}
+
+
+def _is_model_file(model: str | Path) -> bool:
+    return str(model).endswith(".keras")
