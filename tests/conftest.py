@@ -66,3 +66,40 @@ def tiny_dataset(tmp_path):
     from workbench.data import load_npz
 
     return load_npz(write_npz(tmp_path / "tiny.npz"), class_names=("plain", "square"))
+
+
+def tiny_cnn(input_shape=(24, 24, 1), classes=2, seed=0):
+    """A fast Conv-Pool-Conv-Flatten-Dense-Dense model for engine tests."""
+    from workbench.compat import keras
+
+    keras.utils.set_random_seed(seed)
+    layers = keras.layers
+    return keras.Sequential(
+        [
+            keras.Input(input_shape),
+            layers.Conv2D(4, 3, activation="relu", name="conv1"),
+            layers.MaxPooling2D(name="pool"),
+            layers.Conv2D(8, 3, activation="relu", name="conv2"),
+            layers.Flatten(name="flat"),
+            layers.Dense(16, activation="relu", name="fc"),
+            layers.Dense(classes, activation="softmax", name="out"),
+        ]
+    )
+
+
+@pytest.fixture
+def trained_tiny(tiny_dataset):
+    """(tiny_cnn trained 3 epochs on tiny_dataset, the dataset)."""
+    from workbench.train import Recipe, compile_model, fit
+
+    model = compile_model(tiny_cnn())
+    fit(model, tiny_dataset, Recipe(epochs=3, batch_size=8), progress=False)
+    return model, tiny_dataset
+
+
+def assert_sparsity_pinned(model, keep):
+    """Every pruned kernel entry of ``model`` is exactly zero."""
+    from workbench.registry import get_kernels
+
+    for name, kernel in get_kernels(model).items():
+        assert np.all(kernel[~keep[name]] == 0.0), f"{name}: a pruned weight is non-zero"

@@ -1,0 +1,115 @@
+"""Masked copies, exact zeros through Adam and save/load, structured units, gradual schedules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import assert_sparsity_pinned
+
+from workbench.compat import keras
+from workbench.prune import (
+    PruneSpec,
+    apply_masks,
+    fine_tune,
+    make_masks,
+    masks_from_weights,
+    polynomial_sparsity,
+    prune_gradually,
+)
+from workbench.registry import get_kernels
+from workbench.scores import Scorer
+from workbench.train import Recipe
+
+
+def _scorer(model, data):
+    return Scorer(model, data.val.images, data.val.labels)
+
+
+def test_apply_masks_LeavesTheBaselineUnchanged(trained_tiny):
+    model, data = trained_tiny
+    before = [w.copy() for w in model.get_weights()]
+    result = make_masks(_scorer(model, data), PruneSpec(criterion="magnitude", sparsity=0.8))
+    pruned = apply_masks(model, result.keep)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
+    assert pruned is not model
+    assert_sparsity_pinned(pruned, result.keep)
+
+
+def test_apply_masks_ZerosExactlyThePrunedEntries(trained_tiny):
+    model, data = trained_tiny
+    keep = make_masks(_scorer(model, data), PruneSpec(criterion="snip", sparsity=0.6)).keep
+    dense, pruned = get_kernels(model), get_kernels(apply_masks(model, keep))
+    for name in dense:
+        np.testing.assert_array_equal(pruned[name], dense[name] * keep[name])
+
+
+def test_fine_tune_WithAdam_KeepsPrunedWeightsExactlyZero_ThroughSaveAndLoad(trained_tiny, tmp_path):
+    model, data = trained_tiny
+    keep = make_masks(_scorer(model, data), PruneSpec(criterion="gradient", sparsity=0.7)).keep
+    pruned = apply_masks(model, keep)
+    before = get_kernels(pruned)
+    history = fine_tune(pruned, keep, data, Recipe(epochs=3, batch_size=8, learning_rate=1e-2), progress=False)
+    assert len(history["loss"]) == 3
+    assert_sparsity_pinned(pruned, keep)
+    changed = [not np.array_equal(before[n][keep[n]], k[keep[n]]) for n, k in get_kernels(pruned).items()]
+    assert all(changed), "the kept weights should have trained"
+    path = tmp_path / "pruned.keras"
+    pruned.save(path)
+    loaded = keras.models.load_model(path)
+    assert_sparsity_pinned(loaded, keep)
+    recovered = masks_from_weights(loaded)
+    # training can't create new zeros in practice, so the zeros are exactly the mask
+    assert all(np.array_equal(recovered[n], keep[n]) for n in keep)
+    fine_tune(loaded, recovered, data, Recipe(epochs=1, batch_size=8, learning_rate=1e-2), progress=False)
+    assert_sparsity_pinned(loaded, keep)
+
+
+def test_structured_masks_RemoveWholeFiltersAndTheirBiases(trained_tiny):
+    model, data = trained_tiny
+    spec = PruneSpec(criterion="taylor", granularity="structured", sparsity=0.5, scope="layerwise")
+    keep = make_masks(_scorer(model, data), spec).keep
+    pruned = apply_masks(model, keep, structured=True)
+    kernel, bias = (np.asarray(w) for w in pruned.get_layer("conv2").weights)
+    dead = ~keep["conv2"].reshape(-1, 8).any(axis=0)
+    assert dead.sum() == 4
+    assert np.all(kernel[..., dead] == 0) and np.all(bias[dead] == 0)
+    assert np.all(keep["conv2"].reshape(-1, 8)[:, ~dead])  # kept filters keep every weight
+
+
+def test_apply_masks_WrongMaskShape_RaisesValueError(trained_tiny):
+    model, _ = trained_tiny
+    keep = {n: np.ones(k.shape, bool) for n, k in get_kernels(model).items()}
+    keep["fc"] = np.ones((3, 3), bool)
+    with pytest.raises(ValueError, match="masks must give layer 'fc' a mask of shape"):
+        apply_masks(model, keep)
+
+
+def test_polynomial_sparsity_FollowsTheCubicRamp():
+    ramp = dict(initial=0.0, final=0.9, begin_step=10, end_step=110)
+    assert polynomial_sparsity(0, **ramp) == 0.0
+    assert polynomial_sparsity(110, **ramp) == pytest.approx(0.9)
+    assert polynomial_sparsity(500, **ramp) == pytest.approx(0.9)
+    assert polynomial_sparsity(60, **ramp) == pytest.approx(0.9 - 0.9 * 0.5**3)  # tfmot's formula
+    values = [polynomial_sparsity(s, **ramp) for s in range(0, 120)]
+    assert np.all(np.diff(values) >= 0)
+    with pytest.raises(ValueError, match="end_step must be > begin_step"):
+        polynomial_sparsity(0, initial=0.0, final=0.5, begin_step=5, end_step=5)
+
+
+@pytest.mark.parametrize("criterion", ["magnitude", "gradient"])
+def test_prune_gradually_ReachesTheFinalSparsityExactly_AndOnlyTightens(trained_tiny, criterion):
+    model, data = trained_tiny
+    spec = PruneSpec(criterion=criterion, sparsity=0.75, scope="layerwise")
+    before = [w.copy() for w in model.get_weights()]
+    pruned, history, ramp = prune_gradually(
+        model, lambda m: _scorer(m, data), spec, data, Recipe(epochs=3, batch_size=8), progress=False
+    )
+    final_keep = masks_from_weights(pruned)
+    for name, kernel in get_kernels(pruned).items():
+        assert 1 - np.count_nonzero(kernel) / kernel.size == pytest.approx(0.75, abs=1 / kernel.size)
+    steps, sparsities = zip(*ramp, strict=True)
+    assert sparsities[0] == 0.0 and sparsities[-1] == pytest.approx(0.75)
+    assert np.all(np.diff(sparsities) >= 0)
+    assert len(history["loss"]) == 3
+    assert_sparsity_pinned(pruned, final_keep)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))

@@ -1,0 +1,127 @@
+"""The criteria, checked against independent computations, and the score cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import tiny_cnn
+
+from workbench import scores as scores_module
+from workbench.compat import keras, tf
+from workbench.registry import get_kernels, prunable_layers
+from workbench.scores import CRITERIA, Scorer, gradient_stats
+
+
+def _reference_abs_gradients(model, images, labels, batch_size):
+    """Mean over batches of |dL/dW| with a plain GradientTape: an independent reference."""
+    loss_fn = keras.losses.SparseCategoricalCrossentropy()
+    kernels = [layer.kernel for layer in model.layers if hasattr(layer, "kernel")]
+    total, batches = None, 0
+    for start in range(0, len(images), batch_size):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(labels[start : start + batch_size], model(images[start : start + batch_size]))
+        grads = [np.abs(g.numpy()) for g in tape.gradient(loss, kernels)]
+        total = grads if total is None else [t + g for t, g in zip(total, grads, strict=True)]
+        batches += 1
+    return [t / batches for t in total]
+
+
+def test_gradient_score_IsMeanAbsoluteGradientOverBatches(tiny_dataset):
+    model = tiny_cnn()
+    images, labels = tiny_dataset.train.images[:40], tiny_dataset.train.labels[:40]
+    ours = gradient_stats(model, images, labels, batch_size=16).abs_grad
+    reference = _reference_abs_gradients(model, images, labels, batch_size=16)
+    for got, want in zip(ours.values(), reference, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-9)
+
+
+def test_criteria_AreTheDocumentedFunctionsOfWeightsAndGradients(tiny_dataset):
+    model = tiny_cnn()
+    scorer = Scorer(model, tiny_dataset.val.images, tiny_dataset.val.labels)
+    kernels, stats = get_kernels(model), scorer.stats()
+    for name, w in kernels.items():
+        np.testing.assert_allclose(scorer.scores("magnitude")[name], np.abs(w))
+        np.testing.assert_allclose(scorer.scores("snip")[name], np.abs(w) * stats.abs_grad[name])
+        np.testing.assert_allclose(scorer.scores("taylor")[name], w**2 * stats.sq_grad[name])
+        assert scorer.scores("random")[name].shape == w.shape
+
+
+def test_structured_taylor_IsSquaredSumOfGradTimesWeightPerFilter(tiny_dataset):
+    model = tiny_cnn()
+    images, labels = tiny_dataset.val.images, tiny_dataset.val.labels  # 12 images: one batch
+    scorer = Scorer(model, images, labels, batch_size=64)
+    with tf.GradientTape() as tape:
+        loss = keras.losses.SparseCategoricalCrossentropy()(labels, model(images))
+    grad = tape.gradient(loss, model.get_layer("conv2").kernel).numpy()
+    expected = ((grad * get_kernels(model)["conv2"]).reshape(-1, 8).sum(axis=0)) ** 2
+    np.testing.assert_allclose(scorer.scores("taylor", "structured")["conv2"], expected, rtol=1e-4)
+    assert scorer.scores("magnitude", "structured")["fc"].shape == (16,)
+
+
+def test_dead_relu_unit_HasExactlyZeroGradientScores(tiny_dataset):
+    model = tiny_cnn()
+    bias = model.get_layer("fc").bias
+    bias.assign(np.where(np.arange(16) == 5, -1e4, np.asarray(bias)))  # unit 5 never fires
+    scores = Scorer(model, tiny_dataset.val.images, tiny_dataset.val.labels).scores("gradient")
+    assert np.all(scores["fc"][:, 5] == 0.0)  # weights into the dead unit
+    assert np.all(scores["out"][5, :] == 0.0)  # weights out of it
+    assert scores["fc"][:, 4].any()
+
+
+def test_random_scores_AreSeeded(tiny_dataset):
+    model, data = tiny_cnn(), tiny_dataset
+    first = Scorer(model, data.val.images, data.val.labels, seed=1).scores("random")
+    again = Scorer(model, data.val.images, data.val.labels, seed=1).scores("random")
+    other = Scorer(model, data.val.images, data.val.labels, seed=2).scores("random")
+    assert all(np.array_equal(first[n], again[n]) for n in first)
+    assert not np.array_equal(first["fc"], other["fc"])
+
+
+def test_scorer_CachesGradients_UntilTheWeightsChange(tiny_dataset, monkeypatch):
+    model = tiny_cnn()
+    calls = []
+    real = scores_module.gradient_stats
+    monkeypatch.setattr(scores_module, "gradient_stats", lambda *a, **k: calls.append(1) or real(*a, **k))
+    scorer = Scorer(model, tiny_dataset.val.images, tiny_dataset.val.labels)
+    for criterion in ("gradient", "snip", "taylor", "gradient", "magnitude", "snip"):
+        scorer.scores(criterion)
+    scorer.scores("taylor", "structured")
+    assert len(calls) == 1
+    model.get_layer("fc").kernel.assign(np.zeros((8 * 9 * 9, 16), np.float32))
+    scorer.scores("gradient")
+    assert len(calls) == 2
+
+
+def test_scorer_BadInputs_RaiseValueErrorsNamingTheArgument(tiny_dataset):
+    model, val = tiny_cnn(), tiny_dataset.val
+    scorer = Scorer(model, val.images, val.labels)
+    with pytest.raises(ValueError, match="criterion must be one of"):
+        scorer.scores("hessian")
+    with pytest.raises(ValueError, match="granularity must be one of"):
+        scorer.scores("snip", "blocks")
+    with pytest.raises(ValueError, match=r"calibration images must have shape \(N, \*\(24, 24, 1\)\)"):
+        Scorer(model, np.zeros((4, 28, 28, 1)), np.zeros(4, int))
+    with pytest.raises(ValueError, match="calibration labels must be in"):
+        Scorer(model, val.images, val.labels + 5)
+
+
+def test_model_without_prunable_layers_RaisesValueError(tiny_dataset):
+    model = keras.Sequential([keras.Input((24, 24, 1)), keras.layers.GlobalAveragePooling2D(), keras.layers.Softmax()])
+    with pytest.raises(ValueError, match="no prunable layers"):
+        prunable_layers(model)
+
+
+def test_non_finite_gradients_RaiseValueError(tiny_dataset):
+    model = tiny_cnn()
+    model.get_layer("out").kernel.assign(np.full((16, 2), np.inf, np.float32))  # softmax of inf: NaN loss
+    with pytest.raises(ValueError, match="gradients of layer .* are NaN or inf"):
+        Scorer(model, tiny_dataset.val.images, tiny_dataset.val.labels).scores("gradient")
+
+
+def test_every_criterion_ScoresEveryPrunableKernel(tiny_dataset):
+    model = tiny_cnn()
+    scorer = Scorer(model, tiny_dataset.val.images, tiny_dataset.val.labels)
+    for criterion in CRITERIA:
+        got = scorer.scores(criterion)
+        assert {n: v.shape for n, v in got.items()} == {n: k.shape for n, k in get_kernels(model).items()}
+        assert all((v >= 0).all() for v in got.values())

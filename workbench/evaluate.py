@@ -1,0 +1,152 @@
+"""Clinical metrics of a classifier's probabilities, and what a pruned model costs (FLOPs, bytes).
+
+Metrics are NumPy/scikit-learn over probability arrays (N, classes); binary and multi-class
+both work. For binary tasks the operating threshold on p(positive) is chosen on validation data
+(Youden's J) and then applied unchanged to test, as a clinic would.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+
+import numpy as np
+from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
+
+from workbench.compat import keras
+from workbench.masks import Masks
+from workbench.registry import layer_by_name, prunable_layers
+
+
+def operating_threshold(val_probs: np.ndarray, val_labels: np.ndarray, positive: int = 1) -> float:
+    """Choose the p(positive) threshold that maximises sensitivity + specificity on validation data."""
+    truth = np.asarray(val_labels) == positive
+    if truth.all() or not truth.any():
+        return 0.5  # one class only: no ROC to choose from
+    fpr, tpr, thresholds = roc_curve(truth, val_probs[:, positive])
+    return float(np.clip(thresholds[np.argmax(tpr - fpr)], 0.0, 1.0))
+
+
+def decisions(probs: np.ndarray, threshold: float | None = None, positive: int = 1) -> np.ndarray:
+    """Predicted classes: argmax, or for binary tasks p(positive) >= threshold when one is given."""
+    if threshold is None or probs.shape[1] != 2:
+        return probs.argmax(axis=1)
+    return np.where(probs[:, positive] >= threshold, positive, 1 - positive)
+
+
+def auc(probs: np.ndarray, labels: np.ndarray) -> float:
+    """ROC AUC: binary on p(class 1), multi-class one-vs-rest macro. NaN if a class is missing."""
+    labels = np.asarray(labels)
+    if len(np.unique(labels)) < probs.shape[1]:
+        return float("nan")
+    if probs.shape[1] == 2:
+        return float(roc_auc_score(labels, probs[:, 1]))
+    return float(roc_auc_score(labels, probs, multi_class="ovr"))
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    """ECE: the bin-weighted gap between confidence (max probability) and accuracy."""
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == np.asarray(labels)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    gap = 0.0
+    for b in range(bins):
+        in_bin = which == b
+        if in_bin.any():
+            gap += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
+    return float(gap)
+
+
+def clinical_metrics(probs: np.ndarray, labels: np.ndarray, threshold: float | None = None, positive: int = 1) -> dict:
+    """Accuracy, AUC, sensitivity/specificity, per-class recall, ECE and the confusion matrix.
+
+    Args:
+        probs: (N, classes) probabilities.
+        threshold: binary operating threshold on p(positive) (see ``operating_threshold``);
+            None means argmax. Multi-class decisions are always argmax, and sensitivity /
+            specificity are then one-vs-rest for ``positive``.
+    """
+    labels = np.asarray(labels).reshape(-1)
+    classes = probs.shape[1]
+    predicted = decisions(probs, threshold, positive)
+    matrix = confusion_matrix(labels, predicted, labels=np.arange(classes))
+    recall = np.divide(matrix.diagonal(), matrix.sum(axis=1), out=np.full(classes, np.nan), where=matrix.sum(axis=1) > 0)
+    is_pos, said_pos = labels == positive, predicted == positive
+    return {
+        "accuracy": float((probs.argmax(axis=1) == labels).mean()),
+        "auc": auc(probs, labels),
+        "sensitivity": _ratio((is_pos & said_pos).sum(), is_pos.sum()),
+        "specificity": _ratio((~is_pos & ~said_pos).sum(), (~is_pos).sum()),
+        "threshold": float("nan") if threshold is None else float(threshold),
+        "ece": expected_calibration_error(probs, labels),
+        "recall_per_class": recall.tolist(),
+        "confusion": matrix,
+    }
+
+
+def _ratio(hits, total) -> float:
+    return float(hits / total) if total else float("nan")
+
+
+def changed_predictions(dense_probs: np.ndarray, pruned_probs: np.ndarray) -> np.ndarray:
+    """Indices of images whose predicted class differs between the dense and the pruned model."""
+    return np.flatnonzero(dense_probs.argmax(axis=1) != pruned_probs.argmax(axis=1))
+
+
+# --- cost -------------------------------------------------------------------------------------
+
+
+def flops(model: keras.Model, keep: Masks | None = None) -> dict[str, int]:
+    """Theoretical forward FLOPs (2 per multiply-add) of the prunable layers, per image.
+
+    Returns ``dense`` (all weights), ``masked`` (only non-zero weights, i.e. ideal sparse
+    kernels) and ``filter_pruned`` (only weights that connect a kept input channel to a kept
+    output unit: what physically removing dead filters would cost). Input channels are traced
+    through a chain of layers (conv -> conv, conv -> flatten -> dense); where a layer's input
+    doesn't come from the previous prunable layer (residual adds) all inputs count as kept.
+    """
+    infos = prunable_layers(model)
+    keep = keep or {i.name: np.ones(i.shape, bool) for i in infos}
+    totals = {"dense": 0, "masked": 0, "filter_pruned": 0}
+    alive_before = None
+    for info in infos:
+        positions = _output_positions(layer_by_name(model, info.name))
+        mask = keep[info.name]
+        units = int(np.prod(info.units_shape))
+        alive_out = mask.reshape(-1, units).any(axis=0)
+        alive_in = _alive_inputs(info, alive_before)
+        totals["dense"] += 2 * positions * info.size
+        totals["masked"] += 2 * positions * int(mask.sum())
+        per_unit = info.size // units // max(len(alive_in), 1) if alive_in is not None else info.size // units
+        kept_in = int(alive_in.sum()) if alive_in is not None else 1
+        totals["filter_pruned"] += 2 * positions * per_unit * kept_in * int(alive_out.sum())
+        alive_before = alive_out
+    return totals
+
+
+def _output_positions(layer) -> int:
+    """Spatial positions a layer's kernel is applied at (1 for Dense on vectors)."""
+    shape = layer.output.shape
+    return int(np.prod(shape[1:-1])) if len(shape) > 2 else 1
+
+
+def _alive_inputs(info, alive_before: np.ndarray | None) -> np.ndarray | None:
+    """Which input channels of this layer are fed by a kept unit of the previous prunable layer."""
+    fan_in = info.shape[-2]
+    if info.kind == "DepthwiseConv2D" or alive_before is None or fan_in % len(alive_before):
+        return None
+    return np.tile(alive_before, fan_in // len(alive_before))  # channels-last flatten repeats channels
+
+
+def gzip_bytes(model: keras.Model) -> int:
+    """Size of all the model's weights, saved as a .npz and gzip-compressed (zeros compress away)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, *[np.asarray(w) for w in model.weights])
+    return len(gzip.compress(buffer.getvalue(), compresslevel=9))
+
+
+def parameter_counts(model: keras.Model) -> dict[str, int]:
+    """Total and non-zero parameters of all weights (kernels, biases, BatchNorm)."""
+    arrays = [np.asarray(w) for w in model.weights]
+    return {"total": int(sum(a.size for a in arrays)), "nonzero": int(sum(np.count_nonzero(a) for a in arrays))}

@@ -1,0 +1,221 @@
+"""Scores -> keep-masks: thresholds by ε or by target sparsity, scopes, normalisation, the guard.
+
+Pure NumPy over ``{layer name: array}`` dicts (shrinkbench's shape), testable without TensorFlow.
+
+Two user-facing quantities, one idea each:
+- **ε** is a score threshold: a weight is kept where ``score >= ε``.
+- **sparsity** is the fraction pruned, in [0, 1).
+
+Scopes:
+- ``global``: one threshold over all layers' scores (in ε mode, ε itself).
+- ``layerwise``: every layer is pruned to the same sparsity, with its own threshold. In ε mode
+  that sparsity is the one ε gives globally, so one ε slider drives both scopes.
+
+The collapse guard then keeps at least ``min_keep`` entries (weights or units) in every layer,
+the highest-scoring ones, and reports the layers where it fired.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+SCOPES = ("global", "layerwise")
+Scores = dict[str, np.ndarray]
+Masks = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class MaskResult:
+    """Keep-masks (True = kept), each layer's effective threshold, and where the guard fired."""
+
+    keep: Masks
+    thresholds: dict[str, float]
+    guarded: tuple[str, ...] = field(default=())
+
+    @property
+    def sparsity(self) -> float:
+        return overall_sparsity(self.keep)
+
+    def layer_sparsity(self) -> dict[str, float]:
+        return {name: 1.0 - float(mask.mean()) for name, mask in self.keep.items()}
+
+
+# --- argument checks --------------------------------------------------------------------------
+
+
+def check_epsilon(epsilon: float) -> float:
+    """Return ``epsilon`` as a float, or raise ValueError unless it is finite and >= 0."""
+    value = float(epsilon)
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"epsilon must be a finite number >= 0, got {epsilon!r}")
+    return value
+
+
+def check_sparsity(sparsity: float) -> float:
+    """Return ``sparsity`` as a float, or raise ValueError unless it is in [0, 1)."""
+    value = float(sparsity)
+    if not 0.0 <= value < 1.0:  # NaN fails this too
+        raise ValueError(f"sparsity must be in range [0, 1), got {sparsity!r}")
+    return value
+
+
+def check_scope(scope: str) -> str:
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+    return scope
+
+
+def check_scores(scores: Scores) -> Scores:
+    if not scores:
+        raise ValueError("scores must hold at least one layer; the model has no prunable layers")
+    for name, values in scores.items():
+        if not np.isfinite(values).all():
+            raise ValueError(f"scores of layer {name!r} hold NaN or inf; expected finite scores")
+    return scores
+
+
+# --- normalisation, thresholds, conversions ---------------------------------------------------
+
+
+def normalise_per_layer(scores: Scores) -> Scores:
+    """Divide each layer's scores by that layer's mean score, so layers of different scale compare.
+
+    A layer whose scores are all zero stays all zero.
+    """
+    return {name: s / s.mean() if s.mean() > 0 else np.zeros_like(s) for name, s in scores.items()}
+
+
+def _flat(scores: Scores) -> np.ndarray:
+    return np.concatenate([s.ravel() for s in scores.values()])
+
+
+def overall_sparsity(keep: Masks) -> float:
+    """Fraction of all entries pruned (False) across layers."""
+    total = sum(mask.size for mask in keep.values())
+    return 1.0 - sum(int(mask.sum()) for mask in keep.values()) / total
+
+
+def sparsity_at_epsilon(scores: Scores, epsilon: float) -> tuple[float, dict[str, float]]:
+    """Return the sparsity that ``epsilon`` gives (score < ε is pruned): overall, and per layer."""
+    epsilon = check_epsilon(epsilon)
+    per_layer = {name: float((s < epsilon).mean()) for name, s in scores.items()}
+    total = sum(s.size for s in scores.values())
+    overall = sum(per_layer[name] * s.size for name, s in scores.items()) / total
+    return overall, per_layer
+
+
+def epsilon_for_sparsity(values: np.ndarray, sparsity: float) -> float:
+    """Return the smallest ε whose rule ``keep score >= ε`` prunes at least ``sparsity`` of ``values``.
+
+    This is the value at sorted position ``round(sparsity * n)``. Ties can make the ε rule prune
+    more than asked; ``select`` in target-sparsity mode is exact regardless.
+    """
+    sparsity = check_sparsity(sparsity)
+    ordered = np.sort(values, axis=None)
+    return float(ordered[min(int(round(sparsity * ordered.size)), ordered.size - 1)])
+
+
+def epsilon_range(scores: Scores, low_quantile: float = 0.01, high_quantile: float = 0.999) -> tuple[float, float]:
+    """Return a (low, high) ε range for a log-scale slider, from the positive scores' quantiles."""
+    positive = _flat(scores)
+    positive = positive[positive > 0]
+    if positive.size == 0:
+        return 1e-12, 1.0
+    low, high = np.quantile(positive, [low_quantile, high_quantile])
+    return float(low), float(max(high, low * 10))
+
+
+def _top_k_keep(values: np.ndarray, n_prune: int) -> np.ndarray:
+    """Keep all but the ``n_prune`` lowest values; ties are broken by position, so it is exact."""
+    keep = np.ones(values.size, dtype=bool)
+    keep[np.argsort(values, axis=None, kind="stable")[:n_prune]] = False
+    return keep.reshape(values.shape)
+
+
+# --- selection --------------------------------------------------------------------------------
+
+
+def select(
+    scores: Scores,
+    *,
+    epsilon: float | None = None,
+    sparsity: float | None = None,
+    scope: str = "global",
+    normalize: bool = False,
+    min_keep: int = 1,
+) -> MaskResult:
+    """Turn scores into keep-masks by ε or by target sparsity.
+
+    Give exactly one of ``epsilon`` (keep where score >= ε) or ``sparsity`` (prune exactly that
+    fraction, lowest scores first; per layer in layer-wise scope, overall in global scope).
+
+    Example:
+        >>> select({"a": np.array([0.0, 1.0, 2.0, 3.0])}, epsilon=1.5).keep["a"]
+        array([False, False,  True,  True])
+
+    Raises:
+        ValueError: for both or neither of epsilon/sparsity, values out of range, unknown scope,
+            empty or non-finite scores, or ``min_keep`` < 0.
+    """
+    check_scores(scores)
+    check_scope(scope)
+    if (epsilon is None) == (sparsity is None):
+        raise ValueError("give exactly one of epsilon= or sparsity=")
+    if min_keep < 0:
+        raise ValueError(f"min_keep must be >= 0, got {min_keep}")
+    if normalize:
+        scores = normalise_per_layer(scores)
+    if scope == "layerwise":
+        target = check_sparsity(sparsity) if epsilon is None else sparsity_at_epsilon(scores, epsilon)[0]
+        keep = {name: _top_k_keep(s, int(round(target * s.size))) for name, s in scores.items()}
+    elif epsilon is not None:
+        epsilon = check_epsilon(epsilon)
+        keep = {name: s >= epsilon for name, s in scores.items()}
+    else:
+        flat_keep = _top_k_keep(_flat(scores), int(round(check_sparsity(sparsity) * _flat(scores).size)))
+        keep = _unflatten(flat_keep, scores)
+    keep, guarded = _guard(scores, keep, min_keep)
+    return MaskResult(keep, _effective_thresholds(scores, keep), guarded)
+
+
+def _unflatten(flat: np.ndarray, like: Scores) -> Masks:
+    out, start = {}, 0
+    for name, s in like.items():
+        out[name] = flat[start : start + s.size].reshape(s.shape)
+        start += s.size
+    return out
+
+
+def _guard(scores: Scores, keep: Masks, min_keep: int) -> tuple[Masks, tuple[str, ...]]:
+    """Keep at least ``min_keep`` highest-scoring entries in every layer (the collapse guard)."""
+    guarded = []
+    for name, mask in keep.items():
+        needed = min(min_keep, mask.size)
+        if mask.sum() < needed:
+            keep[name] = _top_k_keep(scores[name], mask.size - needed)
+            guarded.append(name)
+    return keep, tuple(guarded)
+
+
+def _effective_thresholds(scores: Scores, keep: Masks) -> dict[str, float]:
+    """Each layer's lowest kept score: the ε that layer effectively used (inf if all pruned)."""
+    return {name: float(s[keep[name]].min()) if keep[name].any() else float("inf") for name, s in scores.items()}
+
+
+# --- structured units -------------------------------------------------------------------------
+
+
+def unit_scores(scores: Scores, units_shapes: dict[str, tuple[int, ...]]) -> Scores:
+    """Aggregate weight scores into one score per unit (filter/neuron): the mean over its weights."""
+    out = {}
+    for name, s in scores.items():
+        shape = units_shapes[name]
+        out[name] = s.reshape(-1, int(np.prod(shape))).mean(axis=0).reshape(shape)
+    return out
+
+
+def expand_units(keep: Masks, kernel_shapes: dict[str, tuple[int, ...]]) -> Masks:
+    """Broadcast per-unit keep-masks to full kernel shapes (a pruned filter loses all its weights)."""
+    return {name: np.broadcast_to(mask, kernel_shapes[name]).copy() for name, mask in keep.items()}

@@ -1,0 +1,236 @@
+"""Scores -> masks -> a pruned copy of the model; masked fine-tuning, one-shot or gradual.
+
+Pruned weights stay exactly zero through training: each kernel variable carries a
+``MaskConstraint``, which Keras 3's optimizer applies right after every update, inside the
+compiled train step, so Adam's momentum can never revive a pruned weight.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from workbench.compat import keras, tf
+from workbench.data import Dataset
+from workbench.masks import MaskResult, Masks, Scores, check_sparsity, expand_units, select
+from workbench.registry import LayerInfo, kernel_variables, layer_by_name, prunable_layers
+from workbench.scores import Scorer, check_granularity
+from workbench.train import Recipe, compile_model, fit
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PruneSpec:
+    """Everything that decides a mask, besides the scores: what the dashboard's controls set."""
+
+    criterion: str = "gradient"
+    granularity: str = "unstructured"
+    scope: str = "global"
+    epsilon: float | None = None
+    sparsity: float | None = None
+    normalize: bool = False
+    min_keep: int = 1
+
+
+def make_masks(scorer: Scorer, spec: PruneSpec) -> MaskResult:
+    """Score (cached) and threshold; structured unit masks are expanded to kernel shapes."""
+    check_granularity(spec.granularity)
+    return masks_from_scores(scorer.scores(spec.criterion, spec.granularity), spec, scorer.infos)
+
+
+def masks_from_scores(scores: Scores, spec: PruneSpec, infos: list[LayerInfo]) -> MaskResult:
+    """Threshold ready-made scores by ``spec``; structured unit masks are expanded to kernel shapes."""
+    result = select(
+        scores,
+        epsilon=spec.epsilon,
+        sparsity=spec.sparsity,
+        scope=spec.scope,
+        normalize=spec.normalize,
+        min_keep=spec.min_keep,
+    )
+    if spec.granularity == "structured":
+        result = MaskResult(expand_units(result.keep, {i.name: i.shape for i in infos}), result.thresholds, result.guarded)
+    return result
+
+
+def copy_model(model: keras.Model) -> keras.Model:
+    """Return an independent copy with the same architecture and weights."""
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def apply_masks(model: keras.Model, keep: Masks, *, structured: bool = False) -> keras.Model:
+    """Return a copy of ``model`` with pruned kernel weights set to zero; ``model`` is untouched.
+
+    With ``structured=True`` a unit whose whole kernel slice is pruned also loses its bias, so
+    the unit really is gone (its output is zero, not a constant) and can be removed physically.
+    """
+    pruned = copy_model(model)
+    zero_pruned_weights(pruned, keep, structured=structured)
+    return pruned
+
+
+def zero_pruned_weights(model: keras.Model, keep: Masks, *, structured: bool = False) -> None:
+    """Multiply each kernel by its mask in place (and zero dead units' biases if ``structured``)."""
+    _check_masks_fit(model, keep)
+    for name, variable in kernel_variables(model).items():
+        mask = keep[name]
+        variable.assign(np.asarray(variable) * mask)
+        layer = layer_by_name(model, name)
+        if structured and getattr(layer, "bias", None) is not None:
+            alive = mask.reshape(-1, layer.bias.shape[0]).any(axis=0)
+            layer.bias.assign(np.asarray(layer.bias) * alive)
+
+
+def _check_masks_fit(model: keras.Model, keep: Masks) -> None:
+    for info in prunable_layers(model):
+        if info.name not in keep or tuple(keep[info.name].shape) != info.shape:
+            got = None if info.name not in keep else keep[info.name].shape
+            raise ValueError(f"masks must give layer {info.name!r} a mask of shape {info.shape}, got {got}")
+
+
+def masks_from_weights(model: keras.Model) -> Masks:
+    """Recover keep-masks from a pruned model's zeros (e.g. after loading it from disk)."""
+    return {name: np.asarray(v) != 0 for name, v in kernel_variables(model).items()}
+
+
+# --- exact zeros during training --------------------------------------------------------------
+
+
+class MaskConstraint(keras.constraints.Constraint):
+    """Multiply a kernel by its 0/1 mask after every optimizer step.
+
+    The mask is a variable, so a gradual schedule can tighten it without retracing training.
+    """
+
+    def __init__(self, keep: np.ndarray):
+        self.mask = tf.Variable(keep.astype(np.float32), trainable=False)
+
+    def __call__(self, weight):
+        return weight * tf.cast(self.mask, weight.dtype)
+
+    def update(self, keep: np.ndarray) -> None:
+        self.mask.assign(keep.astype(np.float32))
+
+
+def attach_masks(model: keras.Model, keep: Masks) -> dict[str, MaskConstraint]:
+    """Zero the pruned weights and pin them at zero for all later training of ``model``."""
+    zero_pruned_weights(model, keep)
+    constraints = {}
+    for name, variable in kernel_variables(model).items():
+        constraints[name] = variable.constraint = MaskConstraint(keep[name])
+    return constraints
+
+
+# --- gradual pruning --------------------------------------------------------------------------
+
+
+def polynomial_sparsity(step: int, *, initial: float, final: float, begin_step: int, end_step: int, power: int = 3) -> float:
+    """Zhu & Gupta (2017) sparsity ramp, the shape of tfmot's PolynomialDecay.
+
+    s(t) = final + (initial - final) * (1 - (t - begin) / (end - begin)) ** power, held at
+    ``initial`` before ``begin_step`` and at ``final`` after ``end_step``.
+    """
+    check_sparsity(initial)
+    check_sparsity(final)
+    if end_step <= begin_step:
+        raise ValueError(f"end_step must be > begin_step, got {begin_step}..{end_step}")
+    progress = min(max((step - begin_step) / (end_step - begin_step), 0.0), 1.0)
+    return final + (initial - final) * (1.0 - progress) ** power
+
+
+class GradualPruning(keras.callbacks.Callback):
+    """Raise the sparsity along ``polynomial_sparsity`` every ``frequency`` steps during training.
+
+    ``mask_at(sparsity, previous_keep)`` returns new keep-masks; pruned weights never come back
+    (the ramp only tightens), and the masks are written into the constraints in place.
+    """
+
+    def __init__(self, constraints: dict[str, MaskConstraint], mask_at: Callable, *, initial: float, final: float, begin_step: int, end_step: int, frequency: int):
+        super().__init__()
+        self.constraints, self.mask_at = constraints, mask_at
+        self.ramp = dict(initial=initial, final=final, begin_step=begin_step, end_step=end_step)
+        self.frequency, self.step, self.log = max(1, frequency), 0, []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.step % self.frequency == 0 and self.step <= self.ramp["end_step"]:
+            self._tighten(polynomial_sparsity(self.step, **self.ramp))
+        self.step += 1
+
+    def _tighten(self, sparsity: float) -> None:
+        previous = {n: c.mask.numpy().astype(bool) for n, c in self.constraints.items()}
+        keep = self.mask_at(sparsity, previous)
+        for name, constraint in self.constraints.items():
+            constraint.update(keep[name] & previous[name])
+        zero_pruned_weights(self.model, {n: c.mask.numpy().astype(bool) for n, c in self.constraints.items()})
+        self.log.append((self.step, sparsity))
+
+
+def fine_tune(
+    model: keras.Model,
+    keep: Masks,
+    dataset: Dataset,
+    recipe: Recipe = Recipe(epochs=3, learning_rate=5e-4),
+    *,
+    callbacks: list | None = None,
+    progress: bool = True,
+) -> dict[str, list[float]]:
+    """Train a pruned model in place with its pruned weights pinned at exactly zero.
+
+    Returns:
+        The per-epoch history (loss, accuracy, val_loss, val_accuracy).
+    """
+    attach_masks(model, keep)
+    compile_model(model, recipe.learning_rate)  # a fresh optimizer: no momentum from before pruning
+    return fit(model, dataset, recipe, callbacks=callbacks, progress=progress)
+
+
+def prune_gradually(
+    model: keras.Model,
+    scorer_for: Callable[[keras.Model], Scorer],
+    spec: PruneSpec,
+    dataset: Dataset,
+    recipe: Recipe = Recipe(epochs=3, learning_rate=5e-4),
+    *,
+    frequency: int | None = None,
+    progress: bool = True,
+) -> tuple[keras.Model, dict[str, list[float]], list[tuple[int, float]]]:
+    """Prune a copy of ``model`` from 0 to ``spec.sparsity`` along the cubic ramp while training.
+
+    The ramp ends after two thirds of the training steps; the last third recovers at the final
+    sparsity. Masks are recomputed from the current weights (rescored by ``scorer_for``).
+
+    Returns:
+        (the pruned model, its history, the (step, sparsity) points where masks were updated).
+    """
+    final = check_sparsity(spec.sparsity if spec.sparsity is not None else 0.0)
+    pruned = copy_model(model)
+    constraints = attach_masks(pruned, {i.name: np.ones(i.shape, bool) for i in prunable_layers(pruned)})
+    steps = recipe.epochs * int(np.ceil(len(dataset.train) / recipe.batch_size))
+    end_step = max(1, (2 * steps) // 3)
+
+    def mask_at(sparsity: float, previous: Masks) -> Masks:
+        scorer = scorer_for(pruned)
+        scores = _demote_pruned(scorer.scores(spec.criterion, spec.granularity), previous, scorer.infos, spec.granularity)
+        return masks_from_scores(scores, replace(spec, epsilon=None, sparsity=sparsity), scorer.infos).keep
+
+    ramp = GradualPruning(constraints, mask_at, initial=0.0, final=final, begin_step=0, end_step=end_step, frequency=frequency or max(1, end_step // 8))
+    compile_model(pruned, recipe.learning_rate)
+    history = fit(pruned, dataset, recipe, callbacks=[ramp], progress=progress)
+    return pruned, history, ramp.log
+
+
+def _demote_pruned(scores: Scores, previous: Masks, infos: list[LayerInfo], granularity: str) -> Scores:
+    """Give already-pruned entries a score below every real score, so the mask only tightens."""
+    demoted = {}
+    for info in infos:
+        alive = previous[info.name]
+        if granularity == "structured":
+            alive = alive.reshape(-1, int(np.prod(info.units_shape))).any(axis=0).reshape(info.units_shape)
+        demoted[info.name] = np.where(alive, scores[info.name], -1.0)
+    return demoted
