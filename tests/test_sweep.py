@@ -1,0 +1,69 @@
+"""Curves over ε and sparsity grids, checked against the slow, independent path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from workbench.evaluate import clinical_metrics, operating_threshold
+from workbench.masks import epsilon_range
+from workbench.prune import PruneSpec, apply_masks, make_masks
+from workbench.scores import Scorer
+from workbench.sweep import Evaluator, curve, log_grid
+
+
+@pytest.fixture
+def setup(trained_tiny):
+    model, data = trained_tiny
+    return model, data, Scorer(model, data.val.images, data.val.labels), Evaluator(model, data.val, data.test)
+
+
+def test_evaluator_MatchesPruningACopyAndPredicting(setup):
+    model, data, scorer, evaluator = setup
+    keep = make_masks(scorer, PruneSpec(criterion="magnitude", sparsity=0.6)).keep
+    fast = evaluator.evaluate(keep)
+    pruned = apply_masks(model, keep)
+    val_probs = pruned.predict(data.val.images, verbose=0)
+    test_probs = pruned.predict(data.test.images, verbose=0)
+    slow = clinical_metrics(test_probs, data.test.labels, operating_threshold(val_probs, data.val.labels))
+    np.testing.assert_allclose(fast["test_probs"], test_probs, atol=1e-5)
+    for key in ("accuracy", "auc", "sensitivity", "specificity", "threshold"):
+        assert fast[key] == pytest.approx(slow[key], abs=1e-6), key
+
+
+def test_evaluator_DenseMetrics_AreTheUnprunedModels(setup):
+    model, data, _, evaluator = setup
+    probs = model.predict(data.test.images, verbose=0)
+    assert evaluator.dense_metrics["accuracy"] == pytest.approx((probs.argmax(1) == data.test.labels).mean())
+
+
+def test_curve_OverEpsilon_IsMonotoneAndStartsDense(setup):
+    _, _, scorer, evaluator = setup
+    low, high = epsilon_range(scorer.scores("gradient"))
+    table = curve(scorer, evaluator, PruneSpec(criterion="gradient"), epsilons=log_grid(low, high, 12))
+    assert len(table) == 12
+    assert table["sparsity"].is_monotonic_increasing
+    assert table["sparsity"].iloc[0] == 0.0
+    assert table["accuracy"].iloc[0] == pytest.approx(evaluator.dense_metrics["accuracy"])
+    assert {"sparsity/conv1", "sparsity/fc", "auc", "sensitivity", "ece", "changed", "guarded"} <= set(table.columns)
+
+
+def test_curve_OverSparsity_HitsEachTarget(setup):
+    _, _, scorer, evaluator = setup
+    targets = np.array([0.0, 0.5, 0.9])
+    table = curve(scorer, evaluator, PruneSpec(criterion="snip", scope="layerwise"), sparsities=targets)
+    np.testing.assert_allclose(table["sparsity"], targets, atol=1e-3)
+    assert table["target"].tolist() == targets.tolist()
+
+
+def test_curve_NeedsExactlyOneGrid(setup):
+    _, _, scorer, evaluator = setup
+    with pytest.raises(ValueError, match="exactly one of epsilons= or sparsities="):
+        curve(scorer, evaluator, PruneSpec())
+
+
+def test_log_grid_StartsAtZero_AndRejectsBadBounds():
+    grid = log_grid(1e-5, 1e-1, 5)
+    assert grid[0] == 0.0 and grid[1] == pytest.approx(1e-5) and grid[-1] == pytest.approx(1e-1)
+    with pytest.raises(ValueError, match="0 < low < high"):
+        log_grid(0.0, 1.0)
