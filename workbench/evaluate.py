@@ -11,11 +11,12 @@ import gzip
 import io
 
 import numpy as np
+import pandas as pd
 from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
 
 from workbench.compat import keras
-from workbench.masks import Masks
-from workbench.registry import layer_by_name, prunable_layers
+from workbench.masks import MaskResult, Masks
+from workbench.registry import layer_by_name, other_parameters, prunable_layers
 
 
 def operating_threshold(val_probs: np.ndarray, val_labels: np.ndarray, positive: int = 1) -> float:
@@ -150,3 +151,34 @@ def parameter_counts(model: keras.Model) -> dict[str, int]:
     """Total and non-zero parameters of all weights (kernels, biases, BatchNorm)."""
     arrays = [np.asarray(w) for w in model.weights]
     return {"total": int(sum(a.size for a in arrays)), "nonzero": int(sum(np.count_nonzero(a) for a in arrays))}
+
+
+# --- reports ----------------------------------------------------------------------------------
+
+TABLE_COLUMNS = ["layer", "kind", "shape", "weights", "pruned", "sparsity", "threshold"]
+
+
+def layer_table(model: keras.Model, result: MaskResult, *, include_unpruned: bool = True) -> pd.DataFrame:
+    """Per-layer report: layer, kind, shape, weights, pruned, sparsity, threshold.
+
+    Prunable kernels come first; with ``include_unpruned`` the biases and BatchNorm parameters
+    follow (never pruned, shown so the totals are the model's real parameter count).
+    """
+    rows = []
+    for info in prunable_layers(model):
+        kept = int(result.keep[info.name].sum())
+        rows.append([info.name, info.kind, info.shape, info.size, info.size - kept, 1 - kept / info.size, result.thresholds[info.name]])
+    if include_unpruned:
+        for layer, weight, shape, count in other_parameters(model):
+            rows.append([layer, weight, shape, count, 0, 0.0, float("nan")])
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+
+
+def overall_counts(table: pd.DataFrame) -> dict[str, float]:
+    """Overall sparsity of the prunable weights, and non-zero parameters of the whole model."""
+    prunable = table[table["threshold"].notna()]
+    return {
+        "sparsity": float(prunable["pruned"].sum() / prunable["weights"].sum()),
+        "parameters": int(table["weights"].sum()),
+        "nonzero_parameters": int(table["weights"].sum() - table["pruned"].sum()),
+    }

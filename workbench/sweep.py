@@ -8,17 +8,18 @@ validation and test images together. No model is rebuilt per point.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
 from workbench.compat import tf
-from workbench.evaluate import changed_predictions, clinical_metrics, operating_threshold
-from workbench.masks import MaskResult, Masks
-from workbench.prune import PruneSpec, copy_model, make_masks
+from workbench.evaluate import changed_predictions, clinical_metrics, layer_table, operating_threshold
+from workbench.masks import MaskResult, Masks, epsilon_range, normalise_per_layer
+from workbench.prune import PruneSpec, apply_masks, copy_model, fine_tune, make_masks
 from workbench.registry import get_kernels, kernel_variables
 from workbench.scores import Scorer
+from workbench.train import Recipe
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,14 @@ class Evaluator:
         metrics["changed"] = changed_predictions(self.dense_test, test_probs)
         metrics["test_probs"] = test_probs
         return metrics
+
+
+def evaluate_model(model, val, test, positive: int = 1) -> dict:
+    """Clinical test metrics of a model evaluated once (threshold chosen on val); no compiled cache."""
+    val_probs = model.predict(val.images, batch_size=512, verbose=0)
+    test_probs = model.predict(test.images, batch_size=512, verbose=0)
+    threshold = operating_threshold(val_probs, val.labels, positive) if test_probs.shape[1] == 2 else None
+    return clinical_metrics(test_probs, test.labels, threshold, positive)
 
 
 SCALAR_METRICS = ("accuracy", "auc", "sensitivity", "specificity", "ece")
@@ -108,3 +117,70 @@ def log_grid(low: float, high: float, points: int = 50) -> np.ndarray:
     if not 0 < low < high:
         raise ValueError(f"need 0 < low < high for a log grid, got low={low}, high={high}")
     return np.concatenate([[0.0], np.geomspace(low, high, points - 1)])
+
+
+# --- the state behind an interactive view -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Point:
+    """One evaluated setting: its spec, masks, metrics and per-layer table."""
+
+    spec: PruneSpec
+    result: MaskResult
+    metrics: dict
+    table: pd.DataFrame
+
+    def row(self) -> dict:
+        return point_row(self.result, self.metrics, epsilon=self.spec.epsilon, target=self.spec.sparsity)
+
+
+class Explorer:
+    """Everything an ε explorer needs, without widgets: scores, curves and points, all cached.
+
+    Example:
+        >>> explorer = Explorer(model, data)                              # doctest: +SKIP
+        >>> explorer.point(PruneSpec(criterion="snip", epsilon=1e-4))     # doctest: +SKIP
+    """
+
+    def __init__(self, model, dataset, *, calibration_size: int = 256, grid_points: int = 30, seed: int = 0):
+        self.model, self.dataset, self.grid_points = model, dataset, grid_points
+        calibration = slice(0, calibration_size)
+        self.scorer = Scorer(model, dataset.train.images[calibration], dataset.train.labels[calibration], seed=seed)
+        self.evaluator = Evaluator(model, dataset.val, dataset.test)
+        self._curves: dict[tuple, pd.DataFrame] = {}
+
+    @property
+    def layers(self) -> list[str]:
+        return [info.name for info in self.scorer.infos]
+
+    def epsilon_bounds(self, spec: PruneSpec) -> tuple[float, float]:
+        """A slider range for ε from the score distribution of ``spec``'s criterion."""
+        scores = self.scorer.scores(spec.criterion, spec.granularity)
+        return epsilon_range(normalise_per_layer(scores) if spec.normalize else scores)
+
+    def grid(self, spec: PruneSpec) -> tuple[str, np.ndarray]:
+        """The curve's grid: log-spaced ε from the scores, or target sparsities 0..0.99."""
+        if spec.sparsity is not None:
+            return "sparsity", np.linspace(0.0, 0.99, self.grid_points)
+        return "epsilon", log_grid(*self.epsilon_bounds(spec), points=self.grid_points)
+
+    def curve(self, spec: PruneSpec) -> pd.DataFrame:
+        """The curve for ``spec``'s criterion/scope/granularity/mode (cached; ε itself ignored)."""
+        key = (spec.criterion, spec.scope, spec.granularity, spec.normalize, spec.min_keep, spec.sparsity is None)
+        if key not in self._curves:
+            kind, grid = self.grid(spec)
+            grid_argument = "epsilons" if kind == "epsilon" else "sparsities"
+            self._curves[key] = curve(self.scorer, self.evaluator, spec, **{grid_argument: grid})
+        return self._curves[key]
+
+    def point(self, spec: PruneSpec) -> Point:
+        """Masks, metrics and the per-layer table at one setting."""
+        result = make_masks(self.scorer, spec)
+        return Point(spec, result, self.evaluator.evaluate(result.keep), layer_table(self.model, result))
+
+    def fine_tuned(self, point: Point, recipe: Recipe, *, progress: bool = True) -> tuple[dict, dict]:
+        """Fine-tune a pruned copy at ``point``'s masks; return (test metrics, training history)."""
+        pruned = apply_masks(self.model, point.result.keep, structured=point.spec.granularity == "structured")
+        history = fine_tune(pruned, point.result.keep, self.dataset, recipe, progress=progress)
+        return evaluate_model(pruned, self.dataset.val, self.dataset.test), history

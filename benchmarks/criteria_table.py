@@ -1,0 +1,80 @@
+"""Compare pruning criteria on real chest X-rays: seed_cnn on ../shared/data/pneumoniamnist.npz.
+
+    .venv/bin/python benchmarks/criteria_table.py [--seeds 0 1 2] [--finetune-epochs 3]
+
+For every criterion, layer-wise and global scope, and sparsity 50/75/90/95%, prints test AUC,
+accuracy and sensitivity/specificity (operating threshold chosen on validation), one-shot and
+after masked fine-tuning, as the mean over seeds (each seed trains its own baseline).
+Exits non-zero if a pruned weight is non-zero after fine-tuning or a target sparsity is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+from _common import pneumonia
+
+from workbench.masks import overall_sparsity
+from workbench.prune import PruneSpec, apply_masks, fine_tune, make_masks, masks_from_weights
+from workbench.scores import CRITERIA, Scorer
+from workbench.sweep import Evaluator, evaluate_model
+from workbench.train import Recipe, baseline
+
+SPARSITIES = (0.5, 0.75, 0.9, 0.95)
+SCOPES = ("layerwise", "global")
+METRICS = ("auc", "accuracy", "sensitivity", "specificity")
+
+
+def one_seed(data, seed: int, finetune_epochs: int) -> list[dict]:
+    model, _ = baseline(data, "seed_cnn", Recipe(seed=seed), progress=False)
+    scorer = Scorer(model, data.train.images[:512], data.train.labels[:512], seed=seed)
+    evaluator = Evaluator(model, data.val, data.test)
+    rows = [dict(seed=seed, criterion="dense", scope="-", sparsity=0.0, stage="one-shot", **_pick(evaluator.dense_metrics))]
+    for criterion in CRITERIA:
+        for scope in SCOPES:
+            for sparsity in SPARSITIES:
+                keep = make_masks(scorer, PruneSpec(criterion=criterion, scope=scope, sparsity=sparsity)).keep
+                common = dict(seed=seed, criterion=criterion, scope=scope, sparsity=sparsity)
+                rows.append(dict(common, stage="one-shot", **_pick(evaluator.evaluate(keep))))
+                pruned = apply_masks(model, keep)
+                fine_tune(pruned, keep, data, Recipe(epochs=finetune_epochs, learning_rate=5e-4, seed=seed), progress=False)
+                _check_exact(pruned, keep, sparsity)
+                tuned = evaluate_model(pruned, data.val, data.test)
+                rows.append(dict(common, stage=f"fine-tuned {finetune_epochs} ep", **_pick(tuned)))
+    return rows
+
+
+def _pick(metrics: dict) -> dict:
+    return {key: metrics[key] for key in METRICS}
+
+
+def _check_exact(model, keep, sparsity) -> None:
+    nonzero = masks_from_weights(model)
+    if any((nonzero[n] & ~keep[n]).any() for n in keep):
+        sys.exit("FAILED: a pruned weight is non-zero after fine-tuning")
+    if abs(overall_sparsity(nonzero) - sparsity) > 0.01:
+        sys.exit(f"FAILED: sparsity {overall_sparsity(nonzero):.4f} after fine-tuning, target {sparsity}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--finetune-epochs", type=int, default=3)
+    args = parser.parse_args()
+    data = pneumonia()
+    start = time.perf_counter()
+    rows = [row for seed in args.seeds for row in one_seed(data, seed, args.finetune_epochs)]
+    table = pd.DataFrame(rows).groupby(["stage", "criterion", "scope", "sparsity"], sort=False)[list(METRICS)].mean()
+    pd.set_option("display.width", 160, "display.max_rows", 200)
+    print(f"seed_cnn on pneumoniamnist test ({len(data.test)} images), mean over seeds {args.seeds}")
+    print(table.round(3).to_string())
+    print(f"total time {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

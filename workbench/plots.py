@@ -1,0 +1,202 @@
+"""Figures. Each function takes data and an optional ``ax`` and returns the Axes it drew on.
+
+No module-level figure state: callers own their figures. Interactive views keep the returned
+artists (``ax.images[0]``, ``ax.lines``) and update them in place with the ``update_*`` helpers.
+"""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+
+METRIC_STYLE = {"accuracy": "tab:blue", "auc": "tab:orange", "sensitivity": "tab:green", "specificity": "tab:red"}
+
+
+def _axes(ax: Axes | None) -> Axes:
+    return ax if ax is not None else plt.subplots()[1]
+
+
+def layer_columns(table: pd.DataFrame) -> list[str]:
+    """The ``sparsity/<layer>`` columns of a curve table, in layer order."""
+    return [c for c in table.columns if c.startswith("sparsity/")]
+
+
+def sparsity_heatmap(table: pd.DataFrame, x: str = "epsilon", current: float | None = None, ax: Axes | None = None) -> Axes:
+    """Layers x grid heatmap, colour = sparsity of that layer at that grid point; ``current`` marked.
+
+    Columns are placed by grid index (the grid is log-spaced), labelled with the grid values.
+    """
+    ax = _axes(ax)
+    columns = layer_columns(table)
+    grid = table[x].to_numpy()
+    image = ax.imshow(table[columns].to_numpy().T, aspect="auto", cmap="magma", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_yticks(range(len(columns)), [c.split("/", 1)[1] for c in columns])
+    ticks = np.linspace(0, len(grid) - 1, min(6, len(grid))).astype(int)
+    ax.set_xticks(ticks, [f"{grid[t]:.0e}" if x == "epsilon" else f"{grid[t]:.2f}" for t in ticks])
+    ax.set_xlabel("ε" if x == "epsilon" else x)
+    ax.set_title("sparsity per layer")
+    ax.figure.colorbar(image, ax=ax, fraction=0.05, pad=0.02, label="sparsity")
+    ax.axvline(grid_position(grid, current if current is not None else grid[0]), color="cyan", lw=1.5)
+    return ax
+
+
+def grid_position(grid: np.ndarray, value: float) -> float:
+    """Fractional column index of ``value`` on a (log-spaced) grid, for marking it on a heatmap."""
+    grid = np.asarray(grid, dtype=float)
+    if value <= grid[0]:
+        return 0.0
+    if value >= grid[-1]:
+        return float(len(grid) - 1)
+    upper = int(np.searchsorted(grid, value))
+    low, high = grid[upper - 1], grid[upper]
+    if low > 0:
+        frac = np.log(value / low) / np.log(high / low)
+    else:
+        frac = (value - low) / (high - low)
+    return upper - 1 + float(frac)
+
+
+def metric_curves(
+    table: pd.DataFrame,
+    x: str = "epsilon",
+    metrics: tuple[str, ...] = ("accuracy", "auc"),
+    dense: dict | None = None,
+    current: dict | None = None,
+    label: str = "",
+    ax: Axes | None = None,
+) -> Axes:
+    """Metrics against ε or sparsity; dashed lines for the dense baseline, dots for ``current``."""
+    ax = _axes(ax)
+    for metric in metrics:
+        color = METRIC_STYLE.get(metric)
+        ax.plot(table[x], table[metric], color=color, label=f"{label}{metric}", lw=1.5)
+        if dense is not None:
+            ax.axhline(dense[metric], color=color, ls="--", lw=0.8)
+        if current is not None:
+            ax.plot([current[x]], [current[metric]], "o", color=color, ms=6)
+    if x == "epsilon":
+        ax.set_xscale("symlog", linthresh=max(float(table[x][table[x] > 0].min()), 1e-12))
+    ax.set_xlabel("ε" if x == "epsilon" else "overall sparsity")
+    ax.set_ylim(0.0, 1.02)
+    ax.legend(loc="lower left", fontsize="small")
+    return ax
+
+
+def update_marker(ax: Axes, metrics: tuple[str, ...], point: dict, x: str) -> None:
+    """Move the ``current`` dots drawn by ``metric_curves`` to ``point``."""
+    dots = [line for line in ax.lines if line.get_marker() == "o"]
+    for dot, metric in zip(dots, metrics, strict=True):
+        dot.set_data([point[x]], [point[metric]])
+
+
+def confusion(matrix: np.ndarray, class_names: tuple[str, ...], ax: Axes | None = None) -> Axes:
+    """Confusion matrix with counts written in the cells."""
+    ax = _axes(ax)
+    ax.imshow(matrix, cmap="Blues", vmin=0, vmax=max(int(matrix.sum(axis=1).max()), 1))
+    ticks = range(len(class_names))
+    ax.set_xticks(ticks, class_names, fontsize="small")
+    ax.set_yticks(ticks, class_names, fontsize="small")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for (i, j), count in np.ndenumerate(matrix):
+        ax.text(j, i, str(count), ha="center", va="center", fontsize="small")
+    return ax
+
+
+def update_confusion(ax: Axes, matrix: np.ndarray) -> None:
+    """Refresh the cells of a matrix drawn by ``confusion``."""
+    ax.images[0].set_data(matrix)
+    for text, count in zip(ax.texts, matrix.ravel(), strict=True):
+        text.set_text(str(count))
+
+
+def kernel_as_image(mask: np.ndarray) -> np.ndarray:
+    """Lay a kernel mask out in 2D: rows are the inputs (fan-in), columns the units."""
+    return mask.reshape(-1, mask.shape[-1]) if mask.ndim > 1 else mask[np.newaxis]
+
+
+def mask_image(mask: np.ndarray, title: str = "", ax: Axes | None = None) -> Axes:
+    """Show a layer's keep-mask: white = kept weight, black = pruned."""
+    ax = _axes(ax)
+    ax.imshow(kernel_as_image(mask), cmap="gray", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
+    ax.set_title(title, fontsize="small")
+    ax.set_xlabel("unit")
+    ax.set_ylabel("input weight")
+    return ax
+
+
+def training_curves(history: dict[str, list[float]], label: str = "", ax: Axes | None = None) -> Axes:
+    """Loss and validation accuracy per epoch."""
+    ax = _axes(ax)
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    ax.plot(epochs, history["loss"], label=f"{label} loss")
+    if "val_accuracy" in history:
+        ax.plot(epochs, history["val_accuracy"], ls="--", label=f"{label} val accuracy")
+    ax.set_xlabel("epoch")
+    ax.legend(fontsize="small")
+    return ax
+
+
+def score_histogram(scores: dict[str, np.ndarray], epsilon: float | None = None, ax: Axes | None = None) -> Axes:
+    """Log-histogram of positive scores per layer, with the count of exact zeros in the legend."""
+    ax = _axes(ax)
+    positive = np.concatenate([s[s > 0] for s in scores.values()])
+    bins = np.geomspace(max(positive.min(), 1e-12), positive.max(), 50) if positive.size else 10
+    for name, values in scores.items():
+        zeros = int((values == 0).sum())
+        ax.hist(values[values > 0], bins=bins, histtype="step", label=f"{name} ({zeros} exact zeros)")
+    if epsilon is not None:
+        ax.axvline(epsilon, color="k", ls=":", label=f"ε = {epsilon:.1e}")
+    ax.set_xscale("log")
+    ax.set_xlabel("score")
+    ax.set_ylabel("weights")
+    ax.legend(fontsize="x-small")
+    return ax
+
+
+# --- fast redraws for interactive views ---------------------------------------------------------
+
+
+class Blitter:
+    """Redraw only the moving artists of a figure, over a cached background, and return PNG bytes.
+
+    ``full()`` draws everything and caches the picture without the animated artists; ``png()`` restores that picture, draws the animated artists on top and
+    encodes it. This is matplotlib's blitting recipe, here for an Agg canvas shown as an image.
+    """
+
+    def __init__(self, figure):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        self.figure = figure
+        self.canvas = FigureCanvasAgg(figure)
+        self._background = None
+
+    def animated(self) -> list:
+        return [a for ax in self.figure.axes for a in (*ax.lines, *ax.images, *ax.texts) if a.get_animated()]
+
+    def full(self) -> bytes:
+        """Draw the whole figure, cache the static background, return the PNG."""
+        self.canvas.draw()
+        self._background = self.canvas.copy_from_bbox(self.figure.bbox)
+        return self.png()
+
+    def png(self) -> bytes:
+        """Restore the background, draw the animated artists, and encode the frame."""
+        if self._background is None:
+            return self.full()
+        self.canvas.restore_region(self._background)
+        for artist in self.animated():
+            self.figure.draw_artist(artist)
+        return _encode_png(np.asarray(self.canvas.buffer_rgba()))
+
+
+def _encode_png(rgba: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(rgba[..., :3]).save(buffer, format="png", compress_level=1)
+    return buffer.getvalue()
