@@ -60,12 +60,12 @@ def write_nifti_folder(folder: Path, n_volumes: int = 6, shape=(20, 20, 8), slic
     return folder
 
 
-@pytest.fixture
-def tiny_dataset(tmp_path):
-    """A small learnable two-class Dataset with 24x24 grey images."""
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory):
+    """A small learnable two-class Dataset with 24x24 grey images (immutable, shared)."""
     from workbench.data import load_npz
 
-    return load_npz(write_npz(tmp_path / "tiny.npz"), class_names=("plain", "square"))
+    return load_npz(write_npz(tmp_path_factory.mktemp("tiny") / "tiny.npz"), class_names=("plain", "square"))
 
 
 def tiny_cnn(input_shape=(24, 24, 1), classes=2, seed=0):
@@ -87,14 +87,21 @@ def tiny_cnn(input_shape=(24, 24, 1), classes=2, seed=0):
     )
 
 
-@pytest.fixture
-def trained_tiny(tiny_dataset):
-    """(tiny_cnn trained 3 epochs on tiny_dataset, the dataset)."""
+@pytest.fixture(scope="session")
+def _trained_tiny_once(tiny_dataset):
     from workbench.train import Recipe, compile_model, fit
 
     model = compile_model(tiny_cnn())
     fit(model, tiny_dataset, Recipe(epochs=3, batch_size=8), progress=False)
-    return model, tiny_dataset
+    return model
+
+
+@pytest.fixture
+def trained_tiny(_trained_tiny_once, tiny_dataset):
+    """(a fresh copy of tiny_cnn trained 3 epochs on tiny_dataset, the dataset)."""
+    from workbench.prune import copy_model
+
+    return copy_model(_trained_tiny_once), tiny_dataset
 
 
 def assert_sparsity_pinned(model, keep):

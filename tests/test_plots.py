@@ -1,0 +1,93 @@
+"""Plot functions draw the data they are given onto the Axes they are given."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from workbench import plots  # noqa: E402
+
+
+def _curve():
+    eps = np.array([0.0, 1e-4, 1e-3, 1e-2])
+    return pd.DataFrame(
+        {"epsilon": eps, "sparsity": [0, 0.3, 0.6, 0.9], "accuracy": [0.9, 0.9, 0.8, 0.5], "auc": [0.95, 0.94, 0.9, 0.6],
+         "sparsity/a": [0, 0.2, 0.5, 1.0], "sparsity/b": [0, 0.4, 0.7, 0.8]}
+    )
+
+
+def test_sparsity_heatmap_DrawsLayersByGridOnTheGivenAxes():
+    fig, ax = plt.subplots()
+    returned = plots.sparsity_heatmap(_curve(), current=1e-3, ax=ax)
+    assert returned is ax
+    np.testing.assert_array_equal(ax.images[0].get_array(), [[0, 0.2, 0.5, 1.0], [0, 0.4, 0.7, 0.8]])
+    assert ax.lines[0].get_xdata()[0] == pytest.approx(2.0)
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b"]
+    plt.close(fig)
+
+
+def test_grid_position_InterpolatesOnALogGrid():
+    grid = np.array([0.0, 1e-4, 1e-2])
+    assert plots.grid_position(grid, 1e-3) == pytest.approx(1.5)
+    assert plots.grid_position(grid, 5.0) == 2.0
+    assert plots.grid_position(grid, 0.0) == 0.0
+
+
+def test_metric_curves_PlotMetricsBaselineAndCurrentPoint():
+    fig, ax = plt.subplots()
+    plots.metric_curves(_curve(), x="sparsity", dense={"accuracy": 0.9, "auc": 0.95}, current=_curve().iloc[2].to_dict(), ax=ax)
+    solid = [line for line in ax.lines if line.get_marker() not in ("o",) and line.get_linestyle() == "-"]
+    assert list(solid[0].get_ydata()) == [0.9, 0.9, 0.8, 0.5]
+    dots = [line for line in ax.lines if line.get_marker() == "o"]
+    assert [tuple(d.get_ydata()) for d in dots] == [(0.8,), (0.9,)]
+    plots.update_marker(ax, ("accuracy", "auc"), {"sparsity": 0.9, "accuracy": 0.5, "auc": 0.6}, "sparsity")
+    assert [tuple(d.get_ydata()) for d in dots] == [(0.5,), (0.6,)]
+    plt.close(fig)
+
+
+def test_confusion_WritesCountsAndUpdatesInPlace():
+    fig, ax = plt.subplots()
+    plots.confusion(np.array([[5, 1], [2, 7]]), ("neg", "pos"), ax=ax)
+    assert [t.get_text() for t in ax.texts] == ["5", "1", "2", "7"]
+    plots.update_confusion(ax, np.array([[6, 0], [1, 8]]))
+    assert [t.get_text() for t in ax.texts] == ["6", "0", "1", "8"]
+    plt.close(fig)
+
+
+def test_mask_image_LaysKernelsOutAsInputsByUnits():
+    mask = np.zeros((3, 3, 2, 4), bool)
+    mask[..., 1] = True
+    fig, ax = plt.subplots()
+    plots.mask_image(mask, ax=ax)
+    shown = ax.images[0].get_array()
+    assert shown.shape == (18, 4) and shown[:, 1].all() and not shown[:, 0].any()
+    plt.close(fig)
+
+
+def test_blitter_ChangesOnlyWhenAnimatedArtistsMove():
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(3, 2))
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1])
+    (dot,) = ax.plot([0.5], [0.5], "o", animated=True)
+    blitter = plots.Blitter(fig)
+    first = blitter.full()
+    assert blitter.png() == first
+    dot.set_data([0.9], [0.1])
+    assert blitter.png() != first
+
+
+def test_score_histogram_and_training_curves_ReturnTheirAxes():
+    fig, (a, b) = plt.subplots(1, 2)
+    assert plots.score_histogram({"w": np.array([0.0, 1e-3, 1e-2, 0.1])}, epsilon=1e-3, ax=a) is a
+    assert "1 exact zeros" in a.get_legend().get_texts()[0].get_text()
+    assert plots.training_curves({"loss": [1.0, 0.5], "val_accuracy": [0.6, 0.8]}, ax=b) is b
+    assert list(b.lines[0].get_ydata()) == [1.0, 0.5]
+    plt.close(fig)
