@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 class Recipe:
     """How a baseline is trained; part of its cache key."""
 
-    epochs: int = 8
+    epochs: int = 12
     batch_size: int = 64
     learning_rate: float = 1e-3
     seed: int = 0
