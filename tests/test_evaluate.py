@@ -111,3 +111,13 @@ def test_gzip_bytes_ShrinkWithSparsity_AndParameterCountsSeeZeros():
     counts = parameter_counts(pruned)
     assert counts["total"] == model.count_params()
     assert counts["nonzero"] < 0.15 * counts["total"]
+
+
+def test_confusion_AgreesWithScikitLearn_MultiClass():
+    from sklearn.metrics import confusion_matrix
+
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 4, 300)
+    probs = rng.dirichlet(np.ones(4), 300)
+    expected = confusion_matrix(labels, probs.argmax(1), labels=range(4))
+    np.testing.assert_array_equal(clinical_metrics(probs, labels)["confusion"], expected)

@@ -67,3 +67,12 @@ def test_log_grid_StartsAtZero_AndRejectsBadBounds():
     assert grid[0] == 0.0 and grid[1] == pytest.approx(1e-5) and grid[-1] == pytest.approx(1e-1)
     with pytest.raises(ValueError, match="0 < low < high"):
         log_grid(0.0, 1.0)
+
+
+def test_curve_RowsEqualEvaluatingEachPointAlone(setup):
+    _, _, scorer, evaluator = setup
+    grid = np.concatenate([[0.0, 0.0], log_grid(*epsilon_range(scorer.scores("snip")), 6)])  # a repeated point
+    table = curve(scorer, evaluator, PruneSpec(criterion="snip"), epsilons=grid)
+    for value, row in zip(grid, table.itertuples(), strict=True):
+        alone = evaluator.evaluate(make_masks(scorer, PruneSpec(criterion="snip", epsilon=value)).keep)
+        assert row.accuracy == alone["accuracy"] and row.auc == pytest.approx(alone["auc"])

@@ -16,7 +16,7 @@ import pandas as pd
 from workbench.compat import tf
 from workbench.evaluate import changed_predictions, clinical_metrics, layer_table, operating_threshold
 from workbench.masks import MaskResult, Masks, epsilon_range, normalise_per_layer
-from workbench.prune import PruneSpec, apply_masks, copy_model, fine_tune, make_masks
+from workbench.prune import PruneSpec, apply_masks, copy_model, fine_tune, make_masks, masks_from_scores
 from workbench.registry import get_kernels, kernel_variables
 from workbench.scores import Scorer
 from workbench.train import Recipe
@@ -94,12 +94,20 @@ def curve(
     if (epsilons is None) == (sparsities is None):
         raise ValueError("give exactly one of epsilons= or sparsities=")
     grid, key = (epsilons, "epsilon") if epsilons is not None else (sparsities, "sparsity")
-    rows = []
+    scores = scorer.scores(spec.criterion, spec.granularity)  # once per curve, not per point
+    rows, previous, metrics = [], None, None
     for value in np.asarray(grid, dtype=float):
         point = replace(spec, **{"epsilon": None, "sparsity": None, key: float(value)})
-        result = make_masks(scorer, point)
-        rows.append(point_row(result, evaluator.evaluate(result.keep), **{"epsilon" if key == "epsilon" else "target": float(value)}))
+        result = masks_from_scores(scores, point, scorer.infos)
+        if previous is None or not _same_masks(previous.keep, result.keep):
+            metrics = evaluator.evaluate(result.keep)  # flat stretches of a curve reuse the last point
+        previous = result
+        rows.append(point_row(result, metrics, **{"epsilon" if key == "epsilon" else "target": float(value)}))
     return pd.DataFrame(rows)
+
+
+def _same_masks(a: Masks, b: Masks) -> bool:
+    return all(np.array_equal(a[name], b[name]) for name in a)
 
 
 def point_row(result: MaskResult, metrics: dict, **grid_value) -> dict:
