@@ -1,0 +1,51 @@
+"""Where does a model look? Input-gradient saliency and Grad-CAM for one image at a time.
+
+Used to ask of a pruned model: does it still look at the lesion?
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from workbench.compat import keras, tf
+
+
+def input_gradients(model: keras.Model, image: np.ndarray, class_index: int) -> np.ndarray:
+    """|∂p(class)/∂pixel| for one (H, W, C) image, summed over channels, scaled to [0, 1]."""
+    x = tf.constant(image[np.newaxis], tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        probability = model(x, training=False)[0, class_index]
+    saliency = np.abs(tape.gradient(probability, x).numpy()[0]).sum(axis=-1)
+    return _unit_scale(saliency)
+
+
+def last_conv_layer(model: keras.Model) -> str:
+    """Name of the last Conv2D layer, where Grad-CAM looks."""
+    convs = [layer.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    if not convs:
+        raise ValueError(f"model {model.name!r} has no Conv2D layer for Grad-CAM")
+    return convs[-1]
+
+
+def grad_cam(model: keras.Model, image: np.ndarray, class_index: int, layer: str | None = None) -> np.ndarray:
+    """Grad-CAM heatmap (H, W) in [0, 1]: the conv layer's channels weighted by their mean gradient.
+
+    Selvaraju et al. (2017). The map is upsampled bilinearly to the image size.
+    """
+    layer = layer or last_conv_layer(model)
+    probe = keras.Model(model.inputs, [model.get_layer(layer).output, model.outputs[0]])
+    x = tf.constant(image[np.newaxis], tf.float32)
+    with tf.GradientTape() as tape:
+        activations, probs = probe(x, training=False)
+        probability = probs[0, class_index]
+    grads = tape.gradient(probability, activations)[0].numpy()
+    weights = grads.mean(axis=(0, 1))
+    cam = np.maximum((activations[0].numpy() * weights).sum(axis=-1), 0.0)
+    resized = tf.image.resize(cam[..., np.newaxis], image.shape[:2], method="bilinear").numpy()[..., 0]
+    return _unit_scale(resized)
+
+
+def _unit_scale(values: np.ndarray) -> np.ndarray:
+    top = values.max()
+    return values / top if top > 0 else np.zeros_like(values)
