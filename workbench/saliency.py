@@ -34,16 +34,30 @@ def grad_cam(model: keras.Model, image: np.ndarray, class_index: int, layer: str
     Selvaraju et al. (2017). The map is upsampled bilinearly to the image size.
     """
     layer = layer or last_conv_layer(model)
-    probe = keras.Model(model.inputs, [model.get_layer(layer).output, model.outputs[0]])
     x = tf.constant(image[np.newaxis], tf.float32)
     with tf.GradientTape() as tape:
-        activations, probs = probe(x, training=False)
+        activations, probs = _activations_and_output(model, layer, x, tape)
         probability = probs[0, class_index]
     grads = tape.gradient(probability, activations)[0].numpy()
     weights = grads.mean(axis=(0, 1))
     cam = np.maximum((activations[0].numpy() * weights).sum(axis=-1), 0.0)
     resized = tf.image.resize(cam[..., np.newaxis], image.shape[:2], method="bilinear").numpy()[..., 0]
     return _unit_scale(resized)
+
+
+def _activations_and_output(model: keras.Model, layer: str, x, tape: tf.GradientTape):
+    """Run ``model`` on ``x``, returning ``layer``'s activations (watched by ``tape``) and the output."""
+    if isinstance(model, keras.Sequential):
+        # Keras 3 probe models over a Sequential's layers don't carry gradients; walk the layers.
+        activations, h = None, x
+        for each in model.layers:
+            h = each(h, training=False)
+            if each.name == layer:
+                tape.watch(h)
+                activations = h
+        return activations, h
+    probe = keras.Model(model.inputs, [model.get_layer(layer).output, model.outputs[0]])
+    return probe(x, training=False)
 
 
 def _unit_scale(values: np.ndarray) -> np.ndarray:

@@ -1,0 +1,86 @@
+"""Every notebook runs top to bottom under papermill with small parameters, and is committed clean.
+
+All notebooks share one data folder (WORKBENCH_DATA), so the phantom volumes are generated once
+and the 1-epoch baseline is trained once and then loaded from the cache by the others.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import papermill
+import pytest
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+ALL = sorted(NOTEBOOKS.glob("*.ipynb"))
+
+SMALL = {
+    "01_explore_threshold.ipynb": {"epochs": 1, "grid_points": 6},
+    "02_compare_criteria.ipynb": {"epochs": 1, "sparsities": [0.0, 0.5, 0.9], "finetune_sparsities": [0.9], "finetune_epochs": 1},
+    "03_finetune_and_schedules.ipynb": {"epochs": 1, "finetune_epochs": 1},
+    "04_nifti_volumes.ipynb": {"epochs": 1, "finetune_epochs": 1},
+    "05_teaching_gradient_pruning.ipynb": {"train_epochs": 3, "solutions": True},
+}
+
+
+@pytest.fixture(scope="module")
+def shared_data(tmp_path_factory, monkeypatch_module):
+    folder = tmp_path_factory.mktemp("workbench-data")
+    monkeypatch_module.setenv("WORKBENCH_DATA", str(folder))  # the kernels inherit it
+    return folder
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+def _run(name: str, tmp_path: Path, **parameters) -> nbformat.NotebookNode:
+    out = tmp_path / name
+    papermill.execute_notebook(
+        str(NOTEBOOKS / name), str(out), parameters=parameters, cwd=str(NOTEBOOKS), kernel_name="python3", progress_bar=False
+    )
+    return nbformat.read(out, as_version=4)
+
+
+def _outputs(notebook, mime: str) -> list:
+    return [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs if mime in o.get("data", {})]
+
+
+def test_every_notebook_HasSmallParametersHere():
+    assert [p.name for p in ALL] == sorted(SMALL)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_notebook_RunsHeadless_AndRecordsStaticFigures(name, shared_data, tmp_path):
+    executed = _run(name, tmp_path, **SMALL[name])
+    assert _outputs(executed, "image/png"), f"{name} left no static figure in a headless run"
+
+
+@pytest.mark.slow
+def test_explorer_notebook_WritesItsResults(shared_data, tmp_path):
+    _run("01_explore_threshold.ipynb", tmp_path, **SMALL["01_explore_threshold.ipynb"], results_dir=str(tmp_path / "out"))
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert 0.0 <= metrics["sparsity"] < 1.0 and metrics["criterion"] == "gradient"
+    assert (tmp_path / "out" / "layers.csv").read_text().startswith("layer,kind,shape,weights,pruned,sparsity,threshold")
+
+
+@pytest.mark.slow
+def test_teaching_notebook_WithoutSolutions_FailsAtTheFirstExercise(shared_data, tmp_path):
+    with pytest.raises(papermill.PapermillExecutionError, match="prune_mask returned None"):
+        _run("05_teaching_gradient_pruning.ipynb", tmp_path, train_epochs=1, solutions=False)
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
+def test_notebook_IsCommittedWithoutOutputs_AndOneTaggedParametersCell(path):
+    notebook = nbformat.read(path, as_version=4)
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code), f"{path.name} has outputs"
+    tagged = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{path.name} has {len(tagged)} cells tagged 'parameters'"
+    lines = [line for line in tagged[0].source.splitlines() if line.strip()]
+    assert all(": " in line and " = " in line and "  # " in line for line in lines), "annotate and comment every parameter"
