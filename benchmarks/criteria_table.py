@@ -14,7 +14,6 @@ import argparse
 import sys
 import time
 
-import numpy as np
 import pandas as pd
 from _common import pneumonia
 
@@ -33,7 +32,16 @@ def one_seed(data, seed: int, finetune_epochs: int) -> list[dict]:
     model, _ = baseline(data, "seed_cnn", Recipe(seed=seed), progress=False)
     scorer = Scorer(model, data.train.images[:512], data.train.labels[:512], seed=seed)
     evaluator = Evaluator(model, data.val, data.test)
-    rows = [dict(seed=seed, criterion="dense", scope="-", sparsity=0.0, stage="one-shot", **_pick(evaluator.dense_metrics))]
+    rows = [
+        dict(
+            seed=seed,
+            criterion="dense",
+            scope="-",
+            sparsity=0.0,
+            stage="one-shot",
+            **_pick(evaluator.dense_metrics),
+        )
+    ]
     for criterion in CRITERIA:
         for scope in SCOPES:
             for sparsity in SPARSITIES:
@@ -41,7 +49,13 @@ def one_seed(data, seed: int, finetune_epochs: int) -> list[dict]:
                 common = dict(seed=seed, criterion=criterion, scope=scope, sparsity=sparsity)
                 rows.append(dict(common, stage="one-shot", **_pick(evaluator.evaluate(keep))))
                 pruned = apply_masks(model, keep)
-                fine_tune(pruned, keep, data, Recipe(epochs=finetune_epochs, learning_rate=5e-4, seed=seed), progress=False)
+                fine_tune(
+                    pruned,
+                    keep,
+                    data,
+                    Recipe(epochs=finetune_epochs, learning_rate=5e-4, seed=seed),
+                    progress=False,
+                )
                 _check_exact(pruned, keep, sparsity)
                 tuned = evaluate_model(pruned, data.val, data.test)
                 rows.append(dict(common, stage=f"fine-tuned {finetune_epochs} ep", **_pick(tuned)))
@@ -68,7 +82,11 @@ def main() -> int:
     data = pneumonia()
     start = time.perf_counter()
     rows = [row for seed in args.seeds for row in one_seed(data, seed, args.finetune_epochs)]
-    table = pd.DataFrame(rows).groupby(["stage", "criterion", "scope", "sparsity"], sort=False)[list(METRICS)].mean()
+    table = (
+        pd.DataFrame(rows)
+        .groupby(["stage", "criterion", "scope", "sparsity"], sort=False)[list(METRICS)]
+        .mean()
+    )
     pd.set_option("display.width", 160, "display.max_rows", 200)
     print(f"seed_cnn on pneumoniamnist test ({len(data.test)} images), mean over seeds {args.seeds}")
     print(table.round(3).to_string())

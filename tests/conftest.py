@@ -44,7 +44,9 @@ def write_nifti(path: Path, volume: np.ndarray) -> Path:
     return path
 
 
-def write_nifti_folder(folder: Path, n_volumes: int = 6, shape=(20, 20, 8), slice_level: bool = False) -> Path:
+def write_nifti_folder(
+    folder: Path, n_volumes: int = 6, shape=(20, 20, 8), slice_level: bool = False
+) -> Path:
     """Write ``n_volumes`` random volumes and a labels.csv (volume- or slice-level)."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)

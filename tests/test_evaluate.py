@@ -93,7 +93,9 @@ def test_flops_OfSeedCnn_MatchHandCount():
 
 def test_flops_MaskedAndFilterPruned_CountOnlyWhatRemains():
     model = seed_cnn((28, 28, 1), 2)
-    keep = {layer.name: np.ones(layer.kernel.shape, bool) for layer in model.layers if hasattr(layer, "kernel")}
+    keep = {
+        layer.name: np.ones(layer.kernel.shape, bool) for layer in model.layers if hasattr(layer, "kernel")
+    }
     keep["conv2"][..., 32:] = False  # half of conv2's filters gone
     counts = flops(model, keep)
     conv2_half = 11 * 11 * 18432 // 2
@@ -105,7 +107,11 @@ def test_flops_MaskedAndFilterPruned_CountOnlyWhatRemains():
 
 def test_gzip_bytes_ShrinkWithSparsity_AndParameterCountsSeeZeros():
     model = seed_cnn((28, 28, 1), 2)
-    keep = {layer.name: np.random.default_rng(0).random(layer.kernel.shape) > 0.9 for layer in model.layers if hasattr(layer, "kernel")}
+    keep = {
+        layer.name: np.random.default_rng(0).random(layer.kernel.shape) > 0.9
+        for layer in model.layers
+        if hasattr(layer, "kernel")
+    }
     pruned = apply_masks(model, keep)
     assert gzip_bytes(pruned) < gzip_bytes(model) / 3
     counts = parameter_counts(pruned)

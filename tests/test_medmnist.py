@@ -104,16 +104,12 @@ def test_download_fresh_file_matches_md5_and_loads_as_dataset(server, data_dir):
     assert ds.train.images.dtype == np.float32
     assert ds.train.images.shape == (12, 28, 28, 1)
     assert 0.0 <= ds.train.images.min() and ds.train.images.max() <= 1.0
-    np.testing.assert_allclose(
-        ds.test.images[..., 0], server.arrays["test_images"] / 255.0, atol=1e-6
-    )
+    np.testing.assert_allclose(ds.test.images[..., 0], server.arrays["test_images"] / 255.0, atol=1e-6)
     np.testing.assert_array_equal(ds.val.labels, server.arrays["val_labels"].ravel())
 
 
 def test_download_without_content_length_reads_to_end_and_verifies(server, data_dir):
-    path = download(
-        "tiny", data_dir, url=f"{server.base}/nolength.npz", md5=server.md5, progress=False
-    )
+    path = download("tiny", data_dir, url=f"{server.base}/nolength.npz", md5=server.md5, progress=False)
 
     assert path.read_bytes() == server.payload
 
@@ -175,9 +171,7 @@ def test_download_refused_connection_raises_connection_error(data_dir):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     with pytest.raises(ConnectionError, match="could not reach"):
-        download(
-            "tiny", data_dir, url=f"http://127.0.0.1:{port}/x.npz", md5="0" * 32, progress=False
-        )
+        download("tiny", data_dir, url=f"http://127.0.0.1:{port}/x.npz", md5="0" * 32, progress=False)
 
     assert files_in(data_dir) == []
 

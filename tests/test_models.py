@@ -11,7 +11,16 @@ from workbench.models import build_model, load_user_model, seed_cnn, small_resne
 def test_seed_cnn_HasTheTutorialLayersSizedFromData(tiny_dataset):
     model = build_model("seed_cnn", tiny_dataset)
     kinds = [type(layer).__name__ for layer in model.layers]
-    assert kinds == ["Conv2D", "MaxPooling2D", "Conv2D", "MaxPooling2D", "Conv2D", "Flatten", "Dense", "Dense"]
+    assert kinds == [
+        "Conv2D",
+        "MaxPooling2D",
+        "Conv2D",
+        "MaxPooling2D",
+        "Conv2D",
+        "Flatten",
+        "Dense",
+        "Dense",
+    ]
     assert [layer.filters for layer in model.layers if hasattr(layer, "filters")] == [32, 64, 64]
     assert model.input_shape == (None, 24, 24, 1)
     assert model.output_shape == (None, 2)
@@ -38,7 +47,9 @@ def test_load_user_model_MatchingModel_Loads(tmp_path, tiny_dataset):
 def test_load_user_model_WrongInputShape_RaisesValueError(tmp_path, tiny_dataset):
     path = tmp_path / "mine.keras"
     seed_cnn((28, 28, 1), 2).save(path)
-    with pytest.raises(ValueError, match=r"input shape \(28, 28, 1\) does not match the data's images \(24, 24, 1\)"):
+    with pytest.raises(
+        ValueError, match=r"input shape \(28, 28, 1\) does not match the data's images \(24, 24, 1\)"
+    ):
         load_user_model(path, tiny_dataset)
 
 

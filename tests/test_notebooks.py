@@ -18,7 +18,12 @@ ALL = sorted(NOTEBOOKS.glob("*.ipynb"))
 
 SMALL = {
     "01_explore_threshold.ipynb": {"epochs": 1, "grid_points": 6},
-    "02_compare_criteria.ipynb": {"epochs": 1, "sparsities": [0.0, 0.5, 0.9], "finetune_sparsities": [0.9], "finetune_epochs": 1},
+    "02_compare_criteria.ipynb": {
+        "epochs": 1,
+        "sparsities": [0.0, 0.5, 0.9],
+        "finetune_sparsities": [0.9],
+        "finetune_epochs": 1,
+    },
     "03_finetune_and_schedules.ipynb": {"epochs": 1, "finetune_epochs": 1},
     "04_nifti_volumes.ipynb": {"epochs": 1, "finetune_epochs": 1},
     "05_teaching_gradient_pruning.ipynb": {"train_epochs": 3, "solutions": True},
@@ -41,13 +46,20 @@ def monkeypatch_module():
 def _run(name: str, tmp_path: Path, **parameters) -> nbformat.NotebookNode:
     out = tmp_path / name
     papermill.execute_notebook(
-        str(NOTEBOOKS / name), str(out), parameters=parameters, cwd=str(NOTEBOOKS), kernel_name="python3", progress_bar=False
+        str(NOTEBOOKS / name),
+        str(out),
+        parameters=parameters,
+        cwd=str(NOTEBOOKS),
+        kernel_name="python3",
+        progress_bar=False,
     )
     return nbformat.read(out, as_version=4)
 
 
 def _outputs(notebook, mime: str) -> list:
-    return [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs if mime in o.get("data", {})]
+    return [
+        o for c in notebook.cells if c.cell_type == "code" for o in c.outputs if mime in o.get("data", {})
+    ]
 
 
 def test_every_notebook_HasSmallParametersHere():
@@ -63,10 +75,19 @@ def test_notebook_RunsHeadless_AndRecordsStaticFigures(name, shared_data, tmp_pa
 
 @pytest.mark.slow
 def test_explorer_notebook_WritesItsResults(shared_data, tmp_path):
-    _run("01_explore_threshold.ipynb", tmp_path, **SMALL["01_explore_threshold.ipynb"], results_dir=str(tmp_path / "out"))
+    _run(
+        "01_explore_threshold.ipynb",
+        tmp_path,
+        **SMALL["01_explore_threshold.ipynb"],
+        results_dir=str(tmp_path / "out"),
+    )
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert 0.0 <= metrics["sparsity"] < 1.0 and metrics["criterion"] == "gradient"
-    assert (tmp_path / "out" / "layers.csv").read_text().startswith("layer,kind,shape,weights,pruned,sparsity,threshold")
+    assert (
+        (tmp_path / "out" / "layers.csv")
+        .read_text()
+        .startswith("layer,kind,shape,weights,pruned,sparsity,threshold")
+    )
 
 
 @pytest.mark.slow
@@ -83,4 +104,6 @@ def test_notebook_IsCommittedWithoutOutputs_AndOneTaggedParametersCell(path):
     tagged = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1, f"{path.name} has {len(tagged)} cells tagged 'parameters'"
     lines = [line for line in tagged[0].source.splitlines() if line.strip()]
-    assert all(": " in line and " = " in line and "  # " in line for line in lines), "annotate and comment every parameter"
+    assert all(": " in line and " = " in line and "  # " in line for line in lines), (
+        "annotate and comment every parameter"
+    )

@@ -40,7 +40,9 @@ def test_environment_yml_ListsTheSamePackagesAsPyproject():
 def test_environment_yml_PinsTheSameVersionsAsPyproject():
     env, project = _environment_requirements(), _pyproject_requirements()
     # conda writes one "=" where pip writes "=="; the constraint must be the same otherwise.
-    assert {k: v.replace("==", "=") for k, v in env.items()} == {k: v.replace("==", "=") for k, v in project.items()}
+    assert {k: v.replace("==", "=") for k, v in env.items()} == {
+        k: v.replace("==", "=") for k, v in project.items()
+    }
 
 
 def test_environment_yml_UsesPython311AndInstallsThePackageEditable():

@@ -92,9 +92,7 @@ def test_loadNiftiFolder_sameSeedForPhantomsAndSplit_lesionsReachEverySplit(tmp_
 
 @pytest.mark.parametrize("fraction", [0.25, 0.5])
 def test_generate_lesionFraction_matchesFractionOfVolumesWithPositiveSlices(tmp_path, fraction):
-    folder = generate_phantoms(
-        tmp_path / "p", n_volumes=40, shape=(32, 32, 16), lesion_fraction=fraction
-    )
+    folder = generate_phantoms(tmp_path / "p", n_volumes=40, shape=(32, 32, 16), lesion_fraction=fraction)
     with_lesion = [any(labels) for labels in read_labels(folder).values()]
     assert len(with_lesion) == 40
     assert abs(np.mean(with_lesion) - fraction) <= 0.1

@@ -17,8 +17,14 @@ from workbench import plots  # noqa: E402
 def _curve():
     eps = np.array([0.0, 1e-4, 1e-3, 1e-2])
     return pd.DataFrame(
-        {"epsilon": eps, "sparsity": [0, 0.3, 0.6, 0.9], "accuracy": [0.9, 0.9, 0.8, 0.5], "auc": [0.95, 0.94, 0.9, 0.6],
-         "sparsity/a": [0, 0.2, 0.5, 1.0], "sparsity/b": [0, 0.4, 0.7, 0.8]}
+        {
+            "epsilon": eps,
+            "sparsity": [0, 0.3, 0.6, 0.9],
+            "accuracy": [0.9, 0.9, 0.8, 0.5],
+            "auc": [0.95, 0.94, 0.9, 0.6],
+            "sparsity/a": [0, 0.2, 0.5, 1.0],
+            "sparsity/b": [0, 0.4, 0.7, 0.8],
+        }
     )
 
 
@@ -41,7 +47,13 @@ def test_grid_position_InterpolatesOnALogGrid():
 
 def test_metric_curves_PlotMetricsBaselineAndCurrentPoint():
     fig, ax = plt.subplots()
-    plots.metric_curves(_curve(), x="sparsity", dense={"accuracy": 0.9, "auc": 0.95}, current=_curve().iloc[2].to_dict(), ax=ax)
+    plots.metric_curves(
+        _curve(),
+        x="sparsity",
+        dense={"accuracy": 0.9, "auc": 0.95},
+        current=_curve().iloc[2].to_dict(),
+        ax=ax,
+    )
     solid = [line for line in ax.lines if line.get_marker() not in ("o",) and line.get_linestyle() == "-"]
     assert list(solid[0].get_ydata()) == [0.9, 0.9, 0.8, 0.5]
     dots = [line for line in ax.lines if line.get_marker() == "o"]

@@ -48,7 +48,9 @@ def test_fine_tune_WithAdam_KeepsPrunedWeightsExactlyZero_ThroughSaveAndLoad(tra
     keep = make_masks(_scorer(model, data), PruneSpec(criterion="gradient", sparsity=0.7)).keep
     pruned = apply_masks(model, keep)
     before = get_kernels(pruned)
-    history = fine_tune(pruned, keep, data, Recipe(epochs=3, batch_size=8, learning_rate=1e-2), progress=False)
+    history = fine_tune(
+        pruned, keep, data, Recipe(epochs=3, batch_size=8, learning_rate=1e-2), progress=False
+    )
     assert len(history["loss"]) == 3
     assert_sparsity_pinned(pruned, keep)
     changed = [not np.array_equal(before[n][keep[n]], k[keep[n]]) for n, k in get_kernels(pruned).items()]
@@ -105,7 +107,7 @@ def test_prune_gradually_ReachesTheFinalSparsityExactly_AndOnlyTightens(trained_
         model, lambda m: _scorer(m, data), spec, data, Recipe(epochs=3, batch_size=8), progress=False
     )
     final_keep = masks_from_weights(pruned)
-    for name, kernel in get_kernels(pruned).items():
+    for kernel in get_kernels(pruned).values():
         assert 1 - np.count_nonzero(kernel) / kernel.size == pytest.approx(0.75, abs=1 / kernel.size)
     steps, sparsities = zip(*ramp, strict=True)
     assert sparsities[0] == 0.0 and sparsities[-1] == pytest.approx(0.75)

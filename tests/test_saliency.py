@@ -16,7 +16,9 @@ def _patch_detector():
     patch = np.zeros((8, 8), bool)
     patch[2:5, 2:5] = True
     weights[patch.ravel(), 1] = 1.0
-    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(2, activation="softmax")])
+    model = keras.Sequential(
+        [keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(2, activation="softmax")]
+    )
     model.layers[-1].set_weights([weights, np.zeros(2, np.float32)])
     return model, patch
 

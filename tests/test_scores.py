@@ -106,7 +106,9 @@ def test_scorer_BadInputs_RaiseValueErrorsNamingTheArgument(tiny_dataset):
 
 
 def test_model_without_prunable_layers_RaisesValueError(tiny_dataset):
-    model = keras.Sequential([keras.Input((24, 24, 1)), keras.layers.GlobalAveragePooling2D(), keras.layers.Softmax()])
+    model = keras.Sequential(
+        [keras.Input((24, 24, 1)), keras.layers.GlobalAveragePooling2D(), keras.layers.Softmax()]
+    )
     with pytest.raises(ValueError, match="no prunable layers"):
         prunable_layers(model)
 

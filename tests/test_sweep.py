@@ -45,7 +45,9 @@ def test_curve_OverEpsilon_IsMonotoneAndStartsDense(setup):
     assert table["sparsity"].is_monotonic_increasing
     assert table["sparsity"].iloc[0] == 0.0
     assert table["accuracy"].iloc[0] == pytest.approx(evaluator.dense_metrics["accuracy"])
-    assert {"sparsity/conv1", "sparsity/fc", "auc", "sensitivity", "ece", "changed", "guarded"} <= set(table.columns)
+    assert {"sparsity/conv1", "sparsity/fc", "auc", "sensitivity", "ece", "changed", "guarded"} <= set(
+        table.columns
+    )
 
 
 def test_curve_OverSparsity_HitsEachTarget(setup):
@@ -71,7 +73,9 @@ def test_log_grid_StartsAtZero_AndRejectsBadBounds():
 
 def test_curve_RowsEqualEvaluatingEachPointAlone(setup):
     _, _, scorer, evaluator = setup
-    grid = np.concatenate([[0.0, 0.0], log_grid(*epsilon_range(scorer.scores("snip")), 6)])  # a repeated point
+    grid = np.concatenate(
+        [[0.0, 0.0], log_grid(*epsilon_range(scorer.scores("snip")), 6)]
+    )  # a repeated point
     table = curve(scorer, evaluator, PruneSpec(criterion="snip"), epsilons=grid)
     for value, row in zip(grid, table.itertuples(), strict=True):
         alone = evaluator.evaluate(make_masks(scorer, PruneSpec(criterion="snip", epsilon=value)).keep)

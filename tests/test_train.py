@@ -60,8 +60,12 @@ def test_baseline_UserModelFile_IsTrainedAndCachedByItsBytes(tmp_path, tiny_data
 
 
 def test_baseline_LearnsTheTinyTask(tmp_path, tiny_dataset):
-    model, _ = baseline(tiny_dataset, "seed_cnn", Recipe(epochs=6, batch_size=8), cache_dir=tmp_path, progress=False)
-    accuracy = (model.predict(tiny_dataset.test.images, verbose=0).argmax(1) == tiny_dataset.test.labels).mean()
+    model, _ = baseline(
+        tiny_dataset, "seed_cnn", Recipe(epochs=6, batch_size=8), cache_dir=tmp_path, progress=False
+    )
+    accuracy = (
+        model.predict(tiny_dataset.test.images, verbose=0).argmax(1) == tiny_dataset.test.labels
+    ).mean()
     assert accuracy >= 0.75
 
 

@@ -1,9 +1,9 @@
 """Command line: ``python -m workbench {summary,download,prepare} ...``.
 
-    python -m workbench summary                       # the offline phantom dataset
-    python -m workbench summary data/pneumoniamnist.npz ../shared/data/pneumoniamnist.npz
-    python -m workbench download breastmnist          # into data/, MD5-checked
-    python -m workbench prepare                       # generate the phantom volumes now
+python -m workbench summary                       # the offline phantom dataset
+python -m workbench summary data/pneumoniamnist.npz ../shared/data/pneumoniamnist.npz
+python -m workbench download breastmnist          # into data/, MD5-checked
+python -m workbench prepare                       # generate the phantom volumes now
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     summary = commands.add_parser("summary", help="print sizes, class balance and image shape of datasets")
-    summary.add_argument("datasets", nargs="*", default=["phantom"], help="'phantom', a MedMNIST name, .npz or folder")
+    summary.add_argument(
+        "datasets", nargs="*", default=["phantom"], help="'phantom', a MedMNIST name, .npz or folder"
+    )
     summary.set_defaults(run=_summary)
 
     fetch = commands.add_parser("download", help="download a MedMNIST dataset into data/ (MD5-checked)")

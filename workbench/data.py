@@ -140,7 +140,9 @@ def load_npz(path: str | Path, class_names: tuple[str, ...] | None = None) -> Da
     for split in SPLITS:
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if labels.ndim == 2 and labels.shape[1] > 1:
-            raise ValueError(f"{path}: {split}_labels is multi-label {labels.shape}; expected one label per image")
+            raise ValueError(
+                f"{path}: {split}_labels is multi-label {labels.shape}; expected one label per image"
+            )
         images = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images
         sources = np.array([f"{path.name}:{split}:{i}" for i in range(len(images))])
         splits[split] = make_split(images, labels, sources, where=f"{path} [{split}]")
@@ -160,7 +162,9 @@ def _class_names(names: tuple[str, ...] | None, num_classes: int) -> tuple[str, 
     if names is None:
         return tuple(f"class {i}" for i in range(num_classes))
     if len(names) != num_classes:
-        raise ValueError(f"class_names must have {num_classes} names (labels 0..{num_classes - 1}), got {names}")
+        raise ValueError(
+            f"class_names must have {num_classes} names (labels 0..{num_classes - 1}), got {names}"
+        )
     return tuple(names)
 
 
@@ -233,12 +237,16 @@ class _SliceLabels(dict):
 def read_labels_csv(path: Path, known_volumes: set[str]) -> _SliceLabels:
     """Read a volume- or slice-level labels CSV and check that every volume it names exists."""
     if not path.is_file():
-        raise FileNotFoundError(f"labels CSV not found: {path} (expected columns volume,label or volume,slice,label)")
+        raise FileNotFoundError(
+            f"labels CSV not found: {path} (expected columns volume,label or volume,slice,label)"
+        )
     with path.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     columns = set(rows[0]) if rows else set()
     if not rows or not {"volume", "label"} <= columns:
-        raise ValueError(f"{path}: expected a header volume,label or volume,slice,label, got {sorted(columns)}")
+        raise ValueError(
+            f"{path}: expected a header volume,label or volume,slice,label, got {sorted(columns)}"
+        )
     unknown = sorted({row["volume"] for row in rows} - known_volumes)
     if unknown:
         raise ValueError(f"{path}: names volumes with no NIfTI file in the folder: {unknown[:5]}")
@@ -326,7 +334,9 @@ def _check_fractions(fractions: tuple[float, float, float]) -> None:
         raise ValueError(f"fractions must be three positive numbers summing to 1, got {fractions}")
 
 
-def split_groups(groups: np.ndarray, fractions: tuple[float, float, float], seed: int) -> dict[str, np.ndarray]:
+def split_groups(
+    groups: np.ndarray, fractions: tuple[float, float, float], seed: int
+) -> dict[str, np.ndarray]:
     """Assign whole groups (volumes, patients) to train/val/test; return a boolean mask per split.
 
     Groups are shuffled with ``seed`` and dealt out by ``fractions``, each split getting at least one.
@@ -340,7 +350,11 @@ def split_groups(groups: np.ndarray, fractions: tuple[float, float, float], seed
     n_train = len(unique) - n_val - n_test
     if n_train < 1:
         raise ValueError(f"fractions {fractions} leave no training volume out of {len(unique)}")
-    owners = {"train": order[:n_train], "val": order[n_train : n_train + n_val], "test": order[n_train + n_val :]}
+    owners = {
+        "train": order[:n_train],
+        "val": order[n_train : n_train + n_val],
+        "test": order[n_train + n_val :],
+    }
     return {split: np.isin(groups, members) for split, members in owners.items()}
 
 
@@ -348,6 +362,7 @@ def _split_by_group(name, images, labels, sources, fractions, seed, class_names)
     masks = split_groups(sources, fractions, seed)
     names = _class_names(class_names, int(labels.max()) + 1)
     splits = {
-        split: make_split(images[m], labels[m], sources[m], where=f"{name} [{split}]") for split, m in masks.items()
+        split: make_split(images[m], labels[m], sources[m], where=f"{name} [{split}]")
+        for split, m in masks.items()
     }
     return Dataset(name, **splits, class_names=names)

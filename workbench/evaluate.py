@@ -59,7 +59,9 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int 
     return float(gap)
 
 
-def clinical_metrics(probs: np.ndarray, labels: np.ndarray, threshold: float | None = None, positive: int = 1) -> dict:
+def clinical_metrics(
+    probs: np.ndarray, labels: np.ndarray, threshold: float | None = None, positive: int = 1
+) -> dict:
     """Accuracy, AUC, sensitivity/specificity, per-class recall, ECE and the confusion matrix.
 
     Args:
@@ -73,7 +75,9 @@ def clinical_metrics(probs: np.ndarray, labels: np.ndarray, threshold: float | N
     predicted = decisions(probs, threshold, positive)
     # Plain counting, ~20x quicker than sklearn's validated confusion_matrix on a hot path.
     matrix = np.bincount(labels * classes + predicted, minlength=classes * classes).reshape(classes, classes)
-    recall = np.divide(matrix.diagonal(), matrix.sum(axis=1), out=np.full(classes, np.nan), where=matrix.sum(axis=1) > 0)
+    recall = np.divide(
+        matrix.diagonal(), matrix.sum(axis=1), out=np.full(classes, np.nan), where=matrix.sum(axis=1) > 0
+    )
     is_pos, said_pos = labels == positive, predicted == positive
     return {
         "accuracy": float((probs.argmax(axis=1) == labels).mean()),
@@ -151,7 +155,10 @@ def gzip_bytes(model: keras.Model) -> int:
 def parameter_counts(model: keras.Model) -> dict[str, int]:
     """Total and non-zero parameters of all weights (kernels, biases, BatchNorm)."""
     arrays = [np.asarray(w) for w in model.weights]
-    return {"total": int(sum(a.size for a in arrays)), "nonzero": int(sum(np.count_nonzero(a) for a in arrays))}
+    return {
+        "total": int(sum(a.size for a in arrays)),
+        "nonzero": int(sum(np.count_nonzero(a) for a in arrays)),
+    }
 
 
 # --- reports ----------------------------------------------------------------------------------
@@ -168,7 +175,17 @@ def layer_table(model: keras.Model, result: MaskResult, *, include_unpruned: boo
     rows = []
     for info in prunable_layers(model):
         kept = int(result.keep[info.name].sum())
-        rows.append([info.name, info.kind, info.shape, info.size, info.size - kept, 1 - kept / info.size, result.thresholds[info.name]])
+        rows.append(
+            [
+                info.name,
+                info.kind,
+                info.shape,
+                info.size,
+                info.size - kept,
+                1 - kept / info.size,
+                result.thresholds[info.name],
+            ]
+        )
     if include_unpruned:
         for layer, weight, shape, count in other_parameters(model):
             rows.append([layer, weight, shape, count, 0, 0.0, float("nan")])

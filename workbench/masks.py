@@ -117,7 +117,9 @@ def epsilon_for_sparsity(values: np.ndarray, sparsity: float) -> float:
     return float(ordered[min(int(round(sparsity * ordered.size)), ordered.size - 1)])
 
 
-def epsilon_range(scores: Scores, low_quantile: float = 0.01, high_quantile: float = 0.999) -> tuple[float, float]:
+def epsilon_range(
+    scores: Scores, low_quantile: float = 0.01, high_quantile: float = 0.999
+) -> tuple[float, float]:
     """Return a (low, high) ε range for a log-scale slider, from the positive scores' quantiles."""
     positive = _flat(scores)
     positive = positive[positive > 0]
@@ -201,7 +203,9 @@ def _guard(scores: Scores, keep: Masks, min_keep: int) -> tuple[Masks, tuple[str
 
 def _effective_thresholds(scores: Scores, keep: Masks) -> dict[str, float]:
     """Each layer's lowest kept score: the ε that layer effectively used (inf if all pruned)."""
-    return {name: float(s[keep[name]].min()) if keep[name].any() else float("inf") for name, s in scores.items()}
+    return {
+        name: float(s[keep[name]].min()) if keep[name].any() else float("inf") for name, s in scores.items()
+    }
 
 
 # --- structured units -------------------------------------------------------------------------

@@ -55,7 +55,9 @@ def small_resnet(input_shape: tuple[int, int, int], num_classes: int, widths=(16
 
 
 def _conv_bn(x, filters: int, kernel: int, name: str, strides: int = 1):
-    x = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(
+        x
+    )
     return layers.BatchNormalization(name=f"{name}_bn")(x)
 
 

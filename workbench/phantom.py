@@ -87,14 +87,10 @@ class PhantomConfig:
 
 def _check_shape(shape) -> None:
     ok = isinstance(shape, tuple | list) and len(shape) == 3
-    if not ok or not all(
-        isinstance(s, int | np.integer) and not isinstance(s, bool) for s in shape
-    ):
+    if not ok or not all(isinstance(s, int | np.integer) and not isinstance(s, bool) for s in shape):
         raise ValueError(f"shape must be three integers (x, y, z), got {shape!r}")
     if min(shape) < MIN_SIDE:
-        raise ValueError(
-            f"shape must be at least {MIN_SIDE} voxels along every axis, got {tuple(shape)}"
-        )
+        raise ValueError(f"shape must be at least {MIN_SIDE} voxels along every axis, got {tuple(shape)}")
 
 
 def _check_number(name: str, value, low: float, high: float) -> None:
@@ -104,14 +100,8 @@ def _check_number(name: str, value, low: float, high: float) -> None:
 
 def _check_pair(name: str, pair, low: float, high: float) -> None:
     ok = isinstance(pair, tuple | list) and len(pair) == 2
-    if (
-        not ok
-        or not all(isinstance(v, int | float) and low <= v <= high for v in pair)
-        or pair[0] > pair[1]
-    ):
-        raise ValueError(
-            f"{name} must be (min, max) with {low} <= min <= max <= {high}, got {pair!r}"
-        )
+    if not ok or not all(isinstance(v, int | float) and low <= v <= high for v in pair) or pair[0] > pair[1]:
+        raise ValueError(f"{name} must be (min, max) with {low} <= min <= max <= {high}, got {pair!r}")
 
 
 # --- one volume -------------------------------------------------------------------------------
@@ -185,9 +175,7 @@ def _ventricles(rng, grid, centre, radii) -> np.ndarray:
     semi = np.array([0.26, 0.10, 0.22]) * size * radii
     # Axis 0 runs front to back and axis 1 left to right, as a slice is displayed.
     left, right = (centre + radii * np.array([-0.05, side * spread, 0.08]) for side in (-1, 1))
-    return (_ellipsoid_distance(grid, left, semi) <= 1) | (
-        _ellipsoid_distance(grid, right, semi) <= 1
-    )
+    return (_ellipsoid_distance(grid, left, semi) <= 1) | (_ellipsoid_distance(grid, right, semi) <= 1)
 
 
 def _lesions(rng, grid, tissue: np.ndarray, config: PhantomConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -294,9 +282,7 @@ def _manifest(n_volumes: int, seed: int, config: PhantomConfig) -> dict:
     return json.loads(json.dumps(manifest))  # tuples -> lists, as they read back from disk
 
 
-def _volume_plan(
-    seed: int, n_volumes: int, lesion_fraction: float
-) -> list[tuple[np.random.Generator, bool]]:
+def _volume_plan(seed: int, n_volumes: int, lesion_fraction: float) -> list[tuple[np.random.Generator, bool]]:
     """A generator per volume, and which volumes get a lesion (exactly the fraction)."""
     # Draw the lesion assignment from a spawned child, not default_rng(seed) itself: the loader
     # deals volumes into splits with default_rng(seed).permutation, and sharing that stream would
@@ -312,9 +298,7 @@ def _write_folder(folder: Path, n_volumes: int, seed: int, config: PhantomConfig
     folder.mkdir(parents=True, exist_ok=True)
     width = max(3, len(str(n_volumes - 1)))
     rows = []
-    for index, (rng, with_lesion) in enumerate(
-        _volume_plan(seed, n_volumes, config.lesion_fraction)
-    ):
+    for index, (rng, with_lesion) in enumerate(_volume_plan(seed, n_volumes, config.lesion_fraction)):
         volume, mask = make_volume(rng, config, with_lesion)
         name = f"vol_{index:0{width}d}"
         _write_nifti(folder / f"{name}.nii.gz", volume)
@@ -323,9 +307,7 @@ def _write_folder(folder: Path, n_volumes: int, seed: int, config: PhantomConfig
     manifest = _manifest(n_volumes, seed, config)
     (folder / "phantom.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     _write_labels(folder / "labels.csv", rows)  # last: its presence marks the folder complete
-    log.info(
-        "wrote %d phantom volumes to %s in %.1f s", n_volumes, folder, time.perf_counter() - started
-    )
+    log.info("wrote %d phantom volumes to %s in %.1f s", n_volumes, folder, time.perf_counter() - started)
     return folder
 
 

@@ -13,7 +13,12 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 
-METRIC_STYLE = {"accuracy": "tab:blue", "auc": "tab:orange", "sensitivity": "tab:green", "specificity": "tab:red"}
+METRIC_STYLE = {
+    "accuracy": "tab:blue",
+    "auc": "tab:orange",
+    "sensitivity": "tab:green",
+    "specificity": "tab:red",
+}
 
 
 def _axes(ax: Axes | None) -> Axes:
@@ -25,7 +30,9 @@ def layer_columns(table: pd.DataFrame) -> list[str]:
     return [c for c in table.columns if c.startswith("sparsity/")]
 
 
-def sparsity_heatmap(table: pd.DataFrame, x: str = "epsilon", current: float | None = None, ax: Axes | None = None) -> Axes:
+def sparsity_heatmap(
+    table: pd.DataFrame, x: str = "epsilon", current: float | None = None, ax: Axes | None = None
+) -> Axes:
     """Layers x grid heatmap, colour = sparsity of that layer at that grid point; ``current`` marked.
 
     Columns are placed by grid index (the grid is log-spaced), labelled with the grid values.
@@ -33,7 +40,9 @@ def sparsity_heatmap(table: pd.DataFrame, x: str = "epsilon", current: float | N
     ax = _axes(ax)
     columns = layer_columns(table)
     grid = table[x].to_numpy()
-    image = ax.imshow(table[columns].to_numpy().T, aspect="auto", cmap="magma", vmin=0, vmax=1, interpolation="nearest")
+    image = ax.imshow(
+        table[columns].to_numpy().T, aspect="auto", cmap="magma", vmin=0, vmax=1, interpolation="nearest"
+    )
     ax.set_yticks(range(len(columns)), [c.split("/", 1)[1] for c in columns])
     ticks = np.linspace(0, len(grid) - 1, min(6, len(grid))).astype(int)
     ax.set_xticks(ticks, [f"{grid[t]:.0e}" if x == "epsilon" else f"{grid[t]:.2f}" for t in ticks])
@@ -141,7 +150,9 @@ def training_curves(history: dict[str, list[float]], label: str = "", ax: Axes |
     return ax
 
 
-def score_histogram(scores: dict[str, np.ndarray], epsilon: float | None = None, ax: Axes | None = None) -> Axes:
+def score_histogram(
+    scores: dict[str, np.ndarray], epsilon: float | None = None, ax: Axes | None = None
+) -> Axes:
     """Log-histogram of positive scores per layer, with the count of exact zeros in the legend."""
     ax = _axes(ax)
     positive = np.concatenate([s[s > 0] for s in scores.values()])
@@ -164,8 +175,9 @@ def score_histogram(scores: dict[str, np.ndarray], epsilon: float | None = None,
 class Blitter:
     """Redraw only the moving artists of a figure, over a cached background, and return PNG bytes.
 
-    ``full()`` draws everything and caches the picture without the animated artists; ``png()`` restores that picture, draws the animated artists on top and
-    encodes it. This is matplotlib's blitting recipe, here for an Agg canvas shown as an image.
+    ``full()`` draws everything and caches the picture without the animated artists; ``png()``
+    restores that picture, draws the animated artists on top and encodes it. This is
+    matplotlib's blitting recipe, for an Agg canvas shown as an image.
     """
 
     def __init__(self, figure):

@@ -22,6 +22,9 @@ from workbench.train import Recipe, compile_model, fit
 
 log = logging.getLogger(__name__)
 
+# A gentler learning rate than training from scratch: the kept weights are already good.
+FINE_TUNE_RECIPE = Recipe(epochs=3, learning_rate=5e-4)
+
 
 @dataclass(frozen=True)
 class PruneSpec:
@@ -53,7 +56,9 @@ def masks_from_scores(scores: Scores, spec: PruneSpec, infos: list[LayerInfo]) -
         min_keep=spec.min_keep,
     )
     if spec.granularity == "structured":
-        result = MaskResult(expand_units(result.keep, {i.name: i.shape for i in infos}), result.thresholds, result.guarded)
+        result = MaskResult(
+            expand_units(result.keep, {i.name: i.shape for i in infos}), result.thresholds, result.guarded
+        )
     return result
 
 
@@ -130,7 +135,9 @@ def attach_masks(model: keras.Model, keep: Masks) -> dict[str, MaskConstraint]:
 # --- gradual pruning --------------------------------------------------------------------------
 
 
-def polynomial_sparsity(step: int, *, initial: float, final: float, begin_step: int, end_step: int, power: int = 3) -> float:
+def polynomial_sparsity(
+    step: int, *, initial: float, final: float, begin_step: int, end_step: int, power: int = 3
+) -> float:
     """Zhu & Gupta (2017) sparsity ramp, the shape of tfmot's PolynomialDecay.
 
     s(t) = final + (initial - final) * (1 - (t - begin) / (end - begin)) ** power, held at
@@ -151,7 +158,17 @@ class GradualPruning(keras.callbacks.Callback):
     (the ramp only tightens), and the masks are written into the constraints in place.
     """
 
-    def __init__(self, constraints: dict[str, MaskConstraint], mask_at: Callable, *, initial: float, final: float, begin_step: int, end_step: int, frequency: int):
+    def __init__(
+        self,
+        constraints: dict[str, MaskConstraint],
+        mask_at: Callable,
+        *,
+        initial: float,
+        final: float,
+        begin_step: int,
+        end_step: int,
+        frequency: int,
+    ):
         super().__init__()
         self.constraints, self.mask_at = constraints, mask_at
         self.ramp = dict(initial=initial, final=final, begin_step=begin_step, end_step=end_step)
@@ -175,7 +192,7 @@ def fine_tune(
     model: keras.Model,
     keep: Masks,
     dataset: Dataset,
-    recipe: Recipe = Recipe(epochs=3, learning_rate=5e-4),
+    recipe: Recipe = FINE_TUNE_RECIPE,
     *,
     callbacks: list | None = None,
     progress: bool = True,
@@ -195,7 +212,7 @@ def prune_gradually(
     scorer_for: Callable[[keras.Model], Scorer],
     spec: PruneSpec,
     dataset: Dataset,
-    recipe: Recipe = Recipe(epochs=3, learning_rate=5e-4),
+    recipe: Recipe = FINE_TUNE_RECIPE,
     *,
     frequency: int | None = None,
     progress: bool = True,
@@ -216,10 +233,20 @@ def prune_gradually(
 
     def mask_at(sparsity: float, previous: Masks) -> Masks:
         scorer = scorer_for(pruned)
-        scores = _demote_pruned(scorer.scores(spec.criterion, spec.granularity), previous, scorer.infos, spec.granularity)
+        scores = _demote_pruned(
+            scorer.scores(spec.criterion, spec.granularity), previous, scorer.infos, spec.granularity
+        )
         return masks_from_scores(scores, replace(spec, epsilon=None, sparsity=sparsity), scorer.infos).keep
 
-    ramp = GradualPruning(constraints, mask_at, initial=0.0, final=final, begin_step=0, end_step=end_step, frequency=frequency or max(1, end_step // 8))
+    ramp = GradualPruning(
+        constraints,
+        mask_at,
+        initial=0.0,
+        final=final,
+        begin_step=0,
+        end_step=end_step,
+        frequency=frequency or max(1, end_step // 8),
+    )
     compile_model(pruned, recipe.learning_rate)
     history = fit(pruned, dataset, recipe, callbacks=[ramp], progress=progress)
     return pruned, history, ramp.log

@@ -54,16 +54,25 @@ def check_calibration(model: keras.Model, images: np.ndarray, labels: np.ndarray
     """Raise ValueError unless images/labels fit the model's input and outputs."""
     images, labels = np.asarray(images), np.asarray(labels)
     expected = tuple(model.input_shape[1:])
-    fits = images.ndim == len(expected) + 1 and all(e in (None, g) for e, g in zip(expected, images.shape[1:]))
+    fits = images.ndim == len(expected) + 1 and all(
+        e in (None, g) for e, g in zip(expected, images.shape[1:], strict=True)
+    )
     if not fits:
         raise ValueError(f"calibration images must have shape (N, *{expected}), got {images.shape}")
     if len(images) == 0 or len(images) != len(labels.reshape(-1)):
-        raise ValueError(f"calibration images and labels must be non-empty and equal length, got {len(images)} and {len(labels)}")
+        raise ValueError(
+            "calibration images and labels must be non-empty and of equal length, "
+            f"got {len(images)} and {len(labels)}"
+        )
     if labels.min() < 0 or labels.max() >= model.output_shape[-1]:
-        raise ValueError(f"calibration labels must be in [0, {model.output_shape[-1]}), got {labels.min()}..{labels.max()}")
+        raise ValueError(
+            f"calibration labels must be in [0, {model.output_shape[-1]}), got {labels.min()}..{labels.max()}"
+        )
 
 
-def gradient_stats(model: keras.Model, images: np.ndarray, labels: np.ndarray, batch_size: int = 64) -> GradientStats:
+def gradient_stats(
+    model: keras.Model, images: np.ndarray, labels: np.ndarray, batch_size: int = 64
+) -> GradientStats:
     """Accumulate gradient statistics of the loss over calibration batches (inference-mode BN).
 
     Raises:
@@ -89,7 +98,9 @@ def gradient_stats(model: keras.Model, images: np.ndarray, labels: np.ndarray, b
         for info, grad in zip(infos, batch_gradients(x, y), strict=True):
             _accumulate(sums, info, np.asarray(grad), kernels[info.name])
     n = len(starts)
-    stats = GradientStats(*({k: v / n for k, v in sums[key].items()} for key in ("abs", "sq", "unit")), batches=n)
+    stats = GradientStats(
+        *({k: v / n for k, v in sums[key].items()} for key in ("abs", "sq", "unit")), batches=n
+    )
     _check_finite(stats)
     return stats
 
@@ -124,7 +135,9 @@ def weight_scores(criterion: str, kernels: Scores, stats: GradientStats | None, 
     return {n: np.random.default_rng([seed, i]).random(w.shape) for i, (n, w) in enumerate(kernels.items())}
 
 
-def structured_scores(criterion: str, kernels: Scores, stats: GradientStats | None, infos: list[LayerInfo], seed: int = 0) -> Scores:
+def structured_scores(
+    criterion: str, kernels: Scores, stats: GradientStats | None, infos: list[LayerInfo], seed: int = 0
+) -> Scores:
     """Score every structured unit: the per-filter Taylor score, or the mean of its weights' scores."""
     if criterion == "taylor":
         return dict(stats.unit_taylor)
@@ -142,9 +155,21 @@ class Scorer:
         >>> scores = scorer.scores("snip")                             # doctest: +SKIP
     """
 
-    def __init__(self, model: keras.Model, images: np.ndarray, labels: np.ndarray, *, seed: int = 0, batch_size: int = 64):
+    def __init__(
+        self,
+        model: keras.Model,
+        images: np.ndarray,
+        labels: np.ndarray,
+        *,
+        seed: int = 0,
+        batch_size: int = 64,
+    ):
         check_calibration(model, images, labels)
-        self.model, self.images, self.labels = model, np.asarray(images, np.float32), np.asarray(labels).reshape(-1)
+        self.model, self.images, self.labels = (
+            model,
+            np.asarray(images, np.float32),
+            np.asarray(labels).reshape(-1),
+        )
         self.seed, self.batch_size = seed, batch_size
         self.infos = prunable_layers(model)
         self._stats: dict[str, GradientStats] = {}

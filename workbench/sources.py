@@ -18,7 +18,9 @@ PHANTOM_CLASSES = ("no lesion", "lesion")
 PHANTOM_IMAGE_SIZE = (32, 32)
 
 
-def load_dataset(spec: str | Path = DEFAULT_DATASET, *, allow_download: bool = False, seed: int = 0) -> Dataset:
+def load_dataset(
+    spec: str | Path = DEFAULT_DATASET, *, allow_download: bool = False, seed: int = 0
+) -> Dataset:
     """Load a dataset by name or path.
 
     Args:

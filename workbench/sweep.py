@@ -53,7 +53,11 @@ class Evaluator:
         return self._split(self._forward(self._images).numpy())
 
     def _metrics(self, val_probs: np.ndarray, test_probs: np.ndarray) -> dict:
-        threshold = operating_threshold(val_probs, self.val_labels, self.positive) if test_probs.shape[1] == 2 else None
+        threshold = (
+            operating_threshold(val_probs, self.val_labels, self.positive)
+            if test_probs.shape[1] == 2
+            else None
+        )
         return clinical_metrics(test_probs, self.test_labels, threshold, self.positive)
 
     def evaluate(self, keep: Masks) -> dict:
@@ -154,7 +158,9 @@ class Explorer:
     def __init__(self, model, dataset, *, calibration_size: int = 256, grid_points: int = 30, seed: int = 0):
         self.model, self.dataset, self.grid_points = model, dataset, grid_points
         calibration = slice(0, calibration_size)
-        self.scorer = Scorer(model, dataset.train.images[calibration], dataset.train.labels[calibration], seed=seed)
+        self.scorer = Scorer(
+            model, dataset.train.images[calibration], dataset.train.labels[calibration], seed=seed
+        )
         self.evaluator = Evaluator(model, dataset.val, dataset.test)
         self._curves: dict[tuple, pd.DataFrame] = {}
 
@@ -175,7 +181,14 @@ class Explorer:
 
     def curve(self, spec: PruneSpec) -> pd.DataFrame:
         """The curve for ``spec``'s criterion/scope/granularity/mode (cached; ε itself ignored)."""
-        key = (spec.criterion, spec.scope, spec.granularity, spec.normalize, spec.min_keep, spec.sparsity is None)
+        key = (
+            spec.criterion,
+            spec.scope,
+            spec.granularity,
+            spec.normalize,
+            spec.min_keep,
+            spec.sparsity is None,
+        )
         if key not in self._curves:
             kind, grid = self.grid(spec)
             grid_argument = "epsilons" if kind == "epsilon" else "sparsities"

@@ -17,7 +17,11 @@ _RNG_SEED = 1234
 
 def _cases() -> list[np.ndarray]:
     rng = np.random.default_rng(_RNG_SEED)
-    scores = [rng.random((6, 4)), np.abs(rng.normal(size=(3, 3, 2, 5))) * 1e-3, np.array([0.0, 0.0, 1e-9, 2.0])]
+    scores = [
+        rng.random((6, 4)),
+        np.abs(rng.normal(size=(3, 3, 2, 5))) * 1e-3,
+        np.array([0.0, 0.0, 1e-9, 2.0]),
+    ]
     scores[0][0, :] = 0.0  # a dead row: exact zeros
     return scores
 
@@ -33,16 +37,24 @@ def check_prune_mask(prune_mask: Callable[[np.ndarray, float], np.ndarray]) -> N
             got = prune_mask(scores, epsilon)
             assert got is not None, "prune_mask returned None: replace the placeholder with your code"
             got = np.asarray(got)
-            assert got.shape == scores.shape, f"mask shape {got.shape} should equal the scores' {scores.shape}"
+            assert got.shape == scores.shape, (
+                f"mask shape {got.shape} should equal the scores' {scores.shape}"
+            )
             assert got.dtype == bool, f"mask should be boolean (True = keep), got dtype {got.dtype}"
             wrong = int((got != (scores >= epsilon)).sum())
-            assert wrong == 0, f"ε={epsilon:g}: {wrong} entries wrong; keep where score >= ε, prune where below"
+            assert wrong == 0, (
+                f"ε={epsilon:g}: {wrong} entries wrong; keep where score >= ε, prune where below"
+            )
     _ok("prune_mask")
 
 
 def check_sparsity(sparsity: Callable[[np.ndarray], float]) -> None:
     """Exercise 2: the fraction of a mask that is pruned (False), in [0, 1]."""
-    for keep, expected in ((np.array([True, False, False, True]), 0.5), (np.ones((3, 3), bool), 0.0), (np.eye(4, dtype=bool), 0.75)):
+    for keep, expected in (
+        (np.array([True, False, False, True]), 0.5),
+        (np.ones((3, 3), bool), 0.0),
+        (np.eye(4, dtype=bool), 0.75),
+    ):
         got = sparsity(keep)
         assert got is not None, "sparsity returned None: replace the placeholder with your code"
         assert np.isclose(got, expected), f"sparsity of {keep.astype(int).tolist()} is {expected}, got {got}"
@@ -56,7 +68,9 @@ def check_epsilon_for_sparsity(epsilon_for: Callable[[np.ndarray, float], float]
         epsilon = epsilon_for(scores, target)
         assert epsilon is not None, "epsilon_for returned None: replace the placeholder with your code"
         pruned = float((scores < epsilon).mean())
-        assert abs(pruned - target) <= 0.002, f"ε={epsilon:.4g} prunes {pruned:.3f} of the scores, wanted {target}"
+        assert abs(pruned - target) <= 0.002, (
+            f"ε={epsilon:.4g} prunes {pruned:.3f} of the scores, wanted {target}"
+        )
     _ok("epsilon_for_sparsity")
 
 
@@ -80,5 +94,7 @@ def check_dead_units(dead_units: Callable[[np.ndarray], np.ndarray]) -> None:
     grads[3, 2] = 0.0  # one zero weight does not make a unit dead
     got = dead_units(grads)
     assert got is not None, "dead_units returned None: replace the placeholder with your code"
-    assert sorted(np.asarray(got).tolist()) == [1, 4], f"the dead units are [1, 4], got {sorted(np.asarray(got).tolist())}"
+    assert sorted(np.asarray(got).tolist()) == [1, 4], (
+        f"the dead units are [1, 4], got {sorted(np.asarray(got).tolist())}"
+    )
     _ok("dead_units")

@@ -1,8 +1,8 @@
 """Seeded training, and a cache of trained baselines keyed by (data, model, seed, recipe).
 
 A baseline trained once is reused: ``baseline(dataset)`` trains on the first call and loads
-from ``data/cache`` (see ``workbench.paths``) afterwards. Cache writes go to a temporary file that is renamed into place,
-so a killed training leaves nothing a later run would load.
+from ``data/cache`` (see ``workbench.paths``) afterwards. Cache writes go to a temporary file
+that is renamed into place, so a killed training leaves nothing a later run would load.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from workbench.models import build_model, check_model_fits, load_user_model
 from workbench.paths import cache_dir as default_cache_dir
 
 log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -112,7 +113,10 @@ def baseline(
     Example:
         >>> model, history = baseline(load_default(), "seed_cnn", Recipe(epochs=5))  # doctest: +SKIP
     """
-    path = Path(cache_dir or default_cache_dir()) / f"{Path(str(model)).stem}-{cache_key(dataset, model, recipe)}.keras"
+    path = (
+        Path(cache_dir or default_cache_dir())
+        / f"{Path(str(model)).stem}-{cache_key(dataset, model, recipe)}.keras"
+    )
     if path.is_file():
         log.info("loading cached baseline %s", path)
         cached = keras.models.load_model(path)

@@ -74,21 +74,39 @@ class Dashboard:
     def _make_controls(self, criterion: str) -> dict[str, w.Widget]:
         layer_names = self.explorer.layers
         return {
-            "mode": w.ToggleButtons(options=[("ε threshold", "epsilon"), ("target sparsity", "sparsity")], description="select by"),
+            "mode": w.ToggleButtons(
+                options=[("ε threshold", "epsilon"), ("target sparsity", "sparsity")], description="select by"
+            ),
             "criterion": w.Dropdown(options=CRITERIA, value=criterion, description="criterion"),
             "scope": w.ToggleButtons(options=["global", "layerwise"], description="scope"),
             "granularity": w.ToggleButtons(options=GRANULARITIES, description="granularity"),
-            "epsilon": w.FloatLogSlider(value=1e-4, min=-8, max=0, step=0.02, description="ε", readout_format=".2e", continuous_update=False),
-            "epsilon_text": w.Text(description="type ε", placeholder="e.g. 3e-4, Enter", continuous_update=False),
-            "sparsity": w.FloatSlider(value=0.5, min=0.0, max=0.99, step=0.01, description="sparsity", continuous_update=False),
-            "layer": w.Combobox(options=layer_names, value=layer_names[0], description="layer", ensure_option=False),
+            "epsilon": w.FloatLogSlider(
+                value=1e-4,
+                min=-8,
+                max=0,
+                step=0.02,
+                description="ε",
+                readout_format=".2e",
+                continuous_update=False,
+            ),
+            "epsilon_text": w.Text(
+                description="type ε", placeholder="e.g. 3e-4, Enter", continuous_update=False
+            ),
+            "sparsity": w.FloatSlider(
+                value=0.5, min=0.0, max=0.99, step=0.01, description="sparsity", continuous_update=False
+            ),
+            "layer": w.Combobox(
+                options=layer_names, value=layer_names[0], description="layer", ensure_option=False
+            ),
             "epochs": w.IntSlider(value=2, min=1, max=10, description="epochs"),
             "finetune": w.Button(description="fine-tune this mask", icon="play"),
         }
 
     def _make_axes(self) -> dict:
         # A fixed layout: constrained layout would cost ~0.5 s on every full redraw.
-        grid = self.figure.add_gridspec(2, 3, left=0.06, right=0.98, bottom=0.08, top=0.95, wspace=0.3, hspace=0.35)
+        grid = self.figure.add_gridspec(
+            2, 3, left=0.06, right=0.98, bottom=0.08, top=0.95, wspace=0.3, hspace=0.35
+        )
         return {
             "heatmap": self.figure.add_subplot(grid[0, :2]),
             "confusion": self.figure.add_subplot(grid[0, 2]),
@@ -210,8 +228,12 @@ class Dashboard:
         with self.progress:
             metrics, _ = self.explorer.fine_tuned(self.point, recipe)
         self.recovered.append((self.point.result.sparsity, metrics))
-        self.axes["vs_sparsity"].plot([self.point.result.sparsity], [metrics["accuracy"]], "*", color="tab:purple", ms=12)
-        self.show_message(f"fine-tuned {recipe.epochs} epochs: accuracy {metrics['accuracy']:.3f}, AUC {metrics['auc']:.3f}")
+        self.axes["vs_sparsity"].plot(
+            [self.point.result.sparsity], [metrics["accuracy"]], "*", color="tab:purple", ms=12
+        )
+        self.show_message(
+            f"fine-tuned {recipe.epochs} epochs: accuracy {metrics['accuracy']:.3f}, AUC {metrics['auc']:.3f}"
+        )
         self.image.value = self.blitter.full()
 
     # --- drawing ------------------------------------------------------------------------------
@@ -229,15 +251,32 @@ class Dashboard:
         for ax in self.axes.values():
             self._clear(ax)
         dense, row = self.explorer.evaluator.dense_metrics, self._point_row()
-        plots.sparsity_heatmap(self._curve, x=self.grid_key, current=row[self.grid_key], ax=self.axes["heatmap"])
-        plots.metric_curves(self._curve, x=self.grid_key, metrics=METRICS, dense=dense, current=row, ax=self.axes["vs_grid"])
-        plots.metric_curves(self._curve, x="sparsity", metrics=METRICS, dense=dense, current=row, ax=self.axes["vs_sparsity"])
-        self.axes["vs_grid"].set_title(f"{self.point.spec.criterion}, {self.point.spec.scope}: test metrics", fontsize="small")
+        plots.sparsity_heatmap(
+            self._curve, x=self.grid_key, current=row[self.grid_key], ax=self.axes["heatmap"]
+        )
+        plots.metric_curves(
+            self._curve, x=self.grid_key, metrics=METRICS, dense=dense, current=row, ax=self.axes["vs_grid"]
+        )
+        plots.metric_curves(
+            self._curve, x="sparsity", metrics=METRICS, dense=dense, current=row, ax=self.axes["vs_sparsity"]
+        )
+        self.axes["vs_grid"].set_title(
+            f"{self.point.spec.criterion}, {self.point.spec.scope}: test metrics", fontsize="small"
+        )
         plots.confusion(self.point.metrics["confusion"], self.class_names, ax=self.axes["confusion"])
         self.axes["confusion"].set_title("confusion at the operating point", fontsize="small")
         self._draw_mask()
-        moving = [self.axes["heatmap"].lines[0], *self.axes["confusion"].images, *self.axes["confusion"].texts]
-        moving += [line for name in ("vs_grid", "vs_sparsity") for line in self.axes[name].lines if line.get_marker() == "o"]
+        moving = [
+            self.axes["heatmap"].lines[0],
+            *self.axes["confusion"].images,
+            *self.axes["confusion"].texts,
+        ]
+        moving += [
+            line
+            for name in ("vs_grid", "vs_sparsity")
+            for line in self.axes[name].lines
+            if line.get_marker() == "o"
+        ]
         for artist in moving:
             artist.set_animated(True)
 
@@ -245,7 +284,9 @@ class Dashboard:
         ax, name = self.axes["mask"], self.controls["layer"].value
         self._clear(ax)
         plots.mask_image(plots.kernel_as_image(self.point.result.keep[name]).astype(np.float32), ax=ax)
-        self._mask_label = ax.text(0.5, 1.02, self._mask_title(name), transform=ax.transAxes, ha="center", fontsize="small")
+        self._mask_label = ax.text(
+            0.5, 1.02, self._mask_title(name), transform=ax.transAxes, ha="center", fontsize="small"
+        )
         for artist in (*ax.images, self._mask_label):
             artist.set_animated(True)
 
@@ -257,7 +298,9 @@ class Dashboard:
         self.axes["heatmap"].lines[0].set_xdata([position, position])
         plots.update_confusion(self.axes["confusion"], self.point.metrics["confusion"])
         name = self.controls["layer"].value
-        self.axes["mask"].images[0].set_data(plots.kernel_as_image(self.point.result.keep[name]).astype(np.float32))
+        self.axes["mask"].images[0].set_data(
+            plots.kernel_as_image(self.point.result.keep[name]).astype(np.float32)
+        )
         self._mask_label.set_text(self._mask_title(name))
 
     def _point_row(self) -> dict:
