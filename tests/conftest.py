@@ -112,3 +112,34 @@ def assert_sparsity_pinned(model, keep):
 
     for name, kernel in get_kernels(model).items():
         assert np.all(kernel[~keep[name]] == 0.0), f"{name}: a pruned weight is non-zero"
+
+
+def write_tiny_notebook(path: Path) -> Path:
+    """A fast, TensorFlow-free parameterized notebook for sweep tests: it can sleep and fail on demand."""
+    import nbformat
+
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+    parameters = "\n".join(
+        [
+            "x: float = 1.0          # a number",
+            'mode: str = "a"        # a word',
+            "fail: bool = False     # raise in the second cell",
+            "sleep: float = 0.0     # seconds to wait before writing results",
+            "seed: int = 0          # a seed",
+            'results_dir: str = ""  # where results go',
+        ]
+    )
+    notebook.cells = [
+        nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell(
+            "import time\nstarted = time.time()\ntime.sleep(sleep)\nif fail:\n    raise RuntimeError(f'asked to fail at x={x}')"
+        ),
+        nbformat.v4.new_code_cell(
+            "from workbench.runs import write_results\n"
+            "write_results(results_dir, {'accuracy': 0.5 + x / 10 + seed / 100, 'auc': 0.9, 'sparsity': x / 10,"
+            " 'started': started, 'ended': time.time()})"
+        ),
+    ]
+    nbformat.write(notebook, path)
+    return path

@@ -42,6 +42,36 @@ def _parser() -> argparse.ArgumentParser:
 
     prepare = commands.add_parser("prepare", help="generate the offline phantom dataset if it is missing")
     prepare.set_defaults(run=_prepare)
+
+    sweep = commands.add_parser("sweep", help="run a notebook once per combination of parameter values")
+    sweep.add_argument("notebook", help="a notebook with a 'parameters' cell and a results_dir parameter")
+    sweep.add_argument(
+        "-p",
+        "--param",
+        nargs="+",
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="a parameter and its values, e.g. -p epsilon 1e-4 1e-3 (repeatable)",
+    )
+    sweep.add_argument("--grid", help="a YAML file: parameters: {name: [values]}, seeds: [..]")
+    sweep.add_argument("--seeds", nargs="+", type=int, help="seeds to repeat every combination with")
+    sweep.add_argument("--runs", default="runs", help="the run store folder (default: runs)")
+    sweep.add_argument("--workers", type=int, default=1, help="notebooks run at once on this machine")
+    sweep.add_argument(
+        "--dask", metavar="ADDRESS", help="submit runs to a Dask cluster, e.g. tcp://host:8786"
+    )
+    sweep.set_defaults(run=_sweep)
+
+    report = commands.add_parser("report", help="summary table and plots of the runs in a run store")
+    report.add_argument("--runs", default="runs", help="the run store folder (default: runs)")
+    report.add_argument("--out", help="where to write the report (default: <runs>/report)")
+    report.add_argument(
+        "--x", help="x axis: a swept parameter (default epsilon) or a metric such as sparsity"
+    )
+    report.add_argument("--metric", nargs="+", default=["accuracy", "auc"], help="metrics to plot")
+    report.add_argument("--group", help="one line per value of this parameter (default criterion)")
+    report.set_defaults(run=_report)
     return parser
 
 
@@ -66,6 +96,38 @@ def _prepare(args) -> int:
     from workbench.phantom import ensure_phantoms
 
     print(f"phantom volumes ready in {ensure_phantoms(data_dir())}")
+    return 0
+
+
+def _sweep(args) -> int:
+    from workbench.runs import expand_grid, read_grid_file, sweep
+
+    grid, seeds = read_grid_file(args.grid) if args.grid else ({}, None)
+    for name, *values in args.param:
+        if not values:
+            raise ValueError(f"-p {name} needs at least one value")
+        grid[name] = values
+    runs = expand_grid(args.notebook, grid, args.seeds or seeds)
+    print(f"{len(runs)} runs of {args.notebook} into {args.runs}/")
+    outcomes = sweep(args.notebook, runs, args.runs, workers=args.workers, dask_address=args.dask)
+    counts = {status: sum(o.status == status for o in outcomes) for status in ("ok", "skipped", "failed")}
+    print(
+        f"done: {counts['ok']} ran, {counts['skipped']} already complete (skipped), {counts['failed']} failed"
+    )
+    for outcome in outcomes:
+        if outcome.status == "failed":
+            error = outcome.error
+            print(
+                f"  FAILED {outcome.run_id} {outcome.params}: {error['ename']}: {error['evalue']} (cell {error['cell_index']})"
+            )
+    return 1 if counts["failed"] else 0
+
+
+def _report(args) -> int:
+    from workbench.report import write_report
+
+    page = write_report(args.runs, args.out, x=args.x, metrics=tuple(args.metric), group=args.group)
+    print(f"report written to {page}")
     return 0
 
 

@@ -212,3 +212,31 @@ def _encode_png(rgba: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(rgba[..., :3]).save(buffer, format="png", compress_level=1)
     return buffer.getvalue()
+
+
+def metric_errorbars(
+    summary: pd.DataFrame, x: str, metric: str, group: str | None = None, ax: Axes | None = None
+) -> Axes:
+    """Mean ± std of ``metric`` against ``x`` from a sweep summary, one line per ``group`` value.
+
+    ``summary`` has columns ``x``, ``<metric> mean`` and ``<metric> std`` (see workbench.report).
+    """
+    ax = _axes(ax)
+    groups = summary.groupby(group, sort=True) if group else [("", summary)]
+    for name, part in groups:
+        part = part.sort_values(x)
+        ax.errorbar(
+            part[x],
+            part[f"{metric} mean"],
+            yerr=part[f"{metric} std"].fillna(0),
+            marker="o",
+            capsize=3,
+            label=str(name),
+        )
+    if x == "epsilon" and (summary[x] > 0).all():
+        ax.set_xscale("log")
+    ax.set_xlabel(x)
+    ax.set_ylabel(metric)
+    if group:
+        ax.legend(title=group, fontsize="small")
+    return ax
