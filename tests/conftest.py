@@ -133,12 +133,13 @@ def write_tiny_notebook(path: Path) -> Path:
     notebook.cells = [
         nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]}),
         nbformat.v4.new_code_cell(
-            "import time\nstarted = time.time()\ntime.sleep(sleep)\nif fail:\n    raise RuntimeError(f'asked to fail at x={x}')"
+            "import time\nstarted = time.time()\ntime.sleep(sleep)\n"
+            "if fail:\n    raise RuntimeError(f'asked to fail at x={x}')"
         ),
         nbformat.v4.new_code_cell(
             "from workbench.runs import write_results\n"
-            "write_results(results_dir, {'accuracy': 0.5 + x / 10 + seed / 100, 'auc': 0.9, 'sparsity': x / 10,"
-            " 'started': started, 'ended': time.time()})"
+            "write_results(results_dir, {'accuracy': 0.5 + x / 10 + seed / 100, 'auc': 0.9,"
+            " 'sparsity': x / 10, 'started': started, 'ended': time.time()})"
         ),
     ]
     nbformat.write(notebook, path)

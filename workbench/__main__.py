@@ -100,7 +100,7 @@ def _prepare(args) -> int:
 
 
 def _sweep(args) -> int:
-    from workbench.runs import expand_grid, read_grid_file, sweep
+    from workbench.runs import describe_error, expand_grid, read_grid_file, sweep
 
     grid, seeds = read_grid_file(args.grid) if args.grid else ({}, None)
     for name, *values in args.param:
@@ -116,10 +116,7 @@ def _sweep(args) -> int:
     )
     for outcome in outcomes:
         if outcome.status == "failed":
-            error = outcome.error
-            print(
-                f"  FAILED {outcome.run_id} {outcome.params}: {error['ename']}: {error['evalue']} (cell {error['cell_index']})"
-            )
+            print(f"  FAILED {outcome.run_id} {outcome.params}: {describe_error(outcome.error)}")
     return 1 if counts["failed"] else 0
 
 

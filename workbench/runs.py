@@ -83,7 +83,11 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def notebook_parameters(notebook: str | Path) -> dict[str, dict]:
-    """The parameters a notebook's ``parameters`` cell declares: name -> {inferred_type_name, default, help}."""
+    """The parameters a notebook's ``parameters`` cell declares: name -> {inferred_type_name, default, help}.
+
+    Raises:
+        FileNotFoundError: if the notebook doesn't exist.
+    """
     import papermill
 
     path = Path(notebook)
@@ -130,7 +134,8 @@ def expand_grid(notebook: str | Path, grid: dict[str, list], seeds: list[int] | 
         )
     if RESULTS_PARAMETER not in declared:
         raise ValueError(
-            f"{Path(notebook).name} has no {RESULTS_PARAMETER!r} parameter, so a sweep can't collect its results"
+            f"{Path(notebook).name} has no {RESULTS_PARAMETER!r} parameter, "
+            "so a sweep can't collect its results"
         )
     values = {}
     for name, options in grid.items():
@@ -191,6 +196,11 @@ class RunOutcome:
     status: str  # "ok", "failed" or "skipped"
     seconds: float = 0.0
     error: dict = field(default_factory=dict)
+
+
+def describe_error(error: dict) -> str:
+    """One line for a failed run: the exception and the executed notebook's cell that raised it."""
+    return f"{error.get('ename')}: {error.get('evalue')} (cell {error.get('cell_index')})"
 
 
 def is_complete(run_dir: Path) -> bool:
@@ -299,8 +309,9 @@ def sweep(
     """Execute every run (skipping completed ones), locally with ``workers`` processes or on Dask.
 
     Example:
-        >>> runs = expand_grid("notebooks/01_explore_threshold.ipynb", {"epsilon": [1e-4, 1e-3]}, seeds=[0, 1])
-        >>> sweep("notebooks/01_explore_threshold.ipynb", runs, workers=2)  # doctest: +SKIP
+        >>> notebook = "notebooks/01_explore_threshold.ipynb"
+        >>> runs = expand_grid(notebook, {"epsilon": [1e-4, 1e-3]}, seeds=[0, 1])  # doctest: +SKIP
+        >>> sweep(notebook, runs, workers=2)  # doctest: +SKIP
     """
     from tqdm.auto import tqdm
 
@@ -360,9 +371,7 @@ def load(runs_dir: str | Path = "runs") -> pd.DataFrame:
         if metrics_path.is_file():
             row.update(_flatten(json.loads(metrics_path.read_text()), "metrics."))
         if info.get("error"):
-            row["error"] = (
-                f"{info['error'].get('ename')}: {info['error'].get('evalue')} (cell {info['error'].get('cell_index')})"
-            )
+            row["error"] = describe_error(info["error"])
         rows.append(row)
     return pd.DataFrame(rows)
 
