@@ -40,7 +40,9 @@ case "$command" in
   lab)
     install
     "$VENV/bin/python" -m workbench prepare
-    exec "$VENV/bin/jupyter" lab --notebook-dir=notebooks "$@"
+    root_flag=()
+    [ "$(id -u)" = 0 ] && root_flag=(--allow-root)  # containers often run as root; Jupyter refuses otherwise
+    exec "$VENV/bin/jupyter" lab --notebook-dir=notebooks "${root_flag[@]}" "$@"
     ;;
   test)
     install
