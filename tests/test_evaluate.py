@@ -127,3 +127,26 @@ def test_confusion_AgreesWithScikitLearn_MultiClass():
     probs = rng.dirichlet(np.ones(4), 300)
     expected = confusion_matrix(labels, probs.argmax(1), labels=range(4))
     np.testing.assert_array_equal(clinical_metrics(probs, labels)["confusion"], expected)
+
+
+def test_layer_table_ListsPrunedKernels_ThenUnprunedBiasesAndBatchNorm():
+    from workbench.evaluate import layer_table, overall_counts
+    from workbench.masks import select
+    from workbench.models import small_resnet
+    from workbench.registry import get_kernels
+
+    model = small_resnet((16, 16, 1), 2)
+    kernels = get_kernels(model)
+    result = select({n: np.abs(k) for n, k in kernels.items()}, sparsity=0.5, scope="layerwise")
+    table = layer_table(model, result)
+    assert list(table.columns) == ["layer", "kind", "shape", "weights", "pruned", "sparsity", "threshold"]
+    head = table.iloc[: len(kernels)]
+    assert list(head["layer"]) == list(kernels)
+    assert (head["pruned"] == [round(k.size / 2) for k in kernels.values()]).all()
+    unpruned = table.iloc[len(kernels) :]
+    assert {"gamma", "beta", "moving_mean", "moving_variance", "bias"} <= set(unpruned["kind"])
+    assert (unpruned["pruned"] == 0).all() and unpruned["threshold"].isna().all()
+    counts = overall_counts(table)
+    assert counts["parameters"] == model.count_params()
+    assert counts["nonzero_parameters"] == model.count_params() - int(head["pruned"].sum())
+    assert counts["sparsity"] == pytest.approx(0.5, abs=1e-3)
