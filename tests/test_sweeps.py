@@ -22,6 +22,11 @@ def notebook(tmp_path):
     return write_tiny_notebook(tmp_path / "tiny.ipynb")
 
 
+def _cli(notebook, runs_dir, *arguments: str) -> list[str]:
+    """Arguments of ``python -m workbench sweep`` for ``notebook`` into ``runs_dir``."""
+    return ["sweep", str(notebook), *arguments, "--runs", str(runs_dir)]
+
+
 def _complete_runs(runs_dir):
     return sorted(p.name for p in runs_dir.iterdir() if (p / "run.json").is_file())
 
@@ -50,22 +55,7 @@ def test_sweep_AgainSkipsCompletedRuns_WithoutTouchingThem(notebook, tmp_path):
 
 
 def test_failing_run_IsRecordedWithItsCell_OthersContinue_AndCliExitsNonZero(notebook, tmp_path, capsys):
-    code = main(
-        [
-            "sweep",
-            str(notebook),
-            "-p",
-            "x",
-            "1",
-            "2",
-            "-p",
-            "fail",
-            "false",
-            "true",
-            "--runs",
-            str(tmp_path / "runs"),
-        ]
-    )
+    code = main(_cli(notebook, str(tmp_path / "runs"), "-p", "x", "1", "2", "-p", "fail", "false", "true"))
     assert code == 1
     printed = capsys.readouterr().out
     assert "2 ran" in printed and "2 failed" in printed and "asked to fail" in printed
@@ -118,9 +108,7 @@ def test_sweep_KilledWithSigkill_LosesNoCompletedRun_AndResumes(notebook, tmp_pa
     assert all(json.loads((runs_dir / name / "run.json").read_text())["status"] == "ok" for name in survivors)
     assert all((runs_dir / name / "metrics.json").is_file() for name in survivors)
     assert set(load(runs_dir)["run_id"]) == set(survivors)  # partial folders never count
-    code = main(
-        ["sweep", str(notebook), "-p", "x", "1", "2", "3", "4", "-p", "sleep", "1.5", "--runs", str(runs_dir)]
-    )
+    code = main(_cli(notebook, runs_dir, "-p", "x", "1", "2", "3", "4", "-p", "sleep", "1.5"))
     assert code == 0
     assert len(_complete_runs(runs_dir)) == 4
     assert not [p for p in runs_dir.iterdir() if p.name.startswith(".partial-")]
@@ -146,9 +134,9 @@ def test_dask_SubmitsRunsToALocalCluster(notebook, tmp_path):
         assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
         runs = expand_grid(notebook, {"x": [1.0, 2.0, 3.0], "sleep": [1.0]})
         code = main(
-            [
-                "sweep",
-                str(notebook),
+            _cli(
+                notebook,
+                str(tmp_path / "runs"),
                 "-p",
                 "x",
                 "1",
@@ -157,11 +145,9 @@ def test_dask_SubmitsRunsToALocalCluster(notebook, tmp_path):
                 "-p",
                 "sleep",
                 "1",
-                "--runs",
-                str(tmp_path / "runs"),
                 "--dask",
                 cluster.scheduler_address,
-            ]
+            )
         )
     assert code == 0
     frame = load(tmp_path / "runs")
@@ -171,18 +157,18 @@ def test_dask_SubmitsRunsToALocalCluster(notebook, tmp_path):
 
 def test_bad_input_FailsBeforeAnyRunStarts(notebook, tmp_path, capsys):
     runs_dir = tmp_path / "runs"
-    assert main(["sweep", str(notebook), "-p", "epsilon", "1", "--runs", str(runs_dir)]) == 2
+    assert main(_cli(notebook, runs_dir, "-p", "epsilon", "1")) == 2
     assert "parameters ['epsilon'] are not declared by tiny.ipynb" in capsys.readouterr().err
-    assert main(["sweep", str(tmp_path / "nope.ipynb"), "-p", "x", "1", "--runs", str(runs_dir)]) == 2
+    assert main(_cli(str(tmp_path / "nope.ipynb"), runs_dir, "-p", "x", "1")) == 2
     assert "notebook not found" in capsys.readouterr().err
     grid = tmp_path / "grid.yaml"
     grid.write_text("parameters: [x, 1]\n")
-    assert main(["sweep", str(notebook), "--grid", str(grid), "--runs", str(runs_dir)]) == 2
+    assert main(_cli(notebook, runs_dir, "--grid", str(grid))) == 2
     assert "expected a mapping" in capsys.readouterr().err
     grid.write_text("parameters: {x: [1, 2}\n")
-    assert main(["sweep", str(notebook), "--grid", str(grid), "--runs", str(runs_dir)]) == 2
+    assert main(_cli(notebook, runs_dir, "--grid", str(grid))) == 2
     assert "not valid YAML" in capsys.readouterr().err
-    assert main(["sweep", str(notebook), "-p", "fail", "maybe", "--runs", str(runs_dir)]) == 2
+    assert main(_cli(notebook, runs_dir, "-p", "fail", "maybe")) == 2
     assert "expected true/false" in capsys.readouterr().err
     assert not runs_dir.exists()
 

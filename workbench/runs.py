@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from workbench.paths import write_atomically
+
 log = logging.getLogger(__name__)
 
 PARTIAL_PREFIX = ".partial-"
@@ -64,19 +66,9 @@ def write_results(directory: str | Path, metrics: dict, layers: pd.DataFrame | N
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     if layers is not None:
-        _atomic_write(directory / "layers.csv", layers.to_csv(index=False))
-    _atomic_write(directory / "metrics.json", json.dumps(json_safe(metrics), indent=2, sort_keys=True))
+        write_atomically(directory / "layers.csv", layers.to_csv(index=False))
+    write_atomically(directory / "metrics.json", json.dumps(json_safe(metrics), indent=2, sort_keys=True))
     return directory
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "w") as out:
-            out.write(text)
-        os.replace(temporary, path)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
 
 
 # --- grids ------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from workbench.compat import keras, tf
 from workbench.data import Dataset
 from workbench.models import build_model, check_model_fits, load_user_model
 from workbench.paths import cache_dir as default_cache_dir
+from workbench.paths import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ def save_atomically(model: keras.Model, path: Path, history: dict | None = None)
     """Save ``model`` (and its history beside it) so that ``path`` either is complete or absent."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if history is not None:
-        _write_atomically(path.with_suffix(".history.json"), json.dumps(history).encode())
+        write_atomically(path.with_suffix(".history.json"), json.dumps(history))
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".partial-", suffix=".keras")
     os.close(handle)
     try:
@@ -152,16 +153,6 @@ def save_atomically(model: keras.Model, path: Path, history: dict | None = None)
     finally:
         Path(temporary).unlink(missing_ok=True)
     return path
-
-
-def _write_atomically(path: Path, payload: bytes) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".partial-")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(payload)
-        os.replace(temporary, path)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
 
 
 def _read_history(model_path: Path) -> dict[str, list[float]]:
