@@ -97,3 +97,12 @@ def test_finetune_button_MarksTheRecoveredPoint(dashboard):
     stars = [line for line in dashboard.axes["vs_sparsity"].lines if line.get_marker() == "*"]
     assert stars and stars[0].get_ydata()[0] == metrics["accuracy"]
     assert "fine-tuned 1 epochs" in dashboard.message.value
+
+
+def test_switching_criterion_KeepsTheSparsity_SoCriteriaCompareAtEqualSparsity(dashboard):
+    slider = dashboard.controls["epsilon"]
+    slider.value = 10 ** ((slider.min + slider.max) / 2)
+    before = dashboard.point.result.sparsity
+    dashboard.controls["criterion"].value = "magnitude"
+    assert dashboard.point.spec.criterion == "magnitude"
+    assert dashboard.point.result.sparsity == pytest.approx(before, abs=0.02)

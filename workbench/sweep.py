@@ -15,7 +15,7 @@ import pandas as pd
 
 from workbench.compat import tf
 from workbench.evaluate import changed_predictions, clinical_metrics, layer_table, operating_threshold
-from workbench.masks import MaskResult, Masks, epsilon_range, normalise_per_layer
+from workbench.masks import MaskResult, Masks, epsilon_for_sparsity, epsilon_range, normalise_per_layer
 from workbench.prune import PruneSpec, apply_masks, copy_model, fine_tune, make_masks, masks_from_scores
 from workbench.registry import get_kernels, kernel_variables
 from workbench.scores import Scorer
@@ -172,6 +172,14 @@ class Explorer:
         """A slider range for ε from the score distribution of ``spec``'s criterion."""
         scores = self.scorer.scores(spec.criterion, spec.granularity)
         return epsilon_range(normalise_per_layer(scores) if spec.normalize else scores)
+
+    def epsilon_for(self, spec: PruneSpec, sparsity: float) -> float:
+        """The ε at which ``spec``'s criterion prunes ``sparsity`` of the weights overall."""
+        scores = self.scorer.scores(spec.criterion, spec.granularity)
+        flat = np.concatenate(
+            [s.ravel() for s in (normalise_per_layer(scores) if spec.normalize else scores).values()]
+        )
+        return epsilon_for_sparsity(flat, sparsity)
 
     def grid(self, spec: PruneSpec) -> tuple[str, np.ndarray]:
         """The curve's grid: log-spaced ε from the scores, or target sparsities 0..0.99."""

@@ -169,9 +169,11 @@ class Dashboard:
     @_reports_errors
     def on_setting_change(self) -> None:
         """Criterion, scope, granularity or mode changed: new curve, slider range and full redraw."""
-        self._changing_setting = True  # slider clamping must not redraw against the old curve
+        self._changing_setting = True  # slider changes must not redraw against the old curve
         try:
             self._set_epsilon_range(*self.explorer.epsilon_bounds(self.spec()))
+            if self.point is not None:  # compare criteria at equal sparsity: carry it over as ε
+                self._set_epsilon(self.explorer.epsilon_for(self.spec(), self.point.result.sparsity))
         finally:
             self._changing_setting = False
         spec = self.spec()
@@ -245,6 +247,11 @@ class Dashboard:
         slider.max = max(high_exp, slider.max)  # widen first: ipywidgets refuses min > max
         slider.min = low_exp
         slider.max = high_exp
+
+    def _set_epsilon(self, value: float) -> None:
+        slider = self.controls["epsilon"]
+        if value > 0:
+            slider.value = float(np.clip(value, slider.base**slider.min, slider.base**slider.max))
 
     def _draw_all(self) -> None:
         """Draw every panel for the current curve and point; mark what a slider move changes."""
