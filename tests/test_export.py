@@ -1,0 +1,162 @@
+"""Export: .keras, TFLite float and int8 files, their sizes, and that they still classify."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import tiny_cnn
+
+from workbench.compat import tf
+from workbench.export import (
+    TFLiteModel,
+    export_all,
+    export_table,
+    gzip_size,
+    probabilities,
+    save_keras,
+    to_tflite,
+)
+from workbench.prune import PruneSpec, apply_masks, make_masks
+from workbench.scores import Scorer
+from workbench.slim import couple_masks, slim_model
+from workbench.sweep import evaluate_model
+
+
+def _all_images(data) -> np.ndarray:
+    return np.concatenate([data.train.images, data.val.images, data.test.images])
+
+
+@pytest.fixture(scope="module")
+def exported(_trained_tiny_once, tiny_dataset, tmp_path_factory):
+    """The trained tiny model exported once as .keras, .tflite and .int8.tflite."""
+    folder = tmp_path_factory.mktemp("export")
+    return export_all(_trained_tiny_once, folder, "tiny", calibration=tiny_dataset.train.images)
+
+
+def test_export_all_WritesOneFilePerFormat(exported):
+    assert sorted(exported) == ["int8", "keras", "tflite"]
+    assert [p.name for p in exported.values()] == ["tiny.keras", "tiny.tflite", "tiny.int8.tflite"]
+    assert all(p.stat().st_size > 0 for p in exported.values())
+
+
+def test_tflite_float_MatchesKerasProbabilities(exported, _trained_tiny_once, tiny_dataset):
+    images = _all_images(tiny_dataset)
+    expected = np.asarray(_trained_tiny_once(images))
+    np.testing.assert_allclose(probabilities(exported["tflite"], images), expected, atol=1e-5)
+    np.testing.assert_allclose(probabilities(exported["keras"], images), expected, atol=1e-6)
+
+
+def test_tflite_int8_StaysCloseToKeras_AndIsSmallerThanFloat(exported, _trained_tiny_once, tiny_dataset):
+    images = _all_images(tiny_dataset)
+    expected = np.asarray(_trained_tiny_once(images))
+    int8 = probabilities(exported["int8"], images)
+    assert np.abs(int8 - expected).max() < 0.1
+    assert (int8.argmax(axis=1) == expected.argmax(axis=1)).mean() >= 0.9
+    assert exported["int8"].stat().st_size * 2.5 < exported["tflite"].stat().st_size
+
+
+def test_tflite_int8_IsFullInteger_WithFloatInputAndOutput(exported):
+    run = TFLiteModel(exported["int8"].read_bytes())
+    assert run.input["dtype"] == np.float32 and run.output["dtype"] == np.float32
+    edges = {"QUANTIZE", "DEQUANTIZE", "DELEGATE"}
+    assert {"QUANTIZE", "DEQUANTIZE"} <= {op["op_name"] for op in run.interpreter._get_ops_details()}
+    dtypes = {t["index"]: t["dtype"] for t in run.interpreter.get_tensor_details()}
+    inner = [op for op in run.interpreter._get_ops_details() if op["op_name"] not in edges]
+    used = {dtypes[i] for op in inner for i in [*op["inputs"], *op["outputs"]] if i in dtypes}
+    assert any(op["op_name"] == "CONV_2D" for op in inner)
+    assert used <= {np.int8, np.int32}, "every op between the edges should run in integers"
+
+
+def test_export_table_AccuracyOfEveryFile_MatchesTheModel(exported, _trained_tiny_once, tiny_dataset):
+    table = export_table(exported, tiny_dataset.val, tiny_dataset.test)
+    reference = evaluate_model(_trained_tiny_once, tiny_dataset.val, tiny_dataset.test)
+    assert table.loc["keras", "accuracy"] == reference["accuracy"]
+    assert table.loc["tflite", "accuracy"] == reference["accuracy"]
+    assert abs(table.loc["int8", "accuracy"] - reference["accuracy"]) <= 2 / len(tiny_dataset.test)
+    assert (table["gzip_bytes"] < table["bytes"]).all()
+
+
+def test_TFLiteModel_PredictInUnevenBatches_EqualsOneBigBatch(exported, tiny_dataset):
+    images = _all_images(tiny_dataset)
+    content = exported["tflite"].read_bytes()
+    whole = TFLiteModel(content, batch_size=len(images)).predict(images)
+    np.testing.assert_allclose(TFLiteModel(content, batch_size=7).predict(images), whole, atol=1e-6)
+    assert TFLiteModel(content, batch_size=1)(images[:1]).shape == (1, 2)
+
+
+@pytest.mark.filterwarnings("ignore:Statistics for quantized inputs")
+def test_TFLiteModel_Int8InputAndOutput_AreQuantizedAndDequantized(_trained_tiny_once, tiny_dataset):
+    converter = tf.lite.TFLiteConverter.from_keras_model(_trained_tiny_once)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([tiny_dataset.train.images[i : i + 1]] for i in range(40))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.int8
+    run = TFLiteModel(converter.convert(), batch_size=4)
+    assert run.input["dtype"] == np.int8
+    probs = run.predict(tiny_dataset.test.images)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=0.02)
+    np.testing.assert_allclose(probs, np.asarray(_trained_tiny_once(tiny_dataset.test.images)), atol=0.1)
+
+
+def test_slim_and_masked_exports_ClassifyLikeTheirModels(trained_tiny, tmp_path):
+    model, data = trained_tiny
+    spec = PruneSpec(criterion="taylor", granularity="structured", sparsity=0.5, scope="layerwise")
+    keep = couple_masks(model, make_masks(Scorer(model, data.val.images, data.val.labels), spec).keep)
+    slim = slim_model(model, keep)
+    paths = export_all(slim, tmp_path, "slim", calibration=data.train.images)
+    np.testing.assert_allclose(
+        probabilities(paths["tflite"], data.test.images), slim(data.test.images), atol=1e-5
+    )
+    dense_paths = export_all(model, tmp_path, "dense", calibration=data.train.images)
+    for fmt in ("keras", "tflite", "int8"):
+        assert paths[fmt].stat().st_size < dense_paths[fmt].stat().st_size
+
+
+def test_gzip_size_UnstructuredZeros_ShrinkTheKerasFile(trained_tiny, tmp_path):
+    model, data = trained_tiny
+    keep = make_masks(Scorer(model, data.val.images, data.val.labels), PruneSpec(sparsity=0.9)).keep
+    dense = save_keras(model, tmp_path / "dense.keras")
+    masked = save_keras(apply_masks(model, keep), tmp_path / "masked.keras")
+    assert abs(dense.stat().st_size - masked.stat().st_size) < 0.01 * dense.stat().st_size  # zip stores zeros
+    assert gzip_size(masked) * 3 < gzip_size(dense)
+    assert gzip_size(b"\0" * 10_000) < 100
+
+
+def test_save_keras_LeavesOutTheOptimizerState_ButKeepsTheOutputs(_trained_tiny_once, tiny_dataset, tmp_path):
+    with_optimizer = tmp_path / "trained.keras"
+    _trained_tiny_once.save(with_optimizer)
+    inference = save_keras(_trained_tiny_once, tmp_path / "inference.keras")
+    assert inference.stat().st_size * 2 < with_optimizer.stat().st_size  # Adam keeps two moments per weight
+    images = tiny_dataset.test.images
+    np.testing.assert_array_equal(probabilities(inference, images), probabilities(with_optimizer, images))
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+
+def test_to_tflite_BadArguments_RaiseValueError(_trained_tiny_once, tiny_dataset):
+    with pytest.raises(ValueError, match="quantize"):
+        to_tflite(_trained_tiny_once, "int4")
+    with pytest.raises(ValueError, match="calibration"):
+        to_tflite(_trained_tiny_once, "int8")
+    with pytest.raises(ValueError, match="calibration"):
+        to_tflite(_trained_tiny_once, "int8", calibration=np.zeros((4, 20, 20, 1), np.float32))
+
+
+def test_probabilities_MissingOrUnknownFile_Raises(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        probabilities(tmp_path / "absent.tflite", np.zeros((1, 24, 24, 1)))
+    other = tmp_path / "model.onnx"
+    other.write_bytes(b"x")
+    with pytest.raises(ValueError, match="path"):
+        probabilities(other, np.zeros((1, 24, 24, 1)))
+
+
+def test_save_keras_WrongSuffix_RaisesValueError(tmp_path):
+    with pytest.raises(ValueError, match=".keras"):
+        save_keras(tiny_cnn(), tmp_path / "model.h5")
+
+
+def test_TFLiteModel_BatchSizeBelowOne_RaisesValueError(exported):
+    with pytest.raises(ValueError, match="batch_size"):
+        TFLiteModel(exported["tflite"].read_bytes(), batch_size=0)

@@ -1,0 +1,223 @@
+"""Export a (pruned) model: ``.keras``, TFLite float, TFLite int8; their sizes and their accuracy.
+
+TFLite int8 is full-integer post-training quantization: every op runs in int8, calibrated on a
+representative set of images. Its **input and output stay float32** (a QUANTIZE op first, a
+DEQUANTIZE op last): callers feed the same [0, 1] images as to Keras and get probabilities back,
+the two edge ops cost next to nothing on 28x28 images, and an int8 softmax output would have
+only 256 levels either way. ``TFLiteModel`` also runs models with int8 inputs/outputs.
+
+Sizes: ``gzip_size`` is the file gzip-compressed at level 9. A ``.keras`` file is an uncompressed
+zip, so unstructured zeros only pay off once it is gzipped; a slim model is small as it stands.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import logging
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from workbench.compat import keras, tf
+from workbench.data import Split
+from workbench.evaluate import clinical_metrics, operating_threshold
+from workbench.train import save_atomically
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("keras", "tflite", "int8")
+SUFFIXES = {"keras": ".keras", "tflite": ".tflite", "int8": ".int8.tflite"}
+
+
+def save_keras(model: keras.Model, path: str | Path) -> Path:
+    """Save ``model`` for inference as a ``.keras`` file (atomically) and return its path.
+
+    What is saved is an uncompiled copy: architecture and weights, without the optimizer state
+    that a trained model carries (Adam's two moments would triple the file).
+    """
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise ValueError(f"path must end in .keras, got {path.name!r}")
+    return save_atomically(inference_copy(model), path)
+
+
+def inference_copy(model: keras.Model) -> keras.Model:
+    """Return an uncompiled copy (same architecture and weights, no optimizer) of ``model``.
+
+    ``keras.models.clone_model`` would compile the copy like the original, optimizer and all.
+    """
+    copy = type(model).from_config(model.get_config())
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def gzip_size(source: str | Path | bytes) -> int:
+    """Bytes of a file (or of ``bytes``) after gzip compression at level 9."""
+    payload = source if isinstance(source, bytes) else Path(source).read_bytes()
+    return len(gzip.compress(payload, compresslevel=9))
+
+
+# --- TFLite conversion ------------------------------------------------------------------------
+
+
+def to_tflite(model: keras.Model, quantize: str = "float", calibration: np.ndarray | None = None) -> bytes:
+    """Convert ``model`` with ``tf.lite.TFLiteConverter.from_keras_model``.
+
+    Args:
+        quantize: ``"float"`` (float32 weights and ops) or ``"int8"`` (full-integer ops, float I/O).
+        calibration: images (N, H, W, C) for int8's representative dataset; a few hundred
+            training images are plenty.
+
+    Raises:
+        ValueError: for an unknown ``quantize``, or ``"int8"`` without calibration images of the
+            model's input shape.
+    """
+    if quantize not in ("float", "int8"):
+        raise ValueError(f"quantize must be 'float' or 'int8', got {quantize!r}")
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if quantize == "int8":
+        calibration = _check_calibration(model, calibration)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: _representative(calibration)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    return _quietly(converter.convert)
+
+
+def _check_calibration(model: keras.Model, calibration: np.ndarray | None) -> np.ndarray:
+    expected = tuple(model.input_shape[1:])
+    if calibration is None or np.ndim(calibration) != len(expected) + 1 or len(calibration) == 0:
+        raise ValueError(
+            f"calibration must be images of shape (N, *{expected}) for int8, got {calibration!r:.60}"
+        )
+    if any(e not in (None, g) for e, g in zip(expected, np.shape(calibration)[1:], strict=True)):
+        raise ValueError(f"calibration must be images of shape (N, *{expected}), got {np.shape(calibration)}")
+    return np.asarray(calibration, np.float32)
+
+
+def _representative(images: np.ndarray) -> Iterator[list[np.ndarray]]:
+    for index in range(len(images)):
+        yield [images[index : index + 1]]
+
+
+def _quietly(action):
+    """Run a converter step, sending Keras' export prints to the debug log instead of stdout."""
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(captured), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = action()
+    log.debug("%s", captured.getvalue())
+    return result
+
+
+# --- running TFLite ---------------------------------------------------------------------------
+
+
+class TFLiteModel:
+    """A TFLite model ready to run on batches of one fixed size (resized once, then reused).
+
+    Example:
+        >>> run = TFLiteModel(to_tflite(model), batch_size=64)   # doctest: +SKIP
+        >>> probs = run.predict(data.test.images)                  # doctest: +SKIP
+    """
+
+    def __init__(self, content: bytes, batch_size: int = 1, num_threads: int | None = None):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice (LiteRT)
+            self.interpreter = tf.lite.Interpreter(model_content=content, num_threads=num_threads)
+        self.input, self.output = (
+            self.interpreter.get_input_details()[0],
+            self.interpreter.get_output_details()[0],
+        )
+        self.batch_size = batch_size
+        shape = [batch_size, *self.input["shape"][1:]]
+        self.interpreter.resize_tensor_input(self.input["index"], shape)
+        self.interpreter.allocate_tensors()
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """Probabilities for exactly ``batch_size`` images (the latency path: no copies, no padding)."""
+        self.interpreter.set_tensor(self.input["index"], self._to_input(batch))
+        self.interpreter.invoke()
+        return self._from_output(self.interpreter.get_tensor(self.output["index"]))
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Probabilities for any number of images (the last batch is padded, then trimmed)."""
+        images = np.asarray(images, np.float32)
+        out = []
+        for start in range(0, len(images), self.batch_size):
+            batch = images[start : start + self.batch_size]
+            padded = np.concatenate([batch, np.repeat(batch[-1:], self.batch_size - len(batch), axis=0)])
+            out.append(self(padded)[: len(batch)])
+        return np.concatenate(out)
+
+    def _to_input(self, batch: np.ndarray) -> np.ndarray:
+        if self.input["dtype"] == np.float32:
+            return np.asarray(batch, np.float32)
+        scale, zero = self.input["quantization"]
+        info = np.iinfo(self.input["dtype"])
+        return np.clip(np.round(batch / scale + zero), info.min, info.max).astype(self.input["dtype"])
+
+    def _from_output(self, values: np.ndarray) -> np.ndarray:
+        if self.output["dtype"] == np.float32:
+            return values.copy()
+        scale, zero = self.output["quantization"]
+        return (values.astype(np.float32) - zero) * scale
+
+
+# --- files and their accuracy -----------------------------------------------------------------
+
+
+def export_all(model: keras.Model, folder: str | Path, name: str, calibration: np.ndarray) -> dict[str, Path]:
+    """Write ``name.keras``, ``name.tflite`` and ``name.int8.tflite`` into ``folder``.
+
+    Returns:
+        {format: path} for the formats in ``FORMATS``.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {fmt: folder / f"{name}{suffix}" for fmt, suffix in SUFFIXES.items()}
+    save_keras(model, paths["keras"])
+    paths["tflite"].write_bytes(to_tflite(model))
+    paths["int8"].write_bytes(to_tflite(model, "int8", calibration))
+    return paths
+
+
+def probabilities(path: str | Path, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Run an exported model file (``.keras`` or ``.tflite``) on ``images``; return probabilities."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"exported model not found: {path}")
+    if path.suffix == ".keras":
+        return keras.models.load_model(path, compile=False).predict(images, batch_size=batch_size, verbose=0)
+    if path.suffix == ".tflite":
+        return TFLiteModel(path.read_bytes(), batch_size=min(batch_size, len(images))).predict(images)
+    raise ValueError(f"path must be a .keras or .tflite file, got {path.name!r}")
+
+
+def file_metrics(path: str | Path, val: Split, test: Split, positive: int = 1) -> dict:
+    """Size, gzip size and clinical test metrics of one exported model (threshold chosen on val)."""
+    val_probs, test_probs = probabilities(path, val.images), probabilities(path, test.images)
+    threshold = operating_threshold(val_probs, val.labels, positive) if test_probs.shape[1] == 2 else None
+    metrics = clinical_metrics(test_probs, test.labels, threshold, positive)
+    return {
+        "file": Path(path).name,
+        "bytes": Path(path).stat().st_size,
+        "gzip_bytes": gzip_size(path),
+        **metrics,
+    }
+
+
+def export_table(paths: dict[str, Path], val: Split, test: Split) -> pd.DataFrame:
+    """One row per exported file: format, bytes, gzip bytes, test accuracy, AUC, sensitivity, specificity."""
+    columns = ["file", "bytes", "gzip_bytes", "accuracy", "auc", "sensitivity", "specificity"]
+    rows = []
+    for fmt, path in paths.items():
+        metrics = file_metrics(path, val, test)
+        rows.append({"format": fmt, **{key: metrics[key] for key in columns}})
+    return pd.DataFrame(rows).set_index("format")
