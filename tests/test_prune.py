@@ -115,3 +115,13 @@ def test_prune_gradually_ReachesTheFinalSparsityExactly_AndOnlyTightens(trained_
     assert len(history["loss"]) == 3
     assert_sparsity_pinned(pruned, final_keep)
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
+
+
+def test_structured_masks_NeverRemoveTheOutputUnits_AndHitTheTargetElsewhere(trained_tiny):
+    model, data = trained_tiny
+    spec = PruneSpec(criterion="magnitude", granularity="structured", sparsity=0.5, scope="layerwise")
+    keep = make_masks(_scorer(model, data), spec).keep
+    assert keep["out"].all()  # the two class logits survive
+    for name, units in (("conv1", 4), ("conv2", 8), ("fc", 16)):
+        alive = keep[name].reshape(-1, units).any(axis=0)
+        assert alive.sum() == units // 2, name

@@ -80,3 +80,14 @@ def test_curve_RowsEqualEvaluatingEachPointAlone(setup):
     for value, row in zip(grid, table.itertuples(), strict=True):
         alone = evaluator.evaluate(make_masks(scorer, PruneSpec(criterion="snip", epsilon=value)).keep)
         assert row.accuracy == alone["accuracy"] and row.auc == pytest.approx(alone["auc"])
+
+
+def test_evaluator_Structured_MatchesApplyMasksStructured(setup):
+    model, data, scorer, evaluator = setup
+    spec = PruneSpec(criterion="taylor", granularity="structured", sparsity=0.5, scope="layerwise")
+    keep = make_masks(scorer, spec).keep
+    fast = evaluator.evaluate(keep, structured=True)
+    slow = apply_masks(model, keep, structured=True).predict(data.test.images, verbose=0)
+    np.testing.assert_allclose(fast["test_probs"], slow, atol=1e-5)
+    unstructured = evaluator.evaluate(keep)["test_probs"]  # biases of dead units still on
+    assert not np.allclose(unstructured, slow, atol=1e-5)

@@ -46,7 +46,14 @@ def make_masks(scorer: Scorer, spec: PruneSpec) -> MaskResult:
 
 
 def masks_from_scores(scores: Scores, spec: PruneSpec, infos: list[LayerInfo]) -> MaskResult:
-    """Threshold ready-made scores by ``spec``; structured unit masks are expanded to kernel shapes."""
+    """Threshold ready-made scores by ``spec``; structured unit masks are expanded to kernel shapes.
+
+    Structured pruning never removes the output layer's units: they are the classes. The output
+    layer (the last prunable one) is left out of the selection and kept whole.
+    """
+    output = infos[-1]
+    if spec.granularity == "structured":
+        scores = {name: values for name, values in scores.items() if name != output.name}
     result = select(
         scores,
         epsilon=spec.epsilon,
@@ -56,9 +63,9 @@ def masks_from_scores(scores: Scores, spec: PruneSpec, infos: list[LayerInfo]) -
         min_keep=spec.min_keep,
     )
     if spec.granularity == "structured":
-        result = MaskResult(
-            expand_units(result.keep, {i.name: i.shape for i in infos}), result.thresholds, result.guarded
-        )
+        keep = {**result.keep, output.name: np.ones(output.units_shape, bool)}
+        keep = expand_units({i.name: keep[i.name] for i in infos}, {i.name: i.shape for i in infos})
+        result = MaskResult(keep, {**result.thresholds, output.name: 0.0}, result.guarded)
     return result
 
 

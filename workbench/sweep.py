@@ -17,7 +17,7 @@ from workbench.compat import tf
 from workbench.evaluate import changed_predictions, clinical_metrics, layer_table, operating_threshold
 from workbench.masks import MaskResult, Masks, epsilon_for_sparsity, epsilon_range, normalise_per_layer
 from workbench.prune import PruneSpec, apply_masks, copy_model, fine_tune, make_masks, masks_from_scores
-from workbench.registry import get_kernels, kernel_variables
+from workbench.registry import get_kernels, kernel_variables, layer_by_name
 from workbench.scores import Scorer
 from workbench.train import Recipe
 
@@ -36,6 +36,9 @@ class Evaluator:
         self.work = copy_model(model)
         self.dense_kernels = get_kernels(model)
         self.variables = kernel_variables(self.work)
+        biased = [layer_by_name(self.work, name) for name in self.variables]
+        self.biases = {layer.name: layer.bias for layer in biased if getattr(layer, "bias", None) is not None}
+        self.dense_biases = {name: np.asarray(bias) for name, bias in self.biases.items()}
         self.positive = positive
         self.val_labels, self.test_labels = np.asarray(val.labels), np.asarray(test.labels)
         self._images = tf.constant(np.concatenate([val.images, test.images]), tf.float32)
@@ -46,10 +49,17 @@ class Evaluator:
     def _split(self, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return probs[: len(self.val_labels)], probs[len(self.val_labels) :]
 
-    def probabilities(self, keep: Masks) -> tuple[np.ndarray, np.ndarray]:
-        """(val, test) probabilities of the model with ``keep`` applied to its kernels."""
+    def probabilities(self, keep: Masks, structured: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(val, test) probabilities with ``keep`` applied to the kernels.
+
+        ``structured`` also zeroes the bias of every unit whose kernel is wholly pruned, as
+        ``apply_masks(structured=True)`` does (BatchNorm parameters are not touched here).
+        """
         for name, variable in self.variables.items():
             variable.assign(self.dense_kernels[name] * keep[name])
+        for name, bias in self.biases.items():
+            alive = keep[name].reshape(-1, bias.shape[0]).any(axis=0) if structured else True
+            bias.assign(self.dense_biases[name] * alive)
         return self._split(self._forward(self._images).numpy())
 
     def _metrics(self, val_probs: np.ndarray, test_probs: np.ndarray) -> dict:
@@ -60,9 +70,9 @@ class Evaluator:
         )
         return clinical_metrics(test_probs, self.test_labels, threshold, self.positive)
 
-    def evaluate(self, keep: Masks) -> dict:
+    def evaluate(self, keep: Masks, structured: bool = False) -> dict:
         """Clinical metrics on test (threshold chosen on val), plus the test images whose class changed."""
-        val_probs, test_probs = self.probabilities(keep)
+        val_probs, test_probs = self.probabilities(keep, structured)
         metrics = self._metrics(val_probs, test_probs)
         metrics["changed"] = changed_predictions(self.dense_test, test_probs)
         metrics["test_probs"] = test_probs
@@ -104,7 +114,8 @@ def curve(
         point = replace(spec, **{"epsilon": None, "sparsity": None, key: float(value)})
         result = masks_from_scores(scores, point, scorer.infos)
         if previous is None or not _same_masks(previous.keep, result.keep):
-            metrics = evaluator.evaluate(result.keep)  # flat stretches of a curve reuse the last point
+            # flat stretches of a curve reuse the last point
+            metrics = evaluator.evaluate(result.keep, structured=spec.granularity == "structured")
         previous = result
         rows.append(point_row(result, metrics, **{"epsilon" if key == "epsilon" else "target": float(value)}))
     return pd.DataFrame(rows)
@@ -206,7 +217,8 @@ class Explorer:
     def point(self, spec: PruneSpec) -> Point:
         """Masks, metrics and the per-layer table at one setting."""
         result = make_masks(self.scorer, spec)
-        return Point(spec, result, self.evaluator.evaluate(result.keep), layer_table(self.model, result))
+        metrics = self.evaluator.evaluate(result.keep, structured=spec.granularity == "structured")
+        return Point(spec, result, metrics, layer_table(self.model, result))
 
     def fine_tuned(self, point: Point, recipe: Recipe, *, progress: bool = True) -> tuple[dict, dict]:
         """Fine-tune a pruned copy at ``point``'s masks; return (test metrics, training history)."""
