@@ -3,6 +3,7 @@
 # environment (.venv) is installed, then:
 #   bash run.sh lab    generate the offline dataset if missing and open JupyterLab at notebooks/
 #   bash run.sh test   run the whole test suite (extra arguments go to pytest)
+#   bash run.sh dashboard  the ε explorer as a Voilà web app (extra arguments go to voila)
 # Installing is skipped when .venv already matches pyproject.toml, so a second run is fast.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -48,11 +49,16 @@ case "$command" in
     install
     exec "$VENV/bin/python" -m pytest "$@"
     ;;
+  dashboard)
+    install
+    "$VENV/bin/python" -m workbench prepare
+    exec "$VENV/bin/voila" --show_tracebacks=True notebooks/01_explore_threshold.ipynb "$@"
+    ;;
   install)
     install
     ;;
   *)
-    echo "usage: bash run.sh {lab|test|install} [extra arguments]" >&2
+    echo "usage: bash run.sh {lab|test|dashboard|install} [extra arguments]" >&2
     exit 2
     ;;
 esac

@@ -25,6 +25,14 @@ from workbench.train import Recipe
 log = logging.getLogger(__name__)
 
 METRICS = ("accuracy", "auc")
+# Shown only once the page has lost its kernel (it crashed or was shut down): ipywidgets then marks
+# every view "jupyter-widgets-disconnected". Plain CSS, because a dead kernel cannot send a message.
+KERNEL_LOST = (
+    "<style>.wb-kernel-lost{display:none;color:#b00020;font-weight:bold}"
+    ".jupyter-widgets-disconnected .wb-kernel-lost{display:inline}</style>"
+    "<span class='wb-kernel-lost'>The kernel has stopped (it crashed or was shut down), so the dashboard "
+    "no longer updates. Reload the page (Voilà) or restart the kernel and run all cells (JupyterLab).</span>"
+)
 
 
 def _reports_errors(callback):
@@ -58,6 +66,7 @@ class Dashboard:
         self.controls = self._make_controls(criterion)
         self.image = w.Image(format="png", layout=w.Layout(width="100%"))
         self.readout, self.message, self.table = w.HTML(), w.HTML(), w.HTML()
+        self.kernel_lost = w.HTML(KERNEL_LOST)
         self.progress = w.Output()
         self.figure = Figure(figsize=(13, 6.5), dpi=dpi)
         self.axes = self._make_axes()
@@ -125,6 +134,7 @@ class Dashboard:
                 w.HBox([c["epsilon"], c["epsilon_text"], c["sparsity"], c["layer"]]),
                 self.readout,
                 self.message,
+                self.kernel_lost,
                 self.image,
                 self.table,
                 w.HBox([c["epochs"], c["finetune"]]),
