@@ -91,6 +91,19 @@ def clinical_metrics(
     }
 
 
+def validated_metrics(
+    val_probs: np.ndarray,
+    val_labels: np.ndarray,
+    test_probs: np.ndarray,
+    test_labels: np.ndarray,
+    positive: int = 1,
+) -> dict:
+    """Clinical test metrics at an operating threshold chosen on validation (binary; argmax otherwise)."""
+    binary = test_probs.shape[1] == 2
+    threshold = operating_threshold(val_probs, val_labels, positive) if binary else None
+    return clinical_metrics(test_probs, test_labels, threshold, positive)
+
+
 def _ratio(hits, total) -> float:
     return float(hits / total) if total else float("nan")
 

@@ -25,7 +25,7 @@ import pandas as pd
 
 from workbench.compat import keras, tf
 from workbench.data import Split
-from workbench.evaluate import clinical_metrics, operating_threshold
+from workbench.evaluate import validated_metrics
 from workbench.train import save_atomically
 
 log = logging.getLogger(__name__)
@@ -203,8 +203,7 @@ def probabilities(path: str | Path, images: np.ndarray, batch_size: int = 64) ->
 def file_metrics(path: str | Path, val: Split, test: Split, positive: int = 1) -> dict:
     """Size, gzip size and clinical test metrics of one exported model (threshold chosen on val)."""
     val_probs, test_probs = probabilities(path, val.images), probabilities(path, test.images)
-    threshold = operating_threshold(val_probs, val.labels, positive) if test_probs.shape[1] == 2 else None
-    metrics = clinical_metrics(test_probs, test.labels, threshold, positive)
+    metrics = validated_metrics(val_probs, val.labels, test_probs, test.labels, positive)
     return {
         "file": Path(path).name,
         "bytes": Path(path).stat().st_size,

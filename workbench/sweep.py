@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.compat import tf
-from workbench.evaluate import changed_predictions, clinical_metrics, layer_table, operating_threshold
+from workbench.evaluate import changed_predictions, layer_table, validated_metrics
 from workbench.masks import MaskResult, Masks, epsilon_for_sparsity, epsilon_range, normalise_per_layer
 from workbench.prune import PruneSpec, apply_masks, copy_model, fine_tune, make_masks, masks_from_scores
 from workbench.registry import get_kernels, kernel_variables, layer_by_name
@@ -63,12 +63,7 @@ class Evaluator:
         return self._split(self._forward(self._images).numpy())
 
     def _metrics(self, val_probs: np.ndarray, test_probs: np.ndarray) -> dict:
-        threshold = (
-            operating_threshold(val_probs, self.val_labels, self.positive)
-            if test_probs.shape[1] == 2
-            else None
-        )
-        return clinical_metrics(test_probs, self.test_labels, threshold, self.positive)
+        return validated_metrics(val_probs, self.val_labels, test_probs, self.test_labels, self.positive)
 
     def evaluate(self, keep: Masks, structured: bool = False) -> dict:
         """Clinical metrics on test (threshold chosen on val), plus the test images whose class changed."""
@@ -83,8 +78,7 @@ def evaluate_model(model, val, test, positive: int = 1) -> dict:
     """Clinical test metrics of a model evaluated once (threshold chosen on val); no compiled cache."""
     val_probs = model.predict(val.images, batch_size=512, verbose=0)
     test_probs = model.predict(test.images, batch_size=512, verbose=0)
-    threshold = operating_threshold(val_probs, val.labels, positive) if test_probs.shape[1] == 2 else None
-    return clinical_metrics(test_probs, test.labels, threshold, positive)
+    return validated_metrics(val_probs, val.labels, test_probs, test.labels, positive)
 
 
 SCALAR_METRICS = ("accuracy", "auc", "sensitivity", "specificity", "ece")
