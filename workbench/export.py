@@ -26,6 +26,7 @@ import pandas as pd
 from workbench.compat import keras, tf
 from workbench.data import Split
 from workbench.evaluate import validated_metrics
+from workbench.prune import copy_model
 from workbench.train import save_atomically
 
 log = logging.getLogger(__name__)
@@ -43,17 +44,7 @@ def save_keras(model: keras.Model, path: str | Path) -> Path:
     path = Path(path)
     if path.suffix != ".keras":
         raise ValueError(f"path must end in .keras, got {path.name!r}")
-    return save_atomically(inference_copy(model), path)
-
-
-def inference_copy(model: keras.Model) -> keras.Model:
-    """Return an uncompiled copy (same architecture and weights, no optimizer) of ``model``.
-
-    ``keras.models.clone_model`` would compile the copy like the original, optimizer and all.
-    """
-    copy = type(model).from_config(model.get_config())
-    copy.set_weights(model.get_weights())
-    return copy
+    return save_atomically(copy_model(model), path)
 
 
 def gzip_size(source: str | Path | bytes) -> int:

@@ -70,10 +70,14 @@ def masks_from_scores(scores: Scores, spec: PruneSpec, infos: list[LayerInfo]) -
 
 
 def copy_model(model: keras.Model) -> keras.Model:
-    """Return an independent copy with the same architecture and weights."""
-    clone = keras.models.clone_model(model)
-    clone.set_weights(model.get_weights())
-    return clone
+    """Return an independent, uncompiled copy: same architecture and weights, no optimizer state.
+
+    Not ``keras.models.clone_model``, which compiles the copy like the original, so a saved copy
+    would carry the baseline's Adam moments (three times the file) and fine-tuning would reuse them.
+    """
+    copy = type(model).from_config(model.get_config())
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def apply_masks(model: keras.Model, keep: Masks, *, structured: bool = False) -> keras.Model:
