@@ -15,7 +15,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from workbench.compat import keras
-from workbench.masks import MaskResult, Masks
+from workbench.masks import MaskResult, Masks, alive_units
 from workbench.registry import layer_by_name, other_parameters, prunable_layers
 
 
@@ -133,7 +133,7 @@ def flops(model: keras.Model, keep: Masks | None = None) -> dict[str, int]:
         positions = _output_positions(layer_by_name(model, info.name))
         mask = keep[info.name]
         units = int(np.prod(info.units_shape))
-        alive_out = mask.reshape(-1, units).any(axis=0)
+        alive_out = alive_units(mask, units)
         alive_in = _alive_inputs(info, alive_before)
         totals["dense"] += 2 * positions * info.size
         totals["masked"] += 2 * positions * int(mask.sum())

@@ -220,6 +220,11 @@ def unit_scores(scores: Scores, units_shapes: dict[str, tuple[int, ...]]) -> Sco
     return out
 
 
+def alive_units(mask: np.ndarray, units: int) -> np.ndarray:
+    """Which of a kernel's ``units`` trailing units (filters, neurons) keep at least one weight."""
+    return np.asarray(mask, bool).reshape(-1, units).any(axis=0)
+
+
 def expand_units(keep: Masks, kernel_shapes: dict[str, tuple[int, ...]]) -> Masks:
     """Broadcast per-unit keep-masks to full kernel shapes (a pruned filter loses all its weights)."""
     return {name: np.broadcast_to(mask, kernel_shapes[name]).copy() for name, mask in keep.items()}

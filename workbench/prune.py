@@ -15,7 +15,7 @@ import numpy as np
 
 from workbench.compat import keras, tf
 from workbench.data import Dataset
-from workbench.masks import MaskResult, Masks, Scores, check_sparsity, expand_units, select
+from workbench.masks import MaskResult, Masks, Scores, alive_units, check_sparsity, expand_units, select
 from workbench.registry import LayerInfo, kernel_variables, layer_by_name, prunable_layers
 from workbench.scores import Scorer, check_granularity
 from workbench.train import Recipe, compile_model, fit
@@ -99,7 +99,7 @@ def zero_pruned_weights(model: keras.Model, keep: Masks, *, structured: bool = F
         variable.assign(np.asarray(variable) * mask)
         layer = layer_by_name(model, name)
         if structured and getattr(layer, "bias", None) is not None:
-            alive = mask.reshape(-1, layer.bias.shape[0]).any(axis=0)
+            alive = alive_units(mask, layer.bias.shape[0])
             layer.bias.assign(np.asarray(layer.bias) * alive)
 
 
@@ -269,6 +269,6 @@ def _demote_pruned(scores: Scores, previous: Masks, infos: list[LayerInfo], gran
     for info in infos:
         alive = previous[info.name]
         if granularity == "structured":
-            alive = alive.reshape(-1, int(np.prod(info.units_shape))).any(axis=0).reshape(info.units_shape)
+            alive = alive_units(alive, int(np.prod(info.units_shape))).reshape(info.units_shape)
         demoted[info.name] = np.where(alive, scores[info.name], -1.0)
     return demoted

@@ -32,7 +32,7 @@ import numpy as np
 
 from workbench.compat import keras
 from workbench.data import Dataset
-from workbench.masks import Masks
+from workbench.masks import Masks, alive_units
 from workbench.prune import FINE_TUNE_RECIPE, MaskConstraint, apply_masks, fine_tune
 from workbench.registry import prunable_layers
 from workbench.train import Recipe
@@ -202,9 +202,7 @@ def check_structured(model: keras.Model, keep: Masks) -> None:
 
 def unit_alive(keep: Masks) -> dict[str, np.ndarray]:
     """Which units (output filters/neurons) of each layer a structured mask keeps."""
-    return {
-        name: np.asarray(mask, bool).reshape(-1, mask.shape[-1]).any(axis=0) for name, mask in keep.items()
-    }
+    return {name: alive_units(mask, mask.shape[-1]) for name, mask in keep.items()}
 
 
 def couple_masks(model: keras.Model, keep: Masks, rule: str = "any") -> Masks:

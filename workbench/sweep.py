@@ -15,7 +15,14 @@ import pandas as pd
 
 from workbench.compat import tf
 from workbench.evaluate import changed_predictions, layer_table, validated_metrics
-from workbench.masks import MaskResult, Masks, epsilon_for_sparsity, epsilon_range, normalise_per_layer
+from workbench.masks import (
+    MaskResult,
+    Masks,
+    alive_units,
+    epsilon_for_sparsity,
+    epsilon_range,
+    normalise_per_layer,
+)
 from workbench.prune import PruneSpec, apply_masks, copy_model, fine_tune, make_masks, masks_from_scores
 from workbench.registry import get_kernels, kernel_variables, layer_by_name
 from workbench.scores import Scorer
@@ -58,7 +65,7 @@ class Evaluator:
         for name, variable in self.variables.items():
             variable.assign(self.dense_kernels[name] * keep[name])
         for name, bias in self.biases.items():
-            alive = keep[name].reshape(-1, bias.shape[0]).any(axis=0) if structured else True
+            alive = alive_units(keep[name], bias.shape[0]) if structured else True
             bias.assign(self.dense_biases[name] * alive)
         return self._split(self._forward(self._images).numpy())
 
