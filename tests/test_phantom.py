@@ -215,9 +215,82 @@ def test_ensurePhantoms_userFolderWithoutManifest_raisesAndKeepsIt(tmp_path):
     user = tmp_path / "phantom"
     user.mkdir()
     (user / "my_scan.nii.gz").write_bytes(b"precious")
-    with pytest.raises(FileExistsError, match="phantom.json"):
+    with pytest.raises(FileExistsError, match=r"no phantom.json.*my_scan.nii.gz"):
         ensure_phantoms(tmp_path, **TINY)
     assert (user / "my_scan.nii.gz").read_bytes() == b"precious"
+
+
+def test_ensurePhantoms_phantomIsAFile_raisesAndKeepsIt(tmp_path):
+    (tmp_path / "phantom").write_text("my notes")
+    with pytest.raises(FileExistsError, match="not a folder"):
+        ensure_phantoms(tmp_path, **TINY)
+    assert (tmp_path / "phantom").read_text() == "my notes"
+
+
+def _break_by_settings(folder):
+    return {"seed": 1}
+
+
+def _break_by_missing_volume(folder):
+    (folder / "vol_001.nii.gz").unlink()
+    return {}
+
+
+def _break_by_damaged_manifest(folder):
+    (folder / "phantom.json").write_text("{ not json")
+    return {}
+
+
+@pytest.mark.parametrize("breaks", [_break_by_settings, _break_by_missing_volume, _break_by_damaged_manifest])
+def test_ensurePhantoms_rebuildNeeded_userFileSurvivesAndErrorNamesIt(tmp_path, breaks):
+    folder = ensure_phantoms(tmp_path, **TINY)
+    (folder / "my_notes.txt").write_text("precious")
+    overrides = breaks(folder)
+    before = folder_bytes(folder)
+    with pytest.raises(FileExistsError, match=r"needs rebuilding.*my_notes.txt"):
+        ensure_phantoms(tmp_path, **{**TINY, **overrides})
+    assert folder_bytes(folder) == before  # nothing touched, not even our own files
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["phantom"]
+
+
+def test_ensurePhantoms_rebuildNeeded_userChangedVolume_isForeign(tmp_path):
+    folder = ensure_phantoms(tmp_path, **TINY)
+    (folder / "vol_002.nii.gz").write_bytes(b"my own scan under the generator's name")
+    with pytest.raises(FileExistsError, match="vol_002.nii.gz"):
+        ensure_phantoms(tmp_path, seed=1, **TINY)
+    assert (folder / "vol_002.nii.gz").read_bytes() == b"my own scan under the generator's name"
+
+
+def test_ensurePhantoms_rebuildNeeded_userSubfolder_isForeign(tmp_path):
+    folder = ensure_phantoms(tmp_path, **TINY)
+    (folder / "masks").mkdir()
+    with pytest.raises(FileExistsError, match="masks"):
+        ensure_phantoms(tmp_path, seed=1, **TINY)
+    assert (folder / "masks").is_dir()
+
+
+def test_ensurePhantoms_staleAndClean_swappedWithNothingLeftBehind(tmp_path):
+    ensure_phantoms(tmp_path, seed=0, **TINY)
+    folder = ensure_phantoms(tmp_path, seed=1, **TINY)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["phantom"]
+    assert folder_bytes(folder) == folder_bytes(generate_phantoms(tmp_path / "ref" / "p", seed=1, **TINY))
+
+
+def test_discardOld_fileAppearedDuringSwap_folderKeptNotDeleted(tmp_path):
+    old = generate_phantoms(tmp_path / ".phantom.old-1-2", **TINY)
+    (old / "late.txt").write_text("written during the rebuild")
+    phantom._discard_old(old)
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith("phantom.kept-")]
+    assert len(kept) == 1 and (kept[0] / "late.txt").read_text() == "written during the rebuild"
+
+
+def test_foreignFiles_olderManifestWithoutDigests_judgesByName(tmp_path):
+    folder = generate_phantoms(tmp_path / "p", **TINY)
+    manifest = json.loads((folder / "phantom.json").read_text())
+    del manifest["files"]
+    (folder / "phantom.json").write_text(json.dumps(manifest))
+    (folder / "extra.csv").write_text("x")
+    assert phantom.foreign_files(folder) == ["extra.csv"]
 
 
 # --- bad arguments ----------------------------------------------------------------------------

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
+import io
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -30,7 +33,8 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 2
 DEFAULT_N_VOLUMES = 120
 MIN_SIDE = 8
-_TMP_PREFIX = ".phantom.tmp-"
+_TMP_PREFIX = ".phantom.tmp-"  # a generation in progress: everything in it is ours
+_OLD_PREFIX = ".phantom.old-"  # a folder swapped out, deleted only if nothing foreign is in it
 _STALE_SECONDS = 3600  # generation takes seconds; an older temporary folder was abandoned
 
 # Relative T1-like intensities. Scalp fat is brightest, as on T1, so the loader's 99th-percentile
@@ -297,45 +301,62 @@ def _write_folder(folder: Path, n_volumes: int, seed: int, config: PhantomConfig
     started = time.perf_counter()
     folder.mkdir(parents=True, exist_ok=True)
     width = max(3, len(str(n_volumes - 1)))
-    rows = []
+    rows, digests = [], {}
     for index, (rng, with_lesion) in enumerate(_volume_plan(seed, n_volumes, config.lesion_fraction)):
         volume, mask = make_volume(rng, config, with_lesion)
         name = f"vol_{index:0{width}d}"
-        _write_nifti(folder / f"{name}.nii.gz", volume)
+        digests[f"{name}.nii.gz"] = _write_nifti(folder / f"{name}.nii.gz", volume)
         labels = lesion_slice_labels(mask, config.min_lesion_area)
         rows.extend((name, z, int(label)) for z, label in enumerate(labels))
-    manifest = _manifest(n_volumes, seed, config)
+    labels_text = _labels_text(rows)
+    digests["labels.csv"] = _sha256(labels_text.encode())
+    # The digests let a later rebuild tell our files from files a user added or changed.
+    manifest = {**_manifest(n_volumes, seed, config), "files": digests}
     (folder / "phantom.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    _write_labels(folder / "labels.csv", rows)  # last: its presence marks the folder complete
+    _write_labels(folder / "labels.csv", labels_text)  # last: its presence marks the folder complete
     log.info("wrote %d phantom volumes to %s in %.1f s", n_volumes, folder, time.perf_counter() - started)
     return folder
 
 
-def _write_nifti(path: Path, volume: np.ndarray) -> None:
+def _write_nifti(path: Path, volume: np.ndarray) -> str:
+    """Write ``volume`` as .nii.gz and return the file's sha256."""
     import nibabel as nib
 
     image = nib.Nifti1Image(volume, affine=np.eye(4))
     image.header.set_xyzt_units("mm")
     # nibabel's .nii.gz writer puts the time in the gzip header; mtime=0 keeps bytes reproducible.
-    path.write_bytes(gzip.compress(image.to_bytes(), compresslevel=6, mtime=0))
+    payload = gzip.compress(image.to_bytes(), compresslevel=6, mtime=0)
+    path.write_bytes(payload)
+    return _sha256(payload)
 
 
-def _write_labels(path: Path, rows: list[tuple[str, int, int]]) -> None:
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(("volume", "slice", "label"))
-        writer.writerows(rows)
+def _labels_text(rows: list[tuple[str, int, int]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(("volume", "slice", "label"))
+    writer.writerows(rows)
+    return buffer.getvalue()
 
 
-# --- generate once, atomically ----------------------------------------------------------------
+def _write_labels(path: Path, text: str) -> None:
+    path.write_bytes(text.encode())
+
+
+def _sha256(payload: bytes) -> str:
+    return hashlib.sha256(payload).hexdigest()
+
+
+# --- generate once, atomically, never over a user's files -------------------------------------
 
 
 def ensure_phantoms(data_dir: str | Path = "data", **kwargs) -> Path:
     """Return ``{data_dir}/phantom``, generating it first if it is missing, incomplete or stale.
 
     Generation goes into a temporary sibling folder that is renamed into place, so an interrupted
-    run never leaves a folder that looks complete. A folder made with other arguments is replaced,
-    but only if its ``phantom.json`` shows this module made it.
+    run never leaves a folder that looks complete. A stale or damaged folder is rebuilt beside the
+    old one and swapped in only if the old one holds nothing foreign: every file in it must be one
+    this module wrote (checked against the digests in ``phantom.json``). Otherwise nothing is
+    touched and the error lists the files in the way.
 
     Args:
         kwargs: the arguments of ``generate_phantoms`` other than ``out_dir``.
@@ -344,7 +365,8 @@ def ensure_phantoms(data_dir: str | Path = "data", **kwargs) -> Path:
         >>> folder = ensure_phantoms("data")  # doctest: +SKIP
 
     Raises:
-        FileExistsError: if ``{data_dir}/phantom`` exists without a ``phantom.json``.
+        FileExistsError: if ``{data_dir}/phantom`` is not a folder this module made, or it needs
+            rebuilding but holds files this module did not write (both name the files).
         ValueError, TypeError: for bad arguments, as ``generate_phantoms``.
     """
     n_volumes, seed, config = _resolve(**kwargs)
@@ -352,8 +374,12 @@ def ensure_phantoms(data_dir: str | Path = "data", **kwargs) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_abandoned_temporaries(target.parent)
     wanted = _manifest(n_volumes, seed, config)
-    if target.exists() and _is_current(target, wanted):
-        return target
+    if target.exists() or target.is_symlink():
+        reason = _why_rebuild(target, wanted)
+        if reason is None:
+            return target
+        _refuse_foreign(target, reason)
+        log.warning("rebuilding the generated phantom folder %s: %s", target, reason)
     log.info("generating %d phantom volumes into %s", n_volumes, target)
     tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-", dir=target.parent))
     try:
@@ -364,19 +390,82 @@ def ensure_phantoms(data_dir: str | Path = "data", **kwargs) -> Path:
     return target
 
 
-def _is_current(folder: Path, wanted: dict) -> bool:
-    """Whether ``folder`` is complete and was made with ``wanted``; refuse folders not ours."""
-    manifest_path = folder / "phantom.json"
-    if not manifest_path.is_file():
+def _why_rebuild(folder: Path, wanted: dict) -> str | None:
+    """Why ``folder`` (ours) must be rebuilt, or None if it is current; refuse folders not ours."""
+    if folder.is_symlink() or not folder.is_dir():
         raise FileExistsError(
-            f"{folder} exists but has no phantom.json, so ensure_phantoms did not make it and "
-            "will not overwrite it; move it away or pass another data_dir"
+            f"{folder} exists but is not a folder ensure_phantoms made; it will not replace it. "
+            "Move it away, or set WORKBENCH_DATA to keep the workbench's data elsewhere"
         )
+    stored = _read_manifest(folder)
+    if stored is _NO_MANIFEST:
+        raise FileExistsError(
+            f"{folder} exists but has no phantom.json, so ensure_phantoms did not make it and will "
+            f"not overwrite it (it holds {_listing(sorted(p.name for p in folder.iterdir()))}). "
+            "Move it away, or set WORKBENCH_DATA to keep the workbench's data elsewhere"
+        )
+    if stored is None:
+        return "its phantom.json is damaged"
+    if {k: v for k, v in stored.items() if k != "files"} != wanted:
+        return "it was made with other settings"
+    if not _is_complete(folder):
+        return "labels.csv or a volume it lists is missing"
+    return None
+
+
+_NO_MANIFEST = object()
+
+
+def _read_manifest(folder: Path):
+    """The stored manifest; None if damaged; ``_NO_MANIFEST`` if there is none."""
+    path = folder / "phantom.json"
+    if not path.is_file():
+        return _NO_MANIFEST
     try:
-        stored = json.loads(manifest_path.read_text())
+        stored = json.loads(path.read_text())
     except (OSError, ValueError):
-        return False  # ours but damaged: regenerate
-    return stored == wanted and _is_complete(folder)
+        return None
+    return stored if isinstance(stored, dict) else None
+
+
+def foreign_files(folder: Path) -> list[str]:
+    """Names in a generated ``folder`` that ensure_phantoms did not write, or that were changed.
+
+    With the digests of ``phantom.json`` a file is ours only if its bytes match; without them
+    (a damaged or older manifest) only the generator's own names count as ours.
+    """
+    stored = _read_manifest(folder)
+    digests = stored.get("files") if isinstance(stored, dict) else None
+    foreign = []
+    for entry in sorted(folder.iterdir()):
+        if entry.is_symlink() or not entry.is_file():
+            foreign.append(entry.name)
+        elif entry.name == "phantom.json":
+            continue
+        elif isinstance(digests, dict):
+            if digests.get(entry.name) != _sha256(entry.read_bytes()):
+                foreign.append(entry.name)
+        elif not _GENERATED_NAME.fullmatch(entry.name):
+            foreign.append(entry.name)
+    return foreign
+
+
+_GENERATED_NAME = re.compile(r"vol_\d{3,}\.nii\.gz|labels\.csv")
+
+
+def _refuse_foreign(folder: Path, reason: str) -> None:
+    foreign = foreign_files(folder)
+    if foreign:
+        raise FileExistsError(
+            f"{folder} needs rebuilding ({reason}) but holds files ensure_phantoms did not write or "
+            f"that were changed since: {_listing(foreign)}. Nothing was touched; move these files "
+            "out of the folder (or the folder away) and try again"
+        )
+
+
+def _listing(names: list[str], limit: int = 10) -> str:
+    shown = ", ".join(names[:limit]) or "nothing"
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def _is_complete(folder: Path) -> bool:
@@ -385,23 +474,36 @@ def _is_complete(folder: Path) -> bool:
     if not labels.is_file():
         return False
     with labels.open(newline="") as handle:
-        volumes = {row["volume"] for row in csv.DictReader(handle)}
+        volumes = {row.get("volume") for row in csv.DictReader(handle)}
     return bool(volumes) and all((folder / f"{name}.nii.gz").is_file() for name in volumes)
 
 
 def _move_into_place(tmp: Path, target: Path, wanted: dict) -> None:
-    if target.exists():  # ours and stale (checked by _is_current): set it aside, then swap
-        old = target.with_name(f"{_TMP_PREFIX}{os.getpid()}-old-{time.time_ns()}")
+    if target.exists():  # ours, stale, nothing foreign (checked above): set it aside, then swap
+        old = target.with_name(f"{_OLD_PREFIX}{os.getpid()}-{time.time_ns()}")
         os.replace(target, old)
         os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
+        _discard_old(old)
         return
     try:
         os.replace(tmp, target)
     except OSError:
         # Another process may have installed the same folder meanwhile; that is as good as ours.
-        if not (target.exists() and _is_current(target, wanted)):
+        if not (target.exists() and _why_rebuild(target, wanted) is None):
             raise
+
+
+def _discard_old(old: Path) -> None:
+    """Delete a swapped-out folder only if it still holds nothing foreign; else keep it, visibly."""
+    if not old.is_dir():
+        return  # another process discarded it first
+    foreign = foreign_files(old)
+    if not foreign:
+        shutil.rmtree(old, ignore_errors=True)
+        return
+    kept = old.with_name(f"phantom.kept-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    os.replace(old, kept)
+    log.warning("files appeared in the old phantom folder while it was rebuilt; kept it as %s", kept)
 
 
 def _remove_abandoned_temporaries(parent: Path) -> None:
@@ -409,13 +511,16 @@ def _remove_abandoned_temporaries(parent: Path) -> None:
         if path.is_dir() and _is_abandoned(path):
             log.info("removing an interrupted phantom generation: %s", path)
             shutil.rmtree(path, ignore_errors=True)
+    for path in parent.glob(f"{_OLD_PREFIX}*"):  # a swap interrupted before the old folder went
+        if path.is_dir() and _is_abandoned(path, _OLD_PREFIX):
+            _discard_old(path)
 
 
-def _is_abandoned(path: Path) -> bool:
+def _is_abandoned(path: Path, prefix: str = _TMP_PREFIX) -> bool:
     """A temporary folder is abandoned when it is old or, on POSIX, its process has exited."""
     if time.time() - path.stat().st_mtime > _STALE_SECONDS:
         return True
-    pid_text = path.name[len(_TMP_PREFIX) :].split("-")[0]
+    pid_text = path.name[len(prefix) :].split("-")[0]
     # os.kill(pid, 0) only probes on POSIX; on Windows it would send a signal, so rely on age there.
     return os.name == "posix" and pid_text.isdigit() and not _process_exists(int(pid_text))
 
