@@ -144,3 +144,60 @@ def write_tiny_notebook(path: Path) -> Path:
     ]
     nbformat.write(notebook, path)
     return path
+
+
+def cube_volumes(n: int, shape=(8, 12, 12), seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Return (n, D, H, W) uint8 noise volumes; label 1 ones carry a bright cube (learnable)."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 2
+    volumes = rng.integers(0, 120, size=(n, *shape)).astype(np.uint8)
+    for volume, label in zip(volumes, labels, strict=True):
+        if label:
+            corner = [rng.integers(0, side - 4) for side in shape]
+            volume[tuple(slice(c, c + 4) for c in corner)] = 230
+    return volumes, labels
+
+
+def write_volume_npz(path: Path, sizes=(24, 8, 8), shape=(8, 12, 12)) -> Path:
+    """Write a 3-D MedMNIST-format .npz: images (N, D, H, W) uint8, labels (N, 1)."""
+    arrays = {}
+    for split, n, seed in zip(("train", "val", "test"), sizes, range(3), strict=True):
+        volumes, labels = cube_volumes(n, shape, seed)
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = volumes, labels.reshape(-1, 1)
+    np.savez(path, **arrays)
+    return path
+
+
+def write_multilabel_npz(path: Path, sizes=(40, 12, 12), n_labels: int = 3, image_size: int = 24) -> Path:
+    """Write a multi-label .npz: labels (N, n_labels) 0/1; label j is 'a square in quadrant-ish j'."""
+    arrays = {}
+    for split, n, seed in zip(("train", "val", "test"), sizes, range(3), strict=True):
+        rng = np.random.default_rng(seed)
+        images = rng.integers(0, 120, size=(n, image_size, image_size)).astype(np.uint8)
+        labels = rng.integers(0, 2, size=(n, n_labels))
+        step = image_size // n_labels
+        for image, flags in zip(images, labels, strict=True):
+            for j in np.flatnonzero(flags):
+                image[j * step : j * step + 4, j * step : j * step + 4] = 230
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels.astype(np.uint8)
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_volume_dataset(tmp_path_factory):
+    """A small learnable two-class Dataset of (8, 12, 12, 1) volumes (immutable, shared)."""
+    from workbench.data import load_npz
+
+    return load_npz(
+        write_volume_npz(tmp_path_factory.mktemp("vol") / "cubes.npz"), class_names=("plain", "cube")
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_multilabel_dataset(tmp_path_factory):
+    """A small multi-label Dataset: 24x24 grey images, labels (N, 3) 0/1 named a, b, c."""
+    from workbench.data import load_npz
+
+    path = write_multilabel_npz(tmp_path_factory.mktemp("multi") / "multi.npz")
+    return load_npz(path, class_names=("a", "b", "c"))

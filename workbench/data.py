@@ -519,8 +519,11 @@ def read_labels_csv(path: Path, known_volumes: set[str]) -> LabelTable:
         raise FileNotFoundError(
             f"labels CSV not found: {path} (expected columns volume,label or volume,slice,label)"
         )
-    with path.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:  # -sig: Excel's byte-order mark
+            rows = list(csv.DictReader(handle))
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise ValueError(f"{path}: not a readable CSV text file: {err}") from err
     columns = set(rows[0]) if rows else set()
     if not rows or not {"volume", "label"} <= columns:
         raise ValueError(
