@@ -1,0 +1,316 @@
+"""Every input the loaders cannot read correctly is refused with a clear error, raised by the workbench.
+
+Each case builds a bad file or folder in tmp_path and calls the loader as a user would. The error
+must be a ValueError / FileNotFoundError / FileExistsError whose message names the file or the
+argument, raised from workbench code: nothing escapes from deep inside NumPy, SciPy or nibabel.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import write_multilabel_npz, write_nifti, write_nifti_folder, write_npz
+
+import workbench
+from workbench.data import load_nifti_folder, load_npz, make_split, stratified_sample
+from workbench.sources import load_dataset
+
+WORKBENCH = Path(workbench.__file__).parent
+
+
+def npz(**overrides):
+    """A loader call on a toy .npz whose arrays ``overrides`` replace."""
+    return lambda tmp: load_npz(write_npz(tmp / "toy.npz", **overrides))
+
+
+def labels(values, n=40):
+    return np.resize(np.asarray(values), n).reshape(-1, 1)
+
+
+def csv_folder(rows: list[str], **kwargs):
+    """A loader call on a NIfTI folder of 4 volumes whose labels.csv is ``rows``."""
+
+    def call(tmp):
+        folder = write_nifti_folder(tmp / "vols", n_volumes=4)
+        (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+        return load_nifti_folder(folder, **kwargs)
+
+    return call
+
+
+VOLUME_ROWS = ["volume,label", "patient00,0", "patient01,1", "patient02,0", "patient03,1"]
+
+
+def shadowed_nii(tmp):
+    folder = write_nifti_folder(tmp / "vols", n_volumes=4)
+    write_nifti(folder / "patient01.nii", np.ones((20, 20, 8)))
+    return load_nifti_folder(folder)
+
+
+def user_phantom_folder(tmp, monkeypatch):
+    (tmp / "phantom").mkdir()
+    (tmp / "phantom" / "scan.nii.gz").write_bytes(b"mine")
+    monkeypatch.setenv("WORKBENCH_DATA", str(tmp))
+    return load_dataset("phantom")
+
+
+CASES = {
+    # --- .npz shapes -------------------------------------------------------------------------
+    "channel-first RGB": (
+        npz(train_images=np.zeros((40, 3, 24, 24), np.uint8)),
+        ValueError,
+        r"toy.npz.*channel-first",
+    ),
+    "channel-first volume": (
+        npz(train_images=np.zeros((40, 1, 8, 24, 24), np.uint8)),
+        ValueError,
+        r"toy.npz.*channel-first",
+    ),
+    "flattened images": (
+        npz(train_images=np.zeros((40, 576), np.uint8)),
+        ValueError,
+        r"toy.npz.*images have shape \(40, 576\)",
+    ),
+    "six-dimensional images": (
+        npz(train_images=np.zeros((40, 2, 2, 2, 2, 1), np.uint8)),
+        ValueError,
+        r"toy.npz.*expected \(N, H, W\)",
+    ),
+    "splits of different sizes": (
+        npz(val_images=np.zeros((12, 28, 28), np.uint8)),
+        ValueError,
+        r"toy.npz.*splits differ in image shape.*train \(24, 24, 1\).*val \(28, 28, 1\)",
+    ),
+    "2-D beside 3-D split": (
+        npz(test_images=np.zeros((12, 8, 24, 24), np.uint8)),
+        ValueError,
+        r"toy.npz.*splits differ in image shape",
+    ),
+    "string images": (
+        npz(train_images=np.full((40, 24, 24), "a")),
+        ValueError,
+        r"toy.npz.*images must be numbers",
+    ),
+    "uint16 images": (
+        npz(train_images=np.full((40, 24, 24), 4095, np.uint16)),
+        ValueError,
+        r"toy.npz.*scaled to \[0, 1\]",
+    ),
+    "negative pixels": (
+        npz(train_images=np.full((40, 24, 24), -0.5)),
+        ValueError,
+        r"toy.npz.*scaled to \[0, 1\]",
+    ),
+    "inf pixel": (npz(test_images=np.full((12, 24, 24), np.inf)), ValueError, r"toy.npz.*NaN or inf"),
+    "empty split": (
+        npz(val_images=np.zeros((0, 24, 24), np.uint8), val_labels=np.zeros((0, 1), np.uint8)),
+        ValueError,
+        r"toy.npz \[val\]: the split is empty",
+    ),
+    "length mismatch": (
+        npz(train_labels=labels([0, 1], n=39)),
+        ValueError,
+        r"toy.npz \[train\].*40 images, 39 labels",
+    ),
+    # --- .npz labels -------------------------------------------------------------------------
+    "binary labelled 2 and 3": (
+        npz(train_labels=labels([2, 3]), val_labels=labels([2, 3], 12), test_labels=labels([2, 3], 12)),
+        ValueError,
+        r"toy.npz.*labels are \[2, 3\].*classes \[0, 1\]",
+    ),
+    "a class never used": (
+        npz(train_labels=labels([0, 2]), val_labels=labels([0, 2], 12), test_labels=labels([0, 2], 12)),
+        ValueError,
+        r"toy.npz.*classes \[1\] without any image",
+    ),
+    "one class only": (
+        npz(train_labels=labels([0]), val_labels=labels([0], 12), test_labels=labels([0], 12)),
+        ValueError,
+        r"toy.npz.*K >= 2",
+    ),
+    "float labels": (
+        npz(train_labels=labels([0.0, 0.5])),
+        ValueError,
+        r"toy.npz \[train\].*labels must be non-negative integers",
+    ),
+    "negative labels": (npz(train_labels=labels([-1, 1])), ValueError, r"toy.npz \[train\].*minimum -1"),
+    "labels of three axes": (
+        npz(train_labels=np.zeros((40, 1, 1), int)),
+        ValueError,
+        r"toy.npz \[train\].*labels must have shape",
+    ),
+    "multi-label value 2": (
+        npz(train_labels=np.resize([0, 1, 2], (40, 3))),
+        ValueError,
+        r"toy.npz \[train\].*0/1 flags, found values \[0, 1, 2\]",
+    ),
+    "label width differs": (
+        npz(
+            train_labels=np.zeros((40, 3), int),
+            val_labels=np.zeros((12, 4), int),
+            test_labels=np.zeros((12, 3), int),
+        ),
+        ValueError,
+        r"toy.npz.*splits differ in label width",
+    ),
+    "multi-label beside single": (
+        npz(train_labels=np.zeros((40, 3), int)),
+        ValueError,
+        r"toy.npz.*splits differ in label width",
+    ),
+    "too few class names": (
+        lambda tmp: load_npz(write_npz(tmp / "toy.npz"), class_names=["only"]),
+        ValueError,
+        r"class_names must have 2 names",
+    ),
+    "duplicate class names": (
+        lambda tmp: load_npz(write_npz(tmp / "toy.npz"), class_names=["a", "a"]),
+        ValueError,
+        r"class_names must be distinct",
+    ),
+    "non-string class names": (
+        lambda tmp: load_npz(write_npz(tmp / "toy.npz"), class_names=[0, 1]),
+        ValueError,
+        r"class_names must be distinct non-empty strings",
+    ),
+    "label names for multi-label": (
+        lambda tmp: load_npz(write_multilabel_npz(tmp / "m.npz"), class_names=["a", "b"]),
+        ValueError,
+        r"m.npz.*class_names must name each of the 3 labels",
+    ),
+    # --- .npz files --------------------------------------------------------------------------
+    "missing file": (lambda tmp: load_npz(tmp / "absent.npz"), FileNotFoundError, r"absent.npz"),
+    "text file named .npz": (
+        lambda tmp: (tmp / "t.npz").write_text("hello") and load_npz(tmp / "t.npz"),
+        ValueError,
+        r"t.npz.*not a readable .npz",
+    ),
+    "pickled object array": (
+        npz(train_labels=np.array([None] * 40, dtype=object)),
+        ValueError,
+        r"toy.npz.*not a readable .npz",
+    ),
+    "missing key": (npz(test_images=None), ValueError, r"toy.npz.*missing keys \['test_images'\]"),
+    # --- NIfTI folders -----------------------------------------------------------------------
+    "volume listed twice": (
+        csv_folder([*VOLUME_ROWS, "patient01,0"]),
+        ValueError,
+        r"labels.csv: line 6 lists volume patient01 a second time",
+    ),
+    "slice listed twice": (
+        csv_folder(["volume,slice,label", "patient00,3,1", "patient00,3,0"]),
+        ValueError,
+        r"labels.csv: line 3 lists slice 3 of patient00 a second time",
+    ),
+    "v0.nii beside v0.nii.gz": (
+        shadowed_nii,
+        ValueError,
+        r"vols: volume 'patient01' is saved twice, as patient01.nii and patient01.nii.gz",
+    ),
+    "unknown volume": (
+        csv_folder([*VOLUME_ROWS, "ghost,1"]),
+        ValueError,
+        r"labels.csv.*no NIfTI file.*ghost",
+    ),
+    "label not a number": (
+        csv_folder(["volume,label", "patient00,yes"]),
+        ValueError,
+        r"labels.csv: column label.*'yes'",
+    ),
+    "row without label": (
+        csv_folder(["volume,label", "patient00"]),
+        ValueError,
+        r"labels.csv: column label.*None",
+    ),
+    "no header": (csv_folder(["patient00,0", "patient01,1"]), ValueError, r"labels.csv: expected a header"),
+    "empty csv": (csv_folder([""]), ValueError, r"labels.csv: expected a header"),
+    "binary csv": (
+        lambda tmp: (
+            (write_nifti_folder(tmp / "v", 3) / "labels.csv").write_bytes(b"\xff\xfe\x00bad")
+            and load_nifti_folder(tmp / "v")
+        ),
+        ValueError,
+        r"labels.csv: not a readable CSV",
+    ),
+    "slice out of range": (
+        csv_folder(["volume,slice,label", "patient00,99,1"]),
+        ValueError,
+        r"labels.csv: patient00 has 8 slices, no slice 99",
+    ),
+    "labels 5 and 6": (
+        csv_folder(["volume,label", "patient00,5", "patient01,6", "patient02,5", "patient03,6"]),
+        ValueError,
+        r"vols.*labels are \[5, 6\]",
+    ),
+    "unknown mode": (
+        csv_folder(VOLUME_ROWS, mode="cube"),
+        ValueError,
+        r"mode must be one of \('slice', 'volume'\), got 'cube'",
+    ),
+    "slice size in volume mode": (
+        csv_folder(VOLUME_ROWS, mode="volume", size=(16, 16)),
+        ValueError,
+        r"size must be 3 positive integers in volume mode",
+    ),
+    "zero size": (csv_folder(VOLUME_ROWS, size=(0, 16)), ValueError, r"size must be 2 positive integers"),
+    "multi-class slices in volume mode": (
+        csv_folder(["volume,slice,label", "patient00,0,2", "patient01,0,1", "patient02,0,0"], mode="volume"),
+        ValueError,
+        r"labels.csv: volume mode needs one label per volume",
+    ),
+    "bad axis": (csv_folder(VOLUME_ROWS, axis=3), ValueError, r"axis must be 0, 1 or 2, got 3"),
+    "bad fractions": (
+        csv_folder(VOLUME_ROWS, fractions=(0.5, 0.5, 0.5)),
+        ValueError,
+        r"fractions must be three positive numbers",
+    ),
+    "missing folder": (lambda tmp: load_nifti_folder(tmp / "nowhere"), FileNotFoundError, r"nowhere"),
+    "truncated volume": (
+        lambda tmp: (
+            (write_nifti_folder(tmp / "v", 3) / "patient01.nii.gz").write_bytes(b"\x1f\x8b\x08")
+            and load_nifti_folder(tmp / "v")
+        ),
+        ValueError,
+        r"patient01.nii.gz: not a readable NIfTI",
+    ),
+    # --- load_dataset and sampling -----------------------------------------------------------
+    "mode for a .npz": (
+        lambda tmp: load_dataset(write_npz(tmp / "toy.npz"), mode="volume"),
+        ValueError,
+        r"mode applies to NIfTI folders.*toy.npz",
+    ),
+    "phantom3d as slices": (
+        lambda tmp: load_dataset("phantom3d", mode="slice"),
+        ValueError,
+        r"mode='slice' contradicts 'phantom3d'",
+    ),
+    "unknown dataset name": (
+        lambda tmp: load_dataset("pneumonia"),
+        ValueError,
+        r"dataset must be 'phantom'.*'pneumonia'",
+    ),
+    "sample of zero": (
+        lambda tmp: stratified_sample(make_split(np.zeros((4, 2, 2)), [0, 1, 0, 1], np.arange(4), "s"), 0),
+        ValueError,
+        r"n must be a positive integer.*0",
+    ),
+}
+
+
+@pytest.mark.filterwarnings("ignore:.*does not list")  # CSVs naming only some volumes
+@pytest.mark.parametrize("case", list(CASES))
+def test_loader_badInput_clearErrorRaisedByWorkbench(tmp_path, case):
+    call, error, message = CASES[case]
+    with pytest.raises(error, match=message) as info:
+        call(tmp_path)
+    raised_in = Path(info.traceback[-1].path)
+    assert WORKBENCH in raised_in.parents, f"raised inside {raised_in}, not by the workbench"
+
+
+def test_loadDataset_userFolderNamedPhantom_clearErrorKeepsIt(tmp_path, monkeypatch):
+    with pytest.raises(FileExistsError, match=r"phantom exists but has no phantom.json.*scan.nii.gz") as info:
+        user_phantom_folder(tmp_path, monkeypatch)
+    assert WORKBENCH in Path(info.traceback[-1].path).parents
+    assert (tmp_path / "phantom" / "scan.nii.gz").read_bytes() == b"mine"
