@@ -245,7 +245,7 @@ def test_download_name_with_path_parts_raises_value_error(name, server, data_dir
 
 
 def test_table_entries_have_hex_md5s_zenodo_urls_and_class_names():
-    assert len(DATASETS) == 12
+    assert len(DATASETS) == 18
     for name, (url, md5, class_names) in DATASETS.items():
         assert re.fullmatch(r"[0-9a-f]{32}", md5), name
         assert url == f"https://zenodo.org/records/10519652/files/{name}.npz?download=1"
@@ -258,4 +258,6 @@ def test_class_names_follow_medmnist_label_order():
     assert CLASS_NAMES["breastmnist"] == ("malignant", "normal, benign")
     assert len(CLASS_NAMES["bloodmnist"]) == 8 and len(CLASS_NAMES["organamnist"]) == 11
     assert CLASS_NAMES["retinamnist"] == ("0", "1", "2", "3", "4")
+    assert CLASS_NAMES["organmnist3d"][:2] == ("liver", "kidney-right")  # not the 2-D order
+    assert CLASS_NAMES["nodulemnist3d"] == ("benign", "malignant")
     assert set(CLASS_NAMES) == set(DATASETS)

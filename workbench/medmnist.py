@@ -1,4 +1,5 @@
-"""MedMNIST 2D (28x28) datasets: a table of URLs, checksums and class names, and a safe downloader.
+"""MedMNIST datasets, 2-D (28x28) and 3-D (28x28x28): a table of URLs, checksums and class names,
+and a safe downloader.
 
 A download streams into a temporary file beside the target, is checked against its MD5 and only
 then renamed into place, so a partial or corrupt download never sits at ``{name}.npz``.
@@ -45,7 +46,7 @@ _TABLE: dict[str, tuple[str, tuple[str, ...]]] = {
     "pathmnist": ("a8b06965200029087d5bd730944a56c1", (
         "adipose", "background", "debris", "lymphocytes", "mucus", "smooth muscle",
         "normal colon mucosa", "cancer-associated stroma", "colorectal adenocarcinoma epithelium")),
-    # Multi-label (14 findings per image): downloadable, but workbench.data.load_npz refuses it.
+    # Multi-label: 14 findings per image, labels (N, 14); load_npz reads it as a multi-label Dataset.
     "chestmnist": ("02c8a6516a18b556561a56cbdd36c4a8", _CHEST),
     "dermamnist": ("0744692d530f8e62ec473284d019b0c7", (
         "actinic keratoses and intraepithelial carcinoma", "basal cell carcinoma",
@@ -66,6 +67,16 @@ _TABLE: dict[str, tuple[str, tuple[str, ...]]] = {
     "organamnist": ("68e3f8846a6bd62f0c9bf841c0d9eacc", _ORGANS),
     "organcmnist": ("b9ceb9546e10131b32923c5bbeaea2b1", _ORGANS),
     "organsmnist": ("9ab87b696fb54e2a387ebe992d6ed5f1", _ORGANS),
+    # 3-D volumes (N, 28, 28, 28); load_npz reads them as (N, 28, 28, 28, 1). Organ order differs from 2-D.
+    "organmnist3d": ("a0c5a1ff56af4f155c46d46fbb45a2fe", (
+        "liver", "kidney-right", "kidney-left", "femur-right", "femur-left", "bladder", "heart",
+        "lung-right", "lung-left", "spleen", "pancreas")),
+    "nodulemnist3d": ("8755a7e9e05a4d9ce80a24c3e7a256f3", ("benign", "malignant")),
+    "adrenalmnist3d": ("bbd3c5a5576322bc4cdfea780653b1ce", ("normal", "hyperplasia")),
+    "fracturemnist3d": ("6aa7b0143a6b42da40027a9dda61302f", (
+        "buckle rib fracture", "nondisplaced rib fracture", "displaced rib fracture")),
+    "vesselmnist3d": ("b41fd4f7e7e2feedddb201585ecafa1b", ("vessel", "aneurysm")),
+    "synapsemnist3d": ("1235b78a3cd6280881dd7850a78eadb6", ("inhibitory synapse", "excitatory synapse")),
 }  # fmt: skip
 
 DATASETS: dict[str, Source] = {
@@ -73,6 +84,7 @@ DATASETS: dict[str, Source] = {
 }
 CLASS_NAMES: dict[str, tuple[str, ...]] = {name: src.class_names for name, src in DATASETS.items()}
 MULTI_LABEL = frozenset({"chestmnist"})
+VOLUMES = frozenset(name for name in DATASETS if name.endswith("3d"))
 
 
 def md5sum(path: str | Path) -> str:
@@ -113,8 +125,6 @@ def download(
     target = Path(data_dir) / f"{name}.npz"
     if target.exists():
         return _check_existing(target, md5)
-    if name in MULTI_LABEL:
-        log.warning("%s is multi-label; workbench.data.load_npz will refuse it", name)
     target.parent.mkdir(parents=True, exist_ok=True)
     prefix = f"{name}.npz.part-"
     with tempfile.NamedTemporaryFile(delete=False, dir=target.parent, prefix=prefix) as tmp:
