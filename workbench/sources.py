@@ -95,6 +95,9 @@ def load_phantom(
 
 
 def _phantom_mode(name: str, mode: str | None) -> str:
+    """'phantom' takes either mode ('phantom' + volume = 'phantom3d'); 'phantom3d' is volumes only."""
+    if name == "phantom":
+        return mode or "slice"
     if mode is not None and mode != PHANTOM_MODES[name]:
         raise ValueError(f"mode={mode!r} contradicts {name!r}, which is {PHANTOM_MODES[name]} data")
     return PHANTOM_MODES[name]

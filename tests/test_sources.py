@@ -1,0 +1,67 @@
+"""load_dataset: names, paths, modes and class names resolve to the right Dataset."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from conftest import write_nifti_folder, write_npz
+
+from workbench import sources
+from workbench.phantom import generate_phantoms
+from workbench.sources import load_dataset
+
+
+@pytest.fixture
+def tiny_phantoms(tmp_path, monkeypatch):
+    """Make load_dataset('phantom…') read 12 small phantoms instead of generating 120."""
+    folder = generate_phantoms(tmp_path / "phantom", n_volumes=12, shape=(16, 16, 8), seed=2)
+    monkeypatch.setattr(sources, "ensure_phantoms", lambda data_dir: folder)
+    return folder
+
+
+def test_loadDataset_phantom3d_wholeVolumesLabelledByAnyLesionSlice(tiny_phantoms):
+    ds = load_dataset("phantom3d")
+    assert ds.name == "phantom3d" and ds.task == "binary"
+    assert ds.image_shape == (*sources.PHANTOM_VOLUME_SIZE, 1)
+    assert ds.class_names == ("no lesion", "lesion")
+    with (tiny_phantoms / "labels.csv").open() as handle:
+        expected = {}
+        for row in csv.DictReader(handle):
+            expected[row["volume"]] = max(expected.get(row["volume"], 0), int(row["label"]))
+    got = {
+        s: lab for split in ds.splits().values() for s, lab in zip(split.sources, split.labels, strict=True)
+    }
+    assert got == expected and len(got) == 12
+    assert "volumes 16x32x32x1" in ds.summary()
+
+
+def test_loadDataset_phantom_slicesUnchanged(tiny_phantoms):
+    ds = load_dataset("phantom")
+    assert ds.name == "phantom" and ds.image_shape == (32, 32, 1)
+    assert sum(len(s) for s in ds.splits().values()) == 12 * 8
+    assert load_dataset("phantom", mode="volume").name == "phantom3d"
+
+
+def test_loadDataset_folderVolumeMode_givesVolumes(tmp_path):
+    ds = load_dataset(write_nifti_folder(tmp_path / "vols", n_volumes=6), mode="volume")
+    assert ds.image_shape == (16, 32, 32, 1) and len(ds.train) + len(ds.val) + len(ds.test) == 6
+
+
+def test_loadDataset_classNames_replaceDefaultsAndAreChecked(tmp_path, monkeypatch):
+    path = write_npz(tmp_path / "mine.npz")
+    assert load_dataset(path, class_names=["healthy", "sick"]).class_names == ("healthy", "sick")
+    monkeypatch.setenv("WORKBENCH_DATA", str(tmp_path))
+    write_npz(tmp_path / "pneumoniamnist.npz")
+    assert load_dataset("pneumoniamnist").class_names == ("normal", "pneumonia")
+    assert load_dataset("pneumoniamnist", class_names=("no", "yes")).class_names == ("no", "yes")
+    with pytest.raises(ValueError, match="class_names must have 2 names"):
+        load_dataset(path, class_names=["healthy"])
+
+
+def test_loadDataset_npzVolumes_needNoMode(tmp_path):
+    from conftest import write_volume_npz
+
+    ds = load_dataset(write_volume_npz(tmp_path / "v.npz"))
+    assert ds.is_volumetric and np.isclose(ds.train.images.max(), 230 / 255)
