@@ -14,7 +14,8 @@ import pytest
 from conftest import write_multilabel_npz, write_nifti, write_nifti_folder, write_npz
 
 import workbench
-from workbench.data import load_nifti_folder, load_npz, make_split, stratified_sample
+from workbench.data import load_npz, make_split, stratified_sample
+from workbench.nifti import load_nifti_folder
 from workbench.sources import load_dataset
 
 WORKBENCH = Path(workbench.__file__).parent

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from workbench import phantom
-from workbench.data import load_nifti_folder, read_volume
+from workbench.nifti import load_nifti_folder, read_volume
 from workbench.phantom import (
     PhantomConfig,
     ensure_phantoms,

@@ -4,7 +4,7 @@ Each volume is an ellipsoidal head (bright scalp shell, dark gap, grey/white-mat
 ventricles) under a smooth multiplicative bias field and Rician noise. About ``lesion_fraction``
 of the volumes hold a few lesions, each brighter or darker than the tissue around it.
 ``generate_phantoms`` writes ``vol_NNN.nii.gz`` and a slice-level ``labels.csv`` that
-``workbench.data.load_nifti_folder`` reads; ``ensure_phantoms`` does that once, atomically, under
+``workbench.nifti.load_nifti_folder`` reads; ``ensure_phantoms`` does that once, atomically, under
 ``data/phantom``. NumPy, SciPy and nibabel only.
 """
 

@@ -6,8 +6,9 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from workbench.data import MODES, Dataset, load_nifti_folder, load_npz
+from workbench.data import Dataset, load_npz
 from workbench.medmnist import CLASS_NAMES, download
+from workbench.nifti import MODES, load_nifti_folder
 from workbench.paths import data_dir
 from workbench.phantom import ensure_phantoms
 
