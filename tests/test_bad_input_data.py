@@ -276,7 +276,49 @@ CASES = {
         ValueError,
         r"patient01.nii.gz: not a readable NIfTI",
     ),
+    "csv names files, not ids": (
+        csv_folder(["volume,label", "patient00.nii.gz,0"]),
+        ValueError,
+        r"labels.csv.*\['patient00.nii.gz'\].*without .nii/.nii.gz, such as 'patient00'",
+    ),
+    "two labelled volumes": (
+        csv_folder(["volume,label", "patient00,0", "patient01,1"]),
+        ValueError,
+        r"vols: 2 labelled volume\(s\); need at least 3",
+    ),
+    "negative seed": (
+        csv_folder(VOLUME_ROWS, seed=-1),
+        ValueError,
+        r"seed must be a non-negative integer, got -1",
+    ),
+    "percentiles beyond 100": (
+        csv_folder(VOLUME_ROWS, percentiles=(1, 101)),
+        ValueError,
+        r"percentiles must be \(low, high\) with 0 <= low < high <= 100, got \(1, 101\)",
+    ),
+    "fractions as one number": (
+        csv_folder(VOLUME_ROWS, fractions=0.6),
+        ValueError,
+        r"fractions must be three",
+    ),
     # --- load_dataset and sampling -----------------------------------------------------------
+    "a single NIfTI file": (
+        lambda tmp: load_dataset(write_nifti(tmp / "scan.nii.gz", np.ones((8, 8, 8)))),
+        ValueError,
+        r"got the file .*scan.nii.gz; put NIfTI volumes in a folder",
+    ),
+    "class_names as one string": (
+        lambda tmp: load_dataset(write_npz(tmp / "toy.npz"), class_names="ab"),
+        ValueError,
+        r"class_names must be a list of names, got the single string 'ab'",
+    ),
+    "sample with negative seed": (
+        lambda tmp: stratified_sample(
+            make_split(np.zeros((4, 2, 2)), [0, 1, 0, 1], np.arange(4), "s"), 2, seed=-3
+        ),
+        ValueError,
+        r"seed must be a non-negative integer, got -3",
+    ),
     "mode for a .npz": (
         lambda tmp: load_dataset(write_npz(tmp / "toy.npz"), mode="volume"),
         ValueError,

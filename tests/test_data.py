@@ -332,3 +332,13 @@ def test_oldImportPath_NiftiLoadersStillImportableFromData():
     assert data.load_nifti_folder is nifti.load_nifti_folder
     with pytest.raises(AttributeError):
         data.no_such_loader  # noqa: B018
+
+
+def test_load_npz_WholeNumberFloatLabels_ReadAsClassIndices(tmp_path):
+    as_float = {
+        f"{k}_labels": (np.arange(n) % 2).astype(np.float32)
+        for k, n in (("train", 40), ("val", 12), ("test", 12))
+    }
+    ds = load_npz(write_npz(tmp_path / "f.npz", **as_float))
+    assert ds.train.labels.dtype == np.int64 and ds.task == "binary"
+    np.testing.assert_array_equal(ds.val.labels, np.arange(12) % 2)

@@ -147,7 +147,10 @@ def make_split(images: np.ndarray, labels: np.ndarray, sources: np.ndarray, wher
         bad = int((~np.isfinite(images)).sum())
         raise ValueError(f"{where}: {bad} pixels are NaN or inf; expected finite intensities")
     if images.min() < 0.0 or images.max() > 1.0:
-        raise ValueError(f"{where}: images must be scaled to [0, 1], got [{images.min()}, {images.max()}]")
+        raise ValueError(
+            f"{where}: images must be scaled to [0, 1], got [{images.min()}, {images.max()}] "
+            "(uint8 images are scaled by 1/255 automatically; scale other types yourself)"
+        )
     return Split(images, labels, sources.astype(str))
 
 
@@ -176,7 +179,7 @@ def _canonical_labels(labels: np.ndarray, where: str) -> np.ndarray:
         labels = labels[:, 0]
     if labels.ndim not in (1, 2):
         raise ValueError(f"{where}: labels must have shape (N,), (N, 1) or (N, L), got {labels.shape}")
-    integral = np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool
+    integral = _is_integral(labels)
     if labels.ndim == 2:
         if labels.size and not (integral and np.isin(labels, (0, 1)).all()):
             found = np.unique(labels)[:6].tolist()
@@ -190,6 +193,21 @@ def _canonical_labels(labels: np.ndarray, where: str) -> np.ndarray:
             + (f" with minimum {labels.min()}" if labels.size and integral else "")
         )
     return labels.astype(np.int64)
+
+
+def _is_integral(labels: np.ndarray) -> bool:
+    """Integer or boolean labels, or floats that are all whole numbers (0.0/1.0 as saved by many tools)."""
+    if np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool:
+        return True
+    if not np.issubdtype(labels.dtype, np.floating):
+        return False
+    return bool(np.isfinite(labels).all() and (labels == np.round(labels)).all())
+
+
+def check_seed(seed: int) -> None:
+    """Refuse a seed NumPy's generators would reject deep inside (negative, float, bool)."""
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
 
 
 def check_splits(splits: dict[str, Split], where: str) -> None:
@@ -239,6 +257,8 @@ def class_names_for(
         ValueError: for names that are not strings, duplicates, or labels that leave classes empty.
     """
     labels = [split.labels for split in splits.values()]
+    if isinstance(names, str):
+        raise ValueError(f"class_names must be a list of names, got the single string {names!r}")
     if names is not None:
         names = tuple(names)
         if not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
@@ -277,6 +297,7 @@ def stratified_sample(split: Split, n: int, seed: int = 0) -> Split:
     """
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
         raise ValueError(f"n must be a positive integer (images to draw), got {n!r}")
+    check_seed(seed)
     if n >= len(split):
         return split
     rng = np.random.default_rng(seed)

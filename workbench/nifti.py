@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from workbench.data import Dataset, class_names_for, make_split, split_groups
+from workbench.data import Dataset, check_seed, class_names_for, make_split, split_groups
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,8 @@ def load_nifti_folder(
     if axis not in (0, 1, 2):
         raise ValueError(f"axis must be 0, 1 or 2, got {axis}")
     _check_fractions(fractions)
+    _check_percentiles(percentiles)
+    check_seed(seed)
     volumes = find_volumes(folder)
     labels_csv = Path(labels_csv) if labels_csv else folder / "labels.csv"
     table = read_labels_csv(labels_csv, known_volumes=set(volumes))
@@ -192,7 +194,11 @@ def read_labels_csv(path: Path, known_volumes: set[str]) -> LabelTable:
         )
     unknown = sorted({row["volume"] for row in rows} - known_volumes)
     if unknown:
-        raise ValueError(f"{path}: names volumes with no NIfTI file in the folder: {unknown[:5]}")
+        example = next(iter(sorted(known_volumes)), "scan01")
+        raise ValueError(
+            f"{path}: names volumes with no NIfTI file in the folder: {unknown[:5]}; expected file names "
+            f"without .nii/.nii.gz, such as {example!r}"
+        )
     table = LabelTable(by_volume={}, by_slice={})
     for line, row in enumerate(rows, start=2):  # line 1 is the header
         label = _parse_int(row["label"], path, "label")
@@ -292,11 +298,31 @@ def _volume_id(path: Path) -> str:
 
 
 def _check_fractions(fractions: tuple[float, float, float]) -> None:
-    if len(fractions) != 3 or min(fractions) <= 0 or not np.isclose(sum(fractions), 1.0):
-        raise ValueError(f"fractions must be three positive numbers summing to 1, got {fractions}")
+    ok = isinstance(fractions, tuple | list) and len(fractions) == 3
+    if (
+        not ok
+        or not all(isinstance(f, int | float) and f > 0 for f in fractions)
+        or not np.isclose(sum(fractions), 1.0)
+    ):
+        raise ValueError(f"fractions must be three positive numbers summing to 1, got {fractions!r}")
+
+
+def _check_percentiles(percentiles: tuple[float, float]) -> None:
+    ok = isinstance(percentiles, tuple | list) and len(percentiles) == 2
+    if (
+        not ok
+        or not all(isinstance(p, int | float) for p in percentiles)
+        or not 0 <= percentiles[0] < percentiles[1] <= 100
+    ):
+        raise ValueError(f"percentiles must be (low, high) with 0 <= low < high <= 100, got {percentiles!r}")
 
 
 def _split_by_group(name, images, labels, sources, fractions, seed, class_names) -> Dataset:
+    if len(np.unique(sources)) < 3:
+        raise ValueError(
+            f"{name}: {len(np.unique(sources))} labelled volume(s); need at least 3 to split by volume "
+            "into train/val/test"
+        )
     masks = split_groups(sources, fractions, seed)
     splits = {
         split: make_split(images[m], labels[m], sources[m], where=f"{name} [{split}]")

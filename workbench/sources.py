@@ -70,6 +70,11 @@ def load_dataset(
         return load_npz(path, class_names=class_names or _known_class_names(path))
     if is_folder:
         return load_nifti_folder(path, seed=seed, mode=mode or "slice", class_names=class_names)
+    if path.is_file():
+        raise ValueError(
+            f"dataset must be a .npz file or a folder of NIfTI volumes with a labels.csv, got the file "
+            f"{path}; put NIfTI volumes in a folder with a labels.csv and pass the folder"
+        )
     if not path.exists() and path.suffix in ("", ".gz", ".nii"):
         raise ValueError(
             f"dataset must be 'phantom', 'phantom3d', a MedMNIST name {sorted(CLASS_NAMES)}, a .npz "
