@@ -166,6 +166,24 @@ CASES = {
         ValueError,
         r"class_names must have 2 names",
     ),
+    "a single class name": (
+        npz(train_labels=labels([0]), val_labels=labels([0], 12), test_labels=labels([0], 12)),
+        ValueError,
+        r"K >= 2",
+    ),
+    "one declared class": (
+        lambda tmp: load_npz(
+            write_npz(
+                tmp / "toy.npz",
+                train_labels=labels([0]),
+                val_labels=labels([0], 12),
+                test_labels=labels([0], 12),
+            ),
+            class_names=["all"],
+        ),
+        ValueError,
+        r"class_names must name at least 2 classes",
+    ),
     "duplicate class names": (
         lambda tmp: load_npz(write_npz(tmp / "toy.npz"), class_names=["a", "a"]),
         ValueError,

@@ -264,6 +264,8 @@ def class_names_for(
         if not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
             raise ValueError(f"class_names must be distinct non-empty strings, got {list(names)}")
         check_labels_fit(splits, names, where)
+        if labels[0].ndim == 1 and len(names) < 2:
+            raise ValueError(f"class_names must name at least 2 classes, got {list(names)}")
         return names
     if labels[0].ndim == 2:
         return tuple(f"label {i}" for i in range(labels[0].shape[1]))
