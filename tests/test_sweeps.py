@@ -48,10 +48,11 @@ def test_sweep_RunsEveryCombination_AndStoresParamsMetricsLayersAndNotebook(note
 def test_sweep_AgainSkipsCompletedRuns_WithoutTouchingThem(notebook, tmp_path):
     runs = expand_grid(notebook, {"x": [1.0, 2.0]})
     sweep(notebook, runs, tmp_path / "runs", progress=False)
-    stamps = {p.name: (p / "run.json").stat().st_mtime_ns for p in (tmp_path / "runs").iterdir()}
+    stamps = {name: (tmp_path / "runs" / name / "run.json").stat().st_mtime_ns for name in _complete_runs(tmp_path / "runs")}
     again = sweep(notebook, runs, tmp_path / "runs", progress=False)
     assert [o.status for o in again] == ["skipped", "skipped"]
-    assert {p.name: (p / "run.json").stat().st_mtime_ns for p in (tmp_path / "runs").iterdir()} == stamps
+    assert len(stamps) == 2
+    assert {n: (tmp_path / "runs" / n / "run.json").stat().st_mtime_ns for n in _complete_runs(tmp_path / "runs")} == stamps
 
 
 def test_failing_run_IsRecordedWithItsCell_OthersContinue_AndCliExitsNonZero(notebook, tmp_path, capsys):
@@ -190,7 +191,7 @@ def test_report_GivesMeanAndStdOverSeeds_AndWritesPngAndHtml(notebook, tmp_path)
         0.01414, abs=1e-4
     )
     assert row["accuracy count"] == 2
-    page = write_report(tmp_path / "runs", x="x", group="mode")
+    page = write_report(tmp_path / "runs", x="x", group="mode").page
     assert (page.parent / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
     assert "0.610 ± 0.014" in page.read_text()
     assert (page.parent / "summary.csv").is_file()
