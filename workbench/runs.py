@@ -416,19 +416,24 @@ def sweep(
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     runs_dir = Path(runs_dir).resolve()
-    runs_dir.mkdir(parents=True, exist_ok=True)
+    _check_writable(runs_dir)
     remove_partials(runs_dir)
     notebook = str(Path(notebook).resolve())
     results = declared_results(notebook)
     todo = [p for p in runs if not is_complete(runs_dir / run_id(notebook, p))]
     outcomes = [RunOutcome(run_id(notebook, p), p, "skipped") for p in runs if p not in todo]
-    bar = tqdm(total=len(runs), initial=len(outcomes), desc="runs", unit="run", disable=not progress)
-    for outcome in _execute_all(notebook, todo, str(runs_dir), results, workers, dask_address):
-        outcomes.append(outcome)
-        bar.update()
-        bar.set_postfix(failed=sum(o.status == "failed" for o in outcomes))
-    bar.close()
+    with tqdm(total=len(runs), initial=len(outcomes), desc="runs", unit="run", disable=not progress) as bar:
+        for outcome in _execute_all(notebook, todo, str(runs_dir), results, workers, dask_address):
+            outcomes.append(outcome)
+            bar.update()
+            bar.set_postfix(failed=sum(o.status == "failed" for o in outcomes))
     return outcomes
+
+
+def _check_writable(runs_dir: Path) -> None:
+    """Fail before the first run, naming the folder, if runs can't be created in ``runs_dir``."""
+    (runs_dir / LOCKS_FOLDER).mkdir(parents=True, exist_ok=True)
+    os.rmdir(tempfile.mkdtemp(prefix=PARTIAL_PREFIX, dir=runs_dir))
 
 
 def _execute_all(notebook: str, todo: list[dict], runs_dir: str, results, workers: int, dask_address):
