@@ -31,6 +31,12 @@ def test_write_results_RoundTripsNumpyValues(tmp_path):
     assert [p.name for p in (tmp_path / "run").iterdir() if p.name.startswith(".")] == []
 
 
+def test_write_results_EmptyDirectory_WritesNothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert write_results("", {"accuracy": 0.5}) is None
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_json_safe_HandlesNestedContainers():
     assert json_safe({"a": (np.float64(1.5), [np.inf])}) == {"a": [1.5, [None]]}
 

@@ -18,16 +18,39 @@ from pathlib import Path
 PARTIAL_PREFIX = ".partial-"
 
 
-def write_atomically(path: Path, payload: bytes | str) -> None:
-    """Write ``payload`` to ``path`` so that ``path`` is either complete or untouched, never half-written."""
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; when the block ends cleanly it becomes ``path``.
+
+    For writers that need a file name (``model.save``, a streamed download). If the block raises,
+    even KeyboardInterrupt, the temporary file is removed and ``path`` is untouched. The temporary
+    name keeps ``path``'s suffix, which some writers insist on (``.keras``).
+
+    Example:
+        >>> import tempfile
+        >>> target = Path(tempfile.mkdtemp()) / "hello.txt"
+        >>> with atomic_path(target) as temporary:
+        ...     _ = temporary.write_text("hello")
+        >>> target.read_text()
+        'hello'
+    """
     path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f"{PARTIAL_PREFIX}{path.name}.")
+    handle, name = tempfile.mkstemp(
+        dir=path.parent, prefix=f"{PARTIAL_PREFIX}{path.name}.", suffix=path.suffix
+    )
+    os.close(handle)
+    temporary = Path(name)
     try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(payload.encode() if isinstance(payload, str) else payload)
+        yield temporary
         os.replace(temporary, path)
     finally:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
+
+
+def write_atomically(path: Path, payload: bytes | str) -> None:
+    """Write ``payload`` to ``path`` so that ``path`` is either complete or untouched, never half-written."""
+    with atomic_path(path) as temporary:
+        temporary.write_bytes(payload.encode() if isinstance(payload, str) else payload)
 
 
 def write_json(path: Path, value) -> None:

@@ -66,11 +66,17 @@ def json_safe(value):
     return value
 
 
-def write_results(directory: str | Path, metrics: dict, layers: pd.DataFrame | None = None) -> Path:
+def write_results(
+    directory: str | Path | None, metrics: dict, layers: pd.DataFrame | None = None
+) -> Path | None:
     """Write ``metrics.json`` (and ``layers.csv``) into ``directory``; returns the directory.
 
-    This is what a notebook calls with its ``results_dir`` parameter.
+    This is what a notebook calls with its ``results_dir`` parameter. An empty ``directory`` (the
+    parameter's default in an interactive session) writes nothing and returns None.
     """
+    if not directory:
+        log.info("no results_dir given: results not written")
+        return None
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     if layers is not None:
@@ -433,7 +439,7 @@ def sweep(
 def _check_writable(runs_dir: Path) -> None:
     """Fail before the first run, naming the folder, if runs can't be created in ``runs_dir``."""
     (runs_dir / LOCKS_FOLDER).mkdir(parents=True, exist_ok=True)
-    os.rmdir(tempfile.mkdtemp(prefix=PARTIAL_PREFIX, dir=runs_dir))
+    os.rmdir(tempfile.mkdtemp(prefix=".writable-", dir=runs_dir))
 
 
 def _execute_all(notebook: str, todo: list[dict], runs_dir: str, results, workers: int, dask_address):
