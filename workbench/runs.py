@@ -240,8 +240,10 @@ def is_complete(run_dir: Path) -> bool:
         info = json.loads((Path(run_dir) / "run.json").read_text())
     except (OSError, ValueError):
         return False
-    results = info.get("results", list(DEFAULT_RESULTS)) if isinstance(info, dict) else []
-    return info.get("status") == "ok" and all((Path(run_dir) / name).is_file() for name in results)
+    if not isinstance(info, dict) or info.get("status") != "ok":
+        return False
+    results = info.get("results", list(DEFAULT_RESULTS))
+    return all(_is_plain_name(name) and (Path(run_dir) / name).is_file() for name in results)
 
 
 def lock_path(runs_dir: Path, identity: str) -> Path:
