@@ -172,6 +172,9 @@ def test_bad_input_FailsBeforeAnyRunStarts(notebook, tmp_path, capsys):
     assert "parameters ['epsilon'] are not declared by tiny.ipynb" in capsys.readouterr().err
     assert main(_cli(str(tmp_path / "nope.ipynb"), runs_dir, "-p", "x", "1")) == 2
     assert "notebook not found" in capsys.readouterr().err
+    (tmp_path / "empty.ipynb").write_text("")
+    assert main(_cli(str(tmp_path / "empty.ipynb"), runs_dir, "-p", "x", "1")) == 2
+    assert f"{tmp_path / 'empty.ipynb'}: not a readable notebook" in capsys.readouterr().err
     grid = tmp_path / "grid.yaml"
     grid.write_text("parameters: [x, 1]\n")
     assert main(_cli(notebook, runs_dir, "--grid", str(grid))) == 2

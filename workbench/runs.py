@@ -99,7 +99,12 @@ def notebook_parameters(notebook: str | Path) -> dict[str, dict]:
     path = Path(notebook)
     if not path.is_file():
         raise FileNotFoundError(f"notebook not found: {path}")
-    return dict(papermill.inspect_notebook(str(path)))
+    if path.suffix != ".ipynb":
+        raise ValueError(f"notebook must be a .ipynb file, got {path}")
+    try:
+        return dict(papermill.inspect_notebook(str(path)))
+    except Exception as err:  # noqa: BLE001 - nbformat and papermill raise many kinds; name the file
+        raise ValueError(f"{path}: not a readable notebook ({type(err).__name__}: {err})") from err
 
 
 def coerce(value, type_name: str | None):
@@ -126,8 +131,8 @@ def expand_grid(notebook: str | Path, grid: dict[str, list], seeds: list[int] | 
 
     Raises:
         FileNotFoundError: if the notebook doesn't exist.
-        ValueError: for a parameter the notebook doesn't declare, an empty value list, or a value
-            that can't be converted to the declared type.
+        ValueError: for a file that is not a notebook, a parameter the notebook doesn't declare,
+            an empty value list, or a value that can't be converted to the declared type.
     """
     declared = notebook_parameters(notebook)
     grid = dict(grid)
@@ -492,7 +497,8 @@ def scan(runs_dir: str | Path = "runs") -> tuple[pd.DataFrame, list[BadRun]]:
     """
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
-        raise FileNotFoundError(f"runs folder not found: {runs_dir}")
+        what = "is not a folder" if runs_dir.exists() else "not found"
+        raise FileNotFoundError(f"runs folder {what}: {runs_dir}")
     rows, bad = [], []
     for folder in sorted(runs_dir.iterdir()):
         if folder.name.startswith(".") or not folder.is_dir():
