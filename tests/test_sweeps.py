@@ -351,7 +351,9 @@ def test_sweep_NeverTouchesAFolderInTheWayOfARun(notebook, tmp_path):
     users.mkdir(parents=True)
     (users / "notes.txt").write_text("mine")
     (outcome,) = sweep(notebook, params, runs_dir, progress=False)
-    assert outcome.status == "failed"
+    assert (
+        outcome.status == "failed" and f"{users.resolve()} exists and is not a run" in outcome.error["evalue"]
+    )
     assert [p.name for p in users.iterdir()] == ["notes.txt"]
 
 

@@ -276,6 +276,8 @@ def execute_run(
             return RunOutcome(identity, params, "busy")
         if is_complete(runs_dir / identity):
             return RunOutcome(identity, params, "skipped")
+        if _is_foreign(runs_dir / identity):
+            return RunOutcome(identity, params, "failed", error=_in_the_way(runs_dir / identity))
         partial = _make_partial(runs_dir, identity)
         fs.write_json(partial / "params.json", json_safe(params))
         started = time.time()
@@ -350,7 +352,7 @@ def _publish(partial: Path, final: Path, status: str) -> str:
         log.warning("%s was completed by another sweep meanwhile; discarding this duplicate", final)
         shutil.rmtree(partial)
         return "skipped"
-    if final.exists() and not (final / "run.json").is_file():
+    if _is_foreign(final):  # appeared while the run executed
         log.error("%s exists and is not a run; the finished run stays in %s", final, partial)
         (partial / OWNER_FILE).unlink()  # no longer the workbench's to clean up
         return "failed"
@@ -363,6 +365,20 @@ def _publish(partial: Path, final: Path, status: str) -> str:
         os.rename(partial, final)
     (final / OWNER_FILE).unlink(missing_ok=True)
     return status
+
+
+def _is_foreign(final: Path) -> bool:
+    """Whether something that is not a run sits where a run's folder goes (never touched)."""
+    return final.exists() and not (final / "run.json").is_file()
+
+
+def _in_the_way(final: Path) -> dict:
+    return {
+        "ename": "FileExistsError",
+        "evalue": f"{final} exists and is not a run; move it away to run this combination",
+        "cell_index": None,
+        "cell_source": "",
+    }
 
 
 def _use_this_environments_kernel() -> None:
