@@ -90,6 +90,15 @@ def test_summarize_NonNumericValueInOneRun_KeepsTheColumnForTheOthers(tmp_path):
     assert row["accuracy count"] == 3 and row["runs"] == 3
 
 
+def test_summarize_ListParameter_GroupsByItsValue(tmp_path):
+    for seed in range(2):
+        _write_run(
+            tmp_path, f"r{seed}", {"sparsities": [0.5, 0.9], "seed": seed}, {"accuracy": 0.5 + seed / 10}
+        )
+    summary = summarize(load(tmp_path))
+    assert summary["sparsities"].tolist() == ["[0.5, 0.9]"] and summary["runs"].tolist() == [2]
+
+
 def test_summarize_MetricThatDiffersFromItsParameter_IsKeptBesideIt(tmp_path):
     _write_run(
         tmp_path, "a", {"epsilon": -1.0, "criterion": "gradient"}, {"epsilon": 1e-10, "criterion": "gradient"}

@@ -72,6 +72,7 @@ def summarize(frame: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataF
     numeric = _without_echoes(done, metrics or metric_columns(done), keys)
     text = _without_echoes(done, text_columns(done), keys)
     values = done.assign(**{c: done[c].map(lambda v: v if _is_number(v) else np.nan) for c in numeric})
+    values = values.assign(**{k: values[k].map(_hashable) for k in keys})  # list parameters group too
     _warn_about_non_numbers(done, numeric)
     grouped = values.groupby(keys, dropna=False) if keys else values.assign(_all=0).groupby("_all")
     table = grouped[numeric].agg(["mean", "std", "count"])
@@ -80,6 +81,10 @@ def summarize(frame: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataF
         table[f"{_label(column, keys)}{TALLY}"] = grouped[column].agg(_tally)
     table["runs"] = grouped.size()
     return table.reset_index().drop(columns="_all", errors="ignore")
+
+
+def _hashable(value):
+    return json.dumps(value) if isinstance(value, list | dict) else value
 
 
 def _without_echoes(done: pd.DataFrame, columns: list[str], keys: list[str]) -> list[str]:
