@@ -90,6 +90,12 @@ def test_summarize_NonNumericValueInOneRun_KeepsTheColumnForTheOthers(tmp_path):
     assert row["accuracy count"] == 3 and row["runs"] == 3
 
 
+def test_report_UndefinedMetric_IsShownAsUndefined_BooleansAreCounted(tmp_path):
+    _write_run(tmp_path, "a", {"epsilon": 1e-4}, {"auc": None, "single_class": True, "accuracy": 1.0})
+    table = write_report(tmp_path).table
+    assert table["auc"].tolist() == ["undefined"] and table["single_class"].tolist() == ["True 1/1"]
+
+
 def test_summarize_ListParameter_GroupsByItsValue(tmp_path):
     for seed in range(2):
         _write_run(

@@ -39,18 +39,23 @@ def parameter_columns(frame: pd.DataFrame) -> list[str]:
 
 
 def metric_columns(frame: pd.DataFrame) -> list[str]:
-    """Metric columns holding a number in at least one run (text in other runs counts as missing)."""
-    return [c for c in frame.columns if c.startswith("metrics.") and frame[c].map(_is_number).any()]
+    """Metric columns holding a number in at least one run (text in other runs counts as missing),
+    or nothing at all (an undefined metric, written as null, is shown as undefined)."""
+    return [
+        c
+        for c in frame.columns
+        if c.startswith("metrics.") and (frame[c].map(_is_number).any() or frame[c].isna().all())
+    ]
 
 
 def text_columns(frame: pd.DataFrame) -> list[str]:
-    """Metric columns that hold only text (such as a verdict), to be counted rather than averaged."""
+    """Metric columns that hold only text or booleans (such as a verdict), to be counted, not averaged."""
     return [
         c
         for c in frame.columns
         if c.startswith("metrics.")
         and frame[c].notna().any()
-        and frame[c].dropna().map(lambda v: isinstance(v, str)).all()
+        and frame[c].dropna().map(lambda v: isinstance(v, str | bool)).all()
     ]
 
 
