@@ -435,6 +435,13 @@ def sweep(
 ) -> list[RunOutcome]:
     """Execute every run (skipping completed ones), locally with ``workers`` processes or on Dask.
 
+    ``runs_dir`` may be relative: it is resolved here, so results land in it whatever folder the
+    notebook's kernel runs in. Runs that another sweep is executing come back as "busy".
+
+    Raises:
+        ValueError: if ``workers`` < 1 or the notebook's result declaration is malformed.
+        OSError: if runs can't be created in ``runs_dir`` (before any run starts).
+
     Example:
         >>> notebook = "notebooks/01_explore_threshold.ipynb"
         >>> runs = expand_grid(notebook, {"epsilon": [1e-4, 1e-3]}, seeds=[0, 1])  # doctest: +SKIP
