@@ -124,9 +124,14 @@ def test_report_Out_RefusesToOverwriteAFileItDidNotWrite(tmp_path, capsys):
     assert err.count("\n") == 1 and str(out / "summary.csv") in err and "not written by a report" in err
     assert (out / "summary.csv").read_text() == "the user's table"
     assert sorted(p.name for p in out.iterdir()) == ["summary.csv"]
+    (out / "report.html").write_text("<html><body>my page</body></html>")  # not a report's page
+    assert main(["report", "--runs", str(runs_dir), "--out", str(out)]) == 2
+    assert (out / "summary.csv").read_text() == "the user's table"
     report = write_report(runs_dir, tmp_path / "fresh")
     again = write_report(runs_dir, tmp_path / "fresh")  # a report may rewrite its own files
     assert report.page == again.page and report.page.is_file()
+    (report.page.parent / ".workbench-report.json").unlink()  # as a report before manifests left it
+    write_report(runs_dir, tmp_path / "fresh")
 
 
 def test_report_ShowsIntervalsPValuesAndVerdictCountsPerGroup(tmp_path, capsys):

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 RUN_COLUMNS = {"run_id", "status", "seconds", "error", "seed", "results_dir"}
 MANIFEST = ".workbench-report.json"  # the files a report wrote into its folder, so it may rewrite them
 TALLY = " tally"  # summary column suffix for counted text metrics
+_PAGE_HEAD = "<html><head><meta charset='utf-8'><title>Sweep report</title></head><body>"
 
 
 def parameter_columns(frame: pd.DataFrame) -> list[str]:
@@ -243,7 +244,7 @@ def _claim_outputs(out: Path, names: list[str]) -> None:
     try:
         ours = set(json.loads(manifest.read_text())["files"])
     except (OSError, ValueError, KeyError, TypeError):
-        ours = set()
+        ours = _earlier_report(out, names)
     foreign = [name for name in names if (out / name).exists() and name not in ours]
     if foreign:
         raise FileExistsError(
@@ -251,6 +252,15 @@ def _claim_outputs(out: Path, names: list[str]) -> None:
             "choose another --out or move the file away (nothing was written)"
         )
     fs.write_json(manifest, {"files": sorted(ours | set(names))})
+
+
+def _earlier_report(out: Path, names: list[str]) -> set[str]:
+    """The files of a report written before reports kept a manifest, recognised by its page."""
+    try:
+        page = (out / "report.html").read_text()
+    except (OSError, UnicodeDecodeError):
+        return set()
+    return set(names) if page.startswith(_PAGE_HEAD) and page.rstrip().endswith("</html>") else set()
 
 
 def _plot(summary: pd.DataFrame, x: str, metric: str, group: str | None) -> bytes:
@@ -281,7 +291,7 @@ def _x_column(summary: pd.DataFrame, x: str) -> pd.DataFrame:
 
 def _html(readable: pd.DataFrame, images: dict[str, bytes], failed: pd.DataFrame, skipped) -> str:
     parts = [
-        "<html><head><meta charset='utf-8'><title>Sweep report</title></head><body>",
+        _PAGE_HEAD,
         "<h1>Sweep report</h1>",
         readable.to_html(index=False),
     ]
