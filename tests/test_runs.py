@@ -6,8 +6,11 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 
-from workbench.runs import json_safe, write_results
+from workbench.__main__ import main
+from workbench.report import summarize, write_report
+from workbench.runs import json_safe, load, scan, write_results
 
 
 def test_write_results_RoundTripsNumpyValues(tmp_path):
@@ -28,5 +31,139 @@ def test_write_results_RoundTripsNumpyValues(tmp_path):
     assert [p.name for p in (tmp_path / "run").iterdir() if p.name.startswith(".")] == []
 
 
+def test_write_results_EmptyDirectory_WritesNothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert write_results("", {"accuracy": 0.5}) is None
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_json_safe_HandlesNestedContainers():
     assert json_safe({"a": (np.float64(1.5), [np.inf])}) == {"a": [1.5, [None]]}
+
+
+# --- reading runs back and reporting them: hand-written run folders -------------------------------
+
+
+def _write_run(runs_dir, name, params, metrics, status="ok"):
+    """A finished run folder as a sweep leaves it; ``metrics`` may be a dict or raw text."""
+    folder = runs_dir / name
+    folder.mkdir(parents=True)
+    info = {"run_id": name, "status": status, "started": 0.0, "ended": 1.0, "error": {}, "results": []}
+    (folder / "run.json").write_text(json.dumps(info))
+    (folder / "params.json").write_text(json.dumps(params))
+    text = metrics if isinstance(metrics, str) else json.dumps(metrics)
+    (folder / "metrics.json").write_text(text)
+    return folder
+
+
+def test_scan_TruncatedMetrics_IsReportedByPathAndSkipped(tmp_path):
+    _write_run(tmp_path, "a", {"epsilon": 1e-4, "seed": 0}, {"accuracy": 0.8})
+    bad = _write_run(tmp_path, "b", {"epsilon": 1e-4, "seed": 1}, '{"accuracy": 0.')
+    _write_run(tmp_path, "c", {"epsilon": 1e-4, "seed": 2}, {"accuracy": 0.6})
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "run.json").write_text('["not", "a", "run"]')
+    frame, skipped = scan(tmp_path)
+    assert sorted(frame["run_id"]) == ["a", "c"]
+    assert [(s.path, s.reason.split(" ")[0]) for s in skipped] == [
+        (bad, "metrics.json"),
+        (tmp_path / "d", "run.json"),
+    ]
+    assert "not valid JSON" in skipped[0].reason
+    assert summarize(frame)["accuracy mean"].tolist() == [pytest.approx(0.7)]
+
+
+def test_cli_report_WithABadRun_NamesItAndSummarisesTheRest(tmp_path, capsys):
+    _write_run(tmp_path, "a", {"epsilon": 1e-4, "seed": 0}, {"accuracy": 0.8, "auc": 0.9})
+    bad = _write_run(tmp_path, "b", {"epsilon": 1e-4, "seed": 1}, '{"accuracy": 0.')
+    assert main(["report", "--runs", str(tmp_path)]) == 0
+    printed = capsys.readouterr()
+    assert f"skipped {bad}: metrics.json is not valid JSON" in printed.err
+    assert "0.800" in printed.out and (tmp_path / "report" / "report.html").is_file()
+    assert str(bad) in (tmp_path / "report" / "report.html").read_text()
+
+
+def test_summarize_NonNumericValueInOneRun_KeepsTheColumnForTheOthers(tmp_path):
+    for seed, auc in enumerate([0.9, "n/a", 0.8]):
+        _write_run(tmp_path, f"r{seed}", {"epsilon": 1e-4, "seed": seed}, {"accuracy": 0.5, "auc": auc})
+    row = summarize(load(tmp_path)).iloc[0]
+    assert row["auc mean"] == pytest.approx(np.mean([0.9, 0.8])) and row["auc count"] == 2
+    assert row["accuracy count"] == 3 and row["runs"] == 3
+
+
+def test_report_UndefinedMetric_IsShownAsUndefined_BooleansAreCounted(tmp_path):
+    _write_run(tmp_path, "a", {"epsilon": 1e-4}, {"auc": None, "single_class": True, "accuracy": 1.0})
+    table = write_report(tmp_path).table
+    assert table["auc"].tolist() == ["undefined"] and table["single_class"].tolist() == ["True 1/1"]
+
+
+def test_summarize_ListParameter_GroupsByItsValue(tmp_path):
+    for seed in range(2):
+        _write_run(
+            tmp_path, f"r{seed}", {"sparsities": [0.5, 0.9], "seed": seed}, {"accuracy": 0.5 + seed / 10}
+        )
+    summary = summarize(load(tmp_path))
+    assert summary["sparsities"].tolist() == ["[0.5, 0.9]"] and summary["runs"].tolist() == [2]
+
+
+def test_summarize_MetricThatDiffersFromItsParameter_IsKeptBesideIt(tmp_path):
+    _write_run(
+        tmp_path, "a", {"epsilon": -1.0, "criterion": "gradient"}, {"epsilon": 1e-10, "criterion": "gradient"}
+    )
+    summary = summarize(load(tmp_path))
+    assert summary["epsilon (result) mean"].tolist() == [1e-10]  # a changed ε is visible, not hidden
+    assert "criterion (result) tally" not in summary  # an unchanged echo is left out
+
+
+def test_report_Out_RefusesToOverwriteAFileItDidNotWrite(tmp_path, capsys):
+    runs_dir, out = tmp_path / "runs", tmp_path / "mine"
+    _write_run(runs_dir, "a", {"epsilon": 1e-4}, {"accuracy": 0.8, "auc": 0.9})
+    out.mkdir()
+    (out / "summary.csv").write_text("the user's table")
+    assert main(["report", "--runs", str(runs_dir), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(out / "summary.csv") in err and "not written by a report" in err
+    assert (out / "summary.csv").read_text() == "the user's table"
+    assert sorted(p.name for p in out.iterdir()) == ["summary.csv"]
+    (out / "report.html").write_text("<html><body>my page</body></html>")  # not a report's page
+    assert main(["report", "--runs", str(runs_dir), "--out", str(out)]) == 2
+    assert (out / "summary.csv").read_text() == "the user's table"
+    report = write_report(runs_dir, tmp_path / "fresh")
+    again = write_report(runs_dir, tmp_path / "fresh")  # a report may rewrite its own files
+    assert report.page == again.page and report.page.is_file()
+    (report.page.parent / ".workbench-report.json").unlink()  # as a report before manifests left it
+    write_report(runs_dir, tmp_path / "fresh")
+
+
+def test_report_ShowsIntervalsPValuesAndVerdictCountsPerGroup(tmp_path, capsys):
+    clinical = [
+        (0.941, 0.920, 0.960, -0.003, -0.010, 0.004, 0.41, "non-inferior", 0.62, 0.90, 0.85, 0.95),
+        (0.931, 0.910, 0.950, -0.013, -0.030, 0.004, 0.12, "inconclusive", 0.20, 0.88, 0.83, 0.93),
+        (0.951, 0.930, 0.970, 0.001, -0.006, 0.008, 0.77, "non-inferior", 1.00, 0.92, 0.87, 0.97),
+    ]
+    keys = "auc auc_low auc_high auc_difference auc_difference_low auc_difference_high auc_difference_p"
+    keys = keys.split() + [
+        "noninferiority",
+        "mcnemar_p",
+        "sensitivity",
+        "sensitivity_low",
+        "sensitivity_high",
+    ]
+    for seed, values in enumerate(clinical):
+        metrics = dict(zip(keys, values, strict=True)) | {"dense_auc": 0.944, "margin": 0.02}
+        _write_run(tmp_path, f"s{seed}", {"epsilon": 1e-4, "seed": seed}, metrics)
+    _write_run(tmp_path, "other", {"epsilon": 1e-3, "seed": 0}, dict(zip(keys, clinical[0], strict=True)))
+    table = write_report(tmp_path).table.set_index("epsilon")
+    columns = np.array(clinical, dtype=object).T
+    mean, std = np.mean(columns[0].astype(float)), np.std(columns[0].astype(float), ddof=1)
+    low, high = np.mean(columns[1].astype(float)), np.mean(columns[2].astype(float))
+    assert table.loc[1e-4, "auc [CI]"] == f"{mean:.3f} ± {std:.3f} [{low:.3f}, {high:.3f}]"
+    assert table.loc[1e-3, "auc [CI]"] == "0.941 [0.920, 0.960]"
+    assert table.loc[1e-3, "auc_difference [CI] p"] == "-0.003 [-0.010, 0.004] p=0.41"
+    assert table.loc[1e-4, "noninferiority"] == "non-inferior 2/3, inconclusive 1/3"
+    assert table.loc[1e-3, "noninferiority"] == "non-inferior 1/1"
+    assert table.loc[1e-3, "sensitivity [CI]"] == "0.900 [0.850, 0.950]"
+    assert table.loc[1e-4, "margin"] == "0.020 ± 0.000" and table.loc[1e-3, "margin"] == "undefined"
+    assert table.loc[1e-4, "runs"] == 3
+    assert not {"auc_low", "auc_high", "auc_difference_p", "sensitivity_low"} & set(table.columns)
+    assert main(["report", "--runs", str(tmp_path)]) == 0
+    assert "non-inferior 2/3, inconclusive 1/3" in capsys.readouterr().out

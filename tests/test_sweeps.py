@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import nbformat
 import pytest
 from conftest import write_tiny_notebook
 
-from workbench.__main__ import main
+from workbench import runs as run_store
+from workbench.__main__ import main, one_line
 from workbench.report import summarize, write_report
-from workbench.runs import expand_grid, load, read_grid_file, run_id, sweep
+from workbench.runs import declared_results, describe_error, expand_grid, load, read_grid_file, run_id, sweep
 
 
 @pytest.fixture
@@ -29,6 +35,11 @@ def _cli(notebook, runs_dir, *arguments: str) -> list[str]:
 
 def _complete_runs(runs_dir):
     return sorted(p.name for p in runs_dir.iterdir() if (p / "run.json").is_file())
+
+
+def _stamps(runs_dir):
+    """Each complete run's run.json modification time: changes if a run is rewritten."""
+    return {name: (runs_dir / name / "run.json").stat().st_mtime_ns for name in _complete_runs(runs_dir)}
 
 
 def test_sweep_RunsEveryCombination_AndStoresParamsMetricsLayersAndNotebook(notebook, tmp_path):
@@ -48,10 +59,10 @@ def test_sweep_RunsEveryCombination_AndStoresParamsMetricsLayersAndNotebook(note
 def test_sweep_AgainSkipsCompletedRuns_WithoutTouchingThem(notebook, tmp_path):
     runs = expand_grid(notebook, {"x": [1.0, 2.0]})
     sweep(notebook, runs, tmp_path / "runs", progress=False)
-    stamps = {p.name: (p / "run.json").stat().st_mtime_ns for p in (tmp_path / "runs").iterdir()}
+    stamps = _stamps(tmp_path / "runs")
     again = sweep(notebook, runs, tmp_path / "runs", progress=False)
     assert [o.status for o in again] == ["skipped", "skipped"]
-    assert {p.name: (p / "run.json").stat().st_mtime_ns for p in (tmp_path / "runs").iterdir()} == stamps
+    assert len(stamps) == 2 and _stamps(tmp_path / "runs") == stamps
 
 
 def test_failing_run_IsRecordedWithItsCell_OthersContinue_AndCliExitsNonZero(notebook, tmp_path, capsys):
@@ -161,6 +172,9 @@ def test_bad_input_FailsBeforeAnyRunStarts(notebook, tmp_path, capsys):
     assert "parameters ['epsilon'] are not declared by tiny.ipynb" in capsys.readouterr().err
     assert main(_cli(str(tmp_path / "nope.ipynb"), runs_dir, "-p", "x", "1")) == 2
     assert "notebook not found" in capsys.readouterr().err
+    (tmp_path / "empty.ipynb").write_text("")
+    assert main(_cli(str(tmp_path / "empty.ipynb"), runs_dir, "-p", "x", "1")) == 2
+    assert f"{tmp_path / 'empty.ipynb'}: not a readable notebook" in capsys.readouterr().err
     grid = tmp_path / "grid.yaml"
     grid.write_text("parameters: [x, 1]\n")
     assert main(_cli(notebook, runs_dir, "--grid", str(grid))) == 2
@@ -190,7 +204,204 @@ def test_report_GivesMeanAndStdOverSeeds_AndWritesPngAndHtml(notebook, tmp_path)
         0.01414, abs=1e-4
     )
     assert row["accuracy count"] == 2
-    page = write_report(tmp_path / "runs", x="x", group="mode")
+    page = write_report(tmp_path / "runs", x="x", group="mode").page
     assert (page.parent / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
     assert "0.610 ± 0.014" in page.read_text()
     assert (page.parent / "summary.csv").is_file()
+
+
+# --- the run store under stress: relative paths, missing results, concurrent sweeps, user folders -----
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+def _without_results_cell(path):
+    """The tiny notebook, minus the cell that writes its results."""
+    notebook = nbformat.read(path, as_version=4)
+    notebook.cells = notebook.cells[:-1]
+    nbformat.write(notebook, path)
+    return path
+
+
+def _declaring(path, results):
+    notebook = nbformat.read(path, as_version=4)
+    notebook.metadata["workbench"] = {"results": results}
+    nbformat.write(notebook, path)
+    return path
+
+
+def _with_tally(path):
+    """The tiny notebook plus a ``tally`` parameter: each execution appends its x to that file."""
+    notebook = nbformat.read(path, as_version=4)
+    notebook.cells[0].source += '\ntally: str = ""        # a file each execution appends its x to'
+    notebook.cells.insert(
+        -1, nbformat.v4.new_code_cell("with open(tally, 'a') as f:\n    f.write(f'{x}\\n')")
+    )
+    nbformat.write(notebook, path)
+    return path
+
+
+def _python(*arguments, cwd, **env):
+    """Run ``python -m workbench ...`` in a subprocess, as a user would from ``cwd``."""
+    environment = {**os.environ, "PYTHONPATH": str(PROJECT), **env}
+    return subprocess.run(
+        [sys.executable, "-m", "workbench", *arguments],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+@pytest.mark.slow
+def test_readme_sweep_FromProjectRootWithRelativeRunsFolder_GivesAReport(tmp_path):
+    (tmp_path / "notebooks").mkdir()
+    shutil.copy(PROJECT / "notebooks" / "01_explore_threshold.ipynb", tmp_path / "notebooks")
+    data = {"WORKBENCH_DATA": str(tmp_path / "data")}
+    tiny = ["-p", "epochs", "1", "-p", "grid_points", "4", "-p", "calibration_size", "32"]
+    readme = ["sweep", "notebooks/01_explore_threshold.ipynb", "-p", "epsilon", "1e-4", "--seeds", "0"]
+    swept = _python(*readme, *tiny, cwd=tmp_path, **data)
+    assert swept.returncode == 0, swept.stderr[-2000:]
+    assert "1 ran" in swept.stdout
+    (run,) = _complete_runs(tmp_path / "runs")
+    metrics = json.loads((tmp_path / "runs" / run / "metrics.json").read_text())
+    assert metrics["epsilon"] == pytest.approx(1e-4)
+    assert not (tmp_path / "notebooks" / "runs").exists()  # where the relative results_dir used to land
+    report = _python("report", cwd=tmp_path, **data)
+    assert report.returncode == 0, report.stderr
+    assert "report written to runs/report/report.html" in report.stdout
+    assert (tmp_path / "runs" / "report" / "summary.csv").is_file()
+
+
+def test_run_ThatWritesNoResults_IsAFailureNamingTheMissingFile(notebook, tmp_path):
+    _without_results_cell(notebook)
+    (outcome,) = sweep(notebook, expand_grid(notebook, {"x": [1.0]}), tmp_path / "runs", progress=False)
+    assert outcome.status == "failed"
+    assert "MissingResults" in describe_error(outcome.error) and "metrics.json" in describe_error(
+        outcome.error
+    )
+    assert load(tmp_path / "runs")["status"].tolist() == ["failed"]
+    again = sweep(notebook, expand_grid(notebook, {"x": [1.0]}), tmp_path / "runs", progress=False)
+    assert [o.status for o in again] == ["failed"]  # retried, never taken for complete
+
+
+def test_run_MissingADeclaredResult_FailsWithThatName(notebook, tmp_path):
+    _declaring(notebook, ["metrics.json", "layers.csv"])
+    assert declared_results(notebook) == ("metrics.json", "layers.csv")
+    (outcome,) = sweep(notebook, expand_grid(notebook, {"x": [1.0]}), tmp_path / "runs", progress=False)
+    assert outcome.status == "failed" and "layers.csv" in outcome.error["evalue"]
+    assert "metrics.json" not in outcome.error["evalue"]
+
+
+def test_declared_results_NotAListOfFileNames_IsRefused(notebook):
+    _declaring(notebook, ["../escape.json"])
+    with pytest.raises(ValueError, match="workbench.results must be a non-empty list of file names"):
+        declared_results(notebook)
+
+
+def test_two_concurrent_sweeps_RunEachCombinationOnce(notebook, tmp_path):
+    _with_tally(notebook)
+    tally = tmp_path / "tally.txt"
+    grid = ["-p", "x", "1", "2", "3", "4", "-p", "sleep", "1", "-p", "tally", str(tally)]
+    command = [sys.executable, "-m", "workbench", *_cli(notebook, tmp_path / "runs", *grid)]
+    environment = {**os.environ, "PYTHONPATH": str(PROJECT)}
+    sweeps = [subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    printed = [s.communicate(timeout=300)[0] for s in sweeps]
+    assert [s.returncode for s in sweeps] == [0, 0]
+    assert sorted(tally.read_text().split()) == ["1.0", "2.0", "3.0", "4.0"]  # each executed once
+    assert len(_complete_runs(tmp_path / "runs")) == 4
+    ran = [int(text.split("done: ")[1].split(" ran")[0]) for text in printed]
+    assert sum(ran) == 4, printed
+
+
+def test_duplicate_FinishingAfterACompletedRun_IsDiscarded(notebook, tmp_path):
+    runs_dir = (tmp_path / "runs").resolve()
+    (first,) = sweep(notebook, expand_grid(notebook, {"x": [1.0]}), runs_dir, progress=False)
+    stamps = _stamps(runs_dir)
+    duplicate = runs_dir / ".partial-duplicate"
+    duplicate.mkdir()
+    (duplicate / "run.json").write_text('{"status": "ok"}')
+    assert run_store._publish(duplicate, runs_dir / first.run_id, "ok") == "skipped"
+    assert _stamps(runs_dir) == stamps and not duplicate.exists()
+
+
+def test_sweep_CleansOnlyItsOwnPartialsOfDeadProcesses(notebook, tmp_path):
+    runs_dir = tmp_path / "runs"
+    users = runs_dir / ".partial-foo"
+    users.mkdir(parents=True)
+    (users / "notes.txt").write_text("mine")
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    dead_pid = int(finished.stdout)
+    for name, pid in (("dead", dead_pid), ("alive", os.getpid())):
+        folder = runs_dir / f".partial-tiny-{name}-{pid}-x"
+        folder.mkdir()
+        owner = {"host": socket.gethostname(), "pid": pid, "run_id": f"tiny-{name}"}
+        (folder / ".owner.json").write_text(json.dumps(owner))
+    sweep(notebook, expand_grid(notebook, {"x": [1.0]}), runs_dir, progress=False)
+    assert (users / "notes.txt").read_text() == "mine"
+    assert not (runs_dir / f".partial-tiny-dead-{dead_pid}-x").exists()
+    assert (runs_dir / f".partial-tiny-alive-{os.getpid()}-x").exists()
+
+
+def test_sweep_NeverTouchesAFolderInTheWayOfARun(notebook, tmp_path):
+    runs_dir = tmp_path / "runs"
+    params = expand_grid(notebook, {"x": [1.0]})
+    users = runs_dir / run_id(notebook.resolve(), params[0])
+    users.mkdir(parents=True)
+    (users / "notes.txt").write_text("mine")
+    (outcome,) = sweep(notebook, params, runs_dir, progress=False)
+    assert (
+        outcome.status == "failed" and f"{users.resolve()} exists and is not a run" in outcome.error["evalue"]
+    )
+    assert [p.name for p in users.iterdir()] == ["notes.txt"]
+
+
+# --- CLI errors: one line naming the path and the cause, exit code 2, traceback only with -v ------
+
+
+@pytest.fixture
+def read_only(tmp_path, monkeypatch):
+    """A read-only folder; as root (who may write anyway) creating anything inside it is refused."""
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    folder.chmod(0o555)
+    if os.geteuid() == 0:
+        real_mkdir, real_open = os.mkdir, os.open
+
+        def refuse(path):
+            if str(path).startswith(str(folder) + os.sep):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+        monkeypatch.setattr(os, "mkdir", lambda path, *a, **k: refuse(path) or real_mkdir(path, *a, **k))
+        monkeypatch.setattr(os, "open", lambda path, *a, **k: refuse(path) or real_open(path, *a, **k))
+    yield folder
+    folder.chmod(0o755)
+
+
+def test_cli_ReadOnlyRunsFolder_OneLineWithThePath_Exit2(notebook, read_only, capsys):
+    assert main(_cli(notebook, read_only, "-p", "x", "1")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and str(read_only) in err
+    assert "Permission denied" in err and "Traceback" not in err
+    assert main(["-v", *_cli(notebook, read_only, "-p", "x", "1")]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_cli_UserFolderNamedPhantom_OneLineWithThePath_Exit2(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WORKBENCH_DATA", str(tmp_path))
+    (tmp_path / "phantom").mkdir()
+    (tmp_path / "phantom" / "my_scan.nii.gz").write_bytes(b"the user's")
+    assert main(["prepare"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and str(tmp_path / "phantom") in err
+    assert "Traceback" not in err
+    assert (tmp_path / "phantom" / "my_scan.nii.gz").read_bytes() == b"the user's"
+
+
+def test_one_line_UnexpectedError_IsNamedAndPointsToVerbose():
+    assert (
+        one_line(RuntimeError("boom\nsecond line"))
+        == "RuntimeError: boom second line (run with -v for the traceback)"
+    )
+    assert one_line(PermissionError(13, "Permission denied", "/x/runs")) == "/x/runs: Permission denied"

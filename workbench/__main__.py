@@ -1,9 +1,13 @@
-"""Command line: ``python -m workbench {summary,download,prepare} ...``.
+"""Command line: ``python -m workbench {summary,download,prepare,sweep,report} ...``.
 
 python -m workbench summary                       # the offline phantom dataset
 python -m workbench summary data/pneumoniamnist.npz ../shared/data/pneumoniamnist.npz
 python -m workbench download breastmnist          # into data/, MD5-checked
 python -m workbench prepare                       # generate the phantom volumes now
+python -m workbench sweep NOTEBOOK -p NAME VALUE... [--seeds 0 1]
+python -m workbench report                        # runs/report/report.html
+
+An error is one line naming the file and the cause, with exit code 2; ``-v`` adds the traceback.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,9 +25,26 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:
         return args.run(args)
-    except (FileNotFoundError, ValueError, ConnectionError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except Exception as err:  # noqa: BLE001 - the CLI's boundary: every error becomes one line
+        if args.verbose:
+            traceback.print_exc()
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
+
+
+def one_line(err: BaseException) -> str:
+    """The error as one line: the file and the cause for OS errors, else the message.
+
+    Errors the workbench raises on purpose (bad input, missing or foreign files) carry their own
+    message; anything else is named by its type, with a hint that ``-v`` shows where it came from.
+    """
+    if isinstance(err, OSError) and err.filename is not None and err.strerror:
+        text = f"{err.filename}: {err.strerror}"
+    elif isinstance(err, OSError | ValueError | ConnectionError | LookupError):
+        text = str(err) or type(err).__name__
+    else:
+        text = f"{type(err).__name__}: {err} (run with -v for the traceback)"
+    return " ".join(text.split())
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -110,9 +132,10 @@ def _sweep(args) -> int:
     runs = expand_grid(args.notebook, grid, args.seeds or seeds)
     print(f"{len(runs)} runs of {args.notebook} into {args.runs}/")
     outcomes = sweep(args.notebook, runs, args.runs, workers=args.workers, dask_address=args.dask)
-    counts = {status: sum(o.status == status for o in outcomes) for status in ("ok", "skipped", "failed")}
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("ok", "skipped", "busy", "failed")}
     print(
-        f"done: {counts['ok']} ran, {counts['skipped']} already complete (skipped), {counts['failed']} failed"
+        f"done: {counts['ok']} ran, {counts['skipped']} already complete (skipped), "
+        f"{counts['busy']} running in another sweep, {counts['failed']} failed"
     )
     for outcome in outcomes:
         if outcome.status == "failed":
@@ -123,8 +146,11 @@ def _sweep(args) -> int:
 def _report(args) -> int:
     from workbench.report import write_report
 
-    page = write_report(args.runs, args.out, x=args.x, metrics=tuple(args.metric), group=args.group)
-    print(f"report written to {page}")
+    report = write_report(args.runs, args.out, x=args.x, metrics=tuple(args.metric), group=args.group)
+    for bad in report.skipped:
+        print(f"skipped {bad}", file=sys.stderr)
+    print(report.table.to_string(index=False))
+    print(f"report written to {report.page}")
     return 0
 
 

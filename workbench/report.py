@@ -1,23 +1,37 @@
-"""Compare the runs of a sweep: a summary table (mean ± std over seeds) and metric plots.
+"""Compare the runs of a sweep: a summary table per group of runs (over seeds) and metric plots.
 
 python -m workbench report --runs runs --out runs/report
+
+Numbers are summarised as mean ± std over the runs of a group. A metric ``x`` that comes with
+``x_low`` and ``x_high`` (a confidence interval, e.g. ``auc``, ``sensitivity``) is shown as
+``x [low, high]``, with the interval bounds averaged over the group's runs, and ``x_p`` (e.g.
+``auc_difference_p``) is added as its p-value. Text metrics (e.g. the ``noninferiority`` verdict)
+are counted per group: "non-inferior 2/3, inconclusive 1/3".
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import io
+import json
 import logging
+import numbers
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from workbench import plots
-from workbench.runs import load
+from workbench import fs, plots
+from workbench.runs import BadRun, scan
 
 log = logging.getLogger(__name__)
 
 RUN_COLUMNS = {"run_id", "status", "seconds", "error", "seed", "results_dir"}
+MANIFEST = ".workbench-report.json"  # the files a report wrote into its folder, so it may rewrite them
+TALLY = " tally"  # summary column suffix for counted text metrics
+_PAGE_HEAD = "<html><head><meta charset='utf-8'><title>Sweep report</title></head><body>"
 
 
 def parameter_columns(frame: pd.DataFrame) -> list[str]:
@@ -26,37 +40,149 @@ def parameter_columns(frame: pd.DataFrame) -> list[str]:
 
 
 def metric_columns(frame: pd.DataFrame) -> list[str]:
-    """Numeric metric columns."""
-    return [c for c in frame.columns if c.startswith("metrics.") and pd.api.types.is_numeric_dtype(frame[c])]
+    """Metric columns holding a number in at least one run (text in other runs counts as missing),
+    or nothing at all (an undefined metric, written as null, is shown as undefined)."""
+    return [
+        c
+        for c in frame.columns
+        if c.startswith("metrics.") and (frame[c].map(_is_number).any() or frame[c].isna().all())
+    ]
+
+
+def text_columns(frame: pd.DataFrame) -> list[str]:
+    """Metric columns that hold only text or booleans (such as a verdict), to be counted, not averaged."""
+    return [
+        c
+        for c in frame.columns
+        if c.startswith("metrics.")
+        and frame[c].notna().any()
+        and frame[c].dropna().map(lambda v: isinstance(v, str | bool)).all()
+    ]
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def summarize(frame: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataFrame:
-    """Mean, std and count over seeds of each metric, per combination of the other parameters."""
+    """Per combination of the other parameters: mean, std and count of each numeric metric, a tally
+    of each text metric, and the number of runs.
+
+    A metric that repeats a swept parameter unchanged (notebooks often echo ε) is left out; one that
+    differs from it is kept as ``<name> (result)``.
+    """
     done = frame[frame["status"] == "ok"]
     if done.empty:
         raise ValueError("no successful runs to summarize")
-    metrics = metrics or metric_columns(done)
     keys = parameter_columns(done)
-    grouped = done.groupby(keys, dropna=False) if keys else done.assign(_all=0).groupby("_all")
-    table = grouped[metrics].agg(["mean", "std", "count"])
-    table.columns = [f"{metric.removeprefix('metrics.')} {stat}" for metric, stat in table.columns]
+    numeric = _without_echoes(done, metrics or metric_columns(done), keys)
+    text = _without_echoes(done, text_columns(done), keys)
+    values = done.assign(**{c: done[c].map(lambda v: v if _is_number(v) else np.nan) for c in numeric})
+    values = values.assign(**{k: values[k].map(_hashable) for k in keys})  # list parameters group too
+    _warn_about_non_numbers(done, numeric)
+    grouped = values.groupby(keys, dropna=False) if keys else values.assign(_all=0).groupby("_all")
+    table = grouped[numeric].agg(["mean", "std", "count"])
+    table.columns = [f"{_label(metric, keys)} {stat}" for metric, stat in table.columns]
+    for column in text:
+        table[f"{_label(column, keys)}{TALLY}"] = grouped[column].agg(_tally)
+    table["runs"] = grouped.size()
     return table.reset_index().drop(columns="_all", errors="ignore")
 
 
+def _hashable(value):
+    return json.dumps(value) if isinstance(value, list | dict) else value
+
+
+def _without_echoes(done: pd.DataFrame, columns: list[str], keys: list[str]) -> list[str]:
+    def echoes(column: str) -> bool:
+        name = column.removeprefix("metrics.")
+        return name in keys and (done[column].astype(str) == done[name].astype(str)).all()
+
+    return [c for c in columns if not echoes(c)]
+
+
+def _label(column: str, keys: list[str]) -> str:
+    name = column.removeprefix("metrics.")
+    return f"{name} (result)" if name in keys else name
+
+
+def _warn_about_non_numbers(done: pd.DataFrame, numeric: list[str]) -> None:
+    for column in numeric:
+        odd = done[done[column].notna() & ~done[column].map(_is_number)]
+        for run, value in zip(odd["run_id"], odd[column], strict=True):
+            log.warning("run %s: %s = %r is not a number; left out of its mean", run, column, value)
+
+
+def _tally(values: pd.Series) -> str:
+    """'non-inferior 2/3, inconclusive 1/3': each value's share of the group's runs, most first."""
+    counts = values.fillna("missing").astype(str).value_counts()
+    return ", ".join(f"{value} {count}/{len(values)}" for value, count in counts.items())
+
+
 def with_plus_minus(summary: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
-    """Replace each 'mean'/'std' pair by one 'mean ± std' text column, for reading."""
-    out = summary[[c for c in summary.columns if not c.endswith((" mean", " std", " count"))]].copy()
+    """The summary for reading: 'mean ± std', 'x [low, high]' (with 'p=' if there is ``x_p``), tallies."""
+    means = [c.removesuffix(" mean") for c in summary.columns if c.endswith(" mean")]
+    parts = {f"{m}_low" for m in means if {f"{m}_low", f"{m}_high"} <= set(means)}
+    parts |= {f"{m}_high" for m in means if f"{m}_low" in parts}
+    parts |= {f"{m}_p" for m in means if f"{m}_low" in parts and f"{m}_p" in means}
+    out = summary[[c for c in summary.columns if not _is_statistic(c)]].copy()
+    for name in means:
+        if name in parts:
+            continue
+        text = _mean_text(summary, name, digits)
+        if f"{name}_low" in parts:
+            text = text + " " + _interval_text(summary, name, digits)
+            label = f"{name} [CI]"
+            if f"{name}_p" in parts:
+                text = text + " p=" + summary[f"{name}_p mean"].map(_p_text)
+                label = f"{name} [CI] p"
+        else:
+            label = name
+        out[label] = text
     for column in summary.columns:
-        if column.endswith(" mean"):
-            name = column.removesuffix(" mean")
-            std = summary[f"{name} std"].fillna(0.0)
-            out[name] = [
-                f"{m:.{digits}f} ± {s:.{digits}f}" for m, s in zip(summary[column], std, strict=True)
-            ]
-    runs = [c for c in summary.columns if c.endswith(" count")]
-    if runs:
-        out["seeds"] = summary[runs[0]]
-    return out
+        if column.endswith(TALLY):
+            out[column.removesuffix(TALLY)] = summary[column]
+    return out[[c for c in out.columns if c != "runs"] + ["runs"]]
+
+
+def _is_statistic(column: str) -> bool:
+    return column.endswith((" mean", " std", " count", TALLY))
+
+
+def _mean_text(summary: pd.DataFrame, name: str, digits: int) -> pd.Series:
+    """'0.941' for one run, '0.941 ± 0.012' for several, 'undefined' where no run had a number."""
+
+    def text(mean, std, count) -> str:
+        if not np.isfinite(mean):
+            return "undefined"
+        return f"{mean:.{digits}f} ± {std:.{digits}f}" if count > 1 else f"{mean:.{digits}f}"
+
+    columns = (summary[f"{name} mean"], summary[f"{name} std"], summary[f"{name} count"])
+    return pd.Series([text(*row) for row in zip(*columns, strict=True)], index=summary.index)
+
+
+def _interval_text(summary: pd.DataFrame, name: str, digits: int) -> pd.Series:
+    low, high = summary[f"{name}_low mean"], summary[f"{name}_high mean"]
+    return pd.Series(
+        [
+            f"[{lo:.{digits}f}, {hi:.{digits}f}]" if np.isfinite(lo) and np.isfinite(hi) else "[undefined]"
+            for lo, hi in zip(low, high, strict=True)
+        ],
+        index=summary.index,
+    )
+
+
+def _p_text(p: float) -> str:
+    return f"{p:.2g}" if np.isfinite(p) else "undefined"
+
+
+@dataclass
+class Report:
+    """What ``write_report`` made: the page, the readable summary table and the runs it skipped."""
+
+    page: Path
+    table: pd.DataFrame
+    skipped: list[BadRun] = field(default_factory=list)
 
 
 def write_report(
@@ -66,47 +192,90 @@ def write_report(
     x: str | None = None,
     metrics: tuple[str, ...] = ("accuracy", "auc"),
     group: str | None = None,
-) -> Path:
-    """Write summary.csv, summary.html, one PNG per metric and report.html; returns report.html.
+) -> Report:
+    """Write summary.csv, summary.html, one PNG per metric and report.html into ``out_dir``.
+
+    Runs that can't be read are skipped and listed (``Report.skipped``, and in the page).
 
     Args:
         x: the x axis: a swept parameter (default: ``epsilon`` if swept) or a metric like ``sparsity``.
         group: one line per value of this parameter (default: ``criterion`` if swept).
+
+    Raises:
+        FileNotFoundError: if ``runs_dir`` is not a folder.
+        FileExistsError: if ``out_dir`` holds a file of the same name that a report did not write.
+        ValueError: if there is no successful run to summarise.
     """
+    frame, skipped = scan(runs_dir)
+    if frame.empty or not (frame["status"] == "ok").any():
+        why = f"; skipped {len(skipped)} unreadable, first {skipped[0]}" if skipped else ""
+        raise ValueError(f"no successful runs in {runs_dir}{why}")
+    summary = summarize(frame)
+    keys = parameter_columns(frame[frame["status"] == "ok"])
+    x = x or ("epsilon" if "epsilon" in keys else keys[0] if keys else None)
+    if group is None and "criterion" in keys and x != "criterion":
+        group = "criterion"
+    plotted = [m for m in metrics if _plottable(summary, m, x)]
+    out = Path(out_dir or Path(runs_dir) / "report")
+    names = ["summary.csv", "summary.html", "report.html", *(f"{m}.png" for m in plotted)]
+    _claim_outputs(out, names)
+    readable = with_plus_minus(summary)
+    fs.write_atomically(out / "summary.csv", summary.to_csv(index=False))
+    fs.write_atomically(out / "summary.html", readable.to_html(index=False))
+    images = {f"{m}.png": _plot(summary, x, m, group) for m in plotted}
+    for name, png in images.items():
+        fs.write_atomically(out / name, png)
+    failed = frame[frame["status"] == "failed"]
+    fs.write_atomically(out / "report.html", _html(readable, images, failed, skipped))
+    return Report(out / "report.html", readable, skipped)
+
+
+def _plottable(summary: pd.DataFrame, metric: str, x: str | None) -> bool:
+    if f"{metric} mean" in summary and x is not None:
+        return True
+    log.warning("no metric %r or x axis in these runs; skipping its plot", metric)
+    return False
+
+
+def _claim_outputs(out: Path, names: list[str]) -> None:
+    """Make sure writing ``names`` into ``out`` replaces only files an earlier report wrote; record them."""
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = out / MANIFEST
+    try:
+        ours = set(json.loads(manifest.read_text())["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        ours = _earlier_report(out, names)
+    foreign = [name for name in names if (out / name).exists() and name not in ours]
+    if foreign:
+        raise FileExistsError(
+            f"{out / foreign[0]} exists and was not written by a report; "
+            "choose another --out or move the file away (nothing was written)"
+        )
+    fs.write_json(manifest, {"files": sorted(ours | set(names))})
+
+
+def _earlier_report(out: Path, names: list[str]) -> set[str]:
+    """The files of a report written before reports kept a manifest, recognised by its page."""
+    try:
+        page = (out / "report.html").read_text()
+    except (OSError, UnicodeDecodeError):
+        return set()
+    return set(names) if page.startswith(_PAGE_HEAD) and page.rstrip().endswith("</html>") else set()
+
+
+def _plot(summary: pd.DataFrame, x: str, metric: str, group: str | None) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    frame = load(runs_dir)
-    if frame.empty:
-        raise ValueError(f"no runs found in {runs_dir}")
-    out = Path(out_dir or Path(runs_dir) / "report")
-    out.mkdir(parents=True, exist_ok=True)
-    summary = summarize(frame)
-    keys = parameter_columns(frame[frame["status"] == "ok"])
-    x = x or ("epsilon" if "epsilon" in keys else keys[0] if keys else None)
-    group = (
-        group if group is not None else ("criterion" if "criterion" in keys and x != "criterion" else None)
-    )
-    summary.to_csv(out / "summary.csv", index=False)
-    readable = with_plus_minus(summary)
-    (out / "summary.html").write_text(readable.to_html(index=False))
-    images = []
-    for metric in metrics:
-        if f"{metric} mean" not in summary or x is None:
-            log.warning("no metric %r or x axis in these runs; skipping its plot", metric)
-            continue
-        fig, ax = plt.subplots(figsize=(6, 4))
-        plots.metric_errorbars(_x_column(summary, x), x, metric, group, ax=ax)
-        ax.set_title(f"{metric}: mean ± std over seeds")
-        fig.savefig(out / f"{metric}.png", dpi=100, bbox_inches="tight")
-        plt.close(fig)
-        images.append(out / f"{metric}.png")
-    failed = frame[frame["status"] == "failed"]
-    page = out / "report.html"
-    page.write_text(_html(readable, images, failed))
-    return page
+    fig, ax = plt.subplots(figsize=(6, 4))
+    plots.metric_errorbars(_x_column(summary, x), x, metric, group, ax=ax)
+    ax.set_title(f"{metric}: mean ± std over seeds")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
 
 
 def _x_column(summary: pd.DataFrame, x: str) -> pd.DataFrame:
@@ -120,16 +289,20 @@ def _x_column(summary: pd.DataFrame, x: str) -> pd.DataFrame:
     )
 
 
-def _html(readable: pd.DataFrame, images: list[Path], failed: pd.DataFrame) -> str:
+def _html(readable: pd.DataFrame, images: dict[str, bytes], failed: pd.DataFrame, skipped) -> str:
     parts = [
-        "<html><head><meta charset='utf-8'><title>Sweep report</title></head><body>",
+        _PAGE_HEAD,
         "<h1>Sweep report</h1>",
+        readable.to_html(index=False),
     ]
-    parts.append(readable.to_html(index=False))
-    for image in images:
-        encoded = base64.b64encode(image.read_bytes()).decode()
-        parts.append(f"<h2>{html.escape(image.stem)}</h2><img src='data:image/png;base64,{encoded}'>")
+    for name, png in images.items():
+        encoded = base64.b64encode(png).decode()
+        parts.append(f"<h2>{html.escape(Path(name).stem)}</h2><img src='data:image/png;base64,{encoded}'>")
     if not failed.empty:
-        parts.append("<h2>Failed runs</h2>" + failed[["run_id", "error"]].to_html(index=False))
+        table = failed.reindex(columns=["run_id", "error"]).to_html(index=False)
+        parts.append(f"<h2>Failed runs</h2>{table}")
+    if skipped:
+        items = "".join(f"<li>{html.escape(str(bad))}</li>" for bad in skipped)
+        parts.append(f"<h2>Unreadable runs (skipped)</h2><ul>{items}</ul>")
     parts.append("</body></html>")
     return "\n".join(parts)

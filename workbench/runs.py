@@ -5,17 +5,22 @@ A run is a notebook executed by papermill with one set of parameters. It lives i
 error and the cell that raised), the executed ``notebook.ipynb``, and what the notebook wrote
 through its ``results_dir`` parameter: ``metrics.json`` and ``layers.csv``.
 
-Results travel only through files: the sweep passes ``results_dir`` to the notebook and the
-notebook calls ``write_results``. Nothing is scraped from printed output.
+Results travel only through files: the sweep passes an absolute ``results_dir`` to the notebook
+and the notebook calls ``write_results``. Nothing is scraped from printed output. A run is "ok"
+only if the notebook wrote every file it declares (``declared_results``: metrics.json unless its
+metadata says otherwise).
 
-Safety: a run executes in ``runs/.partial-<run-id>-<pid>/`` and is renamed into place when it
+Safety: a run executes in ``runs/.partial-<run-id>-<pid>-*/`` and is renamed into place when it
 ends, so a sweep killed at any moment leaves complete runs and partial folders that ``load``
-ignores (and the next sweep removes). A completed run is never re-run or overwritten; a failed
-one is retried by the next sweep.
+ignores. Whoever executes a run holds its lock (``runs/.locks/<run-id>.lock``), so sweeps sharing
+a run store execute each combination once. A completed run is never re-run, replaced or deleted;
+a failed one is retried by the next sweep. Only partial folders the workbench made, whose owner
+is gone, are removed.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -32,12 +37,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workbench.paths import write_atomically
+from workbench import fs
+from workbench.fs import PARTIAL_PREFIX
 
 log = logging.getLogger(__name__)
 
-PARTIAL_PREFIX = ".partial-"
 RESULTS_PARAMETER = "results_dir"
+DEFAULT_RESULTS = ("metrics.json",)
+LOCKS_FOLDER = ".locks"
+OWNER_FILE = ".owner.json"
 
 
 # --- results written by a notebook ------------------------------------------------------------
@@ -58,16 +66,22 @@ def json_safe(value):
     return value
 
 
-def write_results(directory: str | Path, metrics: dict, layers: pd.DataFrame | None = None) -> Path:
+def write_results(
+    directory: str | Path | None, metrics: dict, layers: pd.DataFrame | None = None
+) -> Path | None:
     """Write ``metrics.json`` (and ``layers.csv``) into ``directory``; returns the directory.
 
-    This is what a notebook calls with its ``results_dir`` parameter.
+    This is what a notebook calls with its ``results_dir`` parameter. An empty ``directory`` (the
+    parameter's default in an interactive session) writes nothing and returns None.
     """
+    if not directory:
+        log.info("no results_dir given: results not written")
+        return None
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     if layers is not None:
-        write_atomically(directory / "layers.csv", layers.to_csv(index=False))
-    write_atomically(directory / "metrics.json", json.dumps(json_safe(metrics), indent=2, sort_keys=True))
+        fs.write_atomically(directory / "layers.csv", layers.to_csv(index=False))
+    fs.write_json(directory / "metrics.json", json_safe(metrics))
     return directory
 
 
@@ -85,7 +99,12 @@ def notebook_parameters(notebook: str | Path) -> dict[str, dict]:
     path = Path(notebook)
     if not path.is_file():
         raise FileNotFoundError(f"notebook not found: {path}")
-    return dict(papermill.inspect_notebook(str(path)))
+    if path.suffix != ".ipynb":
+        raise ValueError(f"notebook must be a .ipynb file, got {path}")
+    try:
+        return dict(papermill.inspect_notebook(str(path)))
+    except Exception as err:  # noqa: BLE001 - nbformat and papermill raise many kinds; name the file
+        raise ValueError(f"{path}: not a readable notebook ({type(err).__name__}: {err})") from err
 
 
 def coerce(value, type_name: str | None):
@@ -112,8 +131,8 @@ def expand_grid(notebook: str | Path, grid: dict[str, list], seeds: list[int] | 
 
     Raises:
         FileNotFoundError: if the notebook doesn't exist.
-        ValueError: for a parameter the notebook doesn't declare, an empty value list, or a value
-            that can't be converted to the declared type.
+        ValueError: for a file that is not a notebook, a parameter the notebook doesn't declare,
+            an empty value list, or a value that can't be converted to the declared type.
     """
     declared = notebook_parameters(notebook)
     grid = dict(grid)
@@ -185,36 +204,109 @@ class RunOutcome:
 
     run_id: str
     params: dict
-    status: str  # "ok", "failed" or "skipped"
+    status: str  # "ok", "failed", "skipped" (already complete) or "busy" (another sweep is running it)
     seconds: float = 0.0
     error: dict = field(default_factory=dict)
 
 
 def describe_error(error: dict) -> str:
     """One line for a failed run: the exception and the executed notebook's cell that raised it."""
-    return f"{error.get('ename')}: {error.get('evalue')} (cell {error.get('cell_index')})"
+    cell = error.get("cell_index")
+    where = f" (cell {cell})" if cell is not None else ""
+    return f"{error.get('ename')}: {error.get('evalue')}{where}"
+
+
+def declared_results(notebook: str | Path) -> tuple[str, ...]:
+    """The files a notebook promises to write into ``results_dir``: its metadata, else metrics.json.
+
+    A notebook declares them in its metadata as ``{"workbench": {"results": ["metrics.json", ...]}}``.
+
+    Raises:
+        ValueError: if the declaration is not a list of plain file names.
+    """
+    import nbformat
+
+    metadata = nbformat.read(str(notebook), as_version=4).metadata.get("workbench", {})
+    names = metadata.get("results", list(DEFAULT_RESULTS))
+    if not (isinstance(names, list) and names and all(_is_plain_name(n) for n in names)):
+        raise ValueError(
+            f"{notebook}: metadata workbench.results must be a non-empty list of file names, got {names!r}"
+        )
+    return tuple(names)
+
+
+def _is_plain_name(name) -> bool:
+    return isinstance(name, str) and name not in ("", ".", "..") and Path(name).name == name
 
 
 def is_complete(run_dir: Path) -> bool:
-    """A run folder counts as complete only if its run.json says the run succeeded."""
-    info = run_dir / "run.json"
-    return info.is_file() and json.loads(info.read_text()).get("status") == "ok"
+    """A run is complete when its run.json says it succeeded and every result it declared is there."""
+    try:
+        info = json.loads((Path(run_dir) / "run.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(info, dict) or info.get("status") != "ok":
+        return False
+    results = info.get("results", list(DEFAULT_RESULTS))
+    return all(_is_plain_name(name) and (Path(run_dir) / name).is_file() for name in results)
 
 
-def execute_run(notebook: str, params: dict, runs_dir: str, kernel_name: str = "python3") -> RunOutcome:
+def lock_path(runs_dir: Path, identity: str) -> Path:
+    """The lock file that whoever executes run ``identity`` holds, across sweeps and processes."""
+    return Path(runs_dir) / LOCKS_FOLDER / f"{identity}.lock"
+
+
+def execute_run(
+    notebook: str,
+    params: dict,
+    runs_dir: str,
+    kernel_name: str = "python3",
+    results: tuple[str, ...] = DEFAULT_RESULTS,
+) -> RunOutcome:
     """Execute one run in a partial folder and rename it into ``runs_dir/<run-id>`` when it ends.
 
-    Safe to call from another process or a Dask worker: it touches only its own folders.
+    The run is claimed with a lock first, so concurrent sweeps over one run store execute each
+    combination once; a run another sweep holds is reported "busy". Safe to call from another
+    process or a Dask worker: it touches only its own folders.
     """
+    runs_dir = Path(runs_dir).resolve()  # the kernel runs in the notebook's folder
+    identity = run_id(notebook, params)
+    with fs.try_lock(lock_path(runs_dir, identity)) as claimed:
+        if not claimed:
+            return RunOutcome(identity, params, "busy")
+        if is_complete(runs_dir / identity):
+            return RunOutcome(identity, params, "skipped")
+        if _is_foreign(runs_dir / identity):
+            return RunOutcome(identity, params, "failed", error=_in_the_way(runs_dir / identity))
+        partial = _make_partial(runs_dir, identity)
+        fs.write_json(partial / "params.json", json_safe(params))
+        started = time.time()
+        error = _execute(notebook, params, partial, kernel_name) or _missing_results(partial, results)
+        info = {
+            "run_id": identity,
+            "notebook": str(notebook),
+            "status": "failed" if error else "ok",
+            "started": started,
+            "ended": time.time(),
+            "error": error,
+            "results": list(results),
+        }
+        fs.write_json(partial / "run.json", json_safe(info))
+        status = _publish(partial, runs_dir / identity, info["status"])
+    return RunOutcome(identity, params, status, info["ended"] - started, error)
+
+
+def _make_partial(runs_dir: Path, identity: str) -> Path:
+    """A fresh partial folder, marked with its owner so that only the workbench ever cleans it."""
+    partial = Path(tempfile.mkdtemp(prefix=f"{PARTIAL_PREFIX}{identity}-{os.getpid()}-", dir=runs_dir))
+    fs.write_json(partial / OWNER_FILE, {**fs.owner(), "run_id": identity})
+    return partial
+
+
+def _execute(notebook: str, params: dict, partial: Path, kernel_name: str) -> dict:
+    """Run the notebook with ``results_dir`` set to ``partial``; returns the error, or {} on success."""
     import papermill
 
-    identity = run_id(notebook, params)
-    final = Path(runs_dir) / identity
-    if is_complete(final):
-        return RunOutcome(identity, params, "skipped")
-    partial = Path(tempfile.mkdtemp(prefix=f"{PARTIAL_PREFIX}{identity}-{os.getpid()}-", dir=runs_dir))
-    (partial / "params.json").write_text(json.dumps(json_safe(params), indent=2, sort_keys=True))
-    started, error = time.time(), {}
     try:
         _use_this_environments_kernel()
         papermill.execute_notebook(
@@ -226,33 +318,67 @@ def execute_run(notebook: str, params: dict, runs_dir: str, kernel_name: str = "
             progress_bar=False,
         )
     except papermill.PapermillExecutionError as err:
-        error = {
+        return {
             "ename": err.ename,
             "evalue": err.evalue,
             "cell_index": err.cell_index,
             "cell_source": err.source,
         }
     except Exception as err:  # noqa: BLE001 - a kernel that won't start must not end the sweep
-        error = {"ename": type(err).__name__, "evalue": str(err), "cell_index": None, "cell_source": ""}
-    status = "failed" if error else "ok"
-    info = {
-        "run_id": identity,
-        "notebook": str(notebook),
-        "status": status,
-        "started": started,
-        "ended": time.time(),
-        "error": error,
+        return {"ename": type(err).__name__, "evalue": str(err), "cell_index": None, "cell_source": ""}
+    return {}
+
+
+def _missing_results(partial: Path, results: tuple[str, ...]) -> dict:
+    """An error record if the notebook ended without writing a result it declared, else {}."""
+    missing = [name for name in results if not (partial / name).is_file()]
+    if not missing:
+        return {}
+    return {
+        "ename": "MissingResults",
+        "evalue": f"the notebook ended without writing {', '.join(missing)} into its {RESULTS_PARAMETER}",
+        "cell_index": None,
+        "cell_source": "",
     }
-    _finish(partial, final, info)
-    return RunOutcome(identity, params, status, info["ended"] - started, error)
 
 
-def _finish(partial: Path, final: Path, info: dict) -> None:
-    """Write the run record, then rename the run into place (replacing only an earlier failure)."""
-    (partial / "run.json").write_text(json.dumps(json_safe(info), indent=2, sort_keys=True))
-    if final.is_dir():  # an earlier failed attempt: complete runs are skipped before they get here
-        shutil.rmtree(final)
-    os.replace(partial, final)
+def _publish(partial: Path, final: Path, status: str) -> str:
+    """Rename a finished run into place; returns its status, or "skipped" if it was a duplicate.
+
+    A complete run already in place is kept and the duplicate discarded; an earlier failure is
+    replaced; a folder that is not a run at all is never touched (this run then fails).
+    """
+    if is_complete(final):
+        log.warning("%s was completed by another sweep meanwhile; discarding this duplicate", final)
+        shutil.rmtree(partial)
+        return "skipped"
+    if _is_foreign(final):  # appeared while the run executed
+        log.error("%s exists and is not a run; the finished run stays in %s", final, partial)
+        (partial / OWNER_FILE).unlink()  # no longer the workbench's to clean up
+        return "failed"
+    if final.exists():  # an earlier failed attempt: set it aside, swap, then delete it
+        old = _make_partial(final.parent, final.name)
+        os.replace(final, old / "old")
+        os.replace(partial, final)
+        shutil.rmtree(old)
+    else:
+        os.rename(partial, final)
+    (final / OWNER_FILE).unlink(missing_ok=True)
+    return status
+
+
+def _is_foreign(final: Path) -> bool:
+    """Whether something that is not a run sits where a run's folder goes (never touched)."""
+    return final.exists() and not (final / "run.json").is_file()
+
+
+def _in_the_way(final: Path) -> dict:
+    return {
+        "ename": "FileExistsError",
+        "evalue": f"{final} exists and is not a run; move it away to run this combination",
+        "cell_index": None,
+        "cell_source": "",
+    }
 
 
 def _use_this_environments_kernel() -> None:
@@ -271,22 +397,31 @@ def _use_this_environments_kernel() -> None:
 # --- sweeps -----------------------------------------------------------------------------------
 
 
-def remove_partials(runs_dir: Path) -> None:
-    """Delete partial folders left by killed runs whose process is gone."""
-    for path in runs_dir.glob(f"{PARTIAL_PREFIX}*"):
-        pid = path.name.rsplit("-", 2)[-2]
-        if not (pid.isdigit() and _process_alive(int(pid))):
-            shutil.rmtree(path, ignore_errors=True)
+def remove_partials(runs_dir: Path) -> list[Path]:
+    """Delete the partial folders of killed runs; returns those removed.
+
+    Only folders the workbench made (they carry its owner file) are candidates, and only when
+    nobody holds their run's lock and their owner process is gone: a folder of a live sweep, or
+    one the user named ``.partial-something``, is left alone.
+    """
+    removed = []
+    for path in Path(runs_dir).glob(f"{PARTIAL_PREFIX}*"):
+        record = _owner_record(path)
+        if record is None:
+            continue
+        with fs.try_lock(lock_path(runs_dir, record["run_id"])) as free:
+            if free and fs.owner_gone(record):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+    return removed
 
 
-def _process_alive(pid: int) -> bool:
+def _owner_record(path: Path) -> dict | None:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        record = json.loads((path / OWNER_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and _is_plain_name(record.get("run_id")) else None
 
 
 def sweep(
@@ -300,6 +435,13 @@ def sweep(
 ) -> list[RunOutcome]:
     """Execute every run (skipping completed ones), locally with ``workers`` processes or on Dask.
 
+    ``runs_dir`` may be relative: it is resolved here, so results land in it whatever folder the
+    notebook's kernel runs in. Runs that another sweep is executing come back as "busy".
+
+    Raises:
+        ValueError: if ``workers`` < 1 or the notebook's result declaration is malformed.
+        OSError: if runs can't be created in ``runs_dir`` (before any run starts).
+
     Example:
         >>> notebook = "notebooks/01_explore_threshold.ipynb"
         >>> runs = expand_grid(notebook, {"epsilon": [1e-4, 1e-3]}, seeds=[0, 1])  # doctest: +SKIP
@@ -309,63 +451,137 @@ def sweep(
 
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    runs_dir = Path(runs_dir)
-    runs_dir.mkdir(parents=True, exist_ok=True)
+    runs_dir = Path(runs_dir).resolve()
+    _check_writable(runs_dir)
     remove_partials(runs_dir)
     notebook = str(Path(notebook).resolve())
+    results = declared_results(notebook)
     todo = [p for p in runs if not is_complete(runs_dir / run_id(notebook, p))]
     outcomes = [RunOutcome(run_id(notebook, p), p, "skipped") for p in runs if p not in todo]
-    bar = tqdm(total=len(runs), initial=len(outcomes), desc="runs", unit="run", disable=not progress)
-    for outcome in _execute_all(notebook, todo, str(runs_dir), workers, dask_address):
-        outcomes.append(outcome)
-        bar.update()
-        bar.set_postfix(failed=sum(o.status == "failed" for o in outcomes))
-    bar.close()
+    with tqdm(total=len(runs), initial=len(outcomes), desc="runs", unit="run", disable=not progress) as bar:
+        for outcome in _execute_all(notebook, todo, str(runs_dir), results, workers, dask_address):
+            outcomes.append(outcome)
+            bar.update()
+            bar.set_postfix(failed=sum(o.status == "failed" for o in outcomes))
     return outcomes
 
 
-def _execute_all(notebook: str, todo: list[dict], runs_dir: str, workers: int, dask_address: str | None):
+def _check_writable(runs_dir: Path) -> None:
+    """Fail before the first run, naming the folder, if runs can't be created in ``runs_dir``."""
+    (runs_dir / LOCKS_FOLDER).mkdir(parents=True, exist_ok=True)
+    os.rmdir(tempfile.mkdtemp(prefix=".writable-", dir=runs_dir))
+
+
+def _execute_all(notebook: str, todo: list[dict], runs_dir: str, results, workers: int, dask_address):
+    run = functools.partial(execute_run, results=results)
     if dask_address:
         from distributed import Client, as_completed
 
         with Client(dask_address, timeout="20s") as client:
-            futures = [client.submit(execute_run, notebook, p, runs_dir, pure=False) for p in todo]
+            futures = [client.submit(run, notebook, p, runs_dir, pure=False) for p in todo]
             for future in as_completed(futures):
                 yield future.result()
     elif workers == 1:
         for params in todo:
-            yield execute_run(notebook, params, runs_dir)
+            yield run(notebook, params, runs_dir)
     else:
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            for future in as_completed([pool.submit(execute_run, notebook, p, runs_dir) for p in todo]):
+            for future in as_completed([pool.submit(run, notebook, p, runs_dir) for p in todo]):
                 yield future.result()
 
 
 # --- loading ----------------------------------------------------------------------------------
 
 
+@dataclass
+class BadRun:
+    """A run folder that could not be read, and why."""
+
+    path: Path
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+def scan(runs_dir: str | Path = "runs") -> tuple[pd.DataFrame, list[BadRun]]:
+    """Read every finished run (ok or failed), and list the run folders that could not be read.
+
+    Returns:
+        The runs as one DataFrame (run_id, status, seconds, params, ``metrics.``-prefixed metrics,
+        and ``error`` for failures), and the unreadable runs, each with its path and the reason.
+        Partial folders, hidden folders and folders that are not runs (no run.json or params.json)
+        are left out of both.
+
+    Raises:
+        FileNotFoundError: if ``runs_dir`` is not a folder.
+    """
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        what = "is not a folder" if runs_dir.exists() else "not found"
+        raise FileNotFoundError(f"runs folder {what}: {runs_dir}")
+    rows, bad = [], []
+    for folder in sorted(runs_dir.iterdir()):
+        if folder.name.startswith(".") or not folder.is_dir():
+            continue
+        if not ((folder / "run.json").exists() or (folder / "params.json").exists()):
+            continue  # not a run: a report folder or the user's own
+        try:
+            rows.append(_read_run(folder))
+        except _Unreadable as err:
+            bad.append(BadRun(folder, str(err)))
+            log.warning("skipping run %s", bad[-1])
+    return pd.DataFrame(rows), bad
+
+
 def load(runs_dir: str | Path = "runs") -> pd.DataFrame:
-    """All finished runs (ok or failed) as one DataFrame: run_id, status, params and metrics.
+    """All finished runs as one DataFrame (see ``scan``); unreadable runs are logged and left out.
 
     Parameter columns keep their names; metric columns are prefixed ``metrics.`` (nested metrics
-    are flattened with dots). Partial folders of killed runs are ignored.
+    are flattened with dots).
     """
-    rows = []
-    for folder in sorted(Path(runs_dir).glob("*")):
-        if folder.name.startswith(".") or not (folder / "run.json").is_file():
-            continue
-        info = json.loads((folder / "run.json").read_text())
-        row = {"run_id": folder.name, "status": info["status"], "seconds": info["ended"] - info["started"]}
-        row.update(json.loads((folder / "params.json").read_text()))
-        metrics_path = folder / "metrics.json"
-        if metrics_path.is_file():
-            row.update(_flatten(json.loads(metrics_path.read_text()), "metrics."))
-        if info.get("error"):
-            row["error"] = describe_error(info["error"])
-        rows.append(row)
-    return pd.DataFrame(rows)
+    return scan(runs_dir)[0]
+
+
+class _Unreadable(Exception):
+    """A run folder whose files are missing or damaged."""
+
+
+def _read_run(folder: Path) -> dict:
+    info = _read_json_object(folder / "run.json")
+    if info.get("status") not in ("ok", "failed"):
+        raise _Unreadable(f"run.json: status is {info.get('status')!r}, expected 'ok' or 'failed'")
+    row = {"run_id": folder.name, "status": info["status"], "seconds": _duration(info)}
+    row.update(_read_json_object(folder / "params.json"))
+    metrics_path = folder / "metrics.json"
+    if info["status"] == "ok" or metrics_path.exists():
+        row.update(_flatten(_read_json_object(metrics_path), "metrics."))
+    if info.get("error"):
+        row["error"] = describe_error(info["error"])
+    return row
+
+
+def _read_json_object(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise _Unreadable(f"{path.name} is missing") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise _Unreadable(f"{path.name}: {err}") from None
+    except ValueError as err:
+        raise _Unreadable(f"{path.name} is not valid JSON ({err})") from None
+    if not isinstance(value, dict):
+        raise _Unreadable(f"{path.name} holds a {type(value).__name__}, expected a JSON object")
+    return value
+
+
+def _duration(info: dict) -> float:
+    try:
+        return float(info["ended"]) - float(info["started"])
+    except (KeyError, TypeError, ValueError):
+        return math.nan
 
 
 def _flatten(values: dict, prefix: str) -> dict:
