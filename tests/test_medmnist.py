@@ -178,7 +178,7 @@ def test_download_refused_connection_raises_connection_error(data_dir):
 
 def test_download_interrupted_by_keyboard_removes_temp_file(server, data_dir, monkeypatch):
     def interrupt(path):
-        assert Path(path).name.startswith("tiny.npz.part-")  # the temp file exists at this point
+        assert Path(path).name.startswith(".partial-tiny.npz.")  # the temp file exists at this point
         raise KeyboardInterrupt
 
     monkeypatch.setattr(medmnist, "md5sum", interrupt)

@@ -10,15 +10,15 @@ from __future__ import annotations
 import hashlib
 import http.client
 import logging
-import os
 import re
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
 from tqdm.auto import tqdm
+
+from workbench.fs import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -126,19 +126,13 @@ def download(
     if target.exists():
         return _check_existing(target, md5)
     target.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f"{name}.npz.part-"
-    with tempfile.NamedTemporaryFile(delete=False, dir=target.parent, prefix=prefix) as tmp:
-        part = Path(tmp.name)
-    try:  # BaseException: Ctrl-C in a notebook must not leave a .part file behind either
+    # atomic_path removes the partial file on any exit, Ctrl-C in a notebook included
+    with atomic_path(target) as part:
         with part.open("wb") as out:
             _fetch(url, out, progress, timeout, desc=name)
         actual = md5sum(part)
         if actual != md5:
             raise ValueError(f"checksum mismatch for {url}: expected md5 {md5}, got {actual}")
-        os.replace(part, target)
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
     log.info("downloaded %s to %s (md5 %s)", url, target, md5)
     return target
 

@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage, special
 
+from workbench.fs import process_alive
+
 log = logging.getLogger(__name__)
 
 # Bump when the same seed and config would draw different volumes, so stored folders regenerate.
@@ -522,14 +524,4 @@ def _is_abandoned(path: Path, prefix: str = _TMP_PREFIX) -> bool:
         return True
     pid_text = path.name[len(prefix) :].split("-")[0]
     # os.kill(pid, 0) only probes on POSIX; on Windows it would send a signal, so rely on age there.
-    return os.name == "posix" and pid_text.isdigit() and not _process_exists(int(pid_text))
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True
-    return True
+    return os.name == "posix" and pid_text.isdigit() and not process_alive(int(pid_text))
