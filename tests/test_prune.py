@@ -82,7 +82,7 @@ def test_apply_masks_WrongMaskShape_RaisesValueError(trained_tiny):
     model, _ = trained_tiny
     keep = {n: np.ones(k.shape, bool) for n, k in get_kernels(model).items()}
     keep["fc"] = np.ones((3, 3), bool)
-    with pytest.raises(ValueError, match="masks must give layer 'fc' a mask of shape"):
+    with pytest.raises(ValueError, match="mask of layer 'fc' must have the kernel's shape"):
         apply_masks(model, keep)
 
 
