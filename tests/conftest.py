@@ -146,7 +146,9 @@ def write_tiny_notebook(path: Path) -> Path:
     return path
 
 
-def tiny_head_model(units: int = 2, activation: str | None = "softmax", input_shape=(24, 24, 1), seed: int = 0):
+def tiny_head_model(
+    units: int = 2, activation: str | None = "softmax", input_shape=(24, 24, 1), seed: int = 0
+):
     """tiny_cnn with any head: ``units`` outputs with ``activation`` (None = linear logits)."""
     from workbench.compat import keras
 

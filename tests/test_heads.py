@@ -91,7 +91,9 @@ def test_logits_model_GivesExactlyTheMetricsOfTheSameWeightsWithSoftmax(tiny_dat
     ours = Evaluator(logits, tiny_dataset.val, tiny_dataset.test)
     theirs = Evaluator(twin, tiny_dataset.val, tiny_dataset.test)
     np.testing.assert_array_equal(ours.dense_test, theirs.dense_test)
-    keep = make_masks(Scorer(twin, tiny_dataset.val.images, tiny_dataset.val.labels), PruneSpec(sparsity=0.5)).keep
+    keep = make_masks(
+        Scorer(twin, tiny_dataset.val.images, tiny_dataset.val.labels), PruneSpec(sparsity=0.5)
+    ).keep
     a, b = ours.evaluate(keep), theirs.evaluate(keep)
     for key in ("accuracy", "auc", "sensitivity", "specificity", "threshold", "ece"):
         assert a[key] == b[key] or (np.isnan(a[key]) and np.isnan(b[key])), key
@@ -129,7 +131,9 @@ def test_sigmoid_model_MetricsAgreeWithScikitLearn_AndFineTuneKeepsZeros(tiny_da
     evaluator = Evaluator(model, tiny_dataset.val, tiny_dataset.test)
     p = model.predict(tiny_dataset.test.images, verbose=0)[:, 0]
     assert evaluator.dense_metrics["auc"] == pytest.approx(roc_auc_score(tiny_dataset.test.labels, p))
-    keep = make_masks(Scorer(model, tiny_dataset.val.images, tiny_dataset.val.labels), PruneSpec(sparsity=0.6)).keep
+    keep = make_masks(
+        Scorer(model, tiny_dataset.val.images, tiny_dataset.val.labels), PruneSpec(sparsity=0.6)
+    ).keep
     pruned = apply_masks(model, keep)
     fine_tune(pruned, keep, tiny_dataset, Recipe(epochs=1, batch_size=8), progress=False)
     assert_sparsity_pinned(pruned, keep)
@@ -152,7 +156,9 @@ def test_multilabel_model_FitsAMultilabelDataset_AndScoresByBinaryCrossEntropy(t
     assert check_model_fits(model, data).kind == "multilabel"
     images, labels = data.val.images, data.val.labels
     ours = Scorer(model, images, labels, batch_size=len(images)).scores("gradient")
-    reference = _reference_abs_gradients(model, images, labels.astype("float32"), keras.losses.BinaryCrossentropy())
+    reference = _reference_abs_gradients(
+        model, images, labels.astype("float32"), keras.losses.BinaryCrossentropy()
+    )
     for got, want in zip(ours.values(), reference, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-9)
 

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 from conftest import write_npz
 
-from workbench.data import load_npz
-
 from workbench import train
+from workbench.data import load_npz
 from workbench.train import Recipe, baseline
 
 QUICK = Recipe(epochs=1, batch_size=16, seed=0)
@@ -109,9 +108,11 @@ from workbench.scores import Scorer
 from workbench.sweep import Evaluator
 from workbench.train import Recipe, baseline
 data = load_npz({str(npz)!r}, class_names=("plain", "square"))
-model, _ = baseline(data, "seed_cnn", Recipe(epochs=1, batch_size=16, seed=0), cache_dir={str(tmp_path / "cache")!r})
+recipe = Recipe(epochs=1, batch_size=16, seed=0)
+model, _ = baseline(data, "seed_cnn", recipe, cache_dir={str(tmp_path / "cache")!r})
 scores = Scorer(model, data.train.images, data.train.labels).scores("gradient")
-np.savez({str(tmp_path / "loaded.npz")!r}, auc=Evaluator(model, data.val, data.test).dense_metrics["auc"], **scores)
+auc = Evaluator(model, data.val, data.test).dense_metrics["auc"]
+np.savez({str(tmp_path / "loaded.npz")!r}, auc=auc, **scores)
 """
     subprocess.run([sys.executable, "-c", script], check=True, cwd=Path(__file__).parent.parent)
     loaded = np.load(tmp_path / "loaded.npz")

@@ -2,14 +2,16 @@
 
 A head is read from the model's last layer, never guessed:
 
-| kind                | last layer                          | loss                                  | probabilities       |
-|---------------------|-------------------------------------|---------------------------------------|---------------------|
-| ``softmax``         | softmax over C >= 2 units           | sparse categorical cross-entropy      | the outputs         |
-| ``logits``          | linear, C >= 2 units                | the same, ``from_logits=True``        | softmax(outputs)    |
-| ``sigmoid``         | one sigmoid unit (binary)           | binary cross-entropy                  | (1 - p, p)          |
-| ``sigmoid_logits``  | one linear unit, compiled from logits | binary cross-entropy, from logits   | (1 - σ(z), σ(z))    |
-| ``multilabel``      | L sigmoid units                     | binary cross-entropy per label        | the outputs         |
-| ``multilabel_logits`` | L linear units, compiled with BCE from logits | the same, from logits       | σ(outputs)          |
+====================  ==================================  ===========================  ================
+kind                  last layer                          loss                         probabilities
+====================  ==================================  ===========================  ================
+``softmax``           softmax over C >= 2 units           sparse categorical CE        the outputs
+``logits``            linear, C >= 2 units                the same, from logits        softmax(z)
+``sigmoid``           one sigmoid unit (binary)           binary CE                    (1 - p, p)
+``sigmoid_logits``    one linear unit, compiled as logits binary CE, from logits       (1 - σ(z), σ(z))
+``multilabel``        L sigmoid units                     binary CE per label          the outputs
+``multilabel_logits`` L linear units, compiled as logits  binary CE, from logits       σ(z)
+====================  ==================================  ===========================  ================
 
 A linear last layer over C >= 2 units is read as logits unless the model was compiled with a
 binary cross-entropy (then multi-label logits). One linear unit is read only from the compile

@@ -108,7 +108,9 @@ def check_masks(keep: Masks, shapes: dict[str, tuple[int, ...]]) -> Masks:
                 "a float mask would scale the weights instead of pruning them"
             )
         if tuple(mask.shape) != tuple(shape):
-            raise ValueError(f"mask of layer {name!r} must have the kernel's shape {tuple(shape)}, got {mask.shape}")
+            raise ValueError(
+                f"mask of layer {name!r} must have the kernel's shape {tuple(shape)}, got {mask.shape}"
+            )
     return keep
 
 

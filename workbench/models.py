@@ -132,8 +132,9 @@ def dataset_task(dataset: Dataset) -> str:
 def check_model_fits(
     model: keras.Model, dataset: Dataset, where: str = "model", head: Head | str | None = None
 ) -> Head:
-    """Raise ValueError unless ``model`` takes ``dataset``'s images and its head fits the task; return the head.
+    """Raise ValueError unless ``model`` takes ``dataset``'s images and its head fits the task.
 
+    Returns the model's head.
     A binary task fits a 2-way softmax/logits head or one sigmoid unit; a C-class task a C-way
     softmax/logits head; an L-label task L sigmoid units.
     """

@@ -71,7 +71,11 @@ class PruneSpec:
             check_sparsity(self.sparsity)
         if not isinstance(self.normalize, bool | np.bool_):
             raise ValueError(f"normalize must be True or False, got {self.normalize!r}")
-        if not isinstance(self.min_keep, int | np.integer) or isinstance(self.min_keep, bool) or self.min_keep < 0:
+        if (
+            not isinstance(self.min_keep, int | np.integer)
+            or isinstance(self.min_keep, bool)
+            or self.min_keep < 0
+        ):
             raise ValueError(f"min_keep must be an integer >= 0, got {self.min_keep!r}")
 
     @property

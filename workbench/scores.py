@@ -168,7 +168,9 @@ def _random(kernels: Scores, stats, seed: int) -> Scores:
 
 CRITERIA: dict[str, Criterion] = {
     "gradient": Criterion(True, lambda k, s, _: dict(s.abs_grad), None, "|g|"),
-    "snip": Criterion(True, lambda k, s, _: {n: np.abs(w) * s.abs_grad[n] for n, w in k.items()}, None, "|g·w|"),
+    "snip": Criterion(
+        True, lambda k, s, _: {n: np.abs(w) * s.abs_grad[n] for n, w in k.items()}, None, "|g·w|"
+    ),
     "taylor": Criterion(
         True,
         lambda k, s, _: {n: w**2 * s.sq_grad[n] for n, w in k.items()},
