@@ -196,3 +196,11 @@ def test_multilabel_labels_OfTheWrongShape_AreRefused(trained_multilabel):
     model, data = trained_multilabel
     with pytest.raises(ValueError, match=r"calibration labels must be 0/1 of shape \(N, 3\)"):
         Scorer(model, data.val.images, data.val.labels[:, :2])
+
+
+def test_load_user_model_LeavesNoOptimizer_SoTrainingUsesTheRecipesLearningRate(tmp_path, tiny_dataset):
+    tiny_head_model(1, "sigmoid").save(tmp_path / "mine.keras")
+    loaded = load_user_model(tmp_path / "mine.keras", tiny_dataset)
+    assert loaded.optimizer is None
+    fit(loaded, tiny_dataset, Recipe(epochs=1, batch_size=8, learning_rate=2e-4), progress=False)
+    assert float(loaded.optimizer.learning_rate) == pytest.approx(2e-4)

@@ -90,8 +90,8 @@ def build_model(name: str, dataset: Dataset) -> keras.Model:
 def load_user_model(path: str | Path, dataset: Dataset, head: str | None = None) -> keras.Model:
     """Load a user's ``.keras`` model, read its head, and check that it fits ``dataset``.
 
-    The weights are exactly the file's. The model is compiled with its head's loss (see
-    ``workbench.heads``), so later code reads the same head; nothing is trained.
+    The weights are exactly the file's. The model is compiled with its head's loss and no
+    optimizer (see ``workbench.heads``), so later code reads the same head; nothing is trained.
 
     Args:
         head: overrides the head detection (one of ``workbench.heads.HEADS``).
@@ -115,7 +115,8 @@ def load_user_model(path: str | Path, dataset: Dataset, head: str | None = None)
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from err
     check_model_fits(model, dataset, where=str(path), head=found)
-    model.compile(loss=found.loss())  # records the head's loss; the weights are untouched
+    # Record the head's loss for later detection; no optimizer, so training still compiles its own.
+    model.compile(optimizer=None, loss=found.loss())
     return model
 
 
