@@ -125,3 +125,16 @@ def test_structured_masks_NeverRemoveTheOutputUnits_AndHitTheTargetElsewhere(tra
     for name, units in (("conv1", 4), ("conv2", 8), ("fc", 16)):
         alive = keep[name].reshape(-1, units).any(axis=0)
         assert alive.sum() == units // 2, name
+
+
+def test_prune_spec_DerivesStructuredAndByEpsilon():
+    assert PruneSpec(granularity="structured").structured and not PruneSpec().structured
+    assert PruneSpec(epsilon=1e-3).by_epsilon and PruneSpec().by_epsilon
+    assert not PruneSpec(sparsity=0.5).by_epsilon
+
+
+def test_prune_spec_Replace_IsValidatedToo():
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match="sparsity"):
+        replace(PruneSpec(sparsity=0.5), sparsity=1.5)
