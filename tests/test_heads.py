@@ -76,14 +76,21 @@ def _logits_and_softmax_twin():
     return logits, twin
 
 
+def _softmax_appended(logits):
+    copy = tiny_head_model(2, None, seed=99)
+    copy.set_weights(logits.get_weights())
+    return keras.Sequential([copy, keras.layers.Softmax(name="softmax")])
+
+
 def test_logits_model_GivesExactlyTheScoresOfTheSameWeightsWithSoftmax(tiny_dataset):
     logits, twin = _logits_and_softmax_twin()
     images, labels = tiny_dataset.train.images, tiny_dataset.train.labels
-    for criterion in ("gradient", "taylor"):
-        ours = Scorer(logits, images, labels).scores(criterion)
-        theirs = Scorer(twin, images, labels).scores(criterion)
-        for name in ours:
-            np.testing.assert_array_equal(ours[name], theirs[name], err_msg=f"{criterion} {name}")
+    for other in (twin, _softmax_appended(logits)):
+        for criterion in ("gradient", "taylor"):
+            ours = Scorer(logits, images, labels).scores(criterion)
+            theirs = Scorer(other, images, labels).scores(criterion)
+            for name in ours:
+                np.testing.assert_array_equal(ours[name], theirs[name], err_msg=f"{criterion} {name}")
 
 
 def test_logits_model_GivesExactlyTheMetricsOfTheSameWeightsWithSoftmax(tiny_dataset):
@@ -98,6 +105,8 @@ def test_logits_model_GivesExactlyTheMetricsOfTheSameWeightsWithSoftmax(tiny_dat
     for key in ("accuracy", "auc", "sensitivity", "specificity", "threshold", "ece"):
         assert a[key] == b[key] or (np.isnan(a[key]) and np.isnan(b[key])), key
     assert np.allclose(ours.dense_test.sum(axis=1), 1.0)  # probabilities, not logits
+    appended = Evaluator(_softmax_appended(logits), tiny_dataset.val, tiny_dataset.test)
+    np.testing.assert_array_equal(ours.dense_test, appended.dense_test)
 
 
 # --- one sigmoid unit -----------------------------------------------------------------------
