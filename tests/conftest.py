@@ -89,6 +89,45 @@ def tiny_cnn(input_shape=(24, 24, 1), classes=2, seed=0):
     )
 
 
+def tiny_head_model(
+    units: int = 2, activation: str | None = "softmax", input_shape=(24, 24, 1), seed: int = 0
+):
+    """tiny_cnn with any head: ``units`` outputs with ``activation`` (None = linear logits)."""
+    from workbench.compat import keras
+
+    keras.utils.set_random_seed(seed)
+    layers = keras.layers
+    return keras.Sequential(
+        [
+            keras.Input(input_shape),
+            layers.Conv2D(4, 3, activation="relu", name="conv1"),
+            layers.MaxPooling2D(name="pool"),
+            layers.Conv2D(8, 3, activation="relu", name="conv2"),
+            layers.Flatten(name="flat"),
+            layers.Dense(16, activation="relu", name="fc"),
+            layers.Dense(units, activation=activation, name="out"),
+        ]
+    )
+
+
+def multilabel_dataset(labels: int = 3, sizes=(48, 24, 24), size: int = 24, seed: int = 0):
+    """A learnable L-label Dataset: label j is on when quadrant j of the image holds a bright square."""
+    from workbench.data import Dataset, Split
+
+    rng = np.random.default_rng(seed)
+    splits = []
+    for n in sizes:
+        images = rng.uniform(0.0, 0.4, size=(n, size, size, 1)).astype(np.float32)
+        truth = rng.integers(0, 2, size=(n, labels))
+        half = size // 2
+        for image, row in zip(images, truth, strict=True):
+            for j in np.flatnonzero(row):
+                top, left = (j // 2) * half + 2, (j % 2) * half + 2
+                image[top : top + 6, left : left + 6] = 0.95
+        splits.append(Split(images, truth.astype(np.int64), np.array([f"ml:{i}" for i in range(n)])))
+    return Dataset("multilabel", *splits, class_names=tuple(f"finding{j}" for j in range(labels)))
+
+
 @pytest.fixture(scope="session")
 def _trained_tiny_once(tiny_dataset):
     from workbench.train import Recipe, compile_model, fit

@@ -56,7 +56,7 @@ def test_load_user_model_WrongInputShape_RaisesValueError(tmp_path, tiny_dataset
 def test_load_user_model_WrongNumberOfClasses_RaisesValueError(tmp_path, tiny_dataset):
     path = tmp_path / "mine.keras"
     seed_cnn((24, 24, 1), 3).save(path)
-    with pytest.raises(ValueError, match="outputs 3 scores but tiny has 2 classes"):
+    with pytest.raises(ValueError, match="softmax head over 3 unit.*does not fit tiny, a binary task"):
         load_user_model(path, tiny_dataset)
 
 

@@ -82,7 +82,7 @@ def test_apply_masks_WrongMaskShape_RaisesValueError(trained_tiny):
     model, _ = trained_tiny
     keep = {n: np.ones(k.shape, bool) for n, k in get_kernels(model).items()}
     keep["fc"] = np.ones((3, 3), bool)
-    with pytest.raises(ValueError, match="masks must give layer 'fc' a mask of shape"):
+    with pytest.raises(ValueError, match="mask of layer 'fc' must have the kernel's shape"):
         apply_masks(model, keep)
 
 
@@ -125,3 +125,16 @@ def test_structured_masks_NeverRemoveTheOutputUnits_AndHitTheTargetElsewhere(tra
     for name, units in (("conv1", 4), ("conv2", 8), ("fc", 16)):
         alive = keep[name].reshape(-1, units).any(axis=0)
         assert alive.sum() == units // 2, name
+
+
+def test_prune_spec_DerivesStructuredAndByEpsilon():
+    assert PruneSpec(granularity="structured").structured and not PruneSpec().structured
+    assert PruneSpec(epsilon=1e-3).by_epsilon and PruneSpec().by_epsilon
+    assert not PruneSpec(sparsity=0.5).by_epsilon
+
+
+def test_prune_spec_Replace_IsValidatedToo():
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match="sparsity"):
+        replace(PruneSpec(sparsity=0.5), sparsity=1.5)

@@ -127,3 +127,24 @@ def test_every_criterion_ScoresEveryPrunableKernel(tiny_dataset):
         got = scorer.scores(criterion)
         assert {n: v.shape for n, v in got.items()} == {n: k.shape for n, k in get_kernels(model).items()}
         assert all((v >= 0).all() for v in got.values())
+
+
+def test_criteria_table_GradientFreeCriteria_NeverComputeGradients(tiny_dataset, monkeypatch):
+    model = tiny_cnn()
+    scorer = Scorer(model, tiny_dataset.val.images, tiny_dataset.val.labels)
+    monkeypatch.setattr(scores_module, "gradient_stats", lambda *a, **k: pytest.fail("computed gradients"))
+    free = [name for name, criterion in CRITERIA.items() if not criterion.needs_gradients]
+    assert free == ["magnitude", "random"]
+    for name in free:
+        for granularity in ("unstructured", "structured"):
+            assert scorer.scores(name, granularity)
+
+
+def test_criteria_table_LabelsEveryThresholdForTheDashboard():
+    assert {name: c.threshold_label for name, c in CRITERIA.items()} == {
+        "gradient": "|g|",
+        "snip": "|g·w|",
+        "taylor": "(g·w)²",
+        "magnitude": "|w|",
+        "random": "random",
+    }

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+from conftest import write_npz
 
 from workbench import train
+from workbench.data import load_npz
 from workbench.train import Recipe, baseline
 
 QUICK = Recipe(epochs=1, batch_size=16, seed=0)
@@ -49,14 +53,72 @@ def test_baseline_KilledWhileSaving_LeavesNoCacheEntry(tmp_path, tiny_dataset, m
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".partial")] == []
 
 
-def test_baseline_UserModelFile_IsTrainedAndCachedByItsBytes(tmp_path, tiny_dataset):
+def test_baseline_UserModelFile_WhenAskedToTrain_IsTrainedAndCachedByItsBytes(tmp_path, tiny_dataset):
     from workbench.models import seed_cnn
 
     path = tmp_path / "mine.keras"
     seed_cnn((24, 24, 1), 2).save(path)
-    model, _ = baseline(tiny_dataset, path, QUICK, cache_dir=tmp_path / "cache", progress=False)
+    model, history = baseline(
+        tiny_dataset, path, QUICK, cache_dir=tmp_path / "cache", progress=False, train_user_model=True
+    )
     assert model.output_shape == (None, 2)
+    assert len(history["loss"]) == QUICK.epochs
     assert len(list((tmp_path / "cache").glob("mine-*.keras"))) == 1
+
+
+def test_baseline_UserModelFile_IsExploredAsGiven_WeightsUntouched(tmp_path, tiny_dataset, monkeypatch):
+    from workbench.compat import keras
+    from workbench.models import seed_cnn
+
+    path = tmp_path / "mine.keras"
+    original = seed_cnn((24, 24, 1), 2)
+    original.save(path)
+    before = path.read_bytes()
+    monkeypatch.setattr(train, "fit", lambda *a, **k: pytest.fail("trained the user's model"))
+    model, history = baseline(tiny_dataset, path, QUICK, cache_dir=tmp_path / "cache", progress=False)
+    assert history == {}
+    assert _weights_equal(model, original)
+    assert _weights_equal(model, keras.models.load_model(path, compile=False))
+    assert path.read_bytes() == before
+    assert not (tmp_path / "cache").exists()
+
+
+def test_baseline_LoadedFromCache_GivesTheSameScoresAndMetrics_AsInAnotherProcess(tmp_path, tiny_dataset):
+    """The ε grid must not move between the run that trained a baseline and one that loads it.
+
+    The cache is loaded in a fresh process (where nothing has trained, so nothing else turned
+    TensorFlow's op determinism on) and its gradient scores and metrics compared bit for bit.
+    """
+    import subprocess
+    import sys
+
+    from workbench.scores import Scorer
+    from workbench.sweep import Evaluator
+
+    npz = tmp_path / "tiny.npz"
+    write_npz(npz)
+    data = load_npz(npz, class_names=("plain", "square"))
+    model, _ = baseline(data, "seed_cnn", QUICK, cache_dir=tmp_path / "cache", progress=False)
+    scores = Scorer(model, data.train.images, data.train.labels).scores("gradient")
+    auc = Evaluator(model, data.val, data.test).dense_metrics["auc"]
+    script = f"""
+import numpy as np
+from workbench.data import load_npz
+from workbench.scores import Scorer
+from workbench.sweep import Evaluator
+from workbench.train import Recipe, baseline
+data = load_npz({str(npz)!r}, class_names=("plain", "square"))
+recipe = Recipe(epochs=1, batch_size=16, seed=0)
+model, _ = baseline(data, "seed_cnn", recipe, cache_dir={str(tmp_path / "cache")!r})
+scores = Scorer(model, data.train.images, data.train.labels).scores("gradient")
+auc = Evaluator(model, data.val, data.test).dense_metrics["auc"]
+np.savez({str(tmp_path / "loaded.npz")!r}, auc=auc, **scores)
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=Path(__file__).parent.parent)
+    loaded = np.load(tmp_path / "loaded.npz")
+    for name, values in scores.items():
+        np.testing.assert_array_equal(loaded[name], values, err_msg=f"layer {name}")
+    assert float(loaded["auc"]) == auc
 
 
 def test_baseline_LearnsTheTinyTask(tmp_path, tiny_dataset):
@@ -69,7 +131,20 @@ def test_baseline_LearnsTheTinyTask(tmp_path, tiny_dataset):
     assert accuracy >= 0.75
 
 
-@pytest.mark.parametrize(("field", "value"), [("epochs", 0), ("batch_size", -1), ("learning_rate", 0.0)])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("epochs", 0),
+        ("epochs", 2.5),
+        ("epochs", True),
+        ("batch_size", -1),
+        ("learning_rate", 0.0),
+        ("learning_rate", float("inf")),
+        ("learning_rate", float("nan")),
+        ("learning_rate", "1e-3"),
+        ("seed", -1),
+    ],
+)
 def test_recipe_BadValues_RaiseValueErrorNamingField(field, value):
     with pytest.raises(ValueError, match=field):
         Recipe(**{field: value})

@@ -18,4 +18,9 @@ if int(keras.__version__.split(".")[0]) < 3:
         "unset TF_USE_LEGACY_KERAS and reinstall with `pip install -e .`"
     )
 
+# Same inputs, same numbers, in every process: without this, gradients summed by multi-threaded
+# kernels differ in the 8th digit between a process that trained a baseline (training turned
+# determinism on) and one that loaded it from the cache, and the ε grid moved between runs.
+tf.config.experimental.enable_op_determinism()
+
 __all__ = ["keras", "tf"]

@@ -113,6 +113,55 @@ def changed_predictions(dense_probs: np.ndarray, pruned_probs: np.ndarray) -> np
     return np.flatnonzero(dense_probs.argmax(axis=1) != pruned_probs.argmax(axis=1))
 
 
+def multilabel_metrics(
+    val_probs: np.ndarray, val_labels: np.ndarray, test_probs: np.ndarray, test_labels: np.ndarray
+) -> dict:
+    """Multi-label test metrics: per-label AUC, macro AUC, and per-label sensitivity/specificity.
+
+    Each label's operating threshold is chosen on validation (Youden's J, as for binary tasks)
+    and applied unchanged to test. ``auc``, ``sensitivity``, ``specificity``, ``accuracy`` and
+    ``ece`` are macro means over labels (NaN-skipping: a label with one class in test has no AUC).
+
+    Args:
+        val_probs, test_probs: (N, L) per-label probabilities.
+        val_labels, test_labels: (N, L) 0/1 labels.
+    """
+    val_labels, test_labels = np.asarray(val_labels), np.asarray(test_labels)
+    per_label = [
+        _one_label(val_probs[:, j], val_labels[:, j], test_probs[:, j], test_labels[:, j])
+        for j in range(test_probs.shape[1])
+    ]
+    columns = {key: [row[key] for row in per_label] for key in per_label[0]}
+    out = {key: _nanmean(values) for key, values in columns.items() if key != "threshold"}
+    out.update({f"{key}_per_label": values for key, values in columns.items()})
+    out["threshold"] = float("nan")  # one per label, see threshold_per_label
+    return out
+
+
+def _one_label(val_p: np.ndarray, val_y: np.ndarray, test_p: np.ndarray, test_y: np.ndarray) -> dict:
+    two_columns = np.stack([1 - val_p, val_p], axis=1)
+    threshold = operating_threshold(two_columns, val_y, positive=1)
+    truth, said = test_y == 1, test_p >= threshold
+    return {
+        "auc": float(roc_auc_score(truth, test_p)) if 0 < truth.sum() < len(truth) else float("nan"),
+        "sensitivity": _ratio((truth & said).sum(), truth.sum()),
+        "specificity": _ratio((~truth & ~said).sum(), (~truth).sum()),
+        "accuracy": float((truth == said).mean()),
+        "ece": expected_calibration_error(np.stack([1 - test_p, test_p], axis=1), test_y.astype(int)),
+        "threshold": threshold,
+    }
+
+
+def _nanmean(values: list[float]) -> float:
+    finite = [v for v in values if not np.isnan(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def changed_labels(dense_probs: np.ndarray, pruned_probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Multi-label: indices of images where any label's decision at ``threshold`` differs."""
+    return np.flatnonzero(((dense_probs >= threshold) != (pruned_probs >= threshold)).any(axis=1))
+
+
 # --- cost -------------------------------------------------------------------------------------
 
 

@@ -45,9 +45,15 @@ class MaskResult:
 # --- argument checks --------------------------------------------------------------------------
 
 
+def _number(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    return float(value)
+
+
 def check_epsilon(epsilon: float) -> float:
     """Return ``epsilon`` as a float, or raise ValueError unless it is finite and >= 0."""
-    value = float(epsilon)
+    value = _number(epsilon, "epsilon")
     if not np.isfinite(value) or value < 0:
         raise ValueError(f"epsilon must be a finite number >= 0, got {epsilon!r}")
     return value
@@ -55,14 +61,15 @@ def check_epsilon(epsilon: float) -> float:
 
 def check_sparsity(sparsity: float) -> float:
     """Return ``sparsity`` as a float, or raise ValueError unless it is in [0, 1)."""
-    value = float(sparsity)
+    value = _number(sparsity, "sparsity")
     if not 0.0 <= value < 1.0:  # NaN fails this too
         raise ValueError(f"sparsity must be in range [0, 1), got {sparsity!r}")
     return value
 
 
 def check_scope(scope: str) -> str:
-    if scope not in SCOPES:
+    """Return ``scope``, or raise ValueError unless it is one of ``SCOPES``."""
+    if not isinstance(scope, str) or scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
     return scope
 
@@ -74,6 +81,37 @@ def check_scores(scores: Scores) -> Scores:
         if not np.isfinite(values).all():
             raise ValueError(f"scores of layer {name!r} hold NaN or inf; expected finite scores")
     return scores
+
+
+def check_masks(keep: Masks, shapes: dict[str, tuple[int, ...]]) -> Masks:
+    """Return ``keep``, or raise ValueError unless it holds one boolean mask per layer of ``shapes``.
+
+    A float mask of 0.5 would scale weights rather than prune them, and NaN would poison them,
+    so only boolean arrays (True = kept) of exactly the kernel's shape are accepted, for exactly
+    the layers in ``shapes`` (a mask for a layer the model doesn't have is a mistake, not a no-op).
+    """
+    if not isinstance(keep, dict):
+        raise ValueError(f"masks must be a dict {{layer name: boolean array}}, got {type(keep).__name__}")
+    unknown = sorted(set(keep) - set(shapes))
+    missing = [name for name in shapes if name not in keep]
+    if unknown or missing:
+        raise ValueError(
+            f"masks must name exactly the prunable layers {list(shapes)}; "
+            f"unknown layers {unknown}, missing layers {missing}"
+        )
+    for name, shape in shapes.items():
+        mask = keep[name]
+        if not isinstance(mask, np.ndarray) or mask.dtype != bool:
+            dtype = getattr(mask, "dtype", type(mask).__name__)
+            raise ValueError(
+                f"mask of layer {name!r} must be a boolean array (True = keep), got {dtype}; "
+                "a float mask would scale the weights instead of pruning them"
+            )
+        if tuple(mask.shape) != tuple(shape):
+            raise ValueError(
+                f"mask of layer {name!r} must have the kernel's shape {tuple(shape)}, got {mask.shape}"
+            )
+    return keep
 
 
 # --- normalisation, thresholds, conversions ---------------------------------------------------
@@ -165,8 +203,8 @@ def select(
     check_scope(scope)
     if (epsilon is None) == (sparsity is None):
         raise ValueError("give exactly one of epsilon= or sparsity=")
-    if min_keep < 0:
-        raise ValueError(f"min_keep must be >= 0, got {min_keep}")
+    if not isinstance(min_keep, int | np.integer) or isinstance(min_keep, bool) or min_keep < 0:
+        raise ValueError(f"min_keep must be an integer >= 0, got {min_keep!r}")
     if normalize:
         scores = normalise_per_layer(scores)
     if scope == "layerwise":

@@ -1,7 +1,8 @@
 """Baseline classifiers, sized from the data, and loading a user's own ``.keras`` model.
 
-Every model ends in a softmax over ``num_classes`` (two units for binary tasks), so scores,
-metrics and pruning treat binary and multi-class models alike.
+The builders end in a softmax over ``num_classes`` (two units for binary tasks). A user's model
+may end in any head ``workbench.heads`` identifies: softmax, logits, one sigmoid unit (binary) or
+L sigmoid units (multi-label).
 """
 
 from __future__ import annotations
@@ -9,8 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from workbench.compat import keras
 from workbench.data import Dataset
+from workbench.heads import Head, as_head, detect_head, saved_compile_config
 
 layers = keras.layers
 
@@ -83,13 +87,19 @@ def build_model(name: str, dataset: Dataset) -> keras.Model:
     return BUILDERS[name](dataset.image_shape, dataset.num_classes)
 
 
-def load_user_model(path: str | Path, dataset: Dataset) -> keras.Model:
-    """Load a user's ``.keras`` model and check that it fits ``dataset``.
+def load_user_model(path: str | Path, dataset: Dataset, head: str | None = None) -> keras.Model:
+    """Load a user's ``.keras`` model, read its head, and check that it fits ``dataset``.
+
+    The weights are exactly the file's. The model is compiled with its head's loss and no
+    optimizer (see ``workbench.heads``), so later code reads the same head; nothing is trained.
+
+    Args:
+        head: overrides the head detection (one of ``workbench.heads.HEADS``).
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
-        ValueError: if it is not a loadable ``.keras`` file, or its input shape or number of
-            outputs doesn't match the data.
+        ValueError: if it is not a loadable ``.keras`` file, its head can't be identified, or its
+            input shape, task or number of outputs doesn't match the data.
     """
     path = Path(path)
     if not path.is_file():
@@ -100,22 +110,61 @@ def load_user_model(path: str | Path, dataset: Dataset) -> keras.Model:
         model = keras.models.load_model(path, compile=False)
     except Exception as err:  # Keras raises many kinds for broken archives
         raise ValueError(f"{path}: could not load the model: {err}") from err
-    check_model_fits(model, dataset, where=str(path))
+    try:
+        found = detect_head(model, head, compile_config=saved_compile_config(path))
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from err
+    check_model_fits(model, dataset, where=str(path), head=found)
+    # Record the head's loss for later detection; no optimizer, so training still compiles its own.
+    model.compile(optimizer=None, loss=found.loss())
     return model
 
 
-def check_model_fits(model: keras.Model, dataset: Dataset, where: str = "model") -> None:
-    """Raise ValueError unless ``model`` takes ``dataset``'s images and outputs one score per class."""
+def dataset_task(dataset: Dataset) -> str:
+    """'binary', 'multiclass' or 'multilabel': ``dataset.task`` if it has one, else read from its labels."""
+    task = getattr(dataset, "task", None)
+    if task is not None:
+        return task
+    if np.asarray(dataset.train.labels).ndim == 2 and np.asarray(dataset.train.labels).shape[1] > 1:
+        return "multilabel"
+    return "binary" if dataset.num_classes == 2 else "multiclass"
+
+
+def check_model_fits(
+    model: keras.Model, dataset: Dataset, where: str = "model", head: Head | str | None = None
+) -> Head:
+    """Raise ValueError unless ``model`` takes ``dataset``'s images and its head fits the task.
+
+    Returns the model's head.
+    A binary task fits a 2-way softmax/logits head or one sigmoid unit; a C-class task a C-way
+    softmax/logits head; an L-label task L sigmoid units.
+    """
     expected_input = tuple(dataset.image_shape)
     got_input = tuple(model.input_shape[1:])
-    fits = len(got_input) == 3 and all(g in (None, e) for g, e in zip(got_input, expected_input, strict=True))
+    fits = len(got_input) == len(expected_input) and all(
+        g in (None, e) for g, e in zip(got_input, expected_input, strict=True)
+    )
     if not fits:
         raise ValueError(
             f"{where}: input shape {got_input} does not match the data's images {expected_input} (H, W, C)"
         )
-    outputs = model.output_shape[-1]
-    if outputs != dataset.num_classes:
+    try:
+        head = as_head(model, head)
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from err
+    task = dataset_task(dataset)
+    if head.task != task or head.classes != dataset.num_classes:
         raise ValueError(
-            f"{where}: outputs {outputs} scores but {dataset.name} has {dataset.num_classes} classes "
-            f"{list(dataset.class_names)}; expected a softmax with one unit per class"
+            f"{where}: a {head.kind} head over {head.units} unit(s) ({head.task}, {head.classes} classes) "
+            f"does not fit {dataset.name}, a {task} task with {dataset.num_classes} classes "
+            f"{list(dataset.class_names)}; expected {_expected_heads(task, dataset.num_classes)}"
         )
+    return head
+
+
+def _expected_heads(task: str, classes: int) -> str:
+    if task == "multilabel":
+        return f"{classes} sigmoid units (one per label)"
+    if task == "binary":
+        return "one sigmoid unit, or 2 softmax/logit units"
+    return f"{classes} softmax/logit units (one per class)"

@@ -15,9 +15,20 @@ import numpy as np
 
 from workbench.compat import keras, tf
 from workbench.data import Dataset
-from workbench.masks import MaskResult, Masks, Scores, alive_units, check_sparsity, expand_units, select
+from workbench.masks import (
+    MaskResult,
+    Masks,
+    Scores,
+    alive_units,
+    check_epsilon,
+    check_masks,
+    check_scope,
+    check_sparsity,
+    expand_units,
+    select,
+)
 from workbench.registry import LayerInfo, kernel_variables, layer_by_name, prunable_layers
-from workbench.scores import Scorer, check_granularity
+from workbench.scores import Scorer, check_criterion, check_granularity
 from workbench.train import Recipe, compile_model, fit
 
 log = logging.getLogger(__name__)
@@ -28,7 +39,14 @@ FINE_TUNE_RECIPE = Recipe(epochs=3, learning_rate=5e-4)
 
 @dataclass(frozen=True)
 class PruneSpec:
-    """Everything that decides a mask, besides the scores: what the dashboard's controls set."""
+    """Everything that decides a mask, besides the scores: what the dashboard's controls set.
+
+    Give at most one of ``epsilon`` (keep weights scoring >= ε) or ``sparsity`` (prune exactly
+    that fraction). A spec with neither describes a curve (every ε), not a mask.
+
+    Raises:
+        ValueError: on construction, for any field out of range, naming it and its value.
+    """
 
     criterion: str = "gradient"
     granularity: str = "unstructured"
@@ -38,10 +56,41 @@ class PruneSpec:
     normalize: bool = False
     min_keep: int = 1
 
+    def __post_init__(self):
+        check_criterion(self.criterion)
+        check_granularity(self.granularity)
+        check_scope(self.scope)
+        if self.epsilon is not None and self.sparsity is not None:
+            raise ValueError(
+                f"give at most one of epsilon= or sparsity=, got epsilon={self.epsilon!r} "
+                f"and sparsity={self.sparsity!r}"
+            )
+        if self.epsilon is not None:
+            check_epsilon(self.epsilon)
+        if self.sparsity is not None:
+            check_sparsity(self.sparsity)
+        if not isinstance(self.normalize, bool | np.bool_):
+            raise ValueError(f"normalize must be True or False, got {self.normalize!r}")
+        if (
+            not isinstance(self.min_keep, int | np.integer)
+            or isinstance(self.min_keep, bool)
+            or self.min_keep < 0
+        ):
+            raise ValueError(f"min_keep must be an integer >= 0, got {self.min_keep!r}")
+
+    @property
+    def structured(self) -> bool:
+        """True when whole units (filters, neurons) are pruned."""
+        return self.granularity == "structured"
+
+    @property
+    def by_epsilon(self) -> bool:
+        """True when the threshold is ε (or the spec describes an ε curve), False for a target sparsity."""
+        return self.sparsity is None
+
 
 def make_masks(scorer: Scorer, spec: PruneSpec) -> MaskResult:
     """Score (cached) and threshold; structured unit masks are expanded to kernel shapes."""
-    check_granularity(spec.granularity)
     return masks_from_scores(scorer.scores(spec.criterion, spec.granularity), spec, scorer.infos)
 
 
@@ -51,8 +100,10 @@ def masks_from_scores(scores: Scores, spec: PruneSpec, infos: list[LayerInfo]) -
     Structured pruning never removes the output layer's units: they are the classes. The output
     layer (the last prunable one) is left out of the selection and kept whole.
     """
+    if spec.epsilon is None and spec.sparsity is None:
+        raise ValueError("spec must set epsilon= or sparsity= to make masks; it sets neither")
     output = infos[-1]
-    if spec.granularity == "structured":
+    if spec.structured:
         scores = {name: values for name, values in scores.items() if name != output.name}
     result = select(
         scores,
@@ -62,7 +113,7 @@ def masks_from_scores(scores: Scores, spec: PruneSpec, infos: list[LayerInfo]) -
         normalize=spec.normalize,
         min_keep=spec.min_keep,
     )
-    if spec.granularity == "structured":
+    if spec.structured:
         keep = {**result.keep, output.name: np.ones(output.units_shape, bool)}
         keep = expand_units({i.name: keep[i.name] for i in infos}, {i.name: i.shape for i in infos})
         result = MaskResult(keep, {**result.thresholds, output.name: 0.0}, result.guarded)
@@ -86,6 +137,7 @@ def apply_masks(model: keras.Model, keep: Masks, *, structured: bool = False) ->
     With ``structured=True`` a unit whose whole kernel slice is pruned also loses its bias, so
     the unit really is gone (its output is zero, not a constant) and can be removed physically.
     """
+    check_masks(keep, {info.name: info.shape for info in prunable_layers(model)})
     pruned = copy_model(model)
     zero_pruned_weights(pruned, keep, structured=structured)
     return pruned

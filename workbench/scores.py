@@ -9,29 +9,31 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from workbench.compat import keras, tf
+from workbench.heads import Head, as_head
 from workbench.masks import Scores, unit_scores
 from workbench.registry import LayerInfo, get_kernels, kernel_variables, prunable_layers
 
 log = logging.getLogger(__name__)
 
-CRITERIA = ("gradient", "snip", "taylor", "magnitude", "random")
 GRANULARITIES = ("unstructured", "structured")
-NEEDS_GRADIENTS = ("gradient", "snip", "taylor")
 
 
 def check_criterion(criterion: str) -> str:
-    if criterion not in CRITERIA:
-        raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
+    """Return ``criterion``, or raise ValueError unless it names a row of ``CRITERIA``."""
+    if not isinstance(criterion, str) or criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {tuple(CRITERIA)}, got {criterion!r}")
     return criterion
 
 
 def check_granularity(granularity: str) -> str:
-    if granularity not in GRANULARITIES:
+    """Return ``granularity``, or raise ValueError unless it is one of ``GRANULARITIES``."""
+    if not isinstance(granularity, str) or granularity not in GRANULARITIES:
         raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
     return granularity
 
@@ -50,38 +52,58 @@ class GradientStats:
     batches: int
 
 
-def check_calibration(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> None:
-    """Raise ValueError unless images/labels fit the model's input and outputs."""
-    images, labels = np.asarray(images), np.asarray(labels)
+def check_calibration(
+    model: keras.Model, images: np.ndarray, labels: np.ndarray, head: Head | str | None = None
+) -> Head:
+    """Raise ValueError unless images/labels fit the model's input and head; return the head.
+
+    Images must be finite and scaled to [0, 1], as the loaders give them: gradients of 0-255
+    images are orders of magnitude off, so any ε would prune everything.
+    """
+    head = as_head(model, head)
+    images = np.asarray(images)
     expected = tuple(model.input_shape[1:])
     fits = images.ndim == len(expected) + 1 and all(
         e in (None, g) for e, g in zip(expected, images.shape[1:], strict=True)
     )
     if not fits:
         raise ValueError(f"calibration images must have shape (N, *{expected}), got {images.shape}")
-    if len(images) == 0 or len(images) != len(labels.reshape(-1)):
+    if len(images) == 0 or len(images) != len(np.asarray(labels)):
         raise ValueError(
             "calibration images and labels must be non-empty and of equal length, "
-            f"got {len(images)} and {len(labels)}"
+            f"got {len(images)} and {len(np.asarray(labels))}"
         )
-    if labels.min() < 0 or labels.max() >= model.output_shape[-1]:
+    if not np.issubdtype(images.dtype, np.number) or not np.isfinite(images).all():
+        raise ValueError(f"calibration images must be finite numbers, got dtype {images.dtype} or NaN/inf")
+    if images.min() < 0 or images.max() > 1:
         raise ValueError(
-            f"calibration labels must be in [0, {model.output_shape[-1]}), got {labels.min()}..{labels.max()}"
+            f"calibration images must be scaled to [0, 1] (as the loaders give them), "
+            f"got values {images.min():g}..{images.max():g}"
         )
+    head.check_labels(labels, "calibration labels")
+    return head
 
 
 def gradient_stats(
-    model: keras.Model, images: np.ndarray, labels: np.ndarray, batch_size: int = 64
+    model: keras.Model,
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int = 64,
+    head: Head | str | None = None,
 ) -> GradientStats:
-    """Accumulate gradient statistics of the loss over calibration batches (inference-mode BN).
+    """Accumulate gradient statistics of the model's own loss over calibration batches (inference-mode BN).
+
+    The loss is the head's (see ``workbench.heads``): a logits model is scored by cross-entropy
+    from logits, exactly as the same weights with a softmax appended.
 
     Raises:
-        ValueError: for calibration data of the wrong shape, or gradients that are NaN or inf.
+        ValueError: for calibration data of the wrong shape or scale, or gradients that are NaN or inf.
     """
-    check_calibration(model, images, labels)
+    head = check_calibration(model, images, labels, head)
     infos = prunable_layers(model)
     variables = list(kernel_variables(model).values())
-    loss_fn = keras.losses.SparseCategoricalCrossentropy()
+    loss_fn = head.loss()
+    targets = head.targets(labels)
 
     @tf.function(reduce_retracing=True)
     def batch_gradients(x, y):
@@ -94,7 +116,7 @@ def gradient_stats(
     starts = range(0, len(images), batch_size)
     for start in starts:
         x = tf.constant(images[start : start + batch_size], tf.float32)
-        y = tf.constant(np.asarray(labels).reshape(-1)[start : start + batch_size])
+        y = tf.constant(targets[start : start + batch_size])
         for info, grad in zip(infos, batch_gradients(x, y), strict=True):
             _accumulate(sums, info, np.asarray(grad), kernels[info.name])
     n = len(starts)
@@ -117,30 +139,61 @@ def _check_finite(stats: GradientStats) -> None:
         if not np.isfinite(values).all() or not np.isfinite(stats.sq_grad[name]).all():
             raise ValueError(
                 f"gradients of layer {name!r} are NaN or inf on the calibration data; "
-                "check the inputs are scaled to [0, 1] and the model's loss is finite"
+                "check the model's weights and loss are finite"
             )
+
+
+# --- the criteria -----------------------------------------------------------------------------
+
+WeightFn = Callable[[Scores, "GradientStats | None", int], Scores]
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """One scoring rule: whether it needs gradients, its per-weight and per-unit scores, its label.
+
+    ``unit_fn`` None means a unit (filter, neuron) scores the mean of its weights' scores.
+    ``threshold_label`` names the quantity ε is compared with (for the dashboard).
+    """
+
+    needs_gradients: bool
+    weight_fn: WeightFn
+    unit_fn: WeightFn | None
+    threshold_label: str
+
+
+def _random(kernels: Scores, stats, seed: int) -> Scores:
+    return {n: np.random.default_rng([seed, i]).random(w.shape) for i, (n, w) in enumerate(kernels.items())}
+
+
+CRITERIA: dict[str, Criterion] = {
+    "gradient": Criterion(True, lambda k, s, _: dict(s.abs_grad), None, "|g|"),
+    "snip": Criterion(
+        True, lambda k, s, _: {n: np.abs(w) * s.abs_grad[n] for n, w in k.items()}, None, "|g·w|"
+    ),
+    "taylor": Criterion(
+        True,
+        lambda k, s, _: {n: w**2 * s.sq_grad[n] for n, w in k.items()},
+        lambda k, s, _: dict(s.unit_taylor),  # Molchanov's filter score: (Σ g·w)² per unit
+        "(g·w)²",
+    ),
+    "magnitude": Criterion(False, lambda k, s, _: {n: np.abs(w) for n, w in k.items()}, None, "|w|"),
+    "random": Criterion(False, _random, None, "random"),
+}
 
 
 def weight_scores(criterion: str, kernels: Scores, stats: GradientStats | None, seed: int = 0) -> Scores:
     """Score every kernel weight by ``criterion``; ``stats`` is needed for gradient-based ones."""
-    check_criterion(criterion)
-    if criterion == "gradient":
-        return dict(stats.abs_grad)
-    if criterion == "snip":
-        return {n: np.abs(w) * stats.abs_grad[n] for n, w in kernels.items()}
-    if criterion == "taylor":
-        return {n: w**2 * stats.sq_grad[n] for n, w in kernels.items()}
-    if criterion == "magnitude":
-        return {n: np.abs(w) for n, w in kernels.items()}
-    return {n: np.random.default_rng([seed, i]).random(w.shape) for i, (n, w) in enumerate(kernels.items())}
+    return CRITERIA[check_criterion(criterion)].weight_fn(kernels, stats, seed)
 
 
 def structured_scores(
     criterion: str, kernels: Scores, stats: GradientStats | None, infos: list[LayerInfo], seed: int = 0
 ) -> Scores:
-    """Score every structured unit: the per-filter Taylor score, or the mean of its weights' scores."""
-    if criterion == "taylor":
-        return dict(stats.unit_taylor)
+    """Score every structured unit: the criterion's own unit score, or the mean of its weights' scores."""
+    unit_fn = CRITERIA[check_criterion(criterion)].unit_fn
+    if unit_fn is not None:
+        return unit_fn(kernels, stats, seed)
     return unit_scores(weight_scores(criterion, kernels, stats, seed), {i.name: i.units_shape for i in infos})
 
 
@@ -163,13 +216,18 @@ class Scorer:
         *,
         seed: int = 0,
         batch_size: int = 64,
+        head: Head | str | None = None,
     ):
-        check_calibration(model, images, labels)
-        self.model, self.images, self.labels = (
-            model,
-            np.asarray(images, np.float32),
-            np.asarray(labels).reshape(-1),
-        )
+        """Check the calibration data and read the model's head (``head=`` overrides it).
+
+        Raises:
+            ValueError: for images of the wrong shape or outside [0, 1], labels that don't fit
+                the head, a head that can't be identified, or a bad ``batch_size``.
+        """
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.head = check_calibration(model, images, labels, head)
+        self.model, self.images, self.labels = model, np.asarray(images, np.float32), np.asarray(labels)
         self.seed, self.batch_size = seed, batch_size
         self.infos = prunable_layers(model)
         self._stats: dict[str, GradientStats] = {}
@@ -185,16 +243,17 @@ class Scorer:
         key = self.fingerprint()
         if key not in self._stats:
             log.info("accumulating gradients over %d calibration images", len(self.images))
-            self._stats[key] = gradient_stats(self.model, self.images, self.labels, self.batch_size)
+            self._stats[key] = gradient_stats(
+                self.model, self.images, self.labels, self.batch_size, self.head
+            )
         return self._stats[key]
 
     def scores(self, criterion: str, granularity: str = "unstructured") -> Scores:
         """Return {layer: scores} per weight (unstructured) or per unit (structured), cached."""
-        check_criterion(criterion)
         check_granularity(granularity)
         key = (self.fingerprint(), criterion, granularity)
         if key not in self._scores:
-            stats = self.stats() if criterion in NEEDS_GRADIENTS else None
+            stats = self.stats() if CRITERIA[check_criterion(criterion)].needs_gradients else None
             kernels = get_kernels(self.model)
             if granularity == "structured":
                 self._scores[key] = structured_scores(criterion, kernels, stats, self.infos, self.seed)

@@ -14,7 +14,14 @@ import numpy as np
 import pandas as pd
 
 from workbench.compat import tf
-from workbench.evaluate import changed_predictions, layer_table, validated_metrics
+from workbench.evaluate import (
+    changed_labels,
+    changed_predictions,
+    layer_table,
+    multilabel_metrics,
+    validated_metrics,
+)
+from workbench.heads import Head, as_head
 from workbench.masks import (
     MaskResult,
     Masks,
@@ -39,7 +46,8 @@ class Evaluator:
         >>> ev.evaluate(make_masks(scorer, PruneSpec(sparsity=0.5)).keep)     # doctest: +SKIP
     """
 
-    def __init__(self, model, val, test, positive: int = 1):
+    def __init__(self, model, val, test, positive: int = 1, head: Head | str | None = None):
+        self.head = as_head(model, head)  # outputs -> probabilities, and which metrics apply
         self.work = copy_model(model)
         self.dense_kernels = get_kernels(model)
         self.variables = kernel_variables(self.work)
@@ -49,7 +57,7 @@ class Evaluator:
         self.positive = positive
         self.val_labels, self.test_labels = np.asarray(val.labels), np.asarray(test.labels)
         self._images = tf.constant(np.concatenate([val.images, test.images]), tf.float32)
-        self._forward = tf.function(lambda x: self.work(x, training=False))
+        self._forward = tf.function(lambda x: self.head.probabilities(self.work(x, training=False)))
         self.dense_val, self.dense_test = self._split(self._forward(self._images).numpy())
         self.dense_metrics = self._metrics(self.dense_val, self.dense_test)
 
@@ -70,21 +78,27 @@ class Evaluator:
         return self._split(self._forward(self._images).numpy())
 
     def _metrics(self, val_probs: np.ndarray, test_probs: np.ndarray) -> dict:
+        if self.head.multilabel:
+            return multilabel_metrics(val_probs, self.val_labels, test_probs, self.test_labels)
         return validated_metrics(val_probs, self.val_labels, test_probs, self.test_labels, self.positive)
 
     def evaluate(self, keep: Masks, structured: bool = False) -> dict:
         """Clinical metrics on test (threshold chosen on val), plus the test images whose class changed."""
         val_probs, test_probs = self.probabilities(keep, structured)
         metrics = self._metrics(val_probs, test_probs)
-        metrics["changed"] = changed_predictions(self.dense_test, test_probs)
+        changed = changed_labels if self.head.multilabel else changed_predictions
+        metrics["changed"] = changed(self.dense_test, test_probs)
         metrics["test_probs"] = test_probs
         return metrics
 
 
-def evaluate_model(model, val, test, positive: int = 1) -> dict:
+def evaluate_model(model, val, test, positive: int = 1, head: Head | str | None = None) -> dict:
     """Clinical test metrics of a model evaluated once (threshold chosen on val); no compiled cache."""
-    val_probs = model.predict(val.images, batch_size=512, verbose=0)
-    test_probs = model.predict(test.images, batch_size=512, verbose=0)
+    head = as_head(model, head)
+    val_probs = head.probabilities(model.predict(val.images, batch_size=512, verbose=0)).numpy()
+    test_probs = head.probabilities(model.predict(test.images, batch_size=512, verbose=0)).numpy()
+    if head.multilabel:
+        return multilabel_metrics(val_probs, val.labels, test_probs, test.labels)
     return validated_metrics(val_probs, val.labels, test_probs, test.labels, positive)
 
 

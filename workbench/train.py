@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import tempfile
 from dataclasses import asdict, dataclass
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from workbench.compat import keras, tf
 from workbench.data import Dataset
+from workbench.heads import Head, as_head
 from workbench.models import build_model, check_model_fits, load_user_model
 from workbench.paths import cache_dir as default_cache_dir
 from workbench.paths import write_atomically
@@ -34,11 +36,13 @@ class Recipe:
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+        for name, low in (("epochs", 1), ("batch_size", 1), ("seed", 0)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        rate = self.learning_rate
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate < math.inf:
+            raise ValueError(f"learning_rate must be a finite number > 0, got {rate!r}")
 
 
 def seed_everything(seed: int) -> None:
@@ -47,11 +51,13 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def compile_model(model: keras.Model, learning_rate: float = 1e-3) -> keras.Model:
-    """Compile for integer-label classification with Adam; returns the model for chaining."""
+def compile_model(
+    model: keras.Model, learning_rate: float = 1e-3, head: Head | str | None = None
+) -> keras.Model:
+    """Compile with Adam and the loss of the model's head (see ``workbench.heads``); returns the model."""
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
+        loss=as_head(model, head).loss(),
         metrics=["accuracy"],
     )
     return model
@@ -64,19 +70,24 @@ def fit(
     *,
     callbacks: list | None = None,
     progress: bool = True,
+    head: Head | str | None = None,
 ) -> dict[str, list[float]]:
     """Train ``model`` in place on ``dataset.train``, validating on ``dataset.val``.
+
+    Args:
+        head: the model's head, if its detection needs overriding (see ``workbench.heads``).
 
     Returns:
         The per-epoch history: loss, accuracy, val_loss, val_accuracy.
     """
     seed_everything(recipe.seed)
+    head = as_head(model, head)
     if model.optimizer is None or not model.compiled:
-        compile_model(model, recipe.learning_rate)
+        compile_model(model, recipe.learning_rate, head)
     history = model.fit(
         dataset.train.images,
-        dataset.train.labels,
-        validation_data=(dataset.val.images, dataset.val.labels),
+        head.targets(dataset.train.labels),
+        validation_data=(dataset.val.images, head.targets(dataset.val.labels)),
         epochs=recipe.epochs,
         batch_size=recipe.batch_size,
         shuffle=True,
@@ -100,13 +111,18 @@ def baseline(
     *,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    train_user_model: bool = False,
 ) -> tuple[keras.Model, dict[str, list[float]]]:
     """Return a trained baseline for ``dataset``, training it only if the cache has none.
 
+    A user's ``.keras`` model is returned exactly as given (weights untouched, empty history)
+    unless ``train_user_model=True``, which trains it further from its weights by ``recipe``
+    and caches the result (the file's bytes are part of the cache key).
+
     Args:
-        model: a builder name from ``workbench.models.BUILDERS`` or a path to a user's ``.keras``
-            model (trained further from its weights, which are part of the cache key).
+        model: a builder name from ``workbench.models.BUILDERS`` or a path to a user's ``.keras``.
         recipe: epochs, batch size, learning rate and seed.
+        train_user_model: train a user's model before exploring it (off: explore it as given).
 
     Returns:
         (the model, its training history).
@@ -114,6 +130,11 @@ def baseline(
     Example:
         >>> model, history = baseline(load_default(), "seed_cnn", Recipe(epochs=5))  # doctest: +SKIP
     """
+    if not isinstance(train_user_model, bool):
+        raise ValueError(f"train_user_model must be True or False, got {train_user_model!r}")
+    if _is_model_file(model) and not train_user_model:
+        log.info("exploring the user's model %s as given (no training)", model)
+        return load_user_model(model, dataset), {}
     path = (
         Path(cache_dir or default_cache_dir())
         / f"{Path(str(model)).stem}-{cache_key(dataset, model, recipe)}.keras"

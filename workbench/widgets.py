@@ -86,7 +86,7 @@ class Dashboard:
             "mode": w.ToggleButtons(
                 options=[("ε threshold", "epsilon"), ("target sparsity", "sparsity")], description="select by"
             ),
-            "criterion": w.Dropdown(options=CRITERIA, value=criterion, description="criterion"),
+            "criterion": w.Dropdown(options=list(CRITERIA), value=criterion, description="criterion"),
             "scope": w.ToggleButtons(options=["global", "layerwise"], description="scope"),
             "granularity": w.ToggleButtons(options=GRANULARITIES, description="granularity"),
             "epsilon": w.FloatLogSlider(
