@@ -1,11 +1,10 @@
-"""Where the workbench keeps generated data, downloads and cached models, and how it writes files.
+"""Where the workbench keeps generated data, downloads and cached models.
 
 Notebooks run with their own folder as working directory, so paths are anchored at the project
 root rather than the current directory. Set ``WORKBENCH_DATA`` to keep data elsewhere.
 """
 
 import os
-import tempfile
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -21,14 +20,3 @@ def data_dir() -> Path:
 def cache_dir() -> Path:
     """Return the folder of cached trained baselines."""
     return data_dir() / "cache"
-
-
-def write_atomically(path: Path, payload: bytes | str) -> None:
-    """Write ``payload`` to ``path`` so that ``path`` is either complete or untouched, never half-written."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".partial-{path.name}.")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(payload.encode() if isinstance(payload, str) else payload)
-        os.replace(temporary, path)
-    finally:
-        Path(temporary).unlink(missing_ok=True)

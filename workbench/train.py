@@ -11,17 +11,15 @@ import hashlib
 import json
 import logging
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from workbench.compat import keras, tf
 from workbench.data import Dataset
+from workbench.fs import atomic_path, write_atomically
 from workbench.heads import Head, as_head
 from workbench.models import build_model, check_model_fits, load_user_model
 from workbench.paths import cache_dir as default_cache_dir
-from workbench.paths import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -166,13 +164,8 @@ def save_atomically(model: keras.Model, path: Path, history: dict | None = None)
     path.parent.mkdir(parents=True, exist_ok=True)
     if history is not None:
         write_atomically(path.with_suffix(".history.json"), json.dumps(history))
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".partial-", suffix=".keras")
-    os.close(handle)
-    try:
+    with atomic_path(path) as temporary:
         model.save(temporary)
-        os.replace(temporary, path)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
     return path
 
 
