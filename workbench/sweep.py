@@ -14,7 +14,15 @@ import numpy as np
 import pandas as pd
 
 from workbench.compat import tf
-from workbench.evaluate import changed_predictions, layer_table, validated_metrics
+from workbench.evaluate import (
+    YOUDEN,
+    OperatingPoint,
+    changed_predictions,
+    compare_to_dense,
+    layer_table,
+    settle,
+    validated_metrics,
+)
 from workbench.masks import (
     MaskResult,
     Masks,
@@ -34,27 +42,37 @@ log = logging.getLogger(__name__)
 class Evaluator:
     """Evaluate keep-masks of one model on fixed validation and test sets, quickly and repeatedly.
 
+    Each result holds the clinical metrics (``validated_metrics``) and the evidence against the
+    dense model (``compare_to_dense``: AUC and its paired difference with intervals, the
+    non-inferiority verdict at ``margin``, Wilson intervals, ECE interval, McNemar's p).
+
     Example:
         >>> ev = Evaluator(model, data.val, data.test)                        # doctest: +SKIP
         >>> ev.evaluate(make_masks(scorer, PruneSpec(sparsity=0.5)).keep)     # doctest: +SKIP
     """
 
-    def __init__(self, model, val, test, positive: int = 1):
+    def __init__(
+        self,
+        model,
+        val,
+        test,
+        positive: int = 1,
+        *,
+        operating: OperatingPoint = YOUDEN,
+        margin: float = 0.02,
+        level: float = 0.95,
+    ):
         self.work = copy_model(model)
         self.dense_kernels = get_kernels(model)
         self.variables = kernel_variables(self.work)
         biased = [layer_by_name(self.work, name) for name in self.variables]
         self.biases = {layer.name: layer.bias for layer in biased if getattr(layer, "bias", None) is not None}
         self.dense_biases = {name: np.asarray(bias) for name, bias in self.biases.items()}
-        self.positive = positive
-        self.val_labels, self.test_labels = np.asarray(val.labels), np.asarray(test.labels)
-        self._images = tf.constant(np.concatenate([val.images, test.images]), tf.float32)
-        self._forward = tf.function(lambda x: self.work(x, training=False))
-        self.dense_val, self.dense_test = self._split(self._forward(self._images).numpy())
+        self.positive, self.operating, self.margin, self.level = positive, operating, margin, level
+        self.val, self.test = val, test
+        self._forward = compiled_forward(self.work)
+        self.dense_val, self.dense_test = predict_splits(self._forward, val, test)
         self.dense_metrics = self._metrics(self.dense_val, self.dense_test)
-
-    def _split(self, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return probs[: len(self.val_labels)], probs[len(self.val_labels) :]
 
     def probabilities(self, keep: Masks, structured: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(val, test) probabilities with ``keep`` applied to the kernels.
@@ -67,25 +85,86 @@ class Evaluator:
         for name, bias in self.biases.items():
             alive = alive_units(keep[name], bias.shape[0]) if structured else True
             bias.assign(self.dense_biases[name] * alive)
-        return self._split(self._forward(self._images).numpy())
+        return predict_splits(self._forward, self.val, self.test)
 
     def _metrics(self, val_probs: np.ndarray, test_probs: np.ndarray) -> dict:
-        return validated_metrics(val_probs, self.val_labels, test_probs, self.test_labels, self.positive)
+        return point_metrics(
+            (self.dense_val, self.dense_test),
+            (val_probs, test_probs),
+            self.val.labels,
+            self.test.labels,
+            positive=self.positive,
+            operating=self.operating,
+            margin=self.margin,
+            level=self.level,
+        )
 
     def evaluate(self, keep: Masks, structured: bool = False) -> dict:
-        """Clinical metrics on test (threshold chosen on val), plus the test images whose class changed."""
-        val_probs, test_probs = self.probabilities(keep, structured)
-        metrics = self._metrics(val_probs, test_probs)
-        metrics["changed"] = changed_predictions(self.dense_test, test_probs)
-        metrics["test_probs"] = test_probs
-        return metrics
+        """Clinical metrics and evidence on test (threshold chosen on val), and the changed decisions."""
+        return self._metrics(*self.probabilities(keep, structured))
 
 
-def evaluate_model(model, val, test, positive: int = 1) -> dict:
-    """Clinical test metrics of a model evaluated once (threshold chosen on val); no compiled cache."""
-    val_probs = model.predict(val.images, batch_size=512, verbose=0)
-    test_probs = model.predict(test.images, batch_size=512, verbose=0)
-    return validated_metrics(val_probs, val.labels, test_probs, test.labels, positive)
+def compiled_forward(model):
+    """The model's inference pass as one compiled function (shared by every evaluation path)."""
+    return tf.function(lambda x: model(x, training=False))
+
+
+def predict_splits(forward, val, test) -> tuple[np.ndarray, np.ndarray]:
+    """(val, test) probabilities from one forward pass over both splits together.
+
+    One pass, always the same batch: softmax and batched kernels round differently with a row's
+    position in a batch, and every evaluation path must see the same numbers.
+    """
+    images = tf.constant(np.concatenate([val.images, test.images]), tf.float32)
+    probs = forward(images).numpy()
+    return probs[: len(val.labels)], probs[len(val.labels) :]
+
+
+def point_metrics(
+    dense: tuple[np.ndarray, np.ndarray],
+    probs: tuple[np.ndarray, np.ndarray],
+    val_labels,
+    test_labels,
+    **options,
+) -> dict:
+    """``validated_metrics`` of ``probs`` with ``compare_to_dense`` merged in, plus changed decisions.
+
+    ``options`` are ``compare_to_dense``'s keywords (positive, operating, margin, level).
+    """
+    positive, operating = options.get("positive", 1), options.get("operating", YOUDEN)
+    metrics = validated_metrics(probs[0], val_labels, probs[1], test_labels, positive, operating=operating)
+    before = validated_metrics(dense[0], val_labels, dense[1], test_labels, positive, operating=operating)
+    metrics.update(compare_to_dense(dense, probs, val_labels, test_labels, **options))
+    metrics["changed"] = changed_predictions(
+        settle(dense[1]), settle(probs[1]), before["threshold"], metrics["threshold"], positive
+    )
+    metrics["test_probs"] = probs[1]
+    return metrics
+
+
+def evaluate_model(
+    model,
+    val,
+    test,
+    positive: int = 1,
+    *,
+    dense=None,
+    operating: OperatingPoint = YOUDEN,
+    margin: float = 0.02,
+    level: float = 0.95,
+) -> dict:
+    """Clinical test metrics of a model evaluated once (threshold chosen on val); no cached copy.
+
+    Args:
+        dense: the dense reference model; given, the result also holds ``compare_to_dense``'s
+            evidence and ``changed``, exactly as ``Evaluator.evaluate`` returns for the same masks.
+    """
+    probs = predict_splits(compiled_forward(model), val, test)
+    if dense is None:
+        return validated_metrics(probs[0], val.labels, probs[1], test.labels, positive, operating=operating)
+    reference = predict_splits(compiled_forward(dense), val, test)
+    options = dict(positive=positive, operating=operating, margin=margin, level=level)
+    return point_metrics(reference, probs, val.labels, test.labels, **options)
 
 
 SCALAR_METRICS = ("accuracy", "auc", "sensitivity", "specificity", "ece")
