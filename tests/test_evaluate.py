@@ -268,3 +268,44 @@ def test_compare_to_dense_BadMargin_Raises():
     probs, labels = _binary([0.2, 0.8]), np.array([0, 1])
     with pytest.raises(ValueError, match="margin"):
         compare_to_dense((probs, probs), (probs, probs), labels, labels, margin=-0.1)
+
+
+# --- the fast Evaluator and the one-shot evaluate_model agree --------------------------------
+
+
+def _same(fast: dict, slow: dict) -> None:
+    for key in (*EVIDENCE_KEYS, "accuracy", "recall_per_class"):
+        assert fast[key] == slow[key], key
+    np.testing.assert_array_equal(fast["changed"], slow["changed"])
+    np.testing.assert_array_equal(fast["confusion"], slow["confusion"])
+
+
+@pytest.mark.parametrize("structured", [False, True])
+def test_evaluator_AndEvaluateModel_IdenticalMetrics_EvenWithEveryKernelPruned(trained_tiny, structured):
+    from workbench.prune import PruneSpec, make_masks
+    from workbench.registry import get_kernels
+    from workbench.scores import Scorer
+    from workbench.sweep import Evaluator, evaluate_model
+
+    model, data = trained_tiny
+    evaluator = Evaluator(model, data.val, data.test)
+    half = make_masks(
+        Scorer(model, data.val.images, data.val.labels), PruneSpec("magnitude", sparsity=0.6)
+    ).keep
+    nothing = {name: np.zeros(kernel.shape, bool) for name, kernel in get_kernels(model).items()}
+    for keep in (half, nothing):
+        fast = evaluator.evaluate(keep, structured=structured)
+        pruned = apply_masks(model, keep, structured=structured)
+        _same(fast, evaluate_model(pruned, data.val, data.test, dense=model))
+    assert fast["auc"] == 0.5  # a constant model ranks nobody: ties, not float noise
+
+
+def test_evaluator_TargetSensitivity_FlowsThroughToTheResult(trained_tiny):
+    from workbench.sweep import Evaluator, evaluate_model
+
+    model, data = trained_tiny
+    operating = OperatingPoint("sensitivity", 0.95)
+    dense = Evaluator(model, data.val, data.test, operating=operating).dense_metrics
+    assert dense["rule"] == "sensitivity>=0.95" and dense["noninferiority"] == "non-inferior"
+    slow = evaluate_model(model, data.val, data.test, operating=operating)
+    assert slow["threshold"] == dense["threshold"]
