@@ -124,6 +124,25 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int 
     return float(stats.ece_of(which, gaps, np.arange(len(gaps)), bins)[0])
 
 
+def reliability_curve(probs: np.ndarray, labels: np.ndarray, bins: int = 10) -> pd.DataFrame:
+    """The data of a reliability diagram: per non-empty confidence bin, mean confidence, accuracy, count.
+
+    Confidence is the max probability, as in ``expected_calibration_error``.
+    """
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == np.asarray(labels).reshape(-1)
+    which, _ = stats.calibration_gaps(confidence, correct, bins)
+    count = np.bincount(which, minlength=bins)
+    filled = count > 0
+    return pd.DataFrame(
+        {
+            "confidence": np.bincount(which, confidence, bins)[filled] / count[filled],
+            "accuracy": np.bincount(which, correct, bins)[filled] / count[filled],
+            "count": count[filled],
+        }
+    )
+
+
 def clinical_metrics(
     probs: np.ndarray, labels: np.ndarray, threshold: float | None = None, positive: int = 1
 ) -> dict:
