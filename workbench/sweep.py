@@ -17,10 +17,8 @@ from workbench.compat import tf
 from workbench.evaluate import (
     YOUDEN,
     OperatingPoint,
-    changed_predictions,
-    compare_to_dense,
     layer_table,
-    settle,
+    pruned_metrics,
     validated_metrics,
 )
 from workbench.masks import (
@@ -88,7 +86,7 @@ class Evaluator:
         return predict_splits(self._forward, self.val, self.test)
 
     def _metrics(self, val_probs: np.ndarray, test_probs: np.ndarray) -> dict:
-        return point_metrics(
+        return pruned_metrics(
             (self.dense_val, self.dense_test),
             (val_probs, test_probs),
             self.val.labels,
@@ -120,28 +118,6 @@ def predict_splits(forward, val, test) -> tuple[np.ndarray, np.ndarray]:
     return probs[: len(val.labels)], probs[len(val.labels) :]
 
 
-def point_metrics(
-    dense: tuple[np.ndarray, np.ndarray],
-    probs: tuple[np.ndarray, np.ndarray],
-    val_labels,
-    test_labels,
-    **options,
-) -> dict:
-    """``validated_metrics`` of ``probs`` with ``compare_to_dense`` merged in, plus changed decisions.
-
-    ``options`` are ``compare_to_dense``'s keywords (positive, operating, margin, level).
-    """
-    positive, operating = options.get("positive", 1), options.get("operating", YOUDEN)
-    metrics = validated_metrics(probs[0], val_labels, probs[1], test_labels, positive, operating=operating)
-    before = validated_metrics(dense[0], val_labels, dense[1], test_labels, positive, operating=operating)
-    metrics.update(compare_to_dense(dense, probs, val_labels, test_labels, **options))
-    metrics["changed"] = changed_predictions(
-        settle(dense[1]), settle(probs[1]), before["threshold"], metrics["threshold"], positive
-    )
-    metrics["test_probs"] = probs[1]
-    return metrics
-
-
 def evaluate_model(
     model,
     val,
@@ -164,7 +140,7 @@ def evaluate_model(
         return validated_metrics(probs[0], val.labels, probs[1], test.labels, positive, operating=operating)
     reference = predict_splits(compiled_forward(dense), val, test)
     options = dict(positive=positive, operating=operating, margin=margin, level=level)
-    return point_metrics(reference, probs, val.labels, test.labels, **options)
+    return pruned_metrics(reference, probs, val.labels, test.labels, **options)
 
 
 SCALAR_METRICS = ("accuracy", "auc", "sensitivity", "specificity", "ece")
