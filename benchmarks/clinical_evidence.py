@@ -35,7 +35,7 @@ from workbench.prune import (
 )
 from workbench.registry import get_kernels
 from workbench.scores import Scorer
-from workbench.sweep import Evaluator, compiled_forward, evaluate_model, predict_splits
+from workbench.sweep import Evaluator, compiled_forward, evaluate_model, predict_splits, stacked_images
 from workbench.train import Recipe, baseline
 
 SPARSITIES = (0.5, 0.75, 0.9, 0.95)
@@ -77,7 +77,7 @@ def check_paths_agree(model, data, evaluator: Evaluator, failures: list[str]) ->
 def check_validation_target(
     model, data, metrics: dict, target: float, label: str, failures: list[str]
 ) -> None:
-    val_probs, _ = predict_splits(compiled_forward(model), data.val, data.test)
+    val_probs, _ = predict_splits(compiled_forward(model), stacked_images(data.val, data.test), len(data.val))
     positives = data.val.labels == 1
     achieved = float((settle(val_probs)[positives, 1] >= metrics["threshold"]).mean())
     check(achieved >= target, f"{label}: validation sensitivity {achieved:.3f} < target {target}", failures)

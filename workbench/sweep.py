@@ -68,8 +68,8 @@ class Evaluator:
         self.dense_biases = {name: np.asarray(bias) for name, bias in self.biases.items()}
         self.positive, self.operating, self.margin, self.level = positive, operating, margin, level
         self.val, self.test = val, test
-        self._forward = compiled_forward(self.work)
-        self.dense_val, self.dense_test = predict_splits(self._forward, val, test)
+        self._forward, self._images = compiled_forward(self.work), stacked_images(val, test)
+        self.dense_val, self.dense_test = predict_splits(self._forward, self._images, len(val.labels))
         self.dense_metrics = self._metrics(self.dense_val, self.dense_test)
 
     def probabilities(self, keep: Masks, structured: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -83,7 +83,7 @@ class Evaluator:
         for name, bias in self.biases.items():
             alive = alive_units(keep[name], bias.shape[0]) if structured else True
             bias.assign(self.dense_biases[name] * alive)
-        return predict_splits(self._forward, self.val, self.test)
+        return predict_splits(self._forward, self._images, len(self.val.labels))
 
     def _metrics(self, val_probs: np.ndarray, test_probs: np.ndarray) -> dict:
         return pruned_metrics(
@@ -107,15 +107,19 @@ def compiled_forward(model):
     return tf.function(lambda x: model(x, training=False))
 
 
-def predict_splits(forward, val, test) -> tuple[np.ndarray, np.ndarray]:
-    """(val, test) probabilities from one forward pass over both splits together.
+def stacked_images(val, test):
+    """Validation and test images as one tensor: every evaluation path runs them in one batch."""
+    return tf.constant(np.concatenate([val.images, test.images]), tf.float32)
+
+
+def predict_splits(forward, images, val_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(val, test) probabilities from one forward pass over ``stacked_images``.
 
     One pass, always the same batch: softmax and batched kernels round differently with a row's
     position in a batch, and every evaluation path must see the same numbers.
     """
-    images = tf.constant(np.concatenate([val.images, test.images]), tf.float32)
     probs = forward(images).numpy()
-    return probs[: len(val.labels)], probs[len(val.labels) :]
+    return probs[:val_size], probs[val_size:]
 
 
 def evaluate_model(
@@ -135,10 +139,11 @@ def evaluate_model(
         dense: the dense reference model; given, the result also holds ``compare_to_dense``'s
             evidence and ``changed``, exactly as ``Evaluator.evaluate`` returns for the same masks.
     """
-    probs = predict_splits(compiled_forward(model), val, test)
+    images = stacked_images(val, test)
+    probs = predict_splits(compiled_forward(model), images, len(val.labels))
     if dense is None:
         return validated_metrics(probs[0], val.labels, probs[1], test.labels, positive, operating=operating)
-    reference = predict_splits(compiled_forward(dense), val, test)
+    reference = predict_splits(compiled_forward(dense), images, len(val.labels))
     options = dict(positive=positive, operating=operating, margin=margin, level=level)
     return pruned_metrics(reference, probs, val.labels, test.labels, **options)
 
