@@ -309,3 +309,13 @@ def test_evaluator_TargetSensitivity_FlowsThroughToTheResult(trained_tiny):
     assert dense["rule"] == "sensitivity>=0.95" and dense["noninferiority"] == "non-inferior"
     slow = evaluate_model(model, data.val, data.test, operating=operating)
     assert slow["threshold"] == dense["threshold"]
+
+
+def test_validated_metrics_UlpNoiseOfAConstantModel_TiesInsteadOfRanking():
+    # softmax of equal logits, as a batched kernel returns it: 0.5 or one ulp below, by batch position
+    below = np.nextafter(np.float32(0.5), np.float32(0))
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    p = np.where(labels == 1, np.float32(0.5), below).astype(np.float32)
+    assert roc_auc_score(labels, p) == 1.0  # the noise alone would rank every case perfectly
+    m = validated_metrics(_binary(p), labels, _binary(p), labels)
+    assert m["auc"] == 0.5
