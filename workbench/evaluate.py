@@ -21,9 +21,7 @@ from workbench import stats
 from workbench.compat import keras
 from workbench.masks import MaskResult, Masks, alive_units
 from workbench.registry import layer_by_name, other_parameters, prunable_layers
-from workbench.stats import auc_ci, compare_auc
-
-__all__ = ["auc_ci", "compare_auc"]  # re-exported: the evidence API lives beside the metrics
+from workbench.stats import auc_ci, compare_auc  # noqa: F401 - re-exported: evidence beside the metrics
 
 RULES = ("youden", "sensitivity", "specificity")
 UNDEFINED = "undefined"  # the verdict when AUC is undefined (a single class in test)
