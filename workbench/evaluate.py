@@ -2,7 +2,10 @@
 
 Metrics are NumPy/scikit-learn over probability arrays (N, classes); binary and multi-class
 both work. For binary tasks the operating threshold on p(positive) is chosen on validation data
-(Youden's J) and then applied unchanged to test, as a clinic would.
+(``OperatingPoint``: Youden's J, a target sensitivity or a target specificity) and then applied
+unchanged to test, as a clinic would. ``compare_to_dense`` adds the evidence a reviewer asks for:
+intervals, the paired AUC difference and the non-inferiority verdict (maths in ``stats``).
+Undefined metrics (a single class) are None with an ``UndefinedMetricWarning``, never a number.
 """
 
 from __future__ import annotations
