@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import roc_auc_score
 
 from workbench.evaluate import (
+    EVIDENCE_KEYS,
+    OperatingPoint,
     auc,
     changed_predictions,
     clinical_metrics,
+    compare_to_dense,
     expected_calibration_error,
     flops,
     gzip_bytes,
     operating_threshold,
     parameter_counts,
+    validated_metrics,
 )
 from workbench.models import seed_cnn
 from workbench.prune import apply_masks
@@ -34,7 +39,8 @@ def test_auc_AgreesWithScikitLearn_BinaryAndMultiClass():
     logits = rng.normal(size=(300, 3)) + np.eye(3)[labels3]
     probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     assert auc(probs, labels3) == pytest.approx(roc_auc_score(labels3, probs, multi_class="ovr"))
-    assert np.isnan(auc(_binary([0.2, 0.9]), [1, 1]))
+    with pytest.warns(UndefinedMetricWarning, match="AUC is undefined"):
+        assert auc(_binary([0.2, 0.9]), [1, 1]) is None
 
 
 def test_clinical_metrics_HandWorkedBinaryCase():
@@ -150,3 +156,166 @@ def test_layer_table_ListsPrunedKernels_ThenUnprunedBiasesAndBatchNorm():
     assert counts["parameters"] == model.count_params()
     assert counts["nonzero_parameters"] == model.count_params() - int(head["pruned"].sum())
     assert counts["sparsity"] == pytest.approx(0.5, abs=1e-3)
+
+
+# --- operating points, undefined metrics, evidence against the dense model ----------------------
+
+
+def _scores(rng, n, shift=1.2):
+    labels = rng.integers(0, 2, n)
+    p = 1 / (1 + np.exp(-(rng.normal(size=n) + shift * (2 * labels - 1))))
+    return _binary(p), labels
+
+
+@pytest.mark.parametrize("target", [0.8, 0.95, 0.99])
+def test_operating_threshold_TargetSensitivity_IsReachedOnValidation_AtMostSpecificity(target):
+    rng = np.random.default_rng(7)
+    val, labels = _scores(rng, 400)
+    threshold = operating_threshold(val, labels, operating=OperatingPoint("sensitivity", target))
+    said = val[:, 1] >= threshold
+    assert said[labels == 1].mean() >= target
+    # the next higher distinct score would miss the target: the threshold is as strict as allowed
+    higher = np.unique(val[:, 1])[np.unique(val[:, 1]) > threshold]
+    if higher.size:
+        assert (val[labels == 1, 1] >= higher[0]).mean() < target
+
+
+def test_operating_threshold_TargetSpecificity_IsReachedOnValidation():
+    rng = np.random.default_rng(8)
+    val, labels = _scores(rng, 400)
+    threshold = operating_threshold(val, labels, operating=OperatingPoint("specificity", 0.9))
+    assert (val[labels == 0, 1] < threshold).mean() >= 0.9
+    test, test_labels = _scores(rng, 300)
+    m = validated_metrics(val, labels, test, test_labels, operating=OperatingPoint("specificity", 0.9))
+    assert m["threshold"] == pytest.approx(threshold, rel=1e-6) and m["rule"] == "specificity>=0.9"
+
+
+def test_operating_point_BadRuleOrTarget_RaisesNamingIt():
+    with pytest.raises(ValueError, match="rule"):
+        OperatingPoint("accuracy")
+    with pytest.raises(ValueError, match="target"):
+        OperatingPoint("sensitivity")
+    with pytest.raises(ValueError, match="target"):
+        OperatingPoint("specificity", 1.5)
+
+
+def test_validated_metrics_SingleClassValidation_WarnsAndSaysArgmax_NoSilentHalf():
+    test = _binary([0.1, 0.7, 0.4, 0.9])
+    with pytest.warns(UndefinedMetricWarning, match="validation holds a single class"):
+        m = validated_metrics(_binary([0.2, 0.3]), np.array([0, 0]), test, np.array([0, 1, 1, 1]))
+    assert m["threshold"] is None and m["rule"] == "argmax"
+    assert m["sensitivity"] == pytest.approx(2 / 3)  # argmax decisions, said so
+
+
+def test_clinical_metrics_SingleClassTest_AucAndSpecificityUndefined_WithWarnings():
+    with pytest.warns(UndefinedMetricWarning) as caught:
+        m = clinical_metrics(_binary([0.2, 0.9, 0.7]), np.array([1, 1, 1]), threshold=0.5)
+    assert m["auc"] is None and m["specificity"] is None
+    assert m["accuracy"] == pytest.approx(2 / 3) and m["sensitivity"] == pytest.approx(2 / 3)
+    messages = " | ".join(str(record.message) for record in caught)
+    assert "AUC is undefined" in messages and "specificity" in messages
+
+
+def test_compare_to_dense_DenseAgainstItself_ZeroDifferenceNonInferior():
+    rng = np.random.default_rng(9)
+    val, val_labels = _scores(rng, 200)
+    test, test_labels = _scores(rng, 300)
+    evidence = compare_to_dense((val, test), (val, test), val_labels, test_labels)
+    assert tuple(evidence) == EVIDENCE_KEYS
+    assert evidence["auc_difference"] == 0 and evidence["auc_difference_p"] == 1.0
+    assert evidence["noninferiority"] == "non-inferior" and evidence["mcnemar_p"] == 1.0
+    assert evidence["auc"] == evidence["dense_auc"] == pytest.approx(roc_auc_score(test_labels, test[:, 1]))
+    assert evidence["auc_low"] < evidence["auc"] < evidence["auc_high"]
+    assert evidence["sensitivity_low"] < evidence["sensitivity"] < evidence["sensitivity_high"]
+    assert evidence["ece_low"] <= evidence["ece"] <= evidence["ece_high"]
+    assert evidence["rule"] == "youden" and evidence["margin"] == 0.02
+
+
+def test_compare_to_dense_UselessPrunedModel_IsInferior_AndMcNemarSeesIt():
+    rng = np.random.default_rng(10)
+    val, val_labels = _scores(rng, 200, shift=2.0)
+    test, test_labels = _scores(rng, 400, shift=2.0)
+    noise = _binary(rng.random(400))
+    evidence = compare_to_dense((val, test), (_binary(rng.random(200)), noise), val_labels, test_labels)
+    assert evidence["noninferiority"] == "inferior"
+    assert evidence["auc_difference_high"] < -0.02 and evidence["auc_difference_p"] < 1e-6
+    assert evidence["mcnemar_p"] < 1e-6
+
+
+def test_compare_to_dense_SingleClassTest_VerdictUndefined_NoNumbers():
+    rng = np.random.default_rng(11)
+    val, val_labels = _scores(rng, 100)
+    test = _binary(rng.random(20))
+    with pytest.warns(UndefinedMetricWarning, match="AUC evidence is undefined"):
+        evidence = compare_to_dense((val, test), (val, test), val_labels, np.ones(20, int))
+    assert evidence["noninferiority"] == "undefined"
+    assert evidence["auc"] is None and evidence["auc_difference_p"] is None
+    assert evidence["specificity"] is None and evidence["sensitivity"] is not None
+
+
+def test_compare_to_dense_MultiClass_BootstrapIntervals_NoPValue():
+    rng = np.random.default_rng(12)
+    labels = rng.integers(0, 3, 150)
+    logits = rng.normal(size=(150, 3)) + 2 * np.eye(3)[labels]
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    evidence = compare_to_dense((probs, probs), (probs, probs), labels, labels)
+    assert evidence["auc"] == pytest.approx(roc_auc_score(labels, probs, multi_class="ovr"))
+    assert evidence["auc_difference"] == 0 and evidence["auc_difference_p"] is None
+    assert evidence["noninferiority"] == "non-inferior" and evidence["rule"] == "argmax"
+
+
+def test_compare_to_dense_BadMargin_Raises():
+    probs, labels = _binary([0.2, 0.8]), np.array([0, 1])
+    with pytest.raises(ValueError, match="margin"):
+        compare_to_dense((probs, probs), (probs, probs), labels, labels, margin=-0.1)
+
+
+# --- the fast Evaluator and the one-shot evaluate_model agree --------------------------------
+
+
+def _same(fast: dict, slow: dict) -> None:
+    for key in (*EVIDENCE_KEYS, "accuracy", "recall_per_class"):
+        assert fast[key] == slow[key], key
+    np.testing.assert_array_equal(fast["changed"], slow["changed"])
+    np.testing.assert_array_equal(fast["confusion"], slow["confusion"])
+
+
+@pytest.mark.parametrize("structured", [False, True])
+def test_evaluator_AndEvaluateModel_IdenticalMetrics_EvenWithEveryKernelPruned(trained_tiny, structured):
+    from workbench.prune import PruneSpec, make_masks
+    from workbench.registry import get_kernels
+    from workbench.scores import Scorer
+    from workbench.sweep import Evaluator, evaluate_model
+
+    model, data = trained_tiny
+    evaluator = Evaluator(model, data.val, data.test)
+    half = make_masks(
+        Scorer(model, data.val.images, data.val.labels), PruneSpec("magnitude", sparsity=0.6)
+    ).keep
+    nothing = {name: np.zeros(kernel.shape, bool) for name, kernel in get_kernels(model).items()}
+    for keep in (half, nothing):
+        fast = evaluator.evaluate(keep, structured=structured)
+        pruned = apply_masks(model, keep, structured=structured)
+        _same(fast, evaluate_model(pruned, data.val, data.test, dense=model))
+    assert fast["auc"] == 0.5  # a constant model ranks nobody: ties, not float noise
+
+
+def test_evaluator_TargetSensitivity_FlowsThroughToTheResult(trained_tiny):
+    from workbench.sweep import Evaluator, evaluate_model
+
+    model, data = trained_tiny
+    operating = OperatingPoint("sensitivity", 0.95)
+    dense = Evaluator(model, data.val, data.test, operating=operating).dense_metrics
+    assert dense["rule"] == "sensitivity>=0.95" and dense["noninferiority"] == "non-inferior"
+    slow = evaluate_model(model, data.val, data.test, operating=operating)
+    assert slow["threshold"] == dense["threshold"]
+
+
+def test_validated_metrics_UlpNoiseOfAConstantModel_TiesInsteadOfRanking():
+    # softmax of equal logits, as a batched kernel returns it: 0.5 or one ulp below, by batch position
+    below = np.nextafter(np.float32(0.5), np.float32(0))
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    p = np.where(labels == 1, np.float32(0.5), below).astype(np.float32)
+    assert roc_auc_score(labels, p) == 1.0  # the noise alone would rank every case perfectly
+    m = validated_metrics(_binary(p), labels, _binary(p), labels)
+    assert m["auc"] == 0.5

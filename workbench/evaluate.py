@@ -2,30 +2,99 @@
 
 Metrics are NumPy/scikit-learn over probability arrays (N, classes); binary and multi-class
 both work. For binary tasks the operating threshold on p(positive) is chosen on validation data
-(Youden's J) and then applied unchanged to test, as a clinic would.
+(``OperatingPoint``: Youden's J, a target sensitivity or a target specificity) and then applied
+unchanged to test, as a clinic would. ``compare_to_dense`` adds the evidence a reviewer asks for:
+intervals, the paired AUC difference and the non-inferiority verdict (maths in ``stats``).
+Undefined metrics (a single class) are None with an ``UndefinedMetricWarning``, never a number.
 """
 
 from __future__ import annotations
 
 import gzip
 import io
+import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from workbench import stats
 from workbench.compat import keras
 from workbench.masks import MaskResult, Masks, alive_units
 from workbench.registry import layer_by_name, other_parameters, prunable_layers
+from workbench.stats import auc_ci, compare_auc  # noqa: F401 - re-exported: evidence beside the metrics
+
+RULES = ("youden", "sensitivity", "specificity")
+UNDEFINED = "undefined"  # the verdict when AUC is undefined (a single class in test)
 
 
-def operating_threshold(val_probs: np.ndarray, val_labels: np.ndarray, positive: int = 1) -> float:
-    """Choose the p(positive) threshold that maximises sensitivity + specificity on validation data."""
-    truth = np.asarray(val_labels) == positive
+@dataclass(frozen=True)
+class OperatingPoint:
+    """How the binary threshold is chosen on validation: Youden's J, or a target sensitivity/specificity.
+
+    ``OperatingPoint("sensitivity", 0.95)`` picks the highest threshold whose validation
+    sensitivity is at least 0.95 (so specificity is as high as that allows); "specificity" is
+    the mirror image. The threshold is then applied unchanged to test.
+    """
+
+    rule: str = "youden"
+    target: float | None = None
+
+    def __post_init__(self):
+        if self.rule not in RULES:
+            raise ValueError(f"rule must be one of {RULES}, got {self.rule!r}")
+        if self.rule == "youden" and self.target is not None:
+            raise ValueError(f"rule 'youden' takes no target, got target={self.target}")
+        if self.rule != "youden" and not (self.target is not None and 0 < self.target <= 1):
+            raise ValueError(f"rule {self.rule!r} needs a target in (0, 1], got target={self.target}")
+
+    def __str__(self) -> str:
+        return self.rule if self.rule == "youden" else f"{self.rule}>={self.target:g}"
+
+
+YOUDEN = OperatingPoint()
+# p >= NEVER is false for every probability: "call nobody positive", a JSON-safe stand-in for inf
+NEVER = float(np.nextafter(np.float32(1.0), np.float32(2.0)))
+
+
+def settle(probs: np.ndarray) -> np.ndarray:
+    """Round float32 probabilities to 20 of 23 mantissa bits (relative ~1e-6) before ranking them.
+
+    Softmax and batched kernels differ by an ulp or two with a row's position in the batch, so a
+    constant model's outputs are not exactly equal and the noise would rank cases (AUC 0.556 for
+    a model with every kernel pruned). Rounding ties what only noise separates.
+    """
+    bits = np.ascontiguousarray(probs, dtype=np.float32).view(np.uint32)
+    return ((bits + np.uint32(4)) & ~np.uint32(7)).view(np.float32)
+
+
+def operating_threshold(
+    val_probs: np.ndarray, val_labels: np.ndarray, positive: int = 1, operating: OperatingPoint = YOUDEN
+) -> float | None:
+    """Choose the p(positive) threshold on validation data by ``operating``'s rule.
+
+    Returns:
+        The threshold (decisions are ``p >= threshold``), or None with a warning when validation
+        holds a single class: no threshold can be chosen, and decisions fall back to argmax.
+    """
+    truth = np.asarray(val_labels).reshape(-1) == positive
     if truth.all() or not truth.any():
-        return 0.5  # one class only: no ROC to choose from
-    fpr, tpr, thresholds = roc_curve(truth, val_probs[:, positive])
-    return float(np.clip(thresholds[np.argmax(tpr - fpr)], 0.0, 1.0))
+        warnings.warn(
+            "validation holds a single class: no operating threshold can be chosen, decisions use argmax",
+            UndefinedMetricWarning,
+            stacklevel=2,
+        )
+        return None
+    fpr, tpr, thresholds = roc_curve(truth, val_probs[:, positive], drop_intermediate=False)
+    if operating.rule == "youden":
+        index = int(np.argmax(tpr - fpr))
+    elif operating.rule == "sensitivity":
+        index = int(np.argmax(tpr >= operating.target - 1e-12))  # first (highest) threshold reaching it
+    else:
+        index = int(np.flatnonzero(1 - fpr >= operating.target - 1e-12)[-1])  # last (lowest) keeping it
+    return min(float(thresholds[index]), NEVER)
 
 
 def decisions(probs: np.ndarray, threshold: float | None = None, positive: int = 1) -> np.ndarray:
@@ -35,28 +104,44 @@ def decisions(probs: np.ndarray, threshold: float | None = None, positive: int =
     return np.where(probs[:, positive] >= threshold, positive, 1 - positive)
 
 
-def auc(probs: np.ndarray, labels: np.ndarray) -> float:
-    """ROC AUC: binary on p(class 1), multi-class one-vs-rest macro. NaN if a class is missing."""
-    labels = np.asarray(labels)
+def _undefined(what: str) -> None:
+    warnings.warn(what, UndefinedMetricWarning, stacklevel=3)
+
+
+def auc(probs: np.ndarray, labels: np.ndarray) -> float | None:
+    """ROC AUC: binary on p(class 1), multi-class one-vs-rest macro; None (with a warning) if undefined."""
+    labels = np.asarray(labels).reshape(-1)
     if len(np.unique(labels)) < probs.shape[1]:
-        return float("nan")
-    if probs.shape[1] == 2:
-        return float(roc_auc_score(labels, probs[:, 1]))
+        _undefined(f"test holds {len(np.unique(labels))} of {probs.shape[1]} classes: AUC is undefined")
+        return None
+    if probs.shape[1] == 2:  # midranks (stats.delong): scikit-learn's input checks cost 10x on a hot path
+        return float(stats.delong(labels == 1, probs[:, 1])[0][0])
     return float(roc_auc_score(labels, probs, multi_class="ovr"))
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
     """ECE: the bin-weighted gap between confidence (max probability) and accuracy."""
+    which, gaps = stats.calibration_gaps(probs.max(axis=1), probs.argmax(axis=1) == np.asarray(labels), bins)
+    return float(stats.ece_of(which, gaps, np.arange(len(gaps)), bins)[0])
+
+
+def reliability_curve(probs: np.ndarray, labels: np.ndarray, bins: int = 10) -> pd.DataFrame:
+    """The data of a reliability diagram: per non-empty confidence bin, mean confidence, accuracy, count.
+
+    Confidence is the max probability, as in ``expected_calibration_error``.
+    """
     confidence = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == np.asarray(labels)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
-    gap = 0.0
-    for b in range(bins):
-        in_bin = which == b
-        if in_bin.any():
-            gap += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
-    return float(gap)
+    correct = probs.argmax(axis=1) == np.asarray(labels).reshape(-1)
+    which, _ = stats.calibration_gaps(confidence, correct, bins)
+    count = np.bincount(which, minlength=bins)
+    filled = count > 0
+    return pd.DataFrame(
+        {
+            "confidence": np.bincount(which, confidence, bins)[filled] / count[filled],
+            "accuracy": np.bincount(which, correct, bins)[filled] / count[filled],
+            "count": count[filled],
+        }
+    )
 
 
 def clinical_metrics(
@@ -69,6 +154,9 @@ def clinical_metrics(
         threshold: binary operating threshold on p(positive) (see ``operating_threshold``);
             None means argmax. Multi-class decisions are always argmax, and sensitivity /
             specificity are then one-vs-rest for ``positive``.
+    Returns:
+        A dict; a metric that is undefined on these labels (AUC with one class, sensitivity with
+        no positives) is None and raises an ``UndefinedMetricWarning``.
     """
     labels = np.asarray(labels).reshape(-1)
     classes = probs.shape[1]
@@ -82,9 +170,11 @@ def clinical_metrics(
     return {
         "accuracy": float((probs.argmax(axis=1) == labels).mean()),
         "auc": auc(probs, labels),
-        "sensitivity": _ratio((is_pos & said_pos).sum(), is_pos.sum()),
-        "specificity": _ratio((~is_pos & ~said_pos).sum(), (~is_pos).sum()),
-        "threshold": float("nan") if threshold is None else float(threshold),
+        "sensitivity": _ratio((is_pos & said_pos).sum(), is_pos.sum(), "sensitivity (no positives in test)"),
+        "specificity": _ratio(
+            (~is_pos & ~said_pos).sum(), (~is_pos).sum(), "specificity (no negatives in test)"
+        ),
+        "threshold": None if threshold is None else float(threshold),
         "ece": expected_calibration_error(probs, labels),
         "recall_per_class": recall.tolist(),
         "confusion": matrix,
@@ -97,20 +187,181 @@ def validated_metrics(
     test_probs: np.ndarray,
     test_labels: np.ndarray,
     positive: int = 1,
+    *,
+    operating: OperatingPoint = YOUDEN,
 ) -> dict:
-    """Clinical test metrics at an operating threshold chosen on validation (binary; argmax otherwise)."""
+    """Clinical test metrics at an operating threshold chosen on validation (binary; argmax otherwise).
+
+    Probabilities are ``settle``d first, so every evaluation path ranks and thresholds the same
+    numbers. The result also names the ``rule`` that chose the threshold.
+    """
+    val_probs, test_probs = settle(val_probs), settle(test_probs)
     binary = test_probs.shape[1] == 2
-    threshold = operating_threshold(val_probs, val_labels, positive) if binary else None
-    return clinical_metrics(test_probs, test_labels, threshold, positive)
+    threshold = operating_threshold(val_probs, val_labels, positive, operating) if binary else None
+    metrics = clinical_metrics(test_probs, test_labels, threshold, positive)
+    metrics["rule"] = str(operating) if threshold is not None else "argmax"
+    return metrics
 
 
-def _ratio(hits, total) -> float:
-    return float(hits / total) if total else float("nan")
+def _ratio(hits, total, what: str) -> float | None:
+    if not total:
+        _undefined(f"{what} is undefined")
+        return None
+    return float(hits / total)
 
 
-def changed_predictions(dense_probs: np.ndarray, pruned_probs: np.ndarray) -> np.ndarray:
-    """Indices of images whose predicted class differs between the dense and the pruned model."""
-    return np.flatnonzero(dense_probs.argmax(axis=1) != pruned_probs.argmax(axis=1))
+def changed_predictions(
+    dense_probs: np.ndarray,
+    pruned_probs: np.ndarray,
+    dense_threshold: float | None = None,
+    pruned_threshold: float | None = None,
+    positive: int = 1,
+) -> np.ndarray:
+    """Indices of images whose decision differs between the dense and the pruned model.
+
+    Decisions are argmax, or each model's own operating threshold when given (binary).
+    """
+    before = decisions(dense_probs, dense_threshold, positive)
+    return np.flatnonzero(before != decisions(pruned_probs, pruned_threshold, positive))
+
+
+# --- evidence: the pruned model against the dense one ----------------------------------------
+
+EVIDENCE_KEYS = (
+    "auc", "auc_low", "auc_high", "dense_auc",
+    "auc_difference", "auc_difference_low", "auc_difference_high", "auc_difference_p",
+    "noninferiority", "margin", "mcnemar_p",
+    "sensitivity", "sensitivity_low", "sensitivity_high",
+    "specificity", "specificity_low", "specificity_high",
+    "ece", "ece_low", "ece_high", "threshold", "rule",
+)  # fmt: skip
+
+
+def compare_to_dense(
+    dense: tuple[np.ndarray, np.ndarray],
+    pruned: tuple[np.ndarray, np.ndarray],
+    val_labels: np.ndarray,
+    test_labels: np.ndarray,
+    *,
+    positive: int = 1,
+    operating: OperatingPoint = YOUDEN,
+    margin: float = 0.02,
+    level: float = 0.95,
+) -> dict:
+    """The clinical evidence that a pruned model is (or is not) as good as the dense one, on test.
+
+    Each model's threshold is chosen on validation by ``operating`` and applied unchanged to
+    test. AUC intervals and the paired difference (pruned − dense) are DeLong's (bootstrap for
+    multi-class, where the p-value is None); sensitivity and specificity get Wilson intervals,
+    ECE a bootstrap one; McNemar's exact test compares the decisions that changed.
+
+    Args:
+        dense, pruned: (validation, test) probabilities of each model, shape (N, classes).
+        margin: the AUC loss δ one accepts; the verdict is "non-inferior", "inferior",
+            "inconclusive", or "undefined" when AUC is (a single class in test).
+    Returns:
+        A flat dict with exactly the keys in ``EVIDENCE_KEYS``; undefined values are None.
+
+    Example:
+        >>> evidence = compare_to_dense((dense_val, dense_test), (val, test), y_val, y_test)  # doctest: +SKIP
+        >>> evidence["noninferiority"], evidence["auc_difference_p"]                          # doctest: +SKIP
+    """
+    everything = pruned_metrics(
+        dense,
+        pruned,
+        val_labels,
+        test_labels,
+        positive=positive,
+        operating=operating,
+        margin=margin,
+        level=level,
+    )
+    return {key: everything[key] for key in EVIDENCE_KEYS}
+
+
+def pruned_metrics(
+    dense: tuple[np.ndarray, np.ndarray],
+    pruned: tuple[np.ndarray, np.ndarray],
+    val_labels: np.ndarray,
+    test_labels: np.ndarray,
+    *,
+    positive: int = 1,
+    operating: OperatingPoint = YOUDEN,
+    margin: float = 0.02,
+    level: float = 0.95,
+) -> dict:
+    """``validated_metrics`` of the pruned model, the ``compare_to_dense`` evidence, and what changed.
+
+    The one path behind ``compare_to_dense``, ``Evaluator.evaluate`` and ``evaluate_model``.
+
+    Returns:
+        The pruned model's clinical metrics, updated with the evidence (``EVIDENCE_KEYS``), plus
+        ``changed`` (test images whose decision flipped at each model's operating point) and
+        ``test_probs``.
+    """
+    stats.noninferiority(0.0, 0.0, margin)  # validates margin before any work
+    test_labels = np.asarray(test_labels).reshape(-1)
+    before = validated_metrics(dense[0], val_labels, dense[1], test_labels, positive, operating=operating)
+    metrics = validated_metrics(pruned[0], val_labels, pruned[1], test_labels, positive, operating=operating)
+    dense_test, pruned_test = settle(dense[1]), settle(pruned[1])
+    dense_said = decisions(dense_test, before["threshold"], positive)
+    pruned_said = decisions(pruned_test, metrics["threshold"], positive)
+    metrics["margin"] = float(margin)
+    metrics.update(_auc_evidence(dense_test, pruned_test, test_labels, margin, level))
+    metrics["mcnemar_p"] = stats.mcnemar_p(dense_said == test_labels, pruned_said == test_labels)
+    metrics.update(_rate_evidence(metrics["confusion"], positive, level))
+    metrics["ece"], metrics["ece_low"], metrics["ece_high"] = stats.ece_ci(pruned_test, test_labels, level)
+    metrics["changed"] = np.flatnonzero(dense_said != pruned_said)
+    metrics["test_probs"] = pruned[1]
+    return metrics
+
+
+def _auc_evidence(
+    dense: np.ndarray, pruned: np.ndarray, labels: np.ndarray, margin: float, level: float
+) -> dict:
+    """AUC with interval, the dense AUC, the paired difference with interval and p, and the verdict."""
+    names = ("auc", "auc_low", "auc_high", "dense_auc")
+    names += ("auc_difference", "auc_difference_low", "auc_difference_high", "auc_difference_p")
+    if len(np.unique(labels)) < dense.shape[1]:
+        _undefined(
+            f"test holds {len(np.unique(labels))} of {dense.shape[1]} classes: AUC evidence is undefined"
+        )
+        return dict.fromkeys(names) | {"noninferiority": UNDEFINED}
+    if dense.shape[1] == 2:
+        truth = (labels == 1).astype(int)
+        paired = stats.compare_auc(truth, dense[:, 1], pruned[:, 1], level)
+        values = stats.auc_ci(truth, pruned[:, 1], level) + (paired["auc_a"],)
+        values += (paired["difference"], paired["ci_low"], paired["ci_high"], paired["p_value"])
+    else:
+        values = stats.macro_auc_ci(pruned, labels, level) + (auc(dense, labels),)
+        values += _bootstrap_difference(dense, pruned, labels, level) + (None,)
+    result = dict(zip(names, values, strict=True))
+    result["noninferiority"] = stats.noninferiority(values[5], values[6], margin)
+    return result
+
+
+def _bootstrap_difference(dense, pruned, labels, level) -> tuple[float, float, float]:
+    """Paired bootstrap interval of macro AUC(pruned) − macro AUC(dense) on the same resampled cases."""
+
+    def difference(idx):
+        return stats.macro_auc_of(pruned, labels, idx) - stats.macro_auc_of(dense, labels, idx)
+
+    return stats.bootstrap_ci(difference, len(labels), level, vectorized=True)
+
+
+def _rate_evidence(confusion: np.ndarray, positive: int, level: float) -> dict:
+    """Sensitivity and specificity (one-vs-rest for ``positive``) with Wilson intervals; None if undefined."""
+    positives = confusion[positive]
+    negatives = np.delete(confusion, positive, axis=0)
+    counts = {
+        "sensitivity": (positives[positive], positives.sum()),
+        "specificity": (np.delete(negatives, positive, axis=1).sum(), negatives.sum()),
+    }
+    result = {}
+    for name, (hits, total) in counts.items():
+        interval = stats.wilson_ci(hits, total, level) if total else (None, None, None)
+        result[name], result[f"{name}_low"], result[f"{name}_high"] = interval
+    return result
 
 
 def multilabel_metrics(

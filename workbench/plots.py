@@ -240,3 +240,60 @@ def metric_errorbars(
     if group:
         ax.legend(title=group, fontsize="small")
     return ax
+
+
+# --- clinical evidence: calibration and the decisions that changed ---------------------------
+
+
+def reliability_diagram(curves: dict[str, pd.DataFrame], ax: Axes | None = None) -> Axes:
+    """Accuracy against confidence per bin for each model (e.g. dense and pruned); the diagonal is perfect.
+
+    Args:
+        curves: label -> ``workbench.evaluate.reliability_curve`` table (confidence, accuracy, count).
+    """
+    ax = _axes(ax)
+    ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="perfectly calibrated")
+    for label, table in curves.items():
+        ax.plot(table["confidence"], table["accuracy"], marker="o", label=label)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("confidence (max probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_title("reliability")
+    ax.legend(loc="upper left", fontsize="small")
+    return ax
+
+
+def flipped_gallery(
+    images: np.ndarray,
+    dense_probs: np.ndarray,
+    pruned_probs: np.ndarray,
+    indices: np.ndarray,
+    labels: np.ndarray | None = None,
+    *,
+    positive: int = 1,
+    axes: np.ndarray | None = None,
+) -> np.ndarray:
+    """Show test images whose decision flipped, titled with p(positive) before and after pruning.
+
+    Args:
+        indices: the images to show (e.g. ``changed_predictions(...)``); as many as there are axes.
+        labels: true classes, added to each title when given.
+        axes: an array of Axes to draw on (a grid from ``plt.subplots``); None makes a 2x4 grid.
+    Returns:
+        The axes array; axes without an image are switched off.
+    """
+    if axes is None:
+        axes = plt.subplots(2, 4, figsize=(8, 4.5))[1]
+    flat = np.asarray(axes).ravel()
+    for ax, index in zip(flat, np.asarray(indices)[: flat.size], strict=False):
+        ax.imshow(np.squeeze(images[index]), cmap="gray")
+        title = f"p {dense_probs[index, positive]:.2f} → {pruned_probs[index, positive]:.2f}"
+        if labels is not None:
+            title += f"\ntruth {labels[index]}"
+        ax.set_title(title, fontsize="small")
+    for ax in flat:
+        ax.set_axis_off()
+    for ax in flat[len(indices) :]:
+        ax.set_visible(False)
+    return axes

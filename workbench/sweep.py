@@ -15,10 +15,12 @@ import pandas as pd
 
 from workbench.compat import tf
 from workbench.evaluate import (
+    YOUDEN,
+    OperatingPoint,
     changed_labels,
-    changed_predictions,
     layer_table,
     multilabel_metrics,
+    pruned_metrics,
     validated_metrics,
 )
 from workbench.heads import Head, as_head
@@ -41,12 +43,27 @@ log = logging.getLogger(__name__)
 class Evaluator:
     """Evaluate keep-masks of one model on fixed validation and test sets, quickly and repeatedly.
 
+    Each result holds the clinical metrics (``validated_metrics``) and the evidence against the
+    dense model (``compare_to_dense``: AUC and its paired difference with intervals, the
+    non-inferiority verdict at ``margin``, Wilson intervals, ECE interval, McNemar's p).
+
     Example:
         >>> ev = Evaluator(model, data.val, data.test)                        # doctest: +SKIP
         >>> ev.evaluate(make_masks(scorer, PruneSpec(sparsity=0.5)).keep)     # doctest: +SKIP
     """
 
-    def __init__(self, model, val, test, positive: int = 1, head: Head | str | None = None):
+    def __init__(
+        self,
+        model,
+        val,
+        test,
+        positive: int = 1,
+        *,
+        head: Head | str | None = None,
+        operating: OperatingPoint = YOUDEN,
+        margin: float = 0.02,
+        level: float = 0.95,
+    ):
         self.head = as_head(model, head)  # outputs -> probabilities, and which metrics apply
         self.work = copy_model(model)
         self.dense_kernels = get_kernels(model)
@@ -54,15 +71,11 @@ class Evaluator:
         biased = [layer_by_name(self.work, name) for name in self.variables]
         self.biases = {layer.name: layer.bias for layer in biased if getattr(layer, "bias", None) is not None}
         self.dense_biases = {name: np.asarray(bias) for name, bias in self.biases.items()}
-        self.positive = positive
-        self.val_labels, self.test_labels = np.asarray(val.labels), np.asarray(test.labels)
-        self._images = tf.constant(np.concatenate([val.images, test.images]), tf.float32)
-        self._forward = tf.function(lambda x: self.head.probabilities(self.work(x, training=False)))
-        self.dense_val, self.dense_test = self._split(self._forward(self._images).numpy())
+        self.positive, self.operating, self.margin, self.level = positive, operating, margin, level
+        self.val, self.test = val, test
+        self._forward, self._images = compiled_forward(self.work, self.head), stacked_images(val, test)
+        self.dense_val, self.dense_test = predict_splits(self._forward, self._images, len(val.labels))
         self.dense_metrics = self._metrics(self.dense_val, self.dense_test)
-
-    def _split(self, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return probs[: len(self.val_labels)], probs[len(self.val_labels) :]
 
     def probabilities(self, keep: Masks, structured: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(val, test) probabilities with ``keep`` applied to the kernels.
@@ -75,31 +88,88 @@ class Evaluator:
         for name, bias in self.biases.items():
             alive = alive_units(keep[name], bias.shape[0]) if structured else True
             bias.assign(self.dense_biases[name] * alive)
-        return self._split(self._forward(self._images).numpy())
+        return predict_splits(self._forward, self._images, len(self.val.labels))
 
     def _metrics(self, val_probs: np.ndarray, test_probs: np.ndarray) -> dict:
         if self.head.multilabel:
-            return multilabel_metrics(val_probs, self.val_labels, test_probs, self.test_labels)
-        return validated_metrics(val_probs, self.val_labels, test_probs, self.test_labels, self.positive)
+            return multilabel_evidence(
+                (self.dense_val, self.dense_test), (val_probs, test_probs), self.val, self.test
+            )
+        return pruned_metrics(
+            (self.dense_val, self.dense_test),
+            (val_probs, test_probs),
+            self.val.labels,
+            self.test.labels,
+            positive=self.positive,
+            operating=self.operating,
+            margin=self.margin,
+            level=self.level,
+        )
 
     def evaluate(self, keep: Masks, structured: bool = False) -> dict:
-        """Clinical metrics on test (threshold chosen on val), plus the test images whose class changed."""
-        val_probs, test_probs = self.probabilities(keep, structured)
-        metrics = self._metrics(val_probs, test_probs)
-        changed = changed_labels if self.head.multilabel else changed_predictions
-        metrics["changed"] = changed(self.dense_test, test_probs)
-        metrics["test_probs"] = test_probs
-        return metrics
+        """Clinical metrics and evidence on test (threshold chosen on val), and the changed decisions."""
+        return self._metrics(*self.probabilities(keep, structured))
 
 
-def evaluate_model(model, val, test, positive: int = 1, head: Head | str | None = None) -> dict:
-    """Clinical test metrics of a model evaluated once (threshold chosen on val); no compiled cache."""
+def multilabel_evidence(dense: tuple, pruned: tuple, val, test) -> dict:
+    """Per-label metrics of a multi-label model, with the test cases whose decisions changed."""
+    metrics = multilabel_metrics(pruned[0], val.labels, pruned[1], test.labels)
+    metrics["changed"] = changed_labels(dense[1], pruned[1])
+    metrics["test_probs"] = pruned[1]
+    return metrics
+
+
+def compiled_forward(model, head: Head):
+    """The model's inference pass, as probabilities, in one compiled function (every evaluation path)."""
+    return tf.function(lambda x: head.probabilities(model(x, training=False)))
+
+
+def stacked_images(val, test):
+    """Validation and test images as one tensor: every evaluation path runs them in one batch."""
+    return tf.constant(np.concatenate([val.images, test.images]), tf.float32)
+
+
+def predict_splits(forward, images, val_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(val, test) probabilities from one forward pass over ``stacked_images``.
+
+    One pass, always the same batch: softmax and batched kernels round differently with a row's
+    position in a batch, and every evaluation path must see the same numbers.
+    """
+    probs = forward(images).numpy()
+    return probs[:val_size], probs[val_size:]
+
+
+def evaluate_model(
+    model,
+    val,
+    test,
+    positive: int = 1,
+    *,
+    head: Head | str | None = None,
+    dense=None,
+    operating: OperatingPoint = YOUDEN,
+    margin: float = 0.02,
+    level: float = 0.95,
+) -> dict:
+    """Clinical test metrics of a model evaluated once (threshold chosen on val); no cached copy.
+
+    Args:
+        head: the output head, when it cannot be read from ``model`` (see ``workbench.heads``).
+        dense: the dense reference model; given, the result also holds ``compare_to_dense``'s
+            evidence and ``changed``, exactly as ``Evaluator.evaluate`` returns for the same masks.
+    """
     head = as_head(model, head)
-    val_probs = head.probabilities(model.predict(val.images, batch_size=512, verbose=0)).numpy()
-    test_probs = head.probabilities(model.predict(test.images, batch_size=512, verbose=0)).numpy()
+    images = stacked_images(val, test)
+    probs = predict_splits(compiled_forward(model, head), images, len(val.labels))
+    if dense is None and head.multilabel:
+        return multilabel_metrics(probs[0], val.labels, probs[1], test.labels)
+    if dense is None:
+        return validated_metrics(probs[0], val.labels, probs[1], test.labels, positive, operating=operating)
+    reference = predict_splits(compiled_forward(dense, as_head(dense, head)), images, len(val.labels))
     if head.multilabel:
-        return multilabel_metrics(val_probs, val.labels, test_probs, test.labels)
-    return validated_metrics(val_probs, val.labels, test_probs, test.labels, positive)
+        return multilabel_evidence(reference, probs, val, test)
+    options = dict(positive=positive, operating=operating, margin=margin, level=level)
+    return pruned_metrics(reference, probs, val.labels, test.labels, **options)
 
 
 SCALAR_METRICS = ("accuracy", "auc", "sensitivity", "specificity", "ece")
