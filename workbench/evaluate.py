@@ -385,27 +385,28 @@ def multilabel_metrics(
     columns = {key: [row[key] for row in per_label] for key in per_label[0]}
     out = {key: _nanmean(values) for key, values in columns.items() if key != "threshold"}
     out.update({f"{key}_per_label": values for key, values in columns.items()})
-    out["threshold"] = float("nan")  # one per label, see threshold_per_label
+    out["threshold"] = None  # one per label, see threshold_per_label
     return out
 
 
 def _one_label(val_p: np.ndarray, val_y: np.ndarray, test_p: np.ndarray, test_y: np.ndarray) -> dict:
-    two_columns = np.stack([1 - val_p, val_p], axis=1)
-    threshold = operating_threshold(two_columns, val_y, positive=1)
-    truth, said = test_y == 1, test_p >= threshold
+    """One label as a binary task: undefined metrics are None with a warning, as for single-label data."""
+    val_two, test_two = np.stack([1 - val_p, val_p], axis=1), np.stack([1 - test_p, test_p], axis=1)
+    threshold = operating_threshold(val_two, val_y, positive=1)
+    truth, said = test_y == 1, decisions(test_two, threshold) == 1
     return {
-        "auc": float(roc_auc_score(truth, test_p)) if 0 < truth.sum() < len(truth) else float("nan"),
-        "sensitivity": _ratio((truth & said).sum(), truth.sum()),
-        "specificity": _ratio((~truth & ~said).sum(), (~truth).sum()),
+        "auc": auc(test_two, test_y),
+        "sensitivity": _ratio((truth & said).sum(), truth.sum(), "sensitivity (no positives in test)"),
+        "specificity": _ratio((~truth & ~said).sum(), (~truth).sum(), "specificity (no negatives in test)"),
         "accuracy": float((truth == said).mean()),
-        "ece": expected_calibration_error(np.stack([1 - test_p, test_p], axis=1), test_y.astype(int)),
+        "ece": expected_calibration_error(test_two, test_y.astype(int)),
         "threshold": threshold,
     }
 
 
-def _nanmean(values: list[float]) -> float:
-    finite = [v for v in values if not np.isnan(v)]
-    return float(np.mean(finite)) if finite else float("nan")
+def _nanmean(values: list[float | None]) -> float | None:
+    defined = [v for v in values if v is not None and not np.isnan(v)]
+    return float(np.mean(defined)) if defined else None
 
 
 def changed_labels(dense_probs: np.ndarray, pruned_probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
