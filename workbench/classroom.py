@@ -5,12 +5,19 @@ python -m workbench class prepare                 # phantom data + the dashboard
 python -m workbench class summary class/handed_in --out summary.csv
 
 A teacher's notebook marks solutions the nbgrader way; ``student_version`` replaces each marked
-block with ``raise NotImplementedError`` and drops cells tagged ``teacher``::
+block with ``raise NotImplementedError``, each model answer (in a string) with a prompt, and
+drops cells tagged ``teacher``::
 
     def sparsity(keep):
         ### BEGIN SOLUTION
         return 1.0 - keep.mean()
         ### END SOLUTION
+
+    why = '''
+    ### BEGIN ANSWER
+    Because ...
+    ### END ANSWER
+    '''
 """
 
 from __future__ import annotations
@@ -22,17 +29,29 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 TEACHER_TAG = "teacher"
-_BLOCK = re.compile(rf"^([ \t]*){re.escape(BEGIN)}[ \t]*\n.*?^[ \t]*{re.escape(END)}[ \t]*$", re.M | re.S)
+# marker kind -> what the student gets instead of the teacher's text (at the marker's indent)
+PLACEHOLDERS = {
+    "SOLUTION": "{indent}# YOUR CODE HERE\n{indent}raise NotImplementedError()",
+    "ANSWER": "{indent}Write your answer here, in your own words.",
+}
+
+
+def _block(kind: str) -> re.Pattern:
+    return re.compile(rf"^([ \t]*)### BEGIN {kind}[ \t]*\n.*?^[ \t]*### END {kind}[ \t]*$", re.M | re.S)
 
 
 def strip_solutions(source: str) -> str:
-    """Replace every marked solution block in ``source`` by an indented placeholder."""
-    stripped = _BLOCK.sub(lambda m: f"{m[1]}# YOUR CODE HERE\n{m[1]}raise NotImplementedError()", source)
-    if BEGIN in stripped or END in stripped:
-        raise ValueError(f"unbalanced solution markers: every {BEGIN!r} needs an {END!r} on its own line")
-    return stripped
+    """Replace every marked solution or model-answer block in ``source`` by a placeholder.
+
+    Raises:
+        ValueError: a BEGIN marker without its END (or the reverse).
+    """
+    for kind, placeholder in PLACEHOLDERS.items():
+        source = _block(kind).sub(lambda m, p=placeholder: p.format(indent=m[1]), source)
+        if f"### BEGIN {kind}" in source or f"### END {kind}" in source:
+            raise ValueError(f"unbalanced markers: every '### BEGIN {kind}' needs an '### END {kind}' line")
+    return source
 
 
 def student_version(notebook):
