@@ -126,7 +126,7 @@ def check_prune_mask(prune_mask: Callable[[np.ndarray, float], np.ndarray]) -> N
 
 
 def _mask_hint(scores, epsilon, got, wrong) -> str:
-    if (wrong & (scores == epsilon)).all():
+    if (scores[wrong] == epsilon).all():
         return "a score exactly equal to ε should be kept (keep where score >= ε)"
     if (got == (scores < epsilon)).all():
         return "the mask is inverted: True should mean *keep*"
@@ -157,7 +157,7 @@ def check_epsilon_for(epsilon_for: Callable[[np.ndarray, float], float]) -> None
         pruned = float((scores < epsilon).mean())
         if abs(pruned - target) > 1.5 / len(scores) + 1e-9:
             hint = " (is it 1 - target?)" if abs(pruned - (1 - target)) < 0.01 else ""
-            _fail(f"your ε prunes {pruned:.3f} of a hidden set of scores instead of the target{hint}")
+            _fail(f"your ε prunes {pruned:.0%} of a hidden set of scores instead of {target:.0%}{hint}")
 
 
 # --- exercise 4: a Conv2D kernel ---------------------------------------------------------------
