@@ -125,8 +125,15 @@ def test_unwritten_exercise_FailsWithNotWrittenYet():
 
 
 def test_failure_display_ShowsTheMessageOnly_NotTheSource():
-    lines = teaching._one_line(None, teaching.CheckFailed, teaching.CheckFailed("mask is inverted"), None)
-    assert len(lines) == 1 and "mask is inverted" in lines[0] and "scores >=" not in lines[0]
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shown = []
+    shell = InteractiveShell.instance()
+    shell._showtraceback = lambda etype, value, lines: shown.append(lines)
+    teaching.show_failures_as_messages()
+    shell.run_cell("from workbench import teaching\nteaching.check_prune_mask(lambda s, e: s < e)")
+    assert len(shown) == 1 and len(shown[0]) == 1
+    assert "mask is inverted" in shown[0][0] and "check_prune_mask" not in shown[0][0]
 
 
 def test_lab_RecordsPassesFailuresAndAnswers_InItsFile(tmp_path, solutions):

@@ -47,8 +47,11 @@ def show_failures_as_messages() -> None:
         shell.set_custom_exc((CheckFailed,), _one_line)
 
 
-def _one_line(shell, etype, value, tb, tb_offset=None):
-    return [f"\x1b[31m✗ {value}\x1b[0m"]
+def _one_line(shell, etype, value, tb, tb_offset=None) -> list[str]:
+    """IPython's handler for ``CheckFailed``: it must show the error itself (IPython 9 ignores the return)."""
+    lines = [f"\x1b[31m✗ {value}\x1b[0m"]
+    shell._showtraceback(etype, value, lines)  # the kernel sends this as the cell's error output
+    return lines
 
 
 # --- calling the student's code ----------------------------------------------------------------
