@@ -1,4 +1,4 @@
-"""The lesson's checks pass the teacher's solutions, fail wrong and gaming answers, and never leak the answer."""
+"""Lesson checks pass the teacher's solutions, fail wrong and gaming answers, and never leak the answer."""
 
 from __future__ import annotations
 
@@ -58,7 +58,11 @@ WRONG = [
     ("prune_mask", lambda s, e: s < e, "inverted"),
     ("prune_mask", lambda s, e: np.ones(s.shape, bool), "wrong"),
     ("prune_mask", lambda s, e: (s >= e).astype(int), "boolean"),
-    ("prune_mask", lambda s, e: teaching._flat({"s": s}).reshape(s.shape) >= e, "calls into workbench.teaching"),
+    (
+        "prune_mask",
+        lambda s, e: teaching._flat({"s": s}).reshape(s.shape) >= e,
+        "calls into workbench.teaching",
+    ),
     ("sparsity", lambda keep: float(np.mean(keep)), "fraction *kept*"),
     ("sparsity", lambda keep: 0.5, "wrong on a hidden mask"),
     ("sparsity", lambda keep: 1 - keep.mean(axis=0), "one number"),

@@ -80,7 +80,9 @@ def write_student_version(notebook_path: str | Path, out_dir: str | Path) -> Pat
         raise FileNotFoundError(f"notebook not found: {source}")
     target = Path(out_dir) / source.name
     if target.exists():
-        raise ValueError(f"--out: {target} exists; remove it or choose another folder (nothing is overwritten)")
+        raise ValueError(
+            f"--out: {target} exists; remove it or choose another folder (nothing is overwritten)"
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(student_version(nbformat.read(source, as_version=4)), target)
     return target

@@ -286,11 +286,11 @@ class Lab:
 
     def answer(self, question: str, text: str) -> None:
         """Record a written answer; it must be at least ``MIN_WORDS`` words (the teacher reads it)."""
-        words = len(str(text).split())
+        text = str(text).strip()
+        words = len(text.split())
+        self._save("answers", question, {"text": text, "words": words})
         if words < MIN_WORDS:
-            self._save("answers", question, {"text": str(text), "words": words})
             _fail(f"{question}: write at least {MIN_WORDS} words in your own words (you have {words})")
-        self._save("answers", question, {"text": str(text), "words": words})
         self._show(f"✓ {question}: answer saved for your teacher")
 
     def _save(self, section: str, key: str, entry: dict) -> None:
