@@ -22,7 +22,7 @@ def solutions() -> dict:
     """The teacher's functions: every cell of lesson 05 that holds a marked solution, executed."""
     namespace = {"np": np, "apply_masks": apply_masks}
     for cell in nbformat.read(LESSON, as_version=4).cells:
-        if "### BEGIN SOLUTION" in cell.source:
+        if cell.cell_type == "code" and "### BEGIN SOLUTION" in cell.source:
             exec(cell.source, namespace)
     return namespace
 
@@ -69,7 +69,7 @@ WRONG = [
     ("epsilon_for", lambda s, t: float(np.quantile(s, 1 - t)), "1 - target"),
     ("epsilon_for", lambda s, t: 1e-3, "of a hidden set of scores instead of"),
     ("filter_scores", lambda k, g: (k * g).sum(axis=(0, 1, 2)), "|w|"),
-    ("filter_scores", lambda k, g: (np.abs(k) * g).sum(axis=(0, 1, 3)), "one score per filter"),
+    ("filter_scores", lambda k, g: float((np.abs(k) * g).sum()), "one score per filter"),
     ("filter_scores", lambda k, g: np.zeros(k.shape[-1]), "wrong on a hidden kernel"),
     ("filter_scores", lambda k, g: None, "returned None"),
 ]
@@ -113,11 +113,12 @@ def test_cnn_checks_FailConstants_SwappedRates_AndCallsIntoTheChecker(solutions,
 def test_equal_sparsity_check_FailsAFixedSparsity(solutions, cnn_case):
     model, scores, images, labels = cnn_case
 
-    def always_half(model, scores_by_criterion, target, images, labels):
-        return solutions["equal_sparsity"](model, scores_by_criterion, 0.5, images, labels)
+    def ignores_target(model, scores_by_criterion, target, images, labels):
+        return solutions["equal_sparsity"](model, scores_by_criterion, 0.0, images, labels)
 
-    with pytest.raises(teaching.CheckFailed, match="target sparsity"):
-        teaching.check_equal_sparsity(always_half, model, scores, images, labels)
+    for _ in range(3):  # the hidden target is at least 5 points above the exact zeros, never 0
+        with pytest.raises(teaching.CheckFailed, match="target sparsity"):
+            teaching.check_equal_sparsity(ignores_target, model, scores, images, labels)
 
 
 def test_unwritten_exercise_FailsWithNotWrittenYet():

@@ -141,6 +141,8 @@ def check_sparsity(sparsity: Callable[[np.ndarray], float]) -> None:
     rng = _fresh_rng()
     for shape in ((int(rng.integers(3, 40)),), (3, 3, 2, int(rng.integers(2, 9)))):
         keep = rng.random(shape) < rng.uniform(0.1, 0.9)
+        if keep.mean() == 0.5:  # kept == pruned would let "fraction kept" pass
+            keep.flat[0] = not keep.flat[0]
         got = _call("sparsity", sparsity, keep.copy())
         expected = 1.0 - keep.mean()
         if not np.isscalar(got) and np.ndim(got) != 0:
