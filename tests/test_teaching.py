@@ -1,48 +1,165 @@
-"""The exercise checks pass the reference solutions and fail wrong answers with a useful message."""
+"""Lesson checks pass the teacher's solutions, fail wrong and gaming answers, and never leak the answer."""
 
 from __future__ import annotations
 
-import importlib.util
+import json
+import re
 
+import nbformat
 import numpy as np
 import pytest
 
 from workbench import teaching
 from workbench.paths import PROJECT_ROOT
+from workbench.prune import apply_masks
+from workbench.registry import get_kernels
+
+LESSON = PROJECT_ROOT / "notebooks" / "05_teaching_gradient_pruning.ipynb"
 
 
 @pytest.fixture(scope="module")
-def reference():
-    spec = importlib.util.spec_from_file_location(
-        "ref", PROJECT_ROOT / "notebooks/solutions/teaching_solutions.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def solutions() -> dict:
+    """The teacher's functions: every cell of lesson 05 that holds a marked solution, executed."""
+    namespace = {"np": np, "apply_masks": apply_masks}
+    for cell in nbformat.read(LESSON, as_version=4).cells:
+        if cell.cell_type == "code" and "### BEGIN SOLUTION" in cell.source:
+            exec(cell.source, namespace)
+    return namespace
 
 
-CHECKS = [
-    ("check_prune_mask", "prune_mask", lambda s, e: s > e, "entries wrong"),  # > instead of >=
-    ("check_sparsity", "sparsity", lambda keep: float(np.mean(keep)), "sparsity of"),  # kept, not pruned
-    ("check_epsilon_for_sparsity", "epsilon_for", lambda s, t: float(np.quantile(s, 1 - t)), "prunes"),
+@pytest.fixture
+def cnn_case(trained_tiny):
+    """What the notebook passes to exercises 5 and 6: a model, two scorings, test images and labels."""
+    model, data = trained_tiny
+    kernels = {name: np.abs(k) for name, k in get_kernels(model).items()}
+    grads = {name: np.random.default_rng(1).random(k.shape) * (k > 0.01) for name, k in kernels.items()}
+    scores = {"gradient": grads, "snip": {n: grads[n] * kernels[n] for n in grads}}
+    return model, scores, data.test.images, data.test.labels
+
+
+WARM_UPS = ["prune_mask", "sparsity", "epsilon_for", "filter_scores"]
+
+
+@pytest.mark.parametrize("exercise", WARM_UPS)
+def test_check_PassesTheTeachersSolution_OnFreshCasesEveryTime(solutions, exercise):
+    for _ in range(5):
+        teaching.CHECKS[exercise](solutions[exercise])
+
+
+def test_cnn_checks_PassTheTeachersSolutions(solutions, cnn_case):
+    model, scores, images, labels = cnn_case
+    teaching.check_prune_and_report(solutions["prune_and_report"], model, scores["snip"], images, labels)
+    teaching.check_equal_sparsity(solutions["equal_sparsity"], model, scores, images, labels)
+
+
+# wrong and gaming answers: (exercise, answer, words the message must contain)
+WRONG = [
+    ("prune_mask", lambda s, e: s > e, "exactly equal to ε"),
+    ("prune_mask", lambda s, e: s < e, "inverted"),
+    ("prune_mask", lambda s, e: np.ones(s.shape, bool), "wrong"),
+    ("prune_mask", lambda s, e: (s >= e).astype(int), "boolean"),
     (
-        "check_clipping_prunes_nothing",
-        "clip_and_count",
-        lambda g, c: int((np.clip(g, -c, c) == 0).sum()),
-        "you counted 7",
+        "prune_mask",
+        lambda s, e: teaching._flat({"s": s}).reshape(s.shape) >= e,
+        "calls into workbench.teaching",
     ),
-    ("check_dead_units", "dead_units", lambda g: np.flatnonzero((g == 0).any(axis=0)), "the dead units are"),
+    ("sparsity", lambda keep: float(np.mean(keep)), "fraction *kept*"),
+    ("sparsity", lambda keep: 0.5, "wrong on a hidden mask"),
+    ("sparsity", lambda keep: 1 - keep.mean(axis=0), "one number"),
+    ("epsilon_for", lambda s, t: float(np.quantile(s, 1 - t)), "1 - target"),
+    ("epsilon_for", lambda s, t: 1e-3, "of a hidden set of scores instead of"),
+    ("filter_scores", lambda k, g: (k * g).sum(axis=(0, 1, 2)), "|w|"),
+    ("filter_scores", lambda k, g: float((np.abs(k) * g).sum()), "one score per filter"),
+    ("filter_scores", lambda k, g: np.zeros(k.shape[-1]), "wrong on a hidden kernel"),
+    ("filter_scores", lambda k, g: None, "returned None"),
 ]
 
 
-@pytest.mark.parametrize(("check", "solution", "wrong", "message"), CHECKS, ids=[c[0] for c in CHECKS])
-def test_check_PassesReference_FailsWrongAnswer_AndPlaceholder(
-    reference, check, solution, wrong, message, capsys
-):
-    run = getattr(teaching, check)
-    run(getattr(reference, solution))
-    assert "✓" in capsys.readouterr().out
-    with pytest.raises(AssertionError, match=message):
-        run(wrong)
-    with pytest.raises(AssertionError, match="returned None"):
-        run(lambda *args: None)
+@pytest.mark.parametrize(("exercise", "answer", "words"), WRONG)
+def test_check_FailsWrongOrGamingAnswers_WithAHelpfulMessage(exercise, answer, words):
+    with pytest.raises(teaching.CheckFailed, match=re.escape(words)) as failure:
+        teaching.CHECKS[exercise](answer)
+    assert not re.search(r"\d\.\d", str(failure.value)), "a failure must not print a value to copy"
+
+
+def _printed_answer(model, scores, epsilon, images, labels):
+    return {"sparsity": 0.73, "sensitivity": 0.57, "specificity": 0.57}  # copied from a printout
+
+
+def _swapped(solutions):
+    def answer(*args):
+        report = solutions["prune_and_report"](*args)
+        return dict(report, sensitivity=report["specificity"], specificity=report["sensitivity"])
+
+    return answer
+
+
+def test_cnn_checks_FailConstants_SwappedRates_AndCallsIntoTheChecker(solutions, cnn_case):
+    model, scores, images, labels = cnn_case
+    for answer, words in (
+        (_printed_answer, "is wrong at a hidden ε"),
+        (lambda *args: teaching._report(*args), "calls into workbench.teaching"),
+        (lambda *args: {"sensitivity": 1.0}, "a dict with keys"),
+    ):
+        with pytest.raises(teaching.CheckFailed, match=re.escape(words)):
+            teaching.check_prune_and_report(answer, model, scores["snip"], images, labels)
+    report = solutions["prune_and_report"](model, scores["snip"], 0.0, images, labels)
+    if report["sensitivity"] != report["specificity"]:  # swapping is only visible when they differ
+        with pytest.raises(teaching.CheckFailed):
+            for _ in range(3):
+                teaching.check_prune_and_report(_swapped(solutions), model, scores["snip"], images, labels)
+
+
+def test_equal_sparsity_check_FailsAFixedSparsity(solutions, cnn_case):
+    model, scores, images, labels = cnn_case
+
+    def ignores_target(model, scores_by_criterion, target, images, labels):
+        return solutions["equal_sparsity"](model, scores_by_criterion, 0.0, images, labels)
+
+    for _ in range(3):  # the hidden target is at least 5 points above the exact zeros, never 0
+        with pytest.raises(teaching.CheckFailed, match="target sparsity"):
+            teaching.check_equal_sparsity(ignores_target, model, scores, images, labels)
+
+
+def test_unwritten_exercise_FailsWithNotWrittenYet():
+    def placeholder(scores, epsilon):
+        raise NotImplementedError()
+
+    with pytest.raises(teaching.CheckFailed, match="not written yet"):
+        teaching.check_prune_mask(placeholder)
+
+
+def test_failure_display_ShowsTheMessageOnly_NotTheSource():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shown = []
+    shell = InteractiveShell.instance()
+    shell._showtraceback = lambda etype, value, lines: shown.append(lines)
+    teaching.show_failures_as_messages()
+    shell.run_cell("from workbench import teaching\nteaching.check_prune_mask(lambda s, e: s < e)")
+    assert len(shown) == 1 and len(shown[0]) == 1
+    assert "mask is inverted" in shown[0][0] and "check_prune_mask" not in shown[0][0]
+
+
+def test_lab_RecordsPassesFailuresAndAnswers_InItsFile(tmp_path, solutions):
+    path = tmp_path / "alice" / "05.json"
+    lab = teaching.Lab("05", path, student="alice")
+    lab.check("sparsity", solutions["sparsity"])
+    with pytest.raises(teaching.CheckFailed):
+        lab.check("prune_mask", lambda s, e: s > e)
+    with pytest.raises(teaching.CheckFailed, match="at least 15 words"):
+        lab.answer("why", "because")
+    lab.answer("why", "because " * 20)
+    record = json.loads(path.read_text())
+    assert record["student"] == "alice"
+    assert record["checks"]["sparsity"]["passed"] and not record["checks"]["prune_mask"]["passed"]
+    assert record["answers"]["why"]["words"] == 20
+    again = teaching.Lab("05", path, student="alice")  # a re-run keeps the earlier work
+    assert again.record["checks"]["sparsity"]["passed"]
+
+
+def test_lab_RejectsUnknownExercise_AndNonJsonPath(tmp_path):
+    with pytest.raises(ValueError, match="results_path"):
+        teaching.Lab("05", tmp_path / "results.txt")
+    with pytest.raises(ValueError, match="exercise must be one of"):
+        teaching.Lab("05", tmp_path / "r.json").check("nope", lambda: 0)

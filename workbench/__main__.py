@@ -94,6 +94,10 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--metric", nargs="+", default=["accuracy", "auc"], help="metrics to plot")
     report.add_argument("--group", help="one line per value of this parameter (default criterion)")
     report.set_defaults(run=_report)
+
+    from workbench.classroom import register_commands  # teaching: class {student,prepare,summary}
+
+    register_commands(commands)
     return parser
 
 

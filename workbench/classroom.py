@@ -1,0 +1,202 @@
+"""Running a lab for a class: student versions of notebooks, a shared baseline, a summary of results.
+
+python -m workbench class student notebooks/05_teaching_gradient_pruning.ipynb --out class/
+python -m workbench class prepare                 # phantom data + the dashboard's baseline, once
+python -m workbench class summary class/handed_in --out summary.csv
+
+A teacher's notebook marks solutions the nbgrader way; ``student_version`` replaces each marked
+block with ``raise NotImplementedError``, each model answer (in a string) with a prompt, and
+drops cells tagged ``teacher``::
+
+    def sparsity(keep):
+        ### BEGIN SOLUTION
+        return 1.0 - keep.mean()
+        ### END SOLUTION
+
+    why = '''
+    ### BEGIN ANSWER
+    Because ...
+    ### END ANSWER
+    '''
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+TEACHER_TAG = "teacher"
+# marker kind -> what the student gets instead of the teacher's text (at the marker's indent)
+PLACEHOLDERS = {
+    "SOLUTION": "{indent}# YOUR CODE HERE\n{indent}raise NotImplementedError()",
+    "ANSWER": "{indent}Write your answer here, in your own words.",
+}
+
+
+def _block(kind: str) -> re.Pattern:
+    return re.compile(rf"^([ \t]*)### BEGIN {kind}[ \t]*\n.*?^[ \t]*### END {kind}[ \t]*$", re.M | re.S)
+
+
+def strip_solutions(source: str) -> str:
+    """Replace every marked solution or model-answer block in ``source`` by a placeholder.
+
+    Raises:
+        ValueError: a BEGIN marker without its END (or the reverse).
+    """
+    for kind, placeholder in PLACEHOLDERS.items():
+        source = _block(kind).sub(lambda m, p=placeholder: p.format(indent=m[1]), source)
+        if f"### BEGIN {kind}" in source or f"### END {kind}" in source:
+            raise ValueError(f"unbalanced markers: every '### BEGIN {kind}' needs an '### END {kind}' line")
+    return source
+
+
+def student_version(notebook):
+    """Return a copy of ``notebook`` without teacher cells, solutions or outputs.
+
+    Raises:
+        ValueError: a cell has unbalanced solution markers.
+    """
+    import copy
+
+    student = copy.deepcopy(notebook)
+    student.cells = [c for c in student.cells if TEACHER_TAG not in c.metadata.get("tags", [])]
+    for cell in student.cells:
+        cell.source = strip_solutions(cell.source)
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    return student
+
+
+def write_student_version(notebook_path: str | Path, out_dir: str | Path) -> Path:
+    """Write the student version of ``notebook_path`` into ``out_dir`` (never over an existing file)."""
+    import nbformat
+
+    source = Path(notebook_path)
+    if not source.is_file():
+        raise FileNotFoundError(f"notebook not found: {source}")
+    target = Path(out_dir) / source.name
+    if target.exists():
+        raise ValueError(
+            f"--out: {target} exists; remove it or choose another folder (nothing is overwritten)"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(student_version(nbformat.read(source, as_version=4)), target)
+    return target
+
+
+# --- collecting results ----------------------------------------------------------------------
+
+
+def read_record(path: Path) -> dict | None:
+    """A student's record from a results .json, or from the last one an executed notebook displayed."""
+    from workbench.teaching import RESULTS_MIME
+
+    if path.suffix == ".json":
+        record = json.loads(path.read_text())
+        return record if isinstance(record, dict) and "checks" in record else None
+    import nbformat
+
+    notebook = nbformat.read(path, as_version=4)
+    found = [
+        output["data"][RESULTS_MIME]
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
+        if RESULTS_MIME in output.get("data", {})
+    ]
+    return dict(found[-1]) if found else None
+
+
+def class_summary(folder: str | Path):
+    """One row per student record (.json results or executed .ipynb) under ``folder``.
+
+    Columns: student, lesson, file, passed, failed, answers, then one column per exercise
+    ('passed', 'failed' or empty) and one per written answer (its text).
+    """
+    import pandas as pd
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"class folder not found: {folder}")
+    rows = []
+    for path in sorted([*folder.rglob("*.json"), *folder.rglob("*.ipynb")]):
+        record = read_record(path)
+        if record is None:
+            log.info("no lab record in %s", path)
+            continue
+        rows.append(_row(record, path.relative_to(folder)))
+    return pd.DataFrame(rows)
+
+
+def _row(record: dict, path: Path) -> dict:
+    checks, answers = record.get("checks", {}), record.get("answers", {})
+    row = {
+        "student": record.get("student", ""),
+        "lesson": record.get("lesson", ""),
+        "file": str(path),
+        "passed": sum(c.get("passed", False) for c in checks.values()),
+        "failed": sum(not c.get("passed", False) for c in checks.values()),
+        "answers": len(answers),
+    }
+    row.update({name: "passed" if c.get("passed") else "failed" for name, c in checks.items()})
+    row.update({f"answer:{name}": a.get("text", "") for name, a in answers.items()})
+    return row
+
+
+def prepare_classroom(model: str = "seed_cnn", epochs: int = 12, seed: int = 0) -> Path:
+    """Generate the phantom data and train the dashboard's baseline into the data folder, once.
+
+    Notebooks 01 and 07 with their defaults (phantom, seed_cnn, 12 epochs, seed 0) then load the
+    baseline from the cache instead of training it in every student's kernel.
+    """
+    from workbench.paths import data_dir
+    from workbench.sources import load_dataset
+    from workbench.train import Recipe, baseline
+
+    baseline(load_dataset("phantom", seed=seed), model, Recipe(epochs=epochs, seed=seed))
+    return data_dir()
+
+
+# --- command line ----------------------------------------------------------------------------
+
+
+def register_commands(commands) -> None:
+    """Add ``class {student,prepare,summary}`` to the CLI's subparsers."""
+    group = commands.add_parser("class", help="student versions, a shared baseline, a class results table")
+    actions = group.add_subparsers(required=True, metavar="ACTION")
+    student = actions.add_parser("student", help="write notebooks' student versions (solutions stripped)")
+    student.add_argument("notebooks", nargs="+", help="teacher notebooks with ### BEGIN/END SOLUTION marks")
+    student.add_argument("--out", required=True, help="folder for the student versions")
+    student.set_defaults(run=_student)
+    prepare = actions.add_parser("prepare", help="phantom data + notebook 01's baseline in WORKBENCH_DATA")
+    prepare.add_argument("--epochs", type=int, default=12, help="as notebook 01's epochs (default 12)")
+    prepare.set_defaults(run=_prepare)
+    summary = actions.add_parser("summary", help="a CSV of every student's checks and answers")
+    summary.add_argument("folder", help="a folder of results .json files and/or executed notebooks")
+    summary.add_argument("--out", default="summary.csv", help="the CSV to write (default summary.csv)")
+    summary.set_defaults(run=_summary)
+
+
+def _student(args) -> int:
+    for notebook in args.notebooks:
+        print(f"wrote {write_student_version(notebook, args.out)}")
+    return 0
+
+
+def _prepare(args) -> int:
+    print(f"classroom data ready in {prepare_classroom(epochs=args.epochs)}")
+    return 0
+
+
+def _summary(args) -> int:
+    out = Path(args.out)
+    if out.exists():
+        raise ValueError(f"--out: {out} exists; choose another name (nothing is overwritten)")
+    table = class_summary(args.folder)
+    table.to_csv(out, index=False)
+    print(f"{len(table)} student records -> {out}")
+    return 0
