@@ -22,10 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-try:  # main moved the atomic writer into workbench.fs; this branch predates it (merge: keep the first)
-    from workbench.fs import write_atomically
-except ImportError:
-    from workbench.paths import write_atomically
+from workbench.fs import write_atomically
 
 RESULTS_MIME = "application/vnd.workbench.lab+json"
 MIN_WORDS = 15  # a written answer shorter than this is not an answer yet
