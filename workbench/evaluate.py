@@ -17,6 +17,9 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from workbench.compat import keras
 from workbench.masks import MaskResult, Masks, alive_units
 from workbench.registry import layer_by_name, other_parameters, prunable_layers
+from workbench.stats import auc_ci, compare_auc
+
+__all__ = ["auc_ci", "compare_auc"]  # re-exported: the evidence API lives beside the metrics
 
 
 def operating_threshold(val_probs: np.ndarray, val_labels: np.ndarray, positive: int = 1) -> float:

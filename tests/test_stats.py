@@ -1,0 +1,194 @@
+"""Intervals and paired tests against independent references: a slow DeLong, hand-worked cases, scipy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+from sklearn.metrics import roc_auc_score
+
+from workbench.stats import (
+    INCONCLUSIVE,
+    INFERIOR,
+    NONINFERIOR,
+    auc_ci,
+    bootstrap_ci,
+    compare_auc,
+    delong,
+    ece_ci,
+    macro_auc_ci,
+    mcnemar_p,
+    noninferiority,
+    wilson_ci,
+)
+
+
+def _slow_delong(labels, *scores):
+    """DeLong 1988 by its definition: pairwise kernel psi over all m x n pairs, sample covariances."""
+    labels = np.asarray(labels, bool)
+    v10s, v01s = [], []
+    for s in scores:
+        s = np.asarray(s, float)
+        x, y = s[labels], s[~labels]
+        psi = (x[:, None] > y[None, :]) + 0.5 * (x[:, None] == y[None, :])
+        v10s.append(psi.mean(axis=1))
+        v01s.append(psi.mean(axis=0))
+    v10, v01 = np.array(v10s), np.array(v01s)
+    m, n = v10.shape[1], v01.shape[1]
+    s10 = np.array([[np.sum((a - a.mean()) * (b - b.mean())) / (m - 1) for b in v10] for a in v10])
+    s01 = np.array([[np.sum((a - a.mean()) * (b - b.mean())) / (n - 1) for b in v01] for a in v01])
+    return v10.mean(axis=1), s10 / m + s01 / n
+
+
+def _binormal(rng, n_pos, n_neg, shift, correlation=0.0):
+    """Two correlated scores per case; positives shifted by ``shift`` (true AUC = Phi(shift / sqrt 2))."""
+    labels = np.r_[np.ones(n_pos, int), np.zeros(n_neg, int)]
+    common = rng.normal(size=labels.size)
+    a = np.sqrt(correlation) * common + np.sqrt(1 - correlation) * rng.normal(size=labels.size)
+    b = np.sqrt(correlation) * common + np.sqrt(1 - correlation) * rng.normal(size=labels.size)
+    return labels, a + shift * labels, b + shift * labels
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_delong_AgreesWithSlowDefinition_RandomAndTiedScores(tied):
+    rng = np.random.default_rng(1)
+    labels, a, b = _binormal(rng, 37, 52, 0.8, correlation=0.5)
+    if tied:  # few distinct values: many ties within and across classes
+        a, b = np.round(a), np.round(b * 2) / 2
+    aucs, covariance = delong(labels, a, b)
+    slow_aucs, slow_covariance = _slow_delong(labels, a, b)
+    np.testing.assert_allclose(aucs, slow_aucs, atol=1e-12)
+    np.testing.assert_allclose(covariance, slow_covariance, atol=1e-12)
+    assert aucs[0] == pytest.approx(roc_auc_score(labels, a))
+    value, low, high = auc_ci(labels, a)
+    half = scipy_stats.norm.ppf(0.975) * np.sqrt(slow_covariance[0, 0])
+    assert (value, low, high) == pytest.approx((slow_aucs[0], slow_aucs[0] - half, slow_aucs[0] + half))
+    paired = compare_auc(labels, a, b)
+    se = np.sqrt(slow_covariance[0, 0] + slow_covariance[1, 1] - 2 * slow_covariance[0, 1])
+    difference = slow_aucs[1] - slow_aucs[0]
+    assert paired["difference"] == pytest.approx(difference)
+    assert paired["ci_low"] == pytest.approx(difference - 1.959964 * se, abs=1e-6)
+    assert paired["p_value"] == pytest.approx(2 * scipy_stats.norm.sf(abs(difference) / se))
+
+
+def test_compare_auc_HandWorkedPairedVariance():
+    # positives are cases 0,1; negatives 2,3. Score a: psi rows [1,1],[0,1] -> V10=[1,.5], V01=[.5,1];
+    # score b swaps the positives -> V10=[.5,1], V01=[.5,1]. Both AUC .75; var a = var b = .125/2+.125/2
+    # = .125; cov = (-.125)/2 + .125/2 = 0; so var(b - a) = .25 and the difference is 0 with p = 1.
+    labels = [1, 1, 0, 0]
+    a, b = [0.9, 0.4, 0.5, 0.1], [0.3, 0.9, 0.5, 0.1]
+    aucs, covariance = delong(labels, a, b)
+    np.testing.assert_allclose(aucs, [0.75, 0.75])
+    np.testing.assert_allclose(covariance, [[0.125, 0.0], [0.0, 0.125]], atol=1e-15)
+    paired = compare_auc(labels, a, b, level=0.95)
+    assert paired["difference"] == 0 and paired["p_value"] == pytest.approx(1.0)
+    assert paired["ci_high"] == pytest.approx(1.959964 * 0.5, abs=1e-6)
+
+
+def test_compare_auc_SameScores_ZeroDifferenceAndNonInferior():
+    rng = np.random.default_rng(2)
+    labels, a, _ = _binormal(rng, 30, 40, 1.0)
+    paired = compare_auc(labels, a, a)
+    assert paired["difference"] == 0 and paired["ci_low"] == 0 and paired["ci_high"] == 0
+    assert paired["p_value"] == 1.0
+    assert noninferiority(paired["ci_low"], paired["ci_high"], 0.02) == NONINFERIOR
+
+
+def test_auc_ci_SingleClass_RaisesNamingTheProblem():
+    with pytest.raises(ValueError, match="single class"):
+        auc_ci([1, 1, 1], [0.2, 0.4, 0.9])
+    with pytest.raises(ValueError, match="single class"):
+        compare_auc([0, 0], [0.1, 0.2], [0.3, 0.1])
+    with pytest.raises(ValueError, match="level"):
+        auc_ci([0, 1], [0.1, 0.9], level=95)
+
+
+def test_auc_ci_ConstantScores_GiveHalfAndAZeroWidthInterval():
+    assert auc_ci([0, 1, 0, 1], [0.3, 0.3, 0.3, 0.3]) == (0.5, 0.5, 0.5)
+
+
+def test_auc_ci_CoversTrueAucAtAboutNominalRate():
+    rng = np.random.default_rng(3)
+    shift = 1.0
+    true_auc = scipy_stats.norm.cdf(shift / np.sqrt(2))
+    covered, rejected = 0, 0
+    trials = 400
+    for _ in range(trials):
+        labels, a, b = _binormal(rng, 60, 90, shift, correlation=0.6)
+        _, low, high = auc_ci(labels, a)
+        covered += low <= true_auc <= high
+        rejected += compare_auc(labels, a, b)["p_value"] < 0.05  # equal true AUCs: a 5% false alarm rate
+    assert 0.91 <= covered / trials <= 0.98
+    assert 0.015 <= rejected / trials <= 0.09
+
+
+def test_wilson_ci_AgreesWithScipyAndHandFormula():
+    for k, n in [(0, 10), (3, 10), (47, 50), (624, 624)]:
+        value, low, high = wilson_ci(k, n, 0.95)
+        z = scipy_stats.norm.ppf(0.975)
+        p = k / n
+        centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
+        half = z / (1 + z**2 / n) * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2))
+        assert value == p
+        assert (low, high) == pytest.approx((max(centre - half, 0), min(centre + half, 1)), abs=1e-9)
+    try:
+        from statsmodels.stats.proportion import proportion_confint
+    except ImportError:
+        return
+    assert wilson_ci(3, 10)[1:] == pytest.approx(proportion_confint(3, 10, method="wilson"))
+
+
+def test_wilson_ci_NoTrials_Raises():
+    with pytest.raises(ValueError, match="trials"):
+        wilson_ci(0, 0)
+
+
+def test_mcnemar_p_MatchesExactBinomialOnDiscordantPairs():
+    a = np.array([1] * 10 + [1] * 8 + [0] * 2 + [0] * 5, bool)  # 8 right only for a, 2 only for b
+    b = np.array([1] * 10 + [0] * 8 + [1] * 2 + [0] * 5, bool)
+    assert mcnemar_p(a, b) == pytest.approx(scipy_stats.binomtest(2, 10).pvalue)
+    assert mcnemar_p(a, b) == pytest.approx(2 * sum(scipy_stats.binom.pmf(k, 10, 0.5) for k in range(3)))
+    assert mcnemar_p(a, a) == 1.0
+
+
+def test_noninferiority_ReadsTheIntervalAgainstTheMargin():
+    assert noninferiority(-0.01, 0.03, margin=0.02) == NONINFERIOR
+    assert noninferiority(-0.08, -0.03, margin=0.02) == INFERIOR
+    assert noninferiority(-0.05, 0.01, margin=0.02) == INCONCLUSIVE
+    with pytest.raises(ValueError, match="margin"):
+        noninferiority(0.0, 0.0, margin=-0.1)
+
+
+def test_bootstrap_ci_OfTheMean_CoversAtAboutNominalRate():
+    rng = np.random.default_rng(4)
+    covered = 0
+    trials = 200
+    for seed in range(trials):
+        x = rng.exponential(size=80)
+        _, low, high = bootstrap_ci(
+            lambda idx, x=x: x[idx].mean(axis=-1), 80, resamples=400, seed=seed, vectorized=True
+        )
+        covered += low <= 1.0 <= high
+    assert 0.88 <= covered / trials <= 0.98
+
+
+def test_ece_ci_ValueMatchesEvaluateEce_AndIntervalBracketsIt():
+    from workbench.evaluate import expected_calibration_error
+
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 2, 300)
+    p = np.clip(0.5 + (labels - 0.5) * rng.random(300) * 1.2, 0, 1)
+    probs = np.stack([1 - p, p], axis=1)
+    value, low, high = ece_ci(probs, labels)
+    assert value == pytest.approx(expected_calibration_error(probs, labels))
+    assert low < value < high
+
+
+def test_macro_auc_ci_MultiClass_BracketsScikitLearn():
+    rng = np.random.default_rng(6)
+    labels = rng.integers(0, 3, 150)
+    logits = rng.normal(size=(150, 3)) + np.eye(3)[labels]
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    value, low, high = macro_auc_ci(probs, labels, resamples=200)
+    assert value == pytest.approx(roc_auc_score(labels, probs, multi_class="ovr"))
+    assert low < value < high and high - low < 0.3

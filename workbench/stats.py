@@ -1,0 +1,253 @@
+"""Intervals and paired tests for clinical evidence: is the pruned model as good as the dense one?
+
+Pure NumPy/SciPy, no TensorFlow. AUC intervals and the paired AUC test follow DeLong et al.
+(1988) with the fast midrank algorithm of Sun & Xu (2014); proportions get Wilson intervals;
+metrics without a closed form (ECE, multi-class macro AUC) get ``scipy.stats.bootstrap``
+intervals. Undefined inputs (a single class) raise ``ValueError``: callers decide how to say
+"undefined", never a silent number.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+from scipy import stats
+from sklearn.metrics import roc_auc_score
+
+NONINFERIOR, INFERIOR, INCONCLUSIVE = "non-inferior", "inferior", "inconclusive"
+
+
+def _z(level: float) -> float:
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    return float(stats.norm.ppf(0.5 + level / 2))
+
+
+def _split_by_label(labels, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(positives, negatives) score columns; labels are 0/1 or boolean (1 = positive)."""
+    labels = np.asarray(labels).reshape(-1)
+    if scores.shape[-1] != labels.size:
+        raise ValueError(f"labels has {labels.size} entries but scores have {scores.shape[-1]}")
+    if not np.isin(labels, (0, 1)).all():
+        raise ValueError(f"labels must be 0/1 (1 = positive), got values {np.unique(labels)[:5]}")
+    positive = labels.astype(bool)
+    if positive.all() or not positive.any():
+        raise ValueError(f"labels hold a single class ({int(labels[0])}): AUC is undefined")
+    return scores[:, positive], scores[:, ~positive]
+
+
+def delong(labels, *scores) -> tuple[np.ndarray, np.ndarray]:
+    """AUCs of one or more scores on the same cases, and DeLong's covariance matrix of them.
+
+    Fast algorithm of Sun & Xu (2014): the structural components come from three midrankings
+    instead of the O(m·n) pairwise comparison; ties count one half.
+
+    Returns:
+        ``(aucs, covariance)`` with shapes (k,) and (k, k) for k score arrays.
+    """
+    positives, negatives = _split_by_label(labels, np.atleast_2d(np.asarray(scores, dtype=float)))
+    v10, v01 = _structural_components(positives, negatives)
+    aucs = v10.mean(axis=1)
+    covariance = np.atleast_2d(np.cov(v10)) / v10.shape[1] + np.atleast_2d(np.cov(v01)) / v01.shape[1]
+    return aucs, covariance
+
+
+def _structural_components(positives: np.ndarray, negatives: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """V10 (per positive: share of negatives below it) and V01 (per negative: share of positives above it)."""
+    m, n = positives.shape[1], negatives.shape[1]
+    within_pos = stats.rankdata(positives, axis=1)
+    within_neg = stats.rankdata(negatives, axis=1)
+    overall = stats.rankdata(np.concatenate([positives, negatives], axis=1), axis=1)
+    v10 = (overall[:, :m] - within_pos) / n
+    v01 = 1.0 - (overall[:, m:] - within_neg) / m
+    return v10, v01
+
+
+def auc_ci(labels, scores, level: float = 0.95) -> tuple[float, float, float]:
+    """ROC AUC of ``scores`` for binary ``labels`` with DeLong's confidence interval.
+
+    The normal interval is clipped to [0, 1]; with perfect separation its width is zero
+    (DeLong's variance vanishes there), so read it as "at least as good as this sample shows".
+
+    Raises:
+        ValueError: a single class in ``labels`` (AUC undefined), or a bad ``level``.
+    """
+    z = _z(level)
+    aucs, covariance = delong(labels, scores)
+    half = z * float(np.sqrt(max(covariance[0, 0], 0.0)))
+    value = float(aucs[0])
+    return value, max(value - half, 0.0), min(value + half, 1.0)
+
+
+def compare_auc(labels, scores_a, scores_b, level: float = 0.95) -> dict:
+    """DeLong's paired test of two scores on the same cases: is AUC(b) different from AUC(a)?
+
+    Returns:
+        ``auc_a``, ``auc_b``, ``difference`` (b − a), its interval ``ci_low``/``ci_high`` and the
+        two-sided ``p_value``. Identical scores give difference 0, interval [0, 0] and p = 1.
+    """
+    z = _z(level)
+    positives, negatives = _split_by_label(labels, np.asarray([scores_a, scores_b], dtype=float))
+    v10, v01 = _structural_components(positives, negatives)
+    # the variance of the difference straight from differenced components: exactly 0 for equal scores
+    variance = np.var(v10[1] - v10[0], ddof=1) / v10.shape[1] + np.var(v01[1] - v01[0], ddof=1) / v01.shape[1]
+    auc_a, auc_b = (float(a) for a in v10.mean(axis=1))
+    difference = auc_b - auc_a
+    se = float(np.sqrt(max(variance, 0.0)))
+    if se == 0.0:
+        p_value = 1.0 if difference == 0 else 0.0
+    else:
+        p_value = float(2 * stats.norm.sf(abs(difference) / se))
+    return {
+        "auc_a": auc_a,
+        "auc_b": auc_b,
+        "difference": difference,
+        "ci_low": difference - z * se,
+        "ci_high": difference + z * se,
+        "p_value": p_value,
+    }
+
+
+def wilson_ci(successes: int, trials: int, level: float = 0.95) -> tuple[float, float, float]:
+    """A proportion with its Wilson score interval (scipy's ``binomtest``).
+
+    Raises:
+        ValueError: ``trials`` is 0 (the proportion is undefined) or ``successes`` is out of range.
+    """
+    successes, trials = int(successes), int(trials)
+    if trials <= 0:
+        raise ValueError(f"trials must be positive for a proportion, got {trials}")
+    if not 0 <= successes <= trials:
+        raise ValueError(f"successes must be in [0, trials={trials}], got {successes}")
+    interval = stats.binomtest(successes, trials).proportion_ci(confidence_level=level, method="wilson")
+    return successes / trials, float(interval.low), float(interval.high)
+
+
+def mcnemar_p(correct_a, correct_b) -> float:
+    """McNemar's exact test on paired decisions: p-value that a and b are equally often right.
+
+    Only the discordant cases count (a right and b wrong, or the reverse); with none, p = 1.
+    """
+    correct_a, correct_b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
+    if correct_a.shape != correct_b.shape:
+        raise ValueError(f"correct_a and correct_b differ in shape: {correct_a.shape} vs {correct_b.shape}")
+    only_a = int((correct_a & ~correct_b).sum())
+    only_b = int((~correct_a & correct_b).sum())
+    if only_a + only_b == 0:
+        return 1.0
+    return float(stats.binomtest(only_a, only_a + only_b, 0.5).pvalue)
+
+
+def noninferiority(low: float, high: float, margin: float = 0.02) -> str:
+    """Verdict from the interval of (new − reference): non-inferior, inferior or inconclusive.
+
+    Non-inferior when the whole interval lies above −margin, inferior when it lies wholly below.
+    """
+    if not margin >= 0:
+        raise ValueError(f"margin must be >= 0 (an AUC loss one accepts), got {margin}")
+    if low > -margin:
+        return NONINFERIOR
+    if high < -margin:
+        return INFERIOR
+    return INCONCLUSIVE
+
+
+def bootstrap_ci(
+    statistic: Callable[[np.ndarray], float],
+    size: int,
+    level: float = 0.95,
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+    vectorized: bool = False,
+) -> tuple[float, float, float]:
+    """A statistic of ``size`` cases with its percentile bootstrap interval (``scipy.stats.bootstrap``).
+
+    Args:
+        statistic: takes an index array into the cases (shape (size,), or (batch, size) when
+            ``vectorized``) and returns the statistic of those cases (one per row when vectorized).
+            Resampling indices keeps paired data (probabilities of two models, labels) paired.
+            It may return NaN for a resample where it is undefined (e.g. a class missing): those
+            resamples are left out of the interval.
+    Returns:
+        ``(value on all cases, low, high)``.
+    """
+    _z(level)
+    if size < 2:
+        raise ValueError(f"size must be at least 2 to bootstrap, got {size}")
+    indices = np.arange(size)
+    function = (lambda idx, axis=-1: statistic(idx)) if vectorized else statistic  # scipy passes axis
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # NaN resamples; handled below
+        draws = stats.bootstrap(
+            (indices,),
+            function,
+            n_resamples=resamples,
+            confidence_level=level,
+            method="percentile",
+            vectorized=vectorized,
+            random_state=np.random.default_rng(seed),
+        ).bootstrap_distribution
+    draws = np.asarray(draws, float)[np.isfinite(draws)]
+    if draws.size < resamples / 2:
+        raise ValueError(f"the statistic is undefined on {resamples - draws.size} of {resamples} resamples")
+    low, high = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
+    value = float(np.asarray(statistic(indices[None] if vectorized else indices)).reshape(-1)[0])
+    return value, float(low), float(high)
+
+
+def calibration_gaps(
+    confidence: np.ndarray, correct: np.ndarray, bins: int = 15
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-case bin index and (correct − confidence) gap, the ingredients of ECE."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    return which, np.asarray(correct, float) - np.asarray(confidence, float)
+
+
+def ece_of(which: np.ndarray, gaps: np.ndarray, indices: np.ndarray, bins: int = 15) -> np.ndarray:
+    """ECE of the cases ``indices`` (shape (size,) or (batch, size)): Σ_bins |Σ gaps| / size, per row."""
+    indices = np.atleast_2d(indices)
+    rows, size = indices.shape
+    slots = which[indices] + bins * np.arange(rows)[:, None]
+    sums = np.bincount(slots.ravel(), weights=gaps[indices].ravel(), minlength=rows * bins)
+    return np.abs(sums.reshape(rows, bins)).sum(axis=1) / size
+
+
+def ece_ci(
+    probs: np.ndarray, labels, level: float = 0.95, bins: int = 15, *, resamples: int = 1000, seed: int = 0
+) -> tuple[float, float, float]:
+    """Expected calibration error (max-probability confidence) with its bootstrap interval."""
+    probs = np.asarray(probs, float)
+    which, gaps = calibration_gaps(probs.max(axis=1), probs.argmax(axis=1) == np.asarray(labels), bins)
+    return bootstrap_ci(
+        lambda idx: ece_of(which, gaps, idx, bins),
+        len(gaps),
+        level,
+        resamples=resamples,
+        seed=seed,
+        vectorized=True,
+    )
+
+
+def macro_auc_ci(
+    probs: np.ndarray, labels, level: float = 0.95, *, resamples: int = 500, seed: int = 0
+) -> tuple[float, float, float]:
+    """One-vs-rest macro AUC of multi-class probabilities with its bootstrap interval.
+
+    Resamples that miss a class have no macro AUC and are left out of the interval.
+    """
+    probs, labels = np.asarray(probs, float), np.asarray(labels).reshape(-1)
+    if len(np.unique(labels)) < probs.shape[1]:
+        raise ValueError(
+            f"labels hold {len(np.unique(labels))} of {probs.shape[1]} classes: macro AUC undefined"
+        )
+
+    def macro(idx):
+        if len(np.unique(labels[idx])) < probs.shape[1]:
+            return np.nan
+        return roc_auc_score(labels[idx], probs[idx], multi_class="ovr")
+
+    return bootstrap_ci(macro, len(labels), level, resamples=resamples, seed=seed)
