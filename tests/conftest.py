@@ -144,3 +144,12 @@ def write_tiny_notebook(path: Path) -> Path:
     ]
     nbformat.write(notebook, path)
     return path
+
+
+def tiny_resnet(input_shape=(24, 24, 1), classes=2, seed=0):
+    """small_resnet at widths (4, 8): two coupled channel groups, BatchNorm, a shortcut conv."""
+    from workbench.compat import keras
+    from workbench.models import small_resnet
+
+    keras.utils.set_random_seed(seed)
+    return small_resnet(input_shape, classes, widths=(4, 8))

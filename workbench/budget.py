@@ -7,14 +7,18 @@ Goals (``GOALS``), each a fraction or a drop, never a raw threshold:
 - ``flops``: structured pruning to at most ``value`` of the dense model's FLOPs (0.25 = a quarter).
 - ``params``: unstructured pruning to at most ``value`` of the prunable weights.
 
-The method is AIMET's greedy per-layer selection over the sensitivity table (``workbench.sensitivity``):
-starting dense, repeatedly move the row (layer or coupled group) whose next grid sparsity costs the
-least AUC per unit of cost saved. The per-row drop is taken as its running maximum, so a noisy dip
-never makes a sparser setting look free. A budget stops the walk at the first state within budget
-(the achieved cost is measured on the real joint mask, so it is never above the budget). A tolerance
-is checked on the real joint mask, not on the table's sum: a bisection along the walk finds the
-sparsest state whose measured validation drop is within it. Coupled channel groups are rows, so they
-are pruned as one; the collapse guard (``min_keep``) holds in every row.
+The method is a Lagrangian over the sensitivity table (``workbench.sensitivity``), the classic
+optimal-allocation answer to a multiple-choice knapsack (Shoham & Gersho's bit allocation): for a
+price λ every row (layer, or coupled channel group) independently takes the grid level that
+minimises its drop + λ·cost, and λ is bisected against the *real* cost of the joint mask, so the
+achieved cost is never above a budget. AIMET's greedy ratio walk was tried first and rejected: one
+large layer's coarse grid step overshoots the budget and the walk cannot trade it back. Each row's
+drop is taken as its running maximum over the grid (a noisy dip never makes a sparser setting look
+free), and what the budget has left after the bisection is spent by stepping rows back, most drop
+saved per cost first. A tolerance is checked on the real joint mask, not on the table's sum: the
+distinct solutions along λ are measured, and the cheapest whose validation drop is within it wins. Coupled
+channel groups are rows, so they are pruned as one; the collapse guard (``min_keep``) holds in
+every row.
 
 Two reference allocations answer the same goals with one sparsity knob, found by bisection:
 ``uniform`` (every layer the same sparsity) and ``global`` (one ranking over all layers).
@@ -103,31 +107,21 @@ def _cost_fn(model, granularity: str) -> Callable[[Masks], float]:
     return lambda keep: costs(model, keep, granularity)[index]
 
 
-# --- the greedy walk over the table -----------------------------------------------------------
+# --- the allocation over the table: a Lagrangian over per-row levels -------------------------
 
 
-def greedy_path(table: Sensitivity, subject: Subject, cost: Callable[[Masks], float]) -> list[dict[str, int]]:
-    """The greedy walk from dense to the grid's end: a list of {row: grid level} (0 = dense)."""
-    levels = {row.name: 0 for row in table.rows}
-    envelope = _drop_envelopes(table)
-    masks = _row_masks(table, subject)
-    path, current = [dict(levels)], cost(_joint(subject, masks, levels))
-    while True:
-        best, best_ratio, best_cost = None, np.inf, current
-        for row in table.rows:
-            level = levels[row.name]
-            if level + 1 >= len(envelope[row.name]):
-                continue
-            trial = cost(_joint(subject, masks, {**levels, row.name: level + 1}))
-            saved = current - trial
-            ratio = (envelope[row.name][level + 1] - envelope[row.name][level] + 1e-9) / max(saved, 1e-12)
-            if ratio < best_ratio:
-                best, best_ratio, best_cost = row.name, ratio, trial
-        if best is None:
-            return path
-        levels[best] += 1
-        current = best_cost
-        path.append(dict(levels))
+def lagrangian_levels(envelope: dict[str, np.ndarray], row_costs: dict[str, np.ndarray], lam: float) -> dict:
+    """Per row, the grid level minimising drop + λ·cost (level 0 = dense wins ties, so λ = 0 is dense)."""
+    return {name: int(np.argmin(envelope[name] + lam * row_costs[name])) for name in envelope}
+
+
+def _row_costs(subject: Subject, masks: dict, cost: Callable[[Masks], float]) -> dict[str, np.ndarray]:
+    """Each row's cost at each level with every other row dense (the separable estimate)."""
+    return {name: np.array([cost(_joint(subject, masks, {name: level})) for level in range(len(levels))])
+            for name, levels in masks.items()}  # fmt: skip
+
+
+LAMBDAS = np.concatenate([[0.0], np.geomspace(1e-5, 1e5, 300)])
 
 
 def _drop_envelopes(table: Sensitivity) -> dict[str, np.ndarray]:
@@ -176,7 +170,7 @@ def _last_within(n: int, ok: Callable[[int], bool]) -> int:
 
 
 def allocate_from_table(table: Sensitivity, subject: Subject, goal: str, value: float) -> Allocation:
-    """Walk the sensitivity table greedily until the goal is met; see the module docstring.
+    """Choose each row's grid level to meet the goal at the least estimated drop; see the module docstring.
 
     Raises:
         ValueError: if a budget is below what the grid's largest sparsity reaches.
@@ -184,21 +178,63 @@ def allocate_from_table(table: Sensitivity, subject: Subject, goal: str, value: 
     granularity = check_goal(goal, value, table.granularity)
     structured = granularity == "structured"
     cost = _cost_fn(subject.model, granularity)
-    path = greedy_path(table, subject, cost)
-    masks = _row_masks(table, subject)
-    states = [_joint(subject, masks, levels) for levels in path]
+    masks, envelope = _row_masks(table, subject), _drop_envelopes(table)
+    row_costs = _row_costs(subject, masks, cost)
+
+    def state(i: int) -> Masks:
+        return _joint(subject, masks, lagrangian_levels(envelope, row_costs, LAMBDAS[i]))
+
     dense_auc = _validation_auc(subject, dense_keep(subject.scorer.infos), structured)[0]
     if goal == "tolerance":
-        index = _last_within(len(states), lambda i: _val_drop(subject, states[i], structured, dense_auc) <= value)
-    else:
-        within = [i for i, keep in enumerate(states) if cost(keep) <= value + 1e-12]
-        if not within:
-            raise ValueError(
-                f"value {value} for goal {goal!r} is below what the grid reaches (up to sparsity "
-                f"{max(table.grid)} per row: {cost(states[-1]):.3f} of dense); extend the grid"
-            )
-        index = within[0]
-    return _finish("sensitivity", goal, value, granularity, subject, states[index], dense_auc)
+        keep = _cheapest_within(
+            [state(i) for i in _distinct(envelope, row_costs)], cost,
+            lambda keep: _val_drop(subject, keep, structured, dense_auc) <= value,
+        )  # fmt: skip
+        return _finish("sensitivity", goal, value, granularity, subject, keep, dense_auc)
+    if cost(state(len(LAMBDAS) - 1)) > value + 1e-12:
+        raise ValueError(
+            f"value {value} for goal {goal!r} is below what the grid reaches (up to sparsity "
+            f"{max(table.grid)} per row: {cost(state(len(LAMBDAS) - 1)):.3f} of dense); extend the grid"
+        )
+    index = _first_within(len(LAMBDAS), lambda i: cost(state(i)) <= value + 1e-12)
+    levels = lagrangian_levels(envelope, row_costs, LAMBDAS[index])
+    levels = _give_back(levels, envelope, lambda lv: cost(_joint(subject, masks, lv)), value)
+    return _finish("sensitivity", goal, value, granularity, subject, _joint(subject, masks, levels), dense_auc)
+
+
+def _distinct(envelope: dict, row_costs: dict) -> list[int]:
+    """Indices into LAMBDAS of the distinct solutions along λ (a few dozen, from dense to the grid's end)."""
+    seen, out = set(), []
+    for i, lam in enumerate(LAMBDAS):
+        levels = tuple(lagrangian_levels(envelope, row_costs, lam).values())
+        if levels not in seen:
+            seen.add(levels)
+            out.append(i)
+    return out
+
+
+def _cheapest_within(states: list[Masks], cost: Callable[[Masks], float], ok: Callable[[Masks], bool]) -> Masks:
+    """The cheapest state that passes ``ok`` (measured on validation); the first state is dense and passes."""
+    passing = [keep for keep in states if ok(keep)]
+    return min(passing, key=cost)
+
+
+def _give_back(levels: dict[str, int], envelope: dict, cost: Callable[[dict], float], budget: float) -> dict:
+    """Spend what the budget has left: step rows back while within it, most drop saved per cost first.
+
+    Steps the table calls free (zero drop) are undone too, last: single-layer drops miss how
+    layers' losses add up, and unused budget is accuracy thrown away.
+    """
+    levels = dict(levels)
+    while True:
+        current, options = cost(levels), []
+        for name, level in levels.items():
+            gain = envelope[name][level] - envelope[name][level - 1] if level > 0 else -1.0
+            if gain >= 0 and (trial := cost({**levels, name: level - 1})) <= budget + 1e-12:
+                options.append(((gain + 1e-9) / max(trial - current, 1e-12), name))
+        if not options:
+            return levels
+        levels[max(options)[1]] -= 1
 
 
 def _finish(method, goal, value, granularity, subject: Subject, keep: Masks, dense_auc: float) -> Allocation:

@@ -34,7 +34,7 @@ from workbench.sweep import Evaluator
 
 log = logging.getLogger(__name__)
 
-DEFAULT_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+DEFAULT_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98)
 BASELINE = "random"  # the criterion every real one must beat
 
 
@@ -125,13 +125,39 @@ def _first(split: Split) -> Split:
 # --- one cell ---------------------------------------------------------------------------------
 
 
+def validation_scores(subject: Subject, keep: Masks, structured: bool) -> np.ndarray:
+    """p(positive) of every validation image with ``keep`` applied (the fast evaluator's work copy)."""
+    val_probs, _ = subject.evaluator.probabilities(keep, structured)
+    return val_probs[:, subject.evaluator.positive]
+
+
 def validation_auc(subject: Subject, keep: Masks, structured: bool) -> tuple[float, float, float]:
-    """(AUC, low, high) on the validation images with ``keep`` applied (positive class 1)."""
+    """(AUC, low, high) on the validation images with ``keep`` applied: DeLong's interval (binary tasks)."""
     from workbench.stats import auc_ci
 
-    val_probs, _ = subject.evaluator.probabilities(keep, structured)
-    auc, low, high = auc_ci(subject.evaluator.val_labels, val_probs[:, subject.evaluator.positive])
-    return float(auc), float(low), float(high)
+    return auc_ci(_binary_labels(subject), validation_scores(subject, keep, structured))
+
+
+def cell_metrics(subject: Subject, keep: Masks, structured: bool) -> dict:
+    """Validation AUC with its interval, and the drop from dense with DeLong's paired interval."""
+    from workbench.stats import auc_ci, compare_auc
+
+    labels, scores = _binary_labels(subject), validation_scores(subject, keep, structured)
+    auc, low, high = auc_ci(labels, scores)
+    dense = subject.evaluator.dense_val[:, subject.evaluator.positive]
+    paired = compare_auc(labels, dense, scores)  # difference = pruned - dense
+    return dict(auc=auc, low=low, high=high, drop=-paired["difference"],
+                drop_low=-paired["ci_high"], drop_high=-paired["ci_low"])  # fmt: skip
+
+
+def _binary_labels(subject: Subject) -> np.ndarray:
+    labels = subject.evaluator.val_labels.reshape(-1)
+    if len(np.unique(labels)) != 2:
+        raise ValueError(
+            f"sensitivity needs a binary task (AUC with DeLong intervals); the validation labels hold "
+            f"{len(np.unique(labels))} classes"
+        )
+    return (labels == subject.evaluator.positive).astype(int)
 
 
 def _row_cells(subject: Subject, criterion: str, granularity: str, row: Row, grid, min_keep: int):
@@ -140,11 +166,11 @@ def _row_cells(subject: Subject, criterion: str, granularity: str, row: Row, gri
     scores = subject.scorer.scores(criterion, granularity)
     for sparsity in grid:
         keep = {**dense_keep(infos), **row_keep(scores, row, sparsity, infos, min_keep)}
-        auc, low, high = validation_auc(subject, keep, granularity == "structured")
+        metrics = cell_metrics(subject, keep, granularity == "structured")
         kept = sum(int(keep[name].sum()) for name in row.layers)
         total = sum(keep[name].size for name in row.layers)
         yield dict(criterion=criterion, row=row.name, target=float(sparsity), sparsity=1 - kept / total,
-                   auc=auc, low=low, high=high)  # fmt: skip
+                   **metrics)  # fmt: skip
 
 
 def _remote_row(model, val, images, labels, seed, criterion, granularity, row, grid, min_keep) -> list[dict]:
@@ -162,8 +188,8 @@ class Sensitivity:
     """The layer x sparsity table of one model, criterion and granularity, plus the random baseline.
 
     ``cells`` has one row per (criterion, row, target): the achieved ``sparsity`` of that row,
-    the validation ``auc`` and its interval ``low``..``high``, and ``drop`` = dense AUC - AUC with
-    its interval ``drop_low``..``drop_high`` (the dense AUC held fixed).
+    the validation ``auc`` and its DeLong interval ``low``..``high``, and ``drop`` = dense AUC - AUC
+    with its paired DeLong interval ``drop_low``..``drop_high`` (same images, so much narrower).
     """
 
     cells: pd.DataFrame
@@ -193,6 +219,14 @@ class Sensitivity:
         matrix = self.matrix()
         column = min(matrix.columns, key=lambda target: abs(target - at))
         return matrix[column].sort_values(ascending=False)
+
+
+def check_grid(grid) -> tuple[float, ...]:
+    """Return the grid sorted and deduplicated, or raise ValueError unless it is non-empty and in [0, 1)."""
+    values = tuple(sorted({float(s) for s in grid}))
+    if not values or not all(0.0 <= s < 1.0 for s in values):
+        raise ValueError(f"grid must hold one or more sparsities in [0, 1), got {list(grid)!r}")
+    return values
 
 
 def sensitivity(
@@ -230,9 +264,7 @@ def sensitivity(
 
     check_criterion(criterion)
     check_granularity(granularity)
-    grid = tuple(sorted({check_sparsity(s) for s in grid}))
-    if not grid:
-        raise ValueError("grid must hold at least one sparsity in [0, 1), got an empty grid")
+    grid = check_grid(grid)
     if min_keep < 1:
         raise ValueError(f"min_keep must be >= 1 (every layer keeps its guard), got {min_keep}")
     folder = Path(cache or cache_dir() / "sensitivity") / subject.key(granularity, min_keep)
@@ -251,7 +283,7 @@ def sensitivity(
         bar.update()
     bar.close()
     log.info("sensitivity: %d of %d cells computed, the rest read from %s", missing, total, folder)
-    cells = _read_cells(folder, criteria, rows, grid, dense["auc"])
+    cells = _read_cells(folder, criteria, rows, grid)
     return Sensitivity(cells, dense, criterion, granularity, grid, rows, min_keep, missing, folder)
 
 
@@ -288,10 +320,6 @@ def _cell_path(folder: Path, criterion: str, row: str, target: float) -> Path:
     return folder / f"{criterion}--{row}--{target:.6f}.json"
 
 
-def _read_cells(folder: Path, criteria: list[str], rows: list[Row], grid, dense_auc: float) -> pd.DataFrame:
-    cells = pd.DataFrame(
-        [json.loads(_cell_path(folder, c, r.name, s).read_text()) for c in criteria for r in rows for s in grid]
-    )
-    cells["drop"] = dense_auc - cells["auc"]
-    cells["drop_low"], cells["drop_high"] = dense_auc - cells["high"], dense_auc - cells["low"]
-    return cells
+def _read_cells(folder: Path, criteria: list[str], rows: list[Row], grid) -> pd.DataFrame:
+    paths = [_cell_path(folder, c, r.name, s) for c in criteria for r in rows for s in grid]
+    return pd.DataFrame([json.loads(path.read_text()) for path in paths])
