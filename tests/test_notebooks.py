@@ -27,6 +27,14 @@ SMALL = {
     "03_finetune_and_schedules.ipynb": {"epochs": 1, "finetune_epochs": 1},
     "04_nifti_volumes.ipynb": {"epochs": 1, "finetune_epochs": 1},
     "05_teaching_gradient_pruning.ipynb": {"train_epochs": 3, "solutions": True},
+    "06_sensitivity_and_budgets.ipynb": {
+        "epochs": 1,
+        "grid": [0.5, 0.9],
+        "flops_budget": 0.5,
+        "params_budget": 0.2,
+        "tolerance": 0.05,
+        "finetune_epochs": 1,
+    },
 }
 
 

@@ -214,12 +214,6 @@ class Sensitivity:
         table.loc[f"{BASELINE} (mean of rows)"] = self.matrix(BASELINE, value).mean(axis=0)
         return table
 
-    def fragile(self, at: float = 0.5) -> pd.Series:
-        """Rows ordered from most to least fragile by their drop at target sparsity ``at``."""
-        matrix = self.matrix()
-        column = min(matrix.columns, key=lambda target: abs(target - at))
-        return matrix[column].sort_values(ascending=False)
-
 
 def check_grid(grid) -> tuple[float, ...]:
     """Return the grid sorted and deduplicated, or raise ValueError unless it is non-empty and in [0, 1)."""
