@@ -1,6 +1,6 @@
 """Pruning to a budget: the sensitivity allocation against uniform layer-wise and global ranking.
 
-    .venv/bin/python benchmarks/budget_allocation.py [--quick] [--models seed_cnn small_resnet] [--seeds 0 1 2]
+    .venv/bin/python benchmarks/budget_allocation.py [--quick] [--models ...] [--seeds 0 1 2]
 
 On ../shared/data/pneumoniamnist.npz, from cached trained baselines (one per model and seed):
 FLOPs budgets of 50/25/10% of dense (structured, Taylor filter scores) and parameter budgets of
@@ -70,21 +70,43 @@ def time_matrix(subject: Subject, folder: Path) -> tuple[float, float]:
 def run_seed(name: str, seed: int, data, budgets, epochs: int, folder: Path) -> tuple[list[dict], dict]:
     model, _ = baseline(data, name, Recipe(epochs=epochs, seed=seed), progress=False)
     subject = Subject.build(model, data, calibration_size=512, seed=seed)
-    timings = dict(zip(("matrix_s", "reopen_s"), time_matrix(subject, folder / f"{name}-{seed}"), strict=True))
+    timings = dict(
+        zip(("matrix_s", "reopen_s"), time_matrix(subject, folder / f"{name}-{seed}"), strict=True)
+    )
     dense_auc = auc_ci(data.test.labels, model.predict(data.test.images, verbose=0)[:, 1])
     rows = []
     for goal, value in budgets:
         for method in METHODS:
-            allocation = allocate(subject, goal, value, method=method, criterion=CRITERION,
-                                  cache=folder / f"{name}-{seed}")  # fmt: skip
-            probs = test_probabilities(model, allocation.keep, data, allocation.granularity == "structured", seed)
+            allocation = allocate(
+                subject, goal, value, method=method, criterion=CRITERION, cache=folder / f"{name}-{seed}"
+            )
+            probs = test_probabilities(
+                model, allocation.keep, data, allocation.granularity == "structured", seed
+            )
             auc, low, high = auc_ci(data.test.labels, probs)
-            rows.append(dict(model=name, seed=seed, goal=goal, value=value, method=method, flops=allocation.flops,
-                             params=allocation.params, val_drop=allocation.val_drop, auc=auc, low=low,
-                             high=high, probs=probs, dense_auc=dense_auc[0]))  # fmt: skip
-            print(f"  {name} seed {seed} {goal}={value:<5} {method:11s} flops {allocation.flops:.3f} "
-                  f"params {allocation.params:.3f} val drop {allocation.val_drop:+.3f} "
-                  f"test AUC {auc:.3f} [{low:.3f}, {high:.3f}]", flush=True)  # fmt: skip
+            rows.append(
+                dict(
+                    model=name,
+                    seed=seed,
+                    goal=goal,
+                    value=value,
+                    method=method,
+                    flops=allocation.flops,
+                    params=allocation.params,
+                    val_drop=allocation.val_drop,
+                    auc=auc,
+                    low=low,
+                    high=high,
+                    probs=probs,
+                    dense_auc=dense_auc[0],
+                )
+            )
+            print(
+                f"  {name} seed {seed} {goal}={value:<5} {method:11s} flops {allocation.flops:.3f} "
+                f"params {allocation.params:.3f} val drop {allocation.val_drop:+.3f} "
+                f"test AUC {auc:.3f} [{low:.3f}, {high:.3f}]",
+                flush=True,
+            )
     return rows, timings
 
 
@@ -95,8 +117,15 @@ def paired(results: pd.DataFrame, labels: np.ndarray) -> pd.DataFrame:
         by = part.set_index("method")
         best = max(("uniform", "global"), key=lambda m: by.loc[m, "auc"])
         test = compare_auc(labels, by.loc[best, "probs"], by.loc["sensitivity", "probs"])
-        out.append(dict(zip(("model", "seed", "goal", "value"), key, strict=True), best=best,
-                        difference=test["difference"], ci_low=test["ci_low"], ci_high=test["ci_high"]))  # fmt: skip
+        out.append(
+            dict(
+                zip(("model", "seed", "goal", "value"), key, strict=True),
+                best=best,
+                difference=test["difference"],
+                ci_low=test["ci_low"],
+                ci_high=test["ci_high"],
+            )
+        )
     return pd.DataFrame(out)
 
 
@@ -119,7 +148,9 @@ def main() -> int:
                 seed_rows, timings[name, seed] = run_seed(name, seed, data, budgets, args.epochs, Path(tmp))
                 rows += seed_rows
     results = pd.DataFrame(rows)
-    summary = results.groupby(["model", "goal", "value", "method"], sort=False)[["flops", "params", "auc", "low", "high"]]
+    summary = results.groupby(["model", "goal", "value", "method"], sort=False)[
+        ["flops", "params", "auc", "low", "high"]
+    ]
     print("\nTest AUC after the 3-epoch fine-tune (mean over seeds; DeLong 95% CI of each run, averaged)")
     print(summary.mean().round(3).to_string())
     versus = paired(results, labels)
@@ -134,10 +165,14 @@ def main() -> int:
     met = [ok, better]
     for (name, seed), t in timings.items():
         if name == "seed_cnn":
-            met.append(report_target(f"sensitivity matrix seed_cnn seed {seed} (2 tables)", t["matrix_s"], 300, "s"))
+            met.append(
+                report_target(f"sensitivity matrix seed_cnn seed {seed} (2 tables)", t["matrix_s"], 300, "s")
+            )
             met.append(report_target(f"reopen from cache seed_cnn seed {seed}", t["reopen_s"], 1, "s"))
         else:
-            print(f"sensitivity matrix {name} seed {seed}: {t['matrix_s']:.1f} s, reopen {t['reopen_s']:.2f} s")
+            print(
+                f"sensitivity matrix {name} seed {seed}: {t['matrix_s']:.1f} s, reopen {t['reopen_s']:.2f} s"
+            )
     return 0 if all(met) else 1
 
 

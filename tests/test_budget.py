@@ -41,21 +41,28 @@ def _units_alive(mask):
 @pytest.mark.parametrize("budget", [0.5, 0.25])
 def test_flops_budget_IsMet_GuardHolds_AndCoupledChannelsAgree(resnet, method, budget):
     subject, table = resnet
-    allocation = allocate(subject, "flops", budget, method=method, table=table if method == "sensitivity" else None)
+    allocation = allocate(
+        subject, "flops", budget, method=method, table=table if method == "sensitivity" else None
+    )
     counts = flops(subject.model, allocation.keep)  # the reference, recomputed from the masks alone
     assert counts["filter_pruned"] / counts["dense"] == pytest.approx(allocation.flops)
     assert allocation.flops <= budget
     assert allocation.flops > budget / 3, "the budget should be used, not thrown away"
     for name, mask in allocation.keep.items():
         assert _units_alive(mask).sum() >= 1, f"{name} lost its guard"
-    assert all(np.array_equal(allocation.keep[n], m) for n, m in couple_masks(subject.model, allocation.keep, "all").items())
+    assert all(
+        np.array_equal(allocation.keep[n], m)
+        for n, m in couple_masks(subject.model, allocation.keep, "all").items()
+    )
     assert _units_alive(allocation.keep["logits"]).all()
 
 
 def test_flops_allocation_Validation_MatchesTheMaskedReference(resnet):
     subject, table = resnet
     allocation = allocate(subject, "flops", 0.5, table=table)
-    probs = apply_masks(subject.model, allocation.keep, structured=True).predict(subject.val.images, verbose=0)
+    probs = apply_masks(subject.model, allocation.keep, structured=True).predict(
+        subject.val.images, verbose=0
+    )
     assert allocation.val_auc == pytest.approx(roc_auc_score(subject.val.labels, probs[:, 1]), abs=1e-6)
     assert mask_structured(subject.model, allocation.keep) is not None  # slim accepts it as structured
 
@@ -63,8 +70,9 @@ def test_flops_allocation_Validation_MatchesTheMaskedReference(resnet):
 @pytest.mark.parametrize("method", ["sensitivity", "uniform", "global"])
 def test_params_budget_IsMet_AndEveryLayerKeepsMinKeep(cnn, method):
     subject, table = cnn
-    allocation = allocate(subject, "params", 0.2, method=method, table=table if method == "sensitivity" else None,
-                          min_keep=2)  # fmt: skip
+    allocation = allocate(
+        subject, "params", 0.2, method=method, table=table if method == "sensitivity" else None, min_keep=2
+    )
     kept = sum(int(m.sum()) for m in allocation.keep.values())
     assert kept / sum(m.size for m in allocation.keep.values()) == pytest.approx(allocation.params)
     assert allocation.params <= 0.2
@@ -81,8 +89,14 @@ def test_params_budget_Sensitivity_SpendsItsBudgetUnevenly(cnn):
 def test_tolerance_IsRespectedOnValidation_ByTheReallyPrunedModel(cnn, method):
     subject, table = cnn
     dense = roc_auc_score(subject.val.labels, subject.model.predict(subject.val.images, verbose=0)[:, 1])
-    allocation = allocate(subject, "tolerance", 0.02, method=method, granularity="unstructured",
-                          table=table if method == "sensitivity" else None)  # fmt: skip
+    allocation = allocate(
+        subject,
+        "tolerance",
+        0.02,
+        method=method,
+        granularity="unstructured",
+        table=table if method == "sensitivity" else None,
+    )
     probs = apply_masks(subject.model, allocation.keep).predict(subject.val.images, verbose=0)[:, 1]
     assert dense - roc_auc_score(subject.val.labels, probs) <= 0.02 + 1e-9
     assert allocation.params < 1.0, "a tolerance this loose allows some pruning"

@@ -68,11 +68,15 @@ def test_row_keep_CoupledGroup_PrunesTheSameChannelsInEveryMember_AndKeepsTheGua
 
 
 def test_cell_AUC_EqualsSklearnOnTheReallyPrunedModel(subject, tmp_path):
-    table = sensitivity(subject, "magnitude", "unstructured", GRID, baseline=False, cache=tmp_path, progress=False)
+    table = sensitivity(
+        subject, "magnitude", "unstructured", GRID, baseline=False, cache=tmp_path, progress=False
+    )
     cell = table.cells.iloc[4]
     row = next(r for r in table.rows if r.name == cell["row"])
-    keep = {**dense_keep(subject.scorer.infos), **row_keep(
-        subject.scorer.scores("magnitude"), row, cell["target"], subject.scorer.infos)}  # fmt: skip
+    keep = {
+        **dense_keep(subject.scorer.infos),
+        **row_keep(subject.scorer.scores("magnitude"), row, cell["target"], subject.scorer.infos),
+    }
     probs = apply_masks(subject.model, keep).predict(subject.val.images, verbose=0)[:, 1]
     assert cell["auc"] == pytest.approx(roc_auc_score(subject.val.labels, probs), abs=1e-6)
     assert cell["low"] <= cell["auc"] <= cell["high"]
@@ -94,8 +98,12 @@ def test_cache_SecondCall_ComputesNothing_AndNewWeights_Recompute(subject, tmp_p
     assert again.computed == 0 and again.cells.equals(first.cells)
     kernel = subject.model.layers[0].kernel
     kernel.assign(np.asarray(kernel) * 0.5)
-    changed = Subject(subject.model, subject.val, type(subject.scorer)(
-        subject.model, subject.scorer.images, subject.scorer.labels), subject.evaluator)  # fmt: skip
+    changed = Subject(
+        subject.model,
+        subject.val,
+        type(subject.scorer)(subject.model, subject.scorer.images, subject.scorer.labels),
+        subject.evaluator,
+    )
     assert sensitivity(changed, "snip", "unstructured", GRID, cache=tmp_path, progress=False).computed > 0
 
 
@@ -120,14 +128,18 @@ def slow(*args, **kwargs):
     return original(*args, **kwargs)
 sensitivity_module.cell_metrics = slow
 subject = sensitivity_module.Subject.build(tiny_cnn(), load_npz({data!r}))
-sensitivity_module.sensitivity(subject, "magnitude", "unstructured", {grid!r}, cache={cache!r}, progress=False)
+sensitivity_module.sensitivity(
+    subject, "magnitude", "unstructured", {grid!r}, cache={cache!r}, progress=False
+)
 """
 
 
 def test_resume_AfterAKill_ComputesOnlyTheMissingCells(tmp_path):
     data_path, cache = write_npz(tmp_path / "d.npz"), tmp_path / "cache"
     grid = (0.1, 0.3, 0.5, 0.7, 0.9)
-    script = SLOW_RUN.format(tests=str(Path(__file__).parent), data=str(data_path), grid=grid, cache=str(cache))
+    script = SLOW_RUN.format(
+        tests=str(Path(__file__).parent), data=str(data_path), grid=grid, cache=str(cache)
+    )
     process = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)])
     deadline = time.time() + 120
     while len(list(cache.glob("*/*--*.json"))) < 3 and time.time() < deadline and process.poll() is None:
@@ -150,8 +162,15 @@ def test_dask_ComputesTheSameCells_IntoTheSameCache(subject, tmp_path):
     with distributed.LocalCluster(
         n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
     ) as cluster:
-        remote = sensitivity(subject, "snip", "unstructured", GRID, cache=tmp_path / "dask",
-                             dask_address=cluster.scheduler_address, progress=False)  # fmt: skip
+        remote = sensitivity(
+            subject,
+            "snip",
+            "unstructured",
+            GRID,
+            cache=tmp_path / "dask",
+            dask_address=cluster.scheduler_address,
+            progress=False,
+        )
     assert remote.computed == local.computed
     assert np.allclose(remote.cells["auc"], local.cells["auc"])
     again = sensitivity(subject, "snip", "unstructured", GRID, cache=tmp_path / "dask", progress=False)

@@ -72,8 +72,15 @@ class Allocation:
 
     def summary(self) -> dict:
         """The scalars, for a results table."""
-        return dict(method=self.method, goal=self.goal, value=self.value, flops=self.flops,
-                    params=self.params, val_auc=self.val_auc, val_drop=self.val_drop)  # fmt: skip
+        return dict(
+            method=self.method,
+            goal=self.goal,
+            value=self.value,
+            flops=self.flops,
+            params=self.params,
+            val_auc=self.val_auc,
+            val_drop=self.val_drop,
+        )
 
 
 def check_goal(goal: str, value: float, granularity: str | None) -> str:
@@ -117,8 +124,10 @@ def lagrangian_levels(envelope: dict[str, np.ndarray], row_costs: dict[str, np.n
 
 def _row_costs(subject: Subject, masks: dict, cost: Callable[[Masks], float]) -> dict[str, np.ndarray]:
     """Each row's cost at each level with every other row dense (the separable estimate)."""
-    return {name: np.array([cost(_joint(subject, masks, {name: level})) for level in range(len(levels))])
-            for name, levels in masks.items()}  # fmt: skip
+    return {
+        name: np.array([cost(_joint(subject, masks, {name: level})) for level in range(len(levels))])
+        for name, levels in masks.items()
+    }
 
 
 LAMBDAS = np.concatenate([[0.0], np.geomspace(1e-5, 1e5, 300)])
@@ -187,9 +196,10 @@ def allocate_from_table(table: Sensitivity, subject: Subject, goal: str, value: 
     dense_auc = _validation_auc(subject, dense_keep(subject.scorer.infos), structured)[0]
     if goal == "tolerance":
         keep = _cheapest_within(
-            [state(i) for i in _distinct(envelope, row_costs)], cost,
+            [state(i) for i in _distinct(envelope, row_costs)],
+            cost,
             lambda keep: _val_drop(subject, keep, structured, dense_auc) <= value,
-        )  # fmt: skip
+        )
         return _finish("sensitivity", goal, value, granularity, subject, keep, dense_auc)
     if cost(state(len(LAMBDAS) - 1)) > value + 1e-12:
         raise ValueError(
@@ -199,7 +209,9 @@ def allocate_from_table(table: Sensitivity, subject: Subject, goal: str, value: 
     index = _first_within(len(LAMBDAS), lambda i: cost(state(i)) <= value + 1e-12)
     levels = lagrangian_levels(envelope, row_costs, LAMBDAS[index])
     levels = _give_back(levels, envelope, lambda lv: cost(_joint(subject, masks, lv)), value)
-    return _finish("sensitivity", goal, value, granularity, subject, _joint(subject, masks, levels), dense_auc)
+    return _finish(
+        "sensitivity", goal, value, granularity, subject, _joint(subject, masks, levels), dense_auc
+    )
 
 
 def _distinct(envelope: dict, row_costs: dict) -> list[int]:
@@ -213,7 +225,9 @@ def _distinct(envelope: dict, row_costs: dict) -> list[int]:
     return out
 
 
-def _cheapest_within(states: list[Masks], cost: Callable[[Masks], float], ok: Callable[[Masks], bool]) -> Masks:
+def _cheapest_within(
+    states: list[Masks], cost: Callable[[Masks], float], ok: Callable[[Masks], bool]
+) -> Masks:
     """The cheapest state that passes ``ok`` (measured on validation); the first state is dense and passes."""
     passing = [keep for keep in states if ok(keep)]
     return min(passing, key=cost)
@@ -242,15 +256,33 @@ def _finish(method, goal, value, granularity, subject: Subject, keep: Masks, den
     flops_fraction, params_fraction = costs(subject.model, keep, granularity)
     auc = _validation_auc(subject, keep, structured)[0]
     layer_sparsity = {name: 1.0 - float(mask.mean()) for name, mask in keep.items()}
-    return Allocation(method, goal, float(value), granularity, keep, layer_sparsity, flops_fraction,
-                      params_fraction, auc, dense_auc - auc)  # fmt: skip
+    return Allocation(
+        method,
+        goal,
+        float(value),
+        granularity,
+        keep,
+        layer_sparsity,
+        flops_fraction,
+        params_fraction,
+        auc,
+        dense_auc - auc,
+    )
 
 
 # --- one-knob references: uniform layer-wise and global ranking -------------------------------
 
 
-def scope_allocation(subject: Subject, scope: str, goal: str, value: float, criterion: str = "taylor",
-                     *, granularity: str | None = None, min_keep: int = 1) -> Allocation:  # fmt: skip
+def scope_allocation(
+    subject: Subject,
+    scope: str,
+    goal: str,
+    value: float,
+    criterion: str = "taylor",
+    *,
+    granularity: str | None = None,
+    min_keep: int = 1,
+) -> Allocation:
     """Meet the goal with one sparsity for all layers (``layerwise``) or one global ranking (``global``).
 
     The sparsity is found by bisection: the smallest one within a budget, or the largest whose
@@ -261,7 +293,9 @@ def scope_allocation(subject: Subject, scope: str, goal: str, value: float, crit
     granularity = check_goal(goal, value, granularity)
     structured = granularity == "structured"
     scores = subject.scorer.scores(criterion, granularity)
-    spec = PruneSpec(criterion, granularity, scope, normalize=structured and scope == "global", min_keep=min_keep)
+    spec = PruneSpec(
+        criterion, granularity, scope, normalize=structured and scope == "global", min_keep=min_keep
+    )
 
     def build(sparsity: float) -> Masks:
         keep = masks_from_scores(scores, replace(spec, sparsity=sparsity), subject.scorer.infos).keep
@@ -275,7 +309,10 @@ def scope_allocation(subject: Subject, scope: str, goal: str, value: float, crit
     sparsities = np.linspace(0.0, 0.995, 200)
     cost = _cost_fn(subject.model, granularity)
     if goal == "tolerance":
-        index = _last_within(len(sparsities), lambda i: _val_drop(subject, build(sparsities[i]), structured, dense_auc) <= value)
+        index = _last_within(
+            len(sparsities),
+            lambda i: _val_drop(subject, build(sparsities[i]), structured, dense_auc) <= value,
+        )
     else:
         if cost(build(sparsities[-1])) > value:
             raise ValueError(f"value {value} for goal {goal!r} is below what {scope} pruning reaches")
@@ -342,10 +379,20 @@ def allocate(
     subject = _subject(source, dataset)
     if method != "sensitivity":
         scope = "layerwise" if method == "uniform" else "global"
-        return scope_allocation(subject, scope, goal, value, criterion, granularity=granularity, min_keep=min_keep)
+        return scope_allocation(
+            subject, scope, goal, value, criterion, granularity=granularity, min_keep=min_keep
+        )
     if table is None:
-        table = sensitivity(subject, criterion, granularity, grid, min_keep=min_keep, cache=cache,
-                            dask_address=dask_address, progress=progress)  # fmt: skip
+        table = sensitivity(
+            subject,
+            criterion,
+            granularity,
+            grid,
+            min_keep=min_keep,
+            cache=cache,
+            dask_address=dask_address,
+            progress=progress,
+        )
     return allocate_from_table(table, subject, goal, value)
 
 

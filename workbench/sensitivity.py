@@ -105,7 +105,9 @@ class Subject:
     ) -> Subject:
         """Score on the first ``calibration_size`` training images, as ``Explorer`` does."""
         calibration = slice(0, calibration_size)
-        scorer = Scorer(model, dataset.train.images[calibration], dataset.train.labels[calibration], seed=seed)
+        scorer = Scorer(
+            model, dataset.train.images[calibration], dataset.train.labels[calibration], seed=seed
+        )
         test_split = dataset.test if test else _first(dataset.val)
         return cls(model, dataset.val, scorer, Evaluator(model, dataset.val, test_split))
 
@@ -146,8 +148,14 @@ def cell_metrics(subject: Subject, keep: Masks, structured: bool) -> dict:
     auc, low, high = auc_ci(labels, scores)
     dense = subject.evaluator.dense_val[:, subject.evaluator.positive]
     paired = compare_auc(labels, dense, scores)  # difference = pruned - dense
-    return dict(auc=auc, low=low, high=high, drop=-paired["difference"],
-                drop_low=-paired["ci_high"], drop_high=-paired["ci_low"])  # fmt: skip
+    return dict(
+        auc=auc,
+        low=low,
+        high=high,
+        drop=-paired["difference"],
+        drop_low=-paired["ci_high"],
+        drop_high=-paired["ci_low"],
+    )
 
 
 def _binary_labels(subject: Subject) -> np.ndarray:
@@ -169,8 +177,9 @@ def _row_cells(subject: Subject, criterion: str, granularity: str, row: Row, gri
         metrics = cell_metrics(subject, keep, granularity == "structured")
         kept = sum(int(keep[name].sum()) for name in row.layers)
         total = sum(keep[name].size for name in row.layers)
-        yield dict(criterion=criterion, row=row.name, target=float(sparsity), sparsity=1 - kept / total,
-                   **metrics)  # fmt: skip
+        yield dict(
+            criterion=criterion, row=row.name, target=float(sparsity), sparsity=1 - kept / total, **metrics
+        )
 
 
 def _remote_row(model, val, images, labels, seed, criterion, granularity, row, grid, min_keep) -> list[dict]:
@@ -266,8 +275,11 @@ def sensitivity(
     rows = sensitivity_rows(subject, granularity)
     criteria = [criterion] + ([BASELINE] if baseline and criterion != BASELINE else [])
     dense = _dense(subject, folder, granularity)
-    todo = {(c, row): [s for s in grid if not _cell_path(folder, c, row.name, s).is_file()]
-            for c in criteria for row in rows}  # fmt: skip
+    todo = {
+        (c, row): [s for s in grid if not _cell_path(folder, c, row.name, s).is_file()]
+        for c in criteria
+        for row in rows
+    }
     todo = {job: missing for job, missing in todo.items() if missing}
     total = len(criteria) * len(rows) * len(grid)
     missing = sum(len(m) for m in todo.values())
