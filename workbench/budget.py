@@ -14,11 +14,12 @@ minimises its drop + λ·cost, and λ is bisected against the *real* cost of the
 achieved cost is never above a budget. AIMET's greedy ratio walk was tried first and rejected: one
 large layer's coarse grid step overshoots the budget and the walk cannot trade it back. Each row's
 drop is taken as its running maximum over the grid (a noisy dip never makes a sparser setting look
-free), and what the budget has left after the bisection is spent by stepping rows back, most drop
-saved per cost first. A tolerance is checked on the real joint mask, not on the table's sum: the
-distinct solutions along λ are measured, and the cheapest whose validation drop is within it wins. Coupled
-channel groups are rows, so they are pruned as one; the collapse guard (``min_keep``) holds in
-every row.
+free). What the budget has left after the bisection is spent by stepping rows back, most drop
+saved per cost first, then between grid points on the row whose last step hurt most.
+
+A tolerance is checked on the real joint mask, not on the table's sum: the distinct solutions
+along λ are measured, and the cheapest whose validation drop is within it wins. Coupled channel
+groups are rows, so they are pruned as one; the collapse guard (``min_keep``) holds in every row.
 
 Two reference allocations answer the same goals with one sparsity knob, found by bisection:
 ``uniform`` (every layer the same sparsity) and ``global`` (one ranking over all layers).
@@ -209,9 +210,8 @@ def allocate_from_table(table: Sensitivity, subject: Subject, goal: str, value: 
     index = _first_within(len(LAMBDAS), lambda i: cost(state(i)) <= value + 1e-12)
     levels = lagrangian_levels(envelope, row_costs, LAMBDAS[index])
     levels = _give_back(levels, envelope, lambda lv: cost(_joint(subject, masks, lv)), value)
-    return _finish(
-        "sensitivity", goal, value, granularity, subject, _joint(subject, masks, levels), dense_auc
-    )
+    keep = _fill(table, subject, _joint(subject, masks, levels), levels, envelope, cost, value)
+    return _finish("sensitivity", goal, value, granularity, subject, keep, dense_auc)
 
 
 def _distinct(envelope: dict, row_costs: dict) -> list[int]:
@@ -231,6 +231,33 @@ def _cheapest_within(
     """The cheapest state that passes ``ok`` (measured on validation); the first state is dense and passes."""
     passing = [keep for keep in states if ok(keep)]
     return min(passing, key=cost)
+
+
+def _fill(
+    table: Sensitivity,
+    subject: Subject,
+    keep: Masks,
+    levels: dict,
+    envelope: dict,
+    cost: Callable[[Masks], float],
+    budget: float,
+) -> Masks:
+    """Spend what the grid's coarse steps leave of the budget, between grid points, on one row.
+
+    The row whose last step cost the most drop is stepped back to the least sparsity between its
+    two grid points that still fits the budget.
+    """
+    steps = [(envelope[n][level] - envelope[n][level - 1], n) for n, level in levels.items() if level > 0]
+    if not steps:
+        return keep
+    name = max(steps)[1]
+    row, grid = next(r for r in table.rows if r.name == name), (0.0, *table.grid)
+    scores, infos = subject.scorer.scores(table.criterion, table.granularity), subject.scorer.infos
+    for sparsity in np.linspace(grid[levels[name] - 1], grid[levels[name]], 12)[1:-1]:
+        trial = {**keep, **row_keep(scores, row, sparsity, infos, table.min_keep)}
+        if cost(trial) <= budget + 1e-12:
+            return trial
+    return keep
 
 
 def _give_back(levels: dict[str, int], envelope: dict, cost: Callable[[dict], float], budget: float) -> dict:
