@@ -240,3 +240,12 @@ def tiny_multilabel_dataset(tmp_path_factory):
 
     path = write_multilabel_npz(tmp_path_factory.mktemp("multi") / "multi.npz")
     return load_npz(path, class_names=("a", "b", "c"))
+
+
+def tiny_resnet(input_shape=(24, 24, 1), classes=2, seed=0):
+    """small_resnet at widths (4, 8): two coupled channel groups, BatchNorm, a shortcut conv."""
+    from workbench.compat import keras
+    from workbench.models import small_resnet
+
+    keras.utils.set_random_seed(seed)
+    return small_resnet(input_shape, classes, widths=(4, 8))

@@ -36,6 +36,14 @@ SMALL = {
         "epochs": 1,
         "results_path": str(Path(tempfile.gettempdir()) / "workbench-test-results" / "07.json"),
     },
+    "06_sensitivity_and_budgets.ipynb": {
+        "epochs": 1,
+        "grid": [0.5, 0.9],
+        "flops_budget": 0.5,
+        "params_budget": 0.2,
+        "tolerance": 0.05,
+        "finetune_epochs": 1,
+    },
 }
 
 

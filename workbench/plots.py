@@ -297,3 +297,32 @@ def flipped_gallery(
     for ax in flat[len(indices) :]:
         ax.set_visible(False)
     return axes
+
+
+def sensitivity_heatmap(
+    matrix: pd.DataFrame,
+    allocated: dict[str, float] | None = None,
+    ax: Axes | None = None,
+    label: str = "validation AUC drop",
+) -> Axes:
+    """Rows (layers or coupled groups) x target sparsity, colour = AUC drop; ``allocated`` marked.
+
+    ``matrix`` is ``Sensitivity.matrix()`` (or ``with_baseline_row()``): index = row names,
+    columns = target sparsities. ``allocated`` maps row names to the sparsity an allocation gave
+    them; each is marked with a circle at the nearest grid column.
+    """
+    ax = _axes(ax)
+    values = matrix.to_numpy(dtype=float)
+    limit = max(float(np.nanmax(np.abs(values))), 1e-3)
+    image = ax.imshow(values, aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+    for (row, col), value in np.ndenumerate(values):
+        ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=7)
+    ax.set_yticks(range(len(matrix.index)), list(matrix.index))
+    ax.set_xticks(range(len(matrix.columns)), [f"{c:.2f}" for c in matrix.columns])
+    ax.set_xlabel("sparsity of that row alone")
+    ax.figure.colorbar(image, ax=ax, fraction=0.05, pad=0.02, label=label)
+    for name, sparsity in (allocated or {}).items():
+        if name in matrix.index and sparsity > 0:
+            column = int(np.argmin(np.abs(np.asarray(matrix.columns, dtype=float) - sparsity)))
+            ax.plot(column, list(matrix.index).index(name), "o", ms=14, mfc="none", mec="lime", mew=2)
+    return ax

@@ -1,0 +1,180 @@
+"""Pruning to a budget: the sensitivity allocation against uniform layer-wise and global ranking.
+
+    .venv/bin/python benchmarks/budget_allocation.py [--quick] [--models ...] [--seeds 0 1 2]
+
+On ../shared/data/pneumoniamnist.npz, from cached trained baselines (one per model and seed):
+FLOPs budgets of 50/25/10% of dense (structured, Taylor filter scores) and parameter budgets of
+10/5% (unstructured, Taylor weight scores). Each allocation is followed by the same 3-epoch masked
+fine-tune (``FINE_TUNE_RECIPE``; structured ones with dead units pinned, ``fine_tune_structured``).
+Prints test AUC with DeLong's 95% interval per allocation, and the paired DeLong difference of the
+sensitivity allocation against the better of the two references.
+
+Targets (exit 1 on a miss):
+- the allocation is never significantly worse than the better reference (paired CI high >= 0);
+- at the tightest budget of each kind it is better beyond the interval (paired CI low > 0);
+- the sensitivity matrix of seed_cnn (structured + unstructured, with the random baseline) takes
+  <= 5 min, and reopening it from the cache <= 1 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from _common import pneumonia, report_target
+
+from workbench.budget import allocate
+from workbench.prune import FINE_TUNE_RECIPE, apply_masks, fine_tune
+from workbench.sensitivity import Subject, sensitivity
+from workbench.slim import fine_tune_structured
+from workbench.stats import auc_ci, compare_auc
+from workbench.train import Recipe, baseline
+
+BUDGETS = [("flops", 0.5), ("flops", 0.25), ("flops", 0.1), ("params", 0.1), ("params", 0.05)]
+TIGHTEST = {("flops", 0.1), ("params", 0.05)}
+METHODS = ("sensitivity", "uniform", "global")
+CRITERION = "taylor"
+
+
+def test_probabilities(model, keep, data, structured: bool, seed: int) -> np.ndarray:
+    """Fine-tune a pruned copy with the shared recipe; return p(pneumonia) on the test images."""
+    recipe = replace(FINE_TUNE_RECIPE, seed=seed)
+    if structured:
+        tuned, _ = fine_tune_structured(model, keep, data, recipe, progress=False)
+    else:
+        tuned = apply_masks(model, keep)
+        fine_tune(tuned, keep, data, recipe, progress=False)
+    return tuned.predict(data.test.images, batch_size=512, verbose=0)[:, 1]
+
+
+def time_matrix(subject: Subject, folder: Path) -> tuple[float, float]:
+    """Seconds to compute both tables from an empty cache, and to reopen them."""
+    start = time.perf_counter()
+    for granularity in ("structured", "unstructured"):
+        sensitivity(subject, CRITERION, granularity, cache=folder, progress=False)
+    computed = time.perf_counter() - start
+    start = time.perf_counter()
+    for granularity in ("structured", "unstructured"):
+        table = sensitivity(subject, CRITERION, granularity, cache=folder, progress=False)
+        assert table.computed == 0
+    return computed, time.perf_counter() - start
+
+
+def run_seed(name: str, seed: int, data, budgets, epochs: int, folder: Path) -> tuple[list[dict], dict]:
+    model, _ = baseline(data, name, Recipe(epochs=epochs, seed=seed), progress=False)
+    subject = Subject.build(model, data, calibration_size=512, seed=seed)
+    timings = dict(
+        zip(("matrix_s", "reopen_s"), time_matrix(subject, folder / f"{name}-{seed}"), strict=True)
+    )
+    dense_auc = auc_ci(data.test.labels, model.predict(data.test.images, verbose=0)[:, 1])
+    rows = []
+    for goal, value in budgets:
+        for method in METHODS:
+            allocation = allocate(
+                subject, goal, value, method=method, criterion=CRITERION, cache=folder / f"{name}-{seed}"
+            )
+            probs = test_probabilities(
+                model, allocation.keep, data, allocation.granularity == "structured", seed
+            )
+            auc, low, high = auc_ci(data.test.labels, probs)
+            rows.append(
+                dict(
+                    model=name,
+                    seed=seed,
+                    goal=goal,
+                    value=value,
+                    method=method,
+                    flops=allocation.flops,
+                    params=allocation.params,
+                    val_drop=allocation.val_drop,
+                    auc=auc,
+                    low=low,
+                    high=high,
+                    probs=probs,
+                    dense_auc=dense_auc[0],
+                )
+            )
+            print(
+                f"  {name} seed {seed} {goal}={value:<5} {method:11s} flops {allocation.flops:.3f} "
+                f"params {allocation.params:.3f} val drop {allocation.val_drop:+.3f} "
+                f"test AUC {auc:.3f} [{low:.3f}, {high:.3f}]",
+                flush=True,
+            )
+    return rows, timings
+
+
+def paired(results: pd.DataFrame, labels: np.ndarray) -> pd.DataFrame:
+    """Per (model, seed, budget): the allocation minus the better reference, DeLong paired on test."""
+    out = []
+    for key, part in results.groupby(["model", "seed", "goal", "value"]):
+        by = part.set_index("method")
+        best = max(("uniform", "global"), key=lambda m: by.loc[m, "auc"])
+        test = compare_auc(labels, by.loc[best, "probs"], by.loc["sensitivity", "probs"])
+        out.append(
+            dict(
+                zip(("model", "seed", "goal", "value"), key, strict=True),
+                best=best,
+                difference=test["difference"],
+                ci_low=test["ci_low"],
+                ci_high=test["ci_high"],
+            )
+        )
+    return pd.DataFrame(out)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["seed_cnn", "small_resnet"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=12, help="baseline training epochs (cached)")
+    parser.add_argument("--quick", action="store_true", help="one seed; seed_cnn all budgets, resnet two")
+    args = parser.parse_args()
+    data = pneumonia()
+    labels = data.test.labels.reshape(-1)
+    print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} (1/5 min), {os.cpu_count()} CPUs")
+    seeds = args.seeds[:1] if args.quick else args.seeds
+    rows, timings = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models:
+            budgets = BUDGETS if not (args.quick and name != "seed_cnn") else [BUDGETS[2], BUDGETS[4]]
+            for seed in seeds:
+                seed_rows, timings[name, seed] = run_seed(name, seed, data, budgets, args.epochs, Path(tmp))
+                rows += seed_rows
+    results = pd.DataFrame(rows)
+    summary = results.groupby(["model", "goal", "value", "method"], sort=False)[
+        ["flops", "params", "auc", "low", "high"]
+    ]
+    print("\nTest AUC after the 3-epoch fine-tune (mean over seeds; DeLong 95% CI of each run, averaged)")
+    print(summary.mean().round(3).to_string())
+    versus = paired(results, labels)
+    print("\nSensitivity allocation minus the better reference (paired DeLong on test, per seed)")
+    print(versus.round(4).to_string(index=False))
+    ok = bool((versus["ci_high"] >= 0).all())
+    print(f"never significantly worse than the better reference: {'MET' if ok else 'MISSED'}")
+    tight = versus[[(g, v) in TIGHTEST for g, v in zip(versus["goal"], versus["value"], strict=True)]]
+    better = bool((tight["ci_low"] > 0).all()) and not tight.empty
+    print(f"better beyond the CI at the tightest budgets: {'MET' if better else 'MISSED'}")
+    print(f"load after: {os.getloadavg()[0]:.2f} (1 min)")
+    met = [ok, better]
+    for (name, seed), t in timings.items():
+        if name == "seed_cnn":
+            met.append(
+                report_target(f"sensitivity matrix seed_cnn seed {seed} (2 tables)", t["matrix_s"], 300, "s")
+            )
+            met.append(report_target(f"reopen from cache seed_cnn seed {seed}", t["reopen_s"], 1, "s"))
+        else:
+            print(
+                f"sensitivity matrix {name} seed {seed}: {t['matrix_s']:.1f} s, reopen {t['reopen_s']:.2f} s"
+            )
+    return 0 if all(met) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

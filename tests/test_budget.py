@@ -1,0 +1,118 @@
+"""Allocation to a goal: budgets are met on the real joint mask, guards and coupling hold, tolerances too."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import tiny_resnet
+from sklearn.metrics import roc_auc_score
+
+from workbench.budget import allocate
+from workbench.evaluate import flops
+from workbench.prune import apply_masks
+from workbench.sensitivity import Subject, sensitivity
+from workbench.slim import couple_masks, mask_structured
+
+GRID = (0.25, 0.5, 0.75, 0.9)
+
+
+@pytest.fixture(scope="module")
+def resnet(tiny_dataset, tmp_path_factory):
+    from workbench.train import Recipe, compile_model, fit
+
+    model = compile_model(tiny_resnet())
+    fit(model, tiny_dataset, Recipe(epochs=2, batch_size=8), progress=False)
+    subject = Subject.build(model, tiny_dataset)
+    cache = tmp_path_factory.mktemp("sensitivity")
+    return subject, sensitivity(subject, "taylor", "structured", GRID, cache=cache, progress=False)
+
+
+@pytest.fixture
+def cnn(trained_tiny, tmp_path):
+    subject = Subject.build(*trained_tiny)
+    return subject, sensitivity(subject, "taylor", "unstructured", GRID, cache=tmp_path, progress=False)
+
+
+def _units_alive(mask):
+    return mask.reshape(-1, mask.shape[-1]).any(axis=0)
+
+
+@pytest.mark.parametrize("method", ["sensitivity", "uniform", "global"])
+@pytest.mark.parametrize("budget", [0.5, 0.25])
+def test_flops_budget_IsMet_GuardHolds_AndCoupledChannelsAgree(resnet, method, budget):
+    subject, table = resnet
+    allocation = allocate(
+        subject, "flops", budget, method=method, table=table if method == "sensitivity" else None
+    )
+    counts = flops(subject.model, allocation.keep)  # the reference, recomputed from the masks alone
+    assert counts["filter_pruned"] / counts["dense"] == pytest.approx(allocation.flops)
+    assert allocation.flops <= budget
+    assert allocation.flops > budget / 3, "the budget should be used, not thrown away"
+    for name, mask in allocation.keep.items():
+        assert _units_alive(mask).sum() >= 1, f"{name} lost its guard"
+    assert all(
+        np.array_equal(allocation.keep[n], m)
+        for n, m in couple_masks(subject.model, allocation.keep, "all").items()
+    )
+    assert _units_alive(allocation.keep["logits"]).all()
+
+
+def test_flops_allocation_Validation_MatchesTheMaskedReference(resnet):
+    subject, table = resnet
+    allocation = allocate(subject, "flops", 0.5, table=table)
+    probs = apply_masks(subject.model, allocation.keep, structured=True).predict(
+        subject.val.images, verbose=0
+    )
+    assert allocation.val_auc == pytest.approx(roc_auc_score(subject.val.labels, probs[:, 1]), abs=1e-6)
+    assert mask_structured(subject.model, allocation.keep) is not None  # slim accepts it as structured
+
+
+@pytest.mark.parametrize("method", ["sensitivity", "uniform", "global"])
+def test_params_budget_IsMet_AndEveryLayerKeepsMinKeep(cnn, method):
+    subject, table = cnn
+    allocation = allocate(
+        subject, "params", 0.2, method=method, table=table if method == "sensitivity" else None, min_keep=2
+    )
+    kept = sum(int(m.sum()) for m in allocation.keep.values())
+    assert kept / sum(m.size for m in allocation.keep.values()) == pytest.approx(allocation.params)
+    assert allocation.params <= 0.2
+    assert all(mask.sum() >= 1 for mask in allocation.keep.values())
+
+
+def test_params_budget_Sensitivity_SpendsItsBudgetUnevenly(cnn):
+    subject, table = cnn
+    allocation = allocate(subject, "params", 0.2, table=table)
+    assert len({round(s, 2) for s in allocation.layer_sparsity.values()}) > 1
+
+
+@pytest.mark.parametrize("method", ["sensitivity", "uniform", "global"])
+def test_tolerance_IsRespectedOnValidation_ByTheReallyPrunedModel(cnn, method):
+    subject, table = cnn
+    dense = roc_auc_score(subject.val.labels, subject.model.predict(subject.val.images, verbose=0)[:, 1])
+    allocation = allocate(
+        subject,
+        "tolerance",
+        0.02,
+        method=method,
+        granularity="unstructured",
+        table=table if method == "sensitivity" else None,
+    )
+    probs = apply_masks(subject.model, allocation.keep).predict(subject.val.images, verbose=0)[:, 1]
+    assert dense - roc_auc_score(subject.val.labels, probs) <= 0.02 + 1e-9
+    assert allocation.params < 1.0, "a tolerance this loose allows some pruning"
+
+
+def test_bad_goals_NameTheArgument(cnn):
+    subject, table = cnn
+    with pytest.raises(ValueError, match="goal must be one of"):
+        allocate(subject, "latency", 0.5)
+    with pytest.raises(ValueError, match="fraction of dense"):
+        allocate(subject, "flops", 1.5)
+    with pytest.raises(ValueError, match="AUC drop"):
+        allocate(subject, "tolerance", -0.1)
+    with pytest.raises(ValueError, match="needs granularity 'structured'"):
+        allocate(subject, "flops", 0.5, granularity="unstructured")
+    with pytest.raises(ValueError, match="method must be"):
+        allocate(subject, "params", 0.5, method="best")
+    with pytest.raises(ValueError, match="below what the grid reaches"):
+        allocate(subject, "params", 0.01, table=table)

@@ -1,0 +1,186 @@
+"""The sensitivity table: one row pruned at a time, AUC drops with intervals, cached and resumable."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from conftest import tiny_cnn, tiny_resnet, write_npz  # noqa: E402
+from sklearn.metrics import roc_auc_score  # noqa: E402
+
+from workbench import plots  # noqa: E402
+from workbench.data import load_npz  # noqa: E402
+from workbench.prune import apply_masks  # noqa: E402
+from workbench.sensitivity import (  # noqa: E402
+    Subject,
+    dense_keep,
+    row_keep,
+    sensitivity,
+    sensitivity_rows,
+)
+from workbench.slim import coupled_groups  # noqa: E402
+
+GRID = (0.25, 0.5, 0.9)
+
+
+@pytest.fixture
+def subject(trained_tiny):
+    model, data = trained_tiny
+    return Subject.build(model, data)
+
+
+@pytest.fixture(scope="module")
+def resnet_subject(tiny_dataset):
+    return Subject.build(tiny_resnet(), tiny_dataset)
+
+
+def test_rows_Unstructured_AreThePrunableLayers(subject):
+    rows = sensitivity_rows(subject, "unstructured")
+    assert [r.name for r in rows] == [i.name for i in subject.scorer.infos]
+
+
+def test_rows_Structured_JoinCoupledGroups_AndLeaveOutTheOutputLayer(resnet_subject):
+    rows = sensitivity_rows(resnet_subject, "structured")
+    groups = {tuple(r.layers) for r in rows if len(r.layers) > 1}
+    assert groups == set(coupled_groups(resnet_subject.model))
+    assert "logits" not in {name for r in rows for name in r.layers}
+    covered = sorted(name for r in rows for name in r.layers)
+    assert covered == sorted(i.name for i in resnet_subject.scorer.infos[:-1])
+
+
+def test_row_keep_CoupledGroup_PrunesTheSameChannelsInEveryMember_AndKeepsTheGuard(resnet_subject):
+    scores = resnet_subject.scorer.scores("taylor", "structured")
+    row = next(r for r in sensitivity_rows(resnet_subject, "structured") if len(r.layers) > 1)
+    keep = row_keep(scores, row, 0.9, resnet_subject.scorer.infos, min_keep=3)
+    alive = [keep[name].reshape(-1, keep[name].shape[-1]).any(axis=0) for name in row.layers]
+    assert all(np.array_equal(alive[0], a) for a in alive)
+    assert alive[0].sum() == 3  # 90% of 4 or 8 channels would leave fewer: the guard holds
+
+
+def test_cell_AUC_EqualsSklearnOnTheReallyPrunedModel(subject, tmp_path):
+    table = sensitivity(
+        subject, "magnitude", "unstructured", GRID, baseline=False, cache=tmp_path, progress=False
+    )
+    cell = table.cells.iloc[4]
+    row = next(r for r in table.rows if r.name == cell["row"])
+    keep = {
+        **dense_keep(subject.scorer.infos),
+        **row_keep(subject.scorer.scores("magnitude"), row, cell["target"], subject.scorer.infos),
+    }
+    probs = apply_masks(subject.model, keep).predict(subject.val.images, verbose=0)[:, 1]
+    assert cell["auc"] == pytest.approx(roc_auc_score(subject.val.labels, probs), abs=1e-6)
+    assert cell["low"] <= cell["auc"] <= cell["high"]
+    assert cell["drop_low"] <= cell["drop"] <= cell["drop_high"]
+    assert cell["drop"] == pytest.approx(table.dense["auc"] - cell["auc"], abs=1e-9)
+
+
+def test_table_HasEveryCell_WithTheRandomBaselineRow(subject, tmp_path):
+    table = sensitivity(subject, "snip", "unstructured", GRID, cache=tmp_path, progress=False)
+    assert set(table.cells["criterion"]) == {"snip", "random"}
+    assert table.matrix().shape == (len(table.rows), len(GRID))
+    assert table.with_baseline_row().index[-1].startswith("random")
+    assert table.computed == 2 * len(table.rows) * len(GRID)
+
+
+def test_cache_SecondCall_ComputesNothing_AndNewWeights_Recompute(subject, tmp_path):
+    first = sensitivity(subject, "snip", "unstructured", GRID, cache=tmp_path, progress=False)
+    again = sensitivity(subject, "snip", "unstructured", GRID, cache=tmp_path, progress=False)
+    assert again.computed == 0 and again.cells.equals(first.cells)
+    kernel = subject.model.layers[0].kernel
+    kernel.assign(np.asarray(kernel) * 0.5)
+    changed = Subject(
+        subject.model,
+        subject.val,
+        type(subject.scorer)(subject.model, subject.scorer.images, subject.scorer.labels),
+        subject.evaluator,
+    )
+    assert sensitivity(changed, "snip", "unstructured", GRID, cache=tmp_path, progress=False).computed > 0
+
+
+def test_bad_input_NamesTheArgument(subject, tmp_path):
+    with pytest.raises(ValueError, match="grid"):
+        sensitivity(subject, "snip", grid=[0.5, 1.0], cache=tmp_path)
+    with pytest.raises(ValueError, match="criterion"):
+        sensitivity(subject, "bogus", cache=tmp_path)
+    with pytest.raises(ValueError, match="min_keep"):
+        sensitivity(subject, "snip", grid=GRID, min_keep=0, cache=tmp_path)
+
+
+SLOW_RUN = """
+import sys, time
+sys.path.insert(0, {tests!r})
+from conftest import tiny_cnn
+import workbench.sensitivity as sensitivity_module
+from workbench.data import load_npz
+original = sensitivity_module.cell_metrics
+def slow(*args, **kwargs):
+    time.sleep(0.3)
+    return original(*args, **kwargs)
+sensitivity_module.cell_metrics = slow
+subject = sensitivity_module.Subject.build(tiny_cnn(), load_npz({data!r}))
+sensitivity_module.sensitivity(
+    subject, "magnitude", "unstructured", {grid!r}, cache={cache!r}, progress=False
+)
+"""
+
+
+def test_resume_AfterAKill_ComputesOnlyTheMissingCells(tmp_path):
+    data_path, cache = write_npz(tmp_path / "d.npz"), tmp_path / "cache"
+    grid = (0.1, 0.3, 0.5, 0.7, 0.9)
+    script = SLOW_RUN.format(
+        tests=str(Path(__file__).parent), data=str(data_path), grid=grid, cache=str(cache)
+    )
+    process = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)])
+    deadline = time.time() + 120
+    while len(list(cache.glob("*/*--*.json"))) < 3 and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done = len(list(cache.glob("*/*--*.json")))
+    subject = Subject.build(tiny_cnn(), load_npz(data_path))
+    total = 2 * len(subject.scorer.infos) * len(grid)
+    assert 3 <= done < total, "the run was not killed mid-way"
+    resumed = sensitivity(subject, "magnitude", "unstructured", grid, cache=cache, progress=False)
+    assert resumed.computed == total - done
+    fresh = sensitivity(subject, "magnitude", "unstructured", grid, cache=tmp_path / "fresh", progress=False)
+    assert np.allclose(resumed.cells["auc"], fresh.cells["auc"])
+
+
+def test_dask_ComputesTheSameCells_IntoTheSameCache(subject, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    local = sensitivity(subject, "snip", "unstructured", GRID, cache=tmp_path / "local", progress=False)
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cluster:
+        remote = sensitivity(
+            subject,
+            "snip",
+            "unstructured",
+            GRID,
+            cache=tmp_path / "dask",
+            dask_address=cluster.scheduler_address,
+            progress=False,
+        )
+    assert remote.computed == local.computed
+    assert np.allclose(remote.cells["auc"], local.cells["auc"])
+    again = sensitivity(subject, "snip", "unstructured", GRID, cache=tmp_path / "dask", progress=False)
+    assert again.computed == 0
+
+
+def test_heatmap_DrawsOneRowPerLayer_AndMarksTheAllocation(subject, tmp_path):
+    table = sensitivity(subject, "snip", "unstructured", GRID, cache=tmp_path, progress=False)
+    matrix = table.with_baseline_row()
+    ax = plots.sensitivity_heatmap(matrix, allocated={table.rows[0].name: 0.5})
+    assert ax.images[0].get_array().shape == matrix.shape
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(matrix.index)
+    assert ax.lines[0].get_xdata()[0] == 1 and ax.lines[0].get_ydata()[0] == 0

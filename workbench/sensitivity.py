@@ -1,0 +1,332 @@
+"""Which layers can lose what: prune one layer at a time over a sparsity grid, record the AUC drop.
+
+    scores (Scorer) -> one row's keep-mask (masks.select) -> fast evaluation (sweep.Evaluator)
+    -> validation AUC with its interval (stats.auc_ci) -> one cell of the layer x sparsity table
+
+A *row* is what gets pruned together. Unstructured: one prunable layer. Structured: one channel
+space, i.e. a layer, or a coupled group of layers whose channels meet in an add (``slim``'s
+``coupled_groups``); the output layer is never a structured row (its units are the classes).
+
+Every cell is independent and is written to disk as soon as it is finished (atomically), in a
+folder keyed by the weights, the validation data, the calibration data, the granularity and the
+guard; the file name holds the criterion, row and sparsity. So a killed run resumes with only the
+missing cells, and reopening a finished table only reads files. Cells can also run on a Dask
+cluster (``dask_address``), one task per row, with the same cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from workbench.data import Dataset, Split
+from workbench.fs import write_atomically
+from workbench.masks import Masks, check_sparsity, normalise_per_layer, select
+from workbench.paths import cache_dir
+from workbench.registry import LayerInfo
+from workbench.scores import Scorer, check_criterion, check_granularity
+from workbench.sweep import Evaluator
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98)
+BASELINE = "random"  # the criterion every real one must beat
+
+
+@dataclass(frozen=True)
+class Row:
+    """What is pruned together in one row of the table: a layer, or a coupled group of layers."""
+
+    name: str
+    layers: tuple[str, ...]
+
+
+def sensitivity_rows(subject: Subject, granularity: str) -> list[Row]:
+    """The table's rows: every prunable layer (unstructured), or every channel space but the output's."""
+    infos = subject.scorer.infos
+    if check_granularity(granularity) == "unstructured":
+        return [Row(i.name, (i.name,)) for i in infos]
+    from workbench.slim import coupled_groups
+
+    groups = {name: group for group in coupled_groups(subject.model) for name in group}
+    rows, seen = [], set()
+    for info in infos[:-1]:
+        group = groups.get(info.name, (info.name,))
+        if group[0] not in seen:
+            seen.add(group[0])
+            rows.append(Row("+".join(group), tuple(group)))
+    return rows
+
+
+def row_keep(scores: dict, row: Row, sparsity: float, infos: list[LayerInfo], min_keep: int = 1) -> Masks:
+    """Keep-masks (kernel-shaped) of ``row``'s layers pruned to ``sparsity`` by their scores.
+
+    A coupled group is ranked on the sum of its members' per-layer-normalised unit scores, so a
+    shared channel is removed from every member at once. ``min_keep`` is the collapse guard.
+    """
+    check_sparsity(sparsity)
+    members = {name: scores[name] for name in row.layers}
+    joint = members[row.layers[0]] if len(row.layers) == 1 else sum(normalise_per_layer(members).values())
+    keep = select({row.name: joint}, sparsity=sparsity, scope="layerwise", min_keep=min_keep).keep[row.name]
+    shapes = {i.name: i.shape for i in infos}
+    return {name: np.broadcast_to(keep, shapes[name]).copy() for name in row.layers}
+
+
+def dense_keep(infos: list[LayerInfo]) -> Masks:
+    """All-True keep-masks: the dense model."""
+    return {i.name: np.ones(i.shape, bool) for i in infos}
+
+
+# --- what is analysed -------------------------------------------------------------------------
+
+
+@dataclass
+class Subject:
+    """The model under analysis, its calibration scorer and its validation evaluator."""
+
+    model: object
+    val: Split
+    scorer: Scorer
+    evaluator: Evaluator
+
+    @classmethod
+    def from_explorer(cls, explorer) -> Subject:
+        """Reuse an ``Explorer``'s cached scorer and evaluator."""
+        return cls(explorer.model, explorer.dataset.val, explorer.scorer, explorer.evaluator)
+
+    @classmethod
+    def build(
+        cls, model, dataset: Dataset, *, calibration_size: int = 256, seed: int = 0, test: bool = True
+    ) -> Subject:
+        """Score on the first ``calibration_size`` training images, as ``Explorer`` does."""
+        calibration = slice(0, calibration_size)
+        scorer = Scorer(
+            model, dataset.train.images[calibration], dataset.train.labels[calibration], seed=seed
+        )
+        test_split = dataset.test if test else _first(dataset.val)
+        return cls(model, dataset.val, scorer, Evaluator(model, dataset.val, test_split))
+
+    def key(self, granularity: str, min_keep: int) -> str:
+        """The cache folder's name: weights, validation and calibration data, granularity, guard, seed."""
+        digest = hashlib.sha256(self.scorer.fingerprint().encode())
+        for array in (self.val.images, self.val.labels, self.scorer.images, self.scorer.labels):
+            digest.update(np.ascontiguousarray(array).tobytes())
+        digest.update(f"{granularity} min_keep={min_keep} seed={self.scorer.seed}".encode())
+        return digest.hexdigest()[:20]
+
+
+def _first(split: Split) -> Split:
+    return Split(split.images[:1], split.labels[:1], split.sources[:1])
+
+
+# --- one cell ---------------------------------------------------------------------------------
+
+
+def validation_scores(subject: Subject, keep: Masks, structured: bool) -> np.ndarray:
+    """p(positive) of every validation image with ``keep`` applied (the fast evaluator's work copy)."""
+    val_probs, _ = subject.evaluator.probabilities(keep, structured)
+    return val_probs[:, subject.evaluator.positive]
+
+
+def validation_auc(subject: Subject, keep: Masks, structured: bool) -> tuple[float, float, float]:
+    """(AUC, low, high) on the validation images with ``keep`` applied: DeLong's interval (binary tasks)."""
+    from workbench.stats import auc_ci
+
+    return auc_ci(_binary_labels(subject), validation_scores(subject, keep, structured))
+
+
+def cell_metrics(subject: Subject, keep: Masks, structured: bool) -> dict:
+    """Validation AUC with its interval, and the drop from dense with DeLong's paired interval."""
+    from workbench.stats import auc_ci, compare_auc
+
+    labels, scores = _binary_labels(subject), validation_scores(subject, keep, structured)
+    auc, low, high = auc_ci(labels, scores)
+    dense = subject.evaluator.dense_val[:, subject.evaluator.positive]
+    paired = compare_auc(labels, dense, scores)  # difference = pruned - dense
+    return dict(
+        auc=auc,
+        low=low,
+        high=high,
+        drop=-paired["difference"],
+        drop_low=-paired["ci_high"],
+        drop_high=-paired["ci_low"],
+    )
+
+
+def _binary_labels(subject: Subject) -> np.ndarray:
+    labels = subject.evaluator.val_labels.reshape(-1)
+    if len(np.unique(labels)) != 2:
+        raise ValueError(
+            f"sensitivity needs a binary task (AUC with DeLong intervals); the validation labels hold "
+            f"{len(np.unique(labels))} classes"
+        )
+    return (labels == subject.evaluator.positive).astype(int)
+
+
+def _row_cells(subject: Subject, criterion: str, granularity: str, row: Row, grid, min_keep: int):
+    """Yield one cell dict per sparsity of ``grid``: ``row`` pruned, every other layer dense."""
+    infos = subject.scorer.infos
+    scores = subject.scorer.scores(criterion, granularity)
+    for sparsity in grid:
+        keep = {**dense_keep(infos), **row_keep(scores, row, sparsity, infos, min_keep)}
+        metrics = cell_metrics(subject, keep, granularity == "structured")
+        kept = sum(int(keep[name].sum()) for name in row.layers)
+        total = sum(keep[name].size for name in row.layers)
+        yield dict(
+            criterion=criterion, row=row.name, target=float(sparsity), sparsity=1 - kept / total, **metrics
+        )
+
+
+def _remote_row(model, val, images, labels, seed, criterion, granularity, row, grid, min_keep) -> list[dict]:
+    """One row's cells on a Dask worker: rebuild scorer and evaluator there, return the cells."""
+    scorer = Scorer(model, images, labels, seed=seed)
+    subject = Subject(model, val, scorer, Evaluator(model, val, _first(val)))
+    return list(_row_cells(subject, criterion, granularity, row, grid, min_keep))
+
+
+# --- the table --------------------------------------------------------------------------------
+
+
+@dataclass
+class Sensitivity:
+    """The layer x sparsity table of one model, criterion and granularity, plus the random baseline.
+
+    ``cells`` has one row per (criterion, row, target): the achieved ``sparsity`` of that row,
+    the validation ``auc`` and its DeLong interval ``low``..``high``, and ``drop`` = dense AUC - AUC
+    with its paired DeLong interval ``drop_low``..``drop_high`` (same images, so much narrower).
+    """
+
+    cells: pd.DataFrame
+    dense: dict
+    criterion: str
+    granularity: str
+    grid: tuple[float, ...]
+    rows: list[Row]
+    min_keep: int = 1
+    computed: int = 0  # cells computed in this call (the rest came from the cache)
+    folder: Path | None = field(default=None, repr=False)
+
+    def matrix(self, criterion: str | None = None, value: str = "drop") -> pd.DataFrame:
+        """Rows x target sparsities of ``value`` (``drop``, ``auc``, ``drop_low``...) for a criterion."""
+        part = self.cells[self.cells["criterion"] == (criterion or self.criterion)]
+        table = part.pivot(index="row", columns="target", values=value)
+        return table.reindex([r.name for r in self.rows])
+
+    def with_baseline_row(self, value: str = "drop") -> pd.DataFrame:
+        """The criterion's matrix with one more row: the random criterion, averaged over rows."""
+        table = self.matrix(self.criterion, value)
+        table.loc[f"{BASELINE} (mean of rows)"] = self.matrix(BASELINE, value).mean(axis=0)
+        return table
+
+
+def check_grid(grid) -> tuple[float, ...]:
+    """Return the grid sorted and deduplicated, or raise ValueError unless it is non-empty and in [0, 1)."""
+    values = tuple(sorted({float(s) for s in grid}))
+    if not values or not all(0.0 <= s < 1.0 for s in values):
+        raise ValueError(f"grid must hold one or more sparsities in [0, 1), got {list(grid)!r}")
+    return values
+
+
+def sensitivity(
+    subject: Subject,
+    criterion: str = "taylor",
+    granularity: str = "unstructured",
+    grid=DEFAULT_GRID,
+    *,
+    baseline: bool = True,
+    min_keep: int = 1,
+    cache: str | Path | None = None,
+    dask_address: str | None = None,
+    progress: bool = True,
+) -> Sensitivity:
+    """Compute (or reopen) the sensitivity table: every row pruned alone at every grid sparsity.
+
+    Args:
+        subject: the model, its scorer and evaluator (``Subject.build`` or ``Subject.from_explorer``).
+        criterion: the scores that decide which weights/units of a row go first.
+        granularity: ``"unstructured"`` (weights) or ``"structured"`` (filters/units, coupled groups).
+        grid: target sparsities in [0, 1).
+        baseline: also compute the ``random`` criterion's rows.
+        cache: the cache root; default ``<data>/cache/sensitivity``.
+        dask_address: compute missing rows on this Dask scheduler instead of locally.
+
+    Example:
+        >>> table = sensitivity(Subject.from_explorer(explorer), "taylor", "structured")  # doctest: +SKIP
+        >>> plots.sensitivity_heatmap(table.with_baseline_row())                          # doctest: +SKIP
+
+    Raises:
+        ValueError: for an unknown criterion or granularity, a grid value outside [0, 1), an empty
+            grid, or ``min_keep`` < 1.
+    """
+    from tqdm.auto import tqdm
+
+    check_criterion(criterion)
+    check_granularity(granularity)
+    grid = check_grid(grid)
+    if min_keep < 1:
+        raise ValueError(f"min_keep must be >= 1 (every layer keeps its guard), got {min_keep}")
+    folder = Path(cache or cache_dir() / "sensitivity") / subject.key(granularity, min_keep)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = sensitivity_rows(subject, granularity)
+    criteria = [criterion] + ([BASELINE] if baseline and criterion != BASELINE else [])
+    dense = _dense(subject, folder, granularity)
+    todo = {
+        (c, row): [s for s in grid if not _cell_path(folder, c, row.name, s).is_file()]
+        for c in criteria
+        for row in rows
+    }
+    todo = {job: missing for job, missing in todo.items() if missing}
+    total = len(criteria) * len(rows) * len(grid)
+    missing = sum(len(m) for m in todo.values())
+    bar = tqdm(total=total, initial=total - missing, desc="sensitivity", unit="cell", disable=not progress)
+    for cell in _compute(subject, todo, granularity, min_keep, dask_address):
+        write_atomically(_cell_path(folder, cell["criterion"], cell["row"], cell["target"]), json.dumps(cell))
+        bar.update()
+    bar.close()
+    log.info("sensitivity: %d of %d cells computed, the rest read from %s", missing, total, folder)
+    cells = _read_cells(folder, criteria, rows, grid)
+    return Sensitivity(cells, dense, criterion, granularity, grid, rows, min_keep, missing, folder)
+
+
+def _compute(subject: Subject, todo: dict, granularity: str, min_keep: int, dask_address: str | None):
+    """Yield finished cells: locally one by one, or row by row as Dask tasks complete."""
+    if not dask_address:
+        for (criterion, row), grid in todo.items():
+            yield from _row_cells(subject, criterion, granularity, row, grid, min_keep)
+        return
+    from distributed import Client, as_completed
+
+    scorer = subject.scorer
+    with Client(dask_address, timeout="20s") as client:
+        shared = client.scatter([subject.model, subject.val, scorer.images, scorer.labels], broadcast=True)
+        futures = [
+            client.submit(_remote_row, *shared, scorer.seed, c, granularity, row, grid, min_keep, pure=False)
+            for (c, row), grid in todo.items()
+        ]
+        for future in as_completed(futures):
+            yield from future.result()
+
+
+def _dense(subject: Subject, folder: Path, granularity: str) -> dict:
+    path = folder / "dense.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    auc, low, high = validation_auc(subject, dense_keep(subject.scorer.infos), granularity == "structured")
+    dense = dict(auc=auc, low=low, high=high)
+    write_atomically(path, json.dumps(dense))
+    return dense
+
+
+def _cell_path(folder: Path, criterion: str, row: str, target: float) -> Path:
+    return folder / f"{criterion}--{row}--{target:.6f}.json"
+
+
+def _read_cells(folder: Path, criteria: list[str], rows: list[Row], grid) -> pd.DataFrame:
+    paths = [_cell_path(folder, c, r.name, s) for c in criteria for r in rows for s in grid]
+    return pd.DataFrame([json.loads(path.read_text()) for path in paths])
