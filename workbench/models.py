@@ -1,6 +1,7 @@
 """Baseline classifiers, sized from the data, and loading a user's own ``.keras`` model.
 
-The builders end in a softmax over ``num_classes`` (two units for binary tasks). A user's model
+The builders end in a softmax over ``num_classes`` (two units for binary tasks), or in one
+sigmoid unit per label for multi-label data; ``seed_cnn3d`` is ``seed_cnn`` for volumes. A user's model
 may end in any head ``workbench.heads`` identifies: softmax, logits, one sigmoid unit (binary) or
 L sigmoid units (multi-label).
 """
@@ -19,7 +20,7 @@ from workbench.heads import Head, as_head, detect_head, saved_compile_config
 layers = keras.layers
 
 
-def seed_cnn(input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
+def seed_cnn(input_shape: tuple[int, int, int], num_classes: int, output: str = "softmax") -> keras.Model:
     """Build the classic small CNN of pruning tutorials.
 
     Conv2D(32)-MaxPool-Conv2D(64)-MaxPool-Conv2D(64)-Flatten-Dense(64)-Dense(classes).
@@ -34,13 +35,38 @@ def seed_cnn(input_shape: tuple[int, int, int], num_classes: int) -> keras.Model
             layers.Conv2D(64, 3, activation="relu", name="conv3"),
             layers.Flatten(name="flatten"),
             layers.Dense(64, activation="relu", name="dense1"),
-            layers.Dense(num_classes, activation="softmax", name="logits"),
+            layers.Dense(num_classes, activation=output, name="logits"),
         ],
         name="seed_cnn",
     )
 
 
-def small_resnet(input_shape: tuple[int, int, int], num_classes: int, widths=(16, 32)) -> keras.Model:
+def seed_cnn3d(
+    input_shape: tuple[int, int, int, int], num_classes: int, output: str = "softmax"
+) -> keras.Model:
+    """Build ``seed_cnn``'s 3-D sibling for CT/MRI volumes (D, H, W, C).
+
+    Conv3D(16)-MaxPool-Conv3D(32)-MaxPool-Flatten-Dense(32)-Dense(classes): small enough to train
+    on a CPU at 16x32x32, and its Conv3D filters prune like Conv2D ones.
+    """
+    return keras.Sequential(
+        [
+            keras.Input(input_shape),
+            layers.Conv3D(16, 3, padding="same", activation="relu", name="conv1"),
+            layers.MaxPooling3D(name="pool1"),
+            layers.Conv3D(32, 3, padding="same", activation="relu", name="conv2"),
+            layers.MaxPooling3D(name="pool2"),
+            layers.Flatten(name="flatten"),
+            layers.Dense(32, activation="relu", name="dense1"),
+            layers.Dense(num_classes, activation=output, name="logits"),
+        ],
+        name="seed_cnn3d",
+    )
+
+
+def small_resnet(
+    input_shape: tuple[int, int, int], num_classes: int, widths=(16, 32), output: str = "softmax"
+) -> keras.Model:
     """Build a small ResNet: a stem, one residual block per width, global pooling, a softmax head.
 
     Each block is conv-BN-ReLU-conv-BN plus a shortcut (identity, or a strided 1x1 conv-BN when
@@ -54,7 +80,7 @@ def small_resnet(input_shape: tuple[int, int, int], num_classes: int, widths=(16
         stride = 1 if index == 0 else 2
         x = _residual_block(x, width, stride, name=f"block{index + 1}")
     x = layers.GlobalAveragePooling2D(name="gap")(x)
-    outputs = layers.Dense(num_classes, activation="softmax", name="logits")(x)
+    outputs = layers.Dense(num_classes, activation=output, name="logits")(x)
     return keras.Model(inputs, outputs, name="small_resnet")
 
 
@@ -74,17 +100,27 @@ def _residual_block(x, width: int, stride: int, name: str):
     return layers.ReLU(name=f"{name}_out")(layers.Add(name=f"{name}_add")([shortcut, y]))
 
 
-BUILDERS: dict[str, Callable[[tuple[int, int, int], int], keras.Model]] = {
+BUILDERS: dict[str, Callable[..., keras.Model]] = {
     "seed_cnn": seed_cnn,
     "small_resnet": small_resnet,
+    "seed_cnn3d": seed_cnn3d,
 }
+VOLUME_BUILDERS = ("seed_cnn3d",)
 
 
 def build_model(name: str, dataset: Dataset) -> keras.Model:
     """Build the named baseline model sized for ``dataset``'s images and classes."""
     if name not in BUILDERS:
         raise ValueError(f"model must be one of {sorted(BUILDERS)} or a path to a .keras file, got {name!r}")
-    return BUILDERS[name](dataset.image_shape, dataset.num_classes)
+    if (name in VOLUME_BUILDERS) != dataset.is_volumetric:
+        wanted = "volumes (N, D, H, W, C)" if name in VOLUME_BUILDERS else "2-D images (N, H, W, C)"
+        hint = "seed_cnn3d" if dataset.is_volumetric else "seed_cnn or small_resnet"
+        raise ValueError(
+            f"model {name!r} takes {wanted}, but the data has images of shape {dataset.image_shape}; "
+            f"use {hint}"
+        )
+    output = "sigmoid" if dataset.task == "multilabel" else "softmax"
+    return BUILDERS[name](dataset.image_shape, dataset.num_classes, output=output)
 
 
 def load_user_model(path: str | Path, dataset: Dataset, head: str | None = None) -> keras.Model:

@@ -160,7 +160,7 @@ def cell_metrics(subject: Subject, keep: Masks, structured: bool) -> dict:
 
 
 def _binary_labels(subject: Subject) -> np.ndarray:
-    labels = subject.evaluator.val_labels.reshape(-1)
+    labels = np.asarray(subject.evaluator.val.labels).reshape(-1)
     if len(np.unique(labels)) != 2:
         raise ValueError(
             f"sensitivity needs a binary task (AUC with DeLong intervals); the validation labels hold "
