@@ -40,7 +40,7 @@ CHROMIUM_ARGS = [
 ]
 
 # The explorer's widgets as the page shows them (ipywidgets 8 class names).
-EPSILON_SLIDER = ".widget-slider:has(> label.widget-label:text-is('ε'))"
+EPSILON_SLIDER = ".widget-slider:has(> label.widget-label:text-matches('^ε'))"  # "ε on |g|" etc.
 FIGURE = "img.widget-image"
 READOUT = ".widget-html-content:has(> b:text-matches('^sparsity'))"
 
