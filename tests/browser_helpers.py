@@ -124,8 +124,11 @@ def server_env(data: Path, home: Path) -> dict[str, str]:
     return env
 
 
-def voila_argv(notebook: Path, port: int) -> list[str]:
-    """Return the README's dashboard command for ``notebook``, on 127.0.0.1:``port``, without a browser."""
+def voila_argv(notebook: Path, port: int, *, preheat: bool = False) -> list[str]:
+    """Return the README's dashboard command for ``notebook``, on 127.0.0.1:``port``, without a browser.
+
+    ``preheat`` adds ``run.sh dashboard``'s preheated kernel (a pool of one here).
+    """
     return [
         str(BIN / "voila"),
         str(notebook),
@@ -134,6 +137,7 @@ def voila_argv(notebook: Path, port: int) -> list[str]:
         "--Voila.ip=127.0.0.1",
         f"--port={port}",
         "--Voila.port_retries=0",
+        *(["--preheat_kernel=True", "--pool_size=1"] if preheat else []),
     ]
 
 

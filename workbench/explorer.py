@@ -13,6 +13,7 @@ An ``Explorer`` answers the questions a dashboard asks, as plain function calls:
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -96,6 +97,7 @@ class Explorer:
             calibration and spec, so reopening a notebook draws them without recomputing.
         estimate_budget: seconds an ``estimate`` may take; its subset of the evaluation images
             is sized from the time of one full forward pass.
+        estimate_images: the subset's size, overriding ``estimate_budget`` (for tests and scripts).
 
     Example:
         >>> explorer = Explorer(model, data)                              # doctest: +SKIP
@@ -112,6 +114,7 @@ class Explorer:
         seed: int = 0,
         cache_dir: str | Path | None = None,
         estimate_budget: float = 0.1,
+        estimate_images: int | None = None,
     ):
         self.model, self.dataset, self.grid_points, self.seed = model, dataset, grid_points, seed
         # TODO(data): take a seeded class-stratified sample once workbench.data provides one
@@ -121,10 +124,14 @@ class Explorer:
             model, dataset.train.images[calibration], dataset.train.labels[calibration], seed=seed
         )
         self.evaluator = Evaluator(model, dataset.val, dataset.test)
+        # Curves evaluate on their own work copy of the model, so a curve computing in the
+        # background never races a point; each copy is used by one thread at a time.
+        self._curve_evaluator: Evaluator | None = None
+        self._point_lock, self._curve_lock = threading.Lock(), threading.Lock()
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self._curves: dict[tuple, pd.DataFrame] = {}
         self.estimate_budget = estimate_budget
-        self._estimate_size: int | None = None
+        self._estimate_size = estimate_images
         self._subset_evaluators: dict[int, Evaluator] = {}
 
     @property
@@ -203,7 +210,12 @@ class Explorer:
             return found
         kind, grid = self.grid(spec)
         grid_argument = "epsilons" if kind == "epsilon" else "sparsities"
-        table = curve(self.scorer, self.evaluator, spec, **{grid_argument: grid}, progress=progress)
+        with self._curve_lock:
+            if self._curve_evaluator is None:
+                self._curve_evaluator = Evaluator(self.model, self.dataset.val, self.dataset.test)
+            table = curve(
+                self.scorer, self._curve_evaluator, spec, **{grid_argument: grid}, progress=progress
+            )
         self._curves[self.curve_key(spec)] = table
         if self.cache_dir is not None:
             write_cached_curve(self.cache_dir, self.cache_fingerprint(spec), table)
@@ -230,7 +242,8 @@ class Explorer:
             ValueError: from the engine, for a spec it refuses (e.g. a negative ε).
         """
         result = make_masks(self.scorer, spec)
-        metrics = self.evaluator.evaluate(result.keep, structured=spec.granularity == "structured")
+        with self._point_lock:
+            metrics = self.evaluator.evaluate(result.keep, structured=spec.granularity == "structured")
         return Point(
             spec, result, metrics, layer_table(self.model, result), n=len(self.evaluator.test_labels)
         )
@@ -245,7 +258,8 @@ class Explorer:
         if self._estimate_size is None:
             keep = {info.name: np.ones(info.shape, bool) for info in self.scorer.infos}
             start = time.perf_counter()
-            self.evaluator.probabilities(keep)
+            with self._point_lock:
+                self.evaluator.probabilities(keep)
             per_image = (time.perf_counter() - start) / self.evaluation_size
             self._estimate_size = int(max(64, self.estimate_budget / max(per_image, 1e-9)))
             log.info("estimates use %d of %d evaluation images", self._estimate_size, self.evaluation_size)

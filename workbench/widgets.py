@@ -346,7 +346,7 @@ class Dashboard:
         self.progress.value, self.progress.layout.display = 0, None
         work = functools.partial(self._compute_curve, spec)
         if self.curves.background:
-            self.curves.submit(ticket, work, self._curve_ready)
+            self.curves.submit(ticket, work, functools.partial(self._curve_ready, spec))
         else:
             self.curve = work(ticket)
             self.progress.layout.display = "none"
@@ -358,10 +358,12 @@ class Dashboard:
 
         return self.explorer.curve(spec, progress=report)
 
-    def _curve_ready(self, curve: pd.DataFrame) -> None:
+    def _curve_ready(self, spec: PruneSpec, curve: pd.DataFrame) -> None:
         self.curve = curve
         self.progress.layout.display = "none"
-        self._draw()
+        key = self.explorer.curve_key
+        if self.point is not None and key(self.point.spec) == key(spec):  # else the point's answer draws it
+            self._draw()
 
     # --- text ---------------------------------------------------------------------------------
 
