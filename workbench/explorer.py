@@ -129,6 +129,7 @@ class Explorer:
         self._curve_evaluator: Evaluator | None = None
         self._point_lock, self._curve_lock = threading.Lock(), threading.Lock()
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self._data_key = dataset.fingerprint() if cache_dir is not None else ""  # hashes every image: once
         self._curves: dict[tuple, pd.DataFrame] = {}
         self.estimate_budget = estimate_budget
         self._estimate_size = estimate_images
@@ -225,7 +226,7 @@ class Explorer:
         """A key for the disk cache: weights, data, calibration images, grid and spec."""
         return fingerprint(
             self.scorer.fingerprint(),
-            self.dataset.fingerprint(),
+            self._data_key,
             self.scorer.images,
             self.scorer.labels,
             self.seed,

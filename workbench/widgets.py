@@ -304,10 +304,10 @@ class Dashboard:
 
     def _answer(self, spec: PruneSpec, *, given: Point | None = None, redraw: bool = False) -> None:
         """Show ``given`` or a quick answer now; refine an estimate to the exact point in the background."""
-        ticket = self.points.begin()
         first = given or (
             self.explorer.estimate(spec) if self.points.background else self.explorer.point(spec)
         )
+        ticket = self.points.begin()  # only now: a spec the engine refuses leaves older work running
         with self.points.lock:
             self._show_point(first, redraw=redraw)
         if not first.exact:
