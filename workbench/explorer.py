@@ -116,6 +116,10 @@ class Explorer:
         estimate_budget: float = 0.1,
         estimate_images: int | None = None,
     ):
+        if not estimate_budget > 0:
+            raise ValueError(f"estimate_budget must be a number of seconds > 0, got {estimate_budget!r}")
+        if estimate_images is not None and estimate_images < 2:
+            raise ValueError(f"estimate_images must be an image count >= 2 or None, got {estimate_images!r}")
         self.model, self.dataset, self.grid_points, self.seed = model, dataset, grid_points, seed
         # TODO(data): take a seeded class-stratified sample once workbench.data provides one
         # (workbench.data.stratified_sample(dataset.train, calibration_size, seed)).
