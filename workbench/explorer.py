@@ -137,7 +137,7 @@ class Explorer:
         self._curves: dict[tuple, pd.DataFrame] = {}
         self.estimate_budget = estimate_budget
         self._estimate_size = estimate_images
-        self._subset_evaluators: dict[int, Evaluator] = {}
+        self._subset_evaluators: dict[int, tuple[Evaluator, np.ndarray]] = {}
 
     @property
     def layers(self) -> list[str]:
@@ -249,14 +249,12 @@ class Explorer:
         result = make_masks(self.scorer, spec)
         with self._point_lock:
             metrics = self.evaluator.evaluate(result.keep, structured=spec.granularity == "structured")
-        return Point(
-            spec, result, metrics, layer_table(self.model, result), n=len(self.evaluator.test_labels)
-        )
+        return Point(spec, result, metrics, layer_table(self.model, result), n=len(self.dataset.test))
 
     @property
     def evaluation_size(self) -> int:
         """Validation plus test images: what an exact point evaluates."""
-        return len(self.evaluator.val_labels) + len(self.evaluator.test_labels)
+        return len(self.dataset.val) + len(self.dataset.test)
 
     def estimate_size(self) -> int:
         """Evaluation images an ``estimate`` can afford within ``estimate_budget`` (timed once)."""
@@ -279,24 +277,22 @@ class Explorer:
         size = self.estimate_size() if size is None else int(size)
         if size >= self.evaluation_size:
             return self.point(spec)
-        evaluator = self._subset_evaluator(size)
+        evaluator, labels = self._subset_evaluator(size)
         result = make_masks(self.scorer, spec)
         metrics = evaluator.evaluate(result.keep, structured=spec.granularity == "structured")
-        labels = evaluator.test_labels
         positives = int((labels == evaluator.positive).sum())
         interval = auc_interval(metrics["auc"], positives, len(labels) - positives)
         table = layer_table(self.model, result)
         return Point(spec, result, metrics, table, exact=False, n=len(labels), interval=interval)
 
-    def _subset_evaluator(self, size: int) -> Evaluator:
+    def _subset_evaluator(self, size: int) -> tuple[Evaluator, np.ndarray]:
+        """An evaluator on a stratified subset of ``size`` images, and its test labels (cached)."""
         if size not in self._subset_evaluators:
             share = size / self.evaluation_size
             val, test = self.dataset.val, self.dataset.test
-            self._subset_evaluators[size] = Evaluator(
-                self.model,
-                _subset(val, max(8, round(share * len(val))), self.seed),
-                _subset(test, max(8, round(share * len(test))), self.seed),
-            )
+            test = _subset(test, max(8, round(share * len(test))), self.seed)
+            evaluator = Evaluator(self.model, _subset(val, max(8, round(share * len(val))), self.seed), test)
+            self._subset_evaluators[size] = evaluator, np.asarray(test.labels).reshape(-1)
         return self._subset_evaluators[size]
 
     def fine_tuned(self, point: Point, recipe: Recipe, *, progress: bool = True) -> tuple[dict, dict]:
