@@ -35,6 +35,18 @@ install() {
   echo "$wanted" > "$STAMP"
 }
 
+pool_size() {
+  # One preheated kernel per ~1.5 GB of available memory (a TensorFlow kernel with a small
+  # backbone holds about 1 GB), at least 1 and at most 4.
+  if [ -n "${WORKBENCH_POOL:-}" ]; then echo "$WORKBENCH_POOL"; return; fi
+  local kb
+  kb=$(awk '/^MemAvailable:/ {print $2}' /proc/meminfo 2>/dev/null || true)
+  local n=$(( ${kb:-0} / 1500000 ))
+  (( n < 1 )) && n=1
+  (( n > 4 )) && n=4
+  echo "$n"
+}
+
 command=${1:-}
 shift || true
 case "$command" in
@@ -52,7 +64,10 @@ case "$command" in
   dashboard)
     install
     "$VENV/bin/python" -m workbench prepare
-    exec "$VENV/bin/voila" --show_tracebacks=True notebooks/01_explore_threshold.ipynb "$@"
+    # Preheated kernels run the notebook (TensorFlow import, baseline, scores) before anyone asks,
+    # so a page opens onto a live dashboard. WORKBENCH_POOL overrides the pool size.
+    exec "$VENV/bin/voila" --show_tracebacks=True --preheat_kernel=True --pool_size="$(pool_size)" \
+      notebooks/01_explore_threshold.ipynb "$@"
     ;;
   install)
     install

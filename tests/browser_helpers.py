@@ -40,7 +40,7 @@ CHROMIUM_ARGS = [
 ]
 
 # The explorer's widgets as the page shows them (ipywidgets 8 class names).
-EPSILON_SLIDER = ".widget-slider:has(> label.widget-label:text-is('ε'))"
+EPSILON_SLIDER = ".widget-slider:has(> label.widget-label:text-matches('^ε'))"  # "ε on |g|" etc.
 FIGURE = "img.widget-image"
 READOUT = ".widget-html-content:has(> b:text-matches('^sparsity'))"
 
@@ -124,8 +124,11 @@ def server_env(data: Path, home: Path) -> dict[str, str]:
     return env
 
 
-def voila_argv(notebook: Path, port: int) -> list[str]:
-    """Return the README's dashboard command for ``notebook``, on 127.0.0.1:``port``, without a browser."""
+def voila_argv(notebook: Path, port: int, *, preheat: bool = False) -> list[str]:
+    """Return the README's dashboard command for ``notebook``, on 127.0.0.1:``port``, without a browser.
+
+    ``preheat`` adds ``run.sh dashboard``'s preheated kernel (a pool of one here).
+    """
     return [
         str(BIN / "voila"),
         str(notebook),
@@ -134,6 +137,7 @@ def voila_argv(notebook: Path, port: int) -> list[str]:
         "--Voila.ip=127.0.0.1",
         f"--port={port}",
         "--Voila.port_retries=0",
+        *(["--preheat_kernel=True", "--pool_size=1"] if preheat else []),
     ]
 
 

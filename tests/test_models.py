@@ -34,7 +34,8 @@ def test_small_resnet_HasBatchNormAndResidualAdds():
 
 
 def test_build_model_UnknownName_RaisesValueErrorListingChoices(tiny_dataset):
-    with pytest.raises(ValueError, match=r"model must be one of \['seed_cnn', 'seed_cnn3d', 'small_resnet'\]"):
+    expected = r"model must be one of \['seed_cnn', 'seed_cnn3d', 'small_resnet'\]"
+    with pytest.raises(ValueError, match=expected):
         build_model("vgg", tiny_dataset)
 
 

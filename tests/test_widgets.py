@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workbench.sweep import Explorer
+from workbench.explorer import Explorer
+from workbench.prune import PruneSpec
 from workbench.widgets import Dashboard
 
 
@@ -16,7 +17,7 @@ def dashboard(trained_tiny):
 
 
 def _marker_y(dash, axes="vs_grid"):
-    return [tuple(line.get_ydata()) for line in dash.axes[axes].lines if line.get_marker() == "o"]
+    return [tuple(line.get_ydata()) for line in dash.figure.axes[axes].lines if line.get_marker() == "o"]
 
 
 def test_dashboard_StartsWithAFigureTableAndReadout(dashboard):
@@ -30,13 +31,13 @@ def test_moving_epsilon_UpdatesFigureReadoutTableAndMarkers(dashboard):
     slider = dashboard.controls["epsilon"]
     slider.value = 10**slider.min
     before = (dashboard.image.value, dashboard.readout.value, dashboard.table.value, _marker_y(dashboard))
-    heat_before = dashboard.axes["heatmap"].lines[0].get_xdata()[0]
+    heat_before = dashboard.figure.axes["heatmap"].lines[0].get_xdata()[0]
     slider.value = 10 ** (slider.max - 0.5)  # prunes nearly everything
     assert dashboard.image.value != before[0]
     assert dashboard.readout.value != before[1]
     assert dashboard.table.value != before[2]
     assert _marker_y(dashboard) != before[3]
-    assert dashboard.axes["heatmap"].lines[0].get_xdata()[0] > heat_before
+    assert dashboard.figure.axes["heatmap"].lines[0].get_xdata()[0] > heat_before
     assert dashboard.point.result.sparsity > 0.5
     assert dashboard.message.value == ""
 
@@ -44,7 +45,7 @@ def test_moving_epsilon_UpdatesFigureReadoutTableAndMarkers(dashboard):
 def test_mask_image_FollowsTheChosenLayer(dashboard):
     dashboard.controls["epsilon"].value = 10 ** (dashboard.controls["epsilon"].max - 1)
     dashboard.controls["layer"].value = "fc"
-    shown = dashboard.axes["mask"].images[0].get_array()
+    shown = dashboard.figure.axes["mask"].images[0].get_array()
     assert shown.shape == (8 * 9 * 9, 16)
     np.testing.assert_array_equal(np.asarray(shown, bool), dashboard.point.result.keep["fc"])
 
@@ -57,10 +58,10 @@ def test_target_sparsity_mode_HitsTheTarget(dashboard):
 
 
 def test_changing_criterion_RedrawsTheCurve(dashboard):
-    before = dashboard.axes["vs_grid"].lines[0].get_ydata().copy()
+    before = dashboard.figure.axes["vs_grid"].lines[0].get_ydata().copy()
     dashboard.controls["criterion"].value = "magnitude"
     assert dashboard.point.spec.criterion == "magnitude"
-    assert not np.array_equal(before, dashboard.axes["vs_grid"].lines[0].get_ydata())
+    assert not np.array_equal(before, dashboard.figure.axes["vs_grid"].lines[0].get_ydata())
 
 
 def test_unknown_layer_ShowsAMessage_AndTheDashboardStaysLive(dashboard):
@@ -70,12 +71,22 @@ def test_unknown_layer_ShowsAMessage_AndTheDashboardStaysLive(dashboard):
     assert dashboard.message.value == ""
 
 
-@pytest.mark.parametrize("typed", ["-1", "1e9", "abc", "nan"])
-def test_bad_typed_epsilon_ShowsAMessage_AndLeavesTheSliderAlone(dashboard, typed):
-    before = dashboard.controls["epsilon"].value
+@pytest.mark.parametrize(
+    "typed, expected", [("-1", "epsilon must be"), ("abc", "ε must be a number"), ("nan", "epsilon must be")]
+)
+def test_bad_typed_epsilon_ShowsTheEnginesMessage_AndLeavesThePointAlone(dashboard, typed, expected):
+    before = (dashboard.controls["epsilon"].value, dashboard.point)
     dashboard.controls["epsilon_text"].value = typed
-    assert "ε must be" in dashboard.message.value
-    assert dashboard.controls["epsilon"].value == before
+    assert expected in dashboard.message.value and typed in dashboard.message.value
+    assert (dashboard.controls["epsilon"].value, dashboard.point) == before
+
+
+def test_typed_epsilon_OutsideTheSliderRange_GoesToTheEngineUnclamped(dashboard):
+    dashboard.controls["epsilon_text"].value = "1e9"
+    assert dashboard.point.spec.epsilon == 1e9  # the slider shows its maximum; the point is the engine's
+    assert dashboard.point.result.sparsity > 0.9
+    dashboard.controls["epsilon_text"].value = "0"
+    assert dashboard.point.spec.epsilon == 0.0 and dashboard.point.result.sparsity == 0.0
 
 
 def test_good_typed_epsilon_MovesTheSlider(dashboard):
@@ -94,7 +105,7 @@ def test_finetune_button_MarksTheRecoveredPoint(dashboard):
     assert len(dashboard.recovered) == 1
     sparsity, metrics = dashboard.recovered[0]
     assert sparsity == pytest.approx(0.8, abs=1e-3)
-    stars = [line for line in dashboard.axes["vs_sparsity"].lines if line.get_marker() == "*"]
+    stars = [line for line in dashboard.figure.axes["vs_sparsity"].lines if line.get_marker() == "*"]
     assert stars and stars[0].get_ydata()[0] == metrics["accuracy"]
     assert "fine-tuned 1 epochs" in dashboard.message.value
 
@@ -106,3 +117,44 @@ def test_switching_criterion_KeepsTheSparsity_SoCriteriaCompareAtEqualSparsity(d
     dashboard.controls["criterion"].value = "magnitude"
     assert dashboard.point.spec.criterion == "magnitude"
     assert dashboard.point.result.sparsity == pytest.approx(before, abs=0.02)
+
+
+def test_slider_move_KeepsTheTypedBoxInSync(dashboard):
+    slider = dashboard.controls["epsilon"]
+    slider.value = 10 ** ((slider.min + slider.max) / 2)
+    assert float(dashboard.controls["epsilon_text"].value) == pytest.approx(slider.value, rel=1e-2)
+
+
+def test_dashboard_AtAGivenPoint_ShowsThatPointUnchanged(trained_tiny):
+    model, data = trained_tiny
+    explorer = Explorer(model, data, calibration_size=32, grid_points=8)
+    point = explorer.point(PruneSpec(criterion="snip", epsilon=0.0))
+    dash = Dashboard(explorer, point=point)
+    assert dash.point is point and dash.point.spec.epsilon == 0.0
+    assert dash.controls["criterion"].value == "snip" and dash.controls["epsilon_text"].value == "0"
+    assert "ε = 0" in dash.readout.value
+
+
+def test_criterion_switch_NamesTheThresholdAfterTheCriterion(dashboard):
+    assert dashboard.controls["epsilon"].description == "ε on |g|"
+    dashboard.controls["criterion"].value = "snip"
+    assert dashboard.controls["epsilon"].description == "ε on |g·w|"
+    assert float(dashboard.controls["epsilon_text"].value) == pytest.approx(
+        dashboard.point.spec.epsilon, rel=1e-2
+    )
+
+
+def test_mask_panel_StartsAtTheMostPrunedLayer(dashboard):
+    sparsity = dashboard.point.result.layer_sparsity()
+    assert sparsity[dashboard.controls["layer"].value] == max(sparsity.values())
+
+
+def test_readout_ShowsDenseAndPrunedSideBySide(dashboard):
+    readout = dashboard.readout.value
+    assert "<td>dense</td>" in readout and "<td>pruned</td>" in readout and "specificity" in readout
+    assert "exact" in readout
+
+
+def test_display_bundle_HasTheLiveWidgetAndAStaticPng(dashboard):
+    bundle = dashboard._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle and "image/png" in bundle

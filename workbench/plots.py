@@ -12,6 +12,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.lines import Line2D
+from matplotlib.ticker import NullLocator
 
 METRIC_STYLE = {
     "accuracy": "tab:blue",
@@ -30,8 +32,29 @@ def layer_columns(table: pd.DataFrame) -> list[str]:
     return [c for c in table.columns if c.startswith("sparsity/")]
 
 
+def grid_label(x: str, threshold_name: str = "") -> str:
+    """Axis label for a curve's grid: ε (and what it thresholds), target or overall sparsity."""
+    if x == "epsilon":
+        return f"ε (threshold on {threshold_name})" if threshold_name else "ε"
+    return "target sparsity" if x == "target" else "overall sparsity"
+
+
+def short_number(value: float) -> str:
+    """A compact tick label: 0, 1e-4, 3e-2, 0.25."""
+    if value == 0:
+        return "0"
+    if abs(value) < 1e-2 or abs(value) >= 1e3:
+        mantissa, exponent = f"{value:.0e}".split("e")
+        return f"{mantissa}e{int(exponent)}"
+    return f"{value:.2g}"
+
+
 def sparsity_heatmap(
-    table: pd.DataFrame, x: str = "epsilon", current: float | None = None, ax: Axes | None = None
+    table: pd.DataFrame,
+    x: str = "epsilon",
+    current: float | None = None,
+    ax: Axes | None = None,
+    threshold_name: str = "",
 ) -> Axes:
     """Layers x grid heatmap, colour = sparsity of that layer at that grid point; ``current`` marked.
 
@@ -44,12 +67,14 @@ def sparsity_heatmap(
         table[columns].to_numpy().T, aspect="auto", cmap="magma", vmin=0, vmax=1, interpolation="nearest"
     )
     ax.set_yticks(range(len(columns)), [c.split("/", 1)[1] for c in columns])
-    ticks = np.linspace(0, len(grid) - 1, min(6, len(grid))).astype(int)
-    ax.set_xticks(ticks, [f"{grid[t]:.0e}" if x == "epsilon" else f"{grid[t]:.2f}" for t in ticks])
-    ax.set_xlabel("ε" if x == "epsilon" else x)
-    ax.set_title("sparsity per layer")
+    ticks = np.unique(np.linspace(0, len(grid) - 1, min(6, len(grid))).astype(int))
+    ax.set_xticks(ticks, [short_number(grid[t]) for t in ticks])
+    ax.set_xlabel(grid_label(x, threshold_name))
+    ax.set_title("sparsity per layer (black: dense, white: all pruned)", fontsize="small")
     ax.figure.colorbar(image, ax=ax, fraction=0.05, pad=0.02, label="sparsity")
-    ax.axvline(grid_position(grid, current if current is not None else grid[0]), color="cyan", lw=1.5)
+    position = grid_position(grid, current if current is not None else grid[0])
+    ax.axvline(position, color="cyan", lw=1.5, label="current setting")
+    ax.legend(loc="upper left", fontsize="x-small", framealpha=0.8)
     return ax
 
 
@@ -77,8 +102,13 @@ def metric_curves(
     current: dict | None = None,
     label: str = "",
     ax: Axes | None = None,
+    threshold_name: str = "",
 ) -> Axes:
-    """Metrics against ε or sparsity; dashed lines for the dense baseline, dots for ``current``."""
+    """Metrics against ε or sparsity; dashed lines for the dense baseline, dots for ``current``.
+
+    The legend names each metric once, plus one entry for the dashed dense lines and one for
+    the dots, whatever the number of metrics.
+    """
     ax = _axes(ax)
     for metric in metrics:
         color = METRIC_STYLE.get(metric)
@@ -88,11 +118,31 @@ def metric_curves(
         if current is not None:
             ax.plot([current[x]], [current[metric]], "o", color=color, ms=6)
     if x == "epsilon":
-        ax.set_xscale("symlog", linthresh=max(float(table[x][table[x] > 0].min()), 1e-12))
-    ax.set_xlabel("ε" if x == "epsilon" else "overall sparsity")
+        epsilon_axis(ax, table[x].to_numpy())
+    ax.set_xlabel(grid_label(x, threshold_name))
     ax.set_ylim(0.0, 1.02)
-    ax.legend(loc="lower left", fontsize="small")
+    handles = ax.get_legend_handles_labels()[0]
+    if dense is not None:
+        handles.append(Line2D([], [], color="gray", ls="--", lw=0.8, label="dense model"))
+    if current is not None:
+        handles.append(Line2D([], [], color="gray", marker="o", ls="", label="current setting"))
+    ax.legend(handles=handles, loc="lower left", fontsize="x-small", framealpha=0.8)
     return ax
+
+
+def epsilon_axis(ax: Axes, values: np.ndarray, most: int = 5) -> None:
+    """A symlog ε axis with at most ``most`` labelled decades and a 0, so the labels never overlap."""
+    positive = values[values > 0]
+    if positive.size == 0:
+        return
+    low = float(positive.min())
+    ax.set_xscale("symlog", linthresh=low, linscale=0.5)
+    first, last = int(np.ceil(np.log10(low))), int(np.ceil(np.log10(float(positive.max()))))
+    step = max(1, int(np.ceil((last - first + 1) / (most - 1))))
+    decades = list(range(last, first - 1, -step))[::-1]
+    ticks = ([0.0] if (values == 0).any() else []) + [10.0**d for d in decades]
+    ax.set_xticks(ticks, [short_number(t) for t in ticks])
+    ax.xaxis.set_minor_locator(NullLocator())
 
 
 def update_marker(ax: Axes, metrics: tuple[str, ...], point: dict, x: str) -> None:

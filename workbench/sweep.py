@@ -8,7 +8,8 @@ validation and test images together. No model is rebuilt per point.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -18,7 +19,6 @@ from workbench.evaluate import (
     YOUDEN,
     OperatingPoint,
     changed_labels,
-    layer_table,
     multilabel_metrics,
     pruned_metrics,
     validated_metrics,
@@ -28,14 +28,10 @@ from workbench.masks import (
     MaskResult,
     Masks,
     alive_units,
-    epsilon_for_sparsity,
-    epsilon_range,
-    normalise_per_layer,
 )
-from workbench.prune import PruneSpec, apply_masks, copy_model, fine_tune, make_masks, masks_from_scores
+from workbench.prune import PruneSpec, copy_model, masks_from_scores
 from workbench.registry import get_kernels, kernel_variables, layer_by_name
 from workbench.scores import Scorer
-from workbench.train import Recipe
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +178,7 @@ def curve(
     *,
     epsilons: np.ndarray | None = None,
     sparsities: np.ndarray | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> pd.DataFrame:
     """Evaluate ``spec`` at every ε (or target sparsity) of a grid.
 
@@ -189,13 +186,17 @@ def curve(
         One row per point: the grid value (``epsilon`` or ``target``), overall ``sparsity``, the
         metrics in ``SCALAR_METRICS``, ``changed`` (count of flipped test predictions),
         ``guarded`` (layers the collapse guard rescued), and ``sparsity/<layer>`` per layer.
+
+    ``progress``, if given, is called with (points done, points in all) after each point; an
+    exception it raises (e.g. a cancellation) stops the curve.
     """
     if (epsilons is None) == (sparsities is None):
         raise ValueError("give exactly one of epsilons= or sparsities=")
     grid, key = (epsilons, "epsilon") if epsilons is not None else (sparsities, "sparsity")
     scores = scorer.scores(spec.criterion, spec.granularity)  # once per curve, not per point
     rows, previous, metrics = [], None, None
-    for value in np.asarray(grid, dtype=float):
+    grid = np.asarray(grid, dtype=float)
+    for value in grid:
         point = replace(spec, **{"epsilon": None, "sparsity": None, key: float(value)})
         result = masks_from_scores(scores, point, scorer.infos)
         if previous is None or not _same_masks(previous.keep, result.keep):
@@ -203,6 +204,8 @@ def curve(
             metrics = evaluator.evaluate(result.keep, structured=spec.granularity == "structured")
         previous = result
         rows.append(point_row(result, metrics, **{"epsilon" if key == "epsilon" else "target": float(value)}))
+        if progress is not None:
+            progress(len(rows), len(grid))
     return pd.DataFrame(rows)
 
 
@@ -227,86 +230,10 @@ def log_grid(low: float, high: float, points: int = 50) -> np.ndarray:
     return np.concatenate([[0.0], np.geomspace(low, high, points - 1)])
 
 
-# --- the state behind an interactive view -----------------------------------------------------
+def __getattr__(name: str):
+    # Explorer and Point moved to workbench.explorer; kept importable from here for old code.
+    if name in ("Explorer", "Point"):
+        from workbench import explorer
 
-
-@dataclass(frozen=True)
-class Point:
-    """One evaluated setting: its spec, masks, metrics and per-layer table."""
-
-    spec: PruneSpec
-    result: MaskResult
-    metrics: dict
-    table: pd.DataFrame
-
-    def row(self) -> dict:
-        return point_row(self.result, self.metrics, epsilon=self.spec.epsilon, target=self.spec.sparsity)
-
-
-class Explorer:
-    """Everything an ε explorer needs, without widgets: scores, curves and points, all cached.
-
-    Example:
-        >>> explorer = Explorer(model, data)                              # doctest: +SKIP
-        >>> explorer.point(PruneSpec(criterion="snip", epsilon=1e-4))     # doctest: +SKIP
-    """
-
-    def __init__(self, model, dataset, *, calibration_size: int = 256, grid_points: int = 30, seed: int = 0):
-        self.model, self.dataset, self.grid_points = model, dataset, grid_points
-        calibration = slice(0, calibration_size)
-        self.scorer = Scorer(
-            model, dataset.train.images[calibration], dataset.train.labels[calibration], seed=seed
-        )
-        self.evaluator = Evaluator(model, dataset.val, dataset.test)
-        self._curves: dict[tuple, pd.DataFrame] = {}
-
-    @property
-    def layers(self) -> list[str]:
-        return [info.name for info in self.scorer.infos]
-
-    def epsilon_bounds(self, spec: PruneSpec) -> tuple[float, float]:
-        """A slider range for ε from the score distribution of ``spec``'s criterion."""
-        scores = self.scorer.scores(spec.criterion, spec.granularity)
-        return epsilon_range(normalise_per_layer(scores) if spec.normalize else scores)
-
-    def epsilon_for(self, spec: PruneSpec, sparsity: float) -> float:
-        """The ε at which ``spec``'s criterion prunes ``sparsity`` of the weights overall."""
-        scores = self.scorer.scores(spec.criterion, spec.granularity)
-        flat = np.concatenate(
-            [s.ravel() for s in (normalise_per_layer(scores) if spec.normalize else scores).values()]
-        )
-        return epsilon_for_sparsity(flat, sparsity)
-
-    def grid(self, spec: PruneSpec) -> tuple[str, np.ndarray]:
-        """The curve's grid: log-spaced ε from the scores, or target sparsities 0..0.99."""
-        if spec.sparsity is not None:
-            return "sparsity", np.linspace(0.0, 0.99, self.grid_points)
-        return "epsilon", log_grid(*self.epsilon_bounds(spec), points=self.grid_points)
-
-    def curve(self, spec: PruneSpec) -> pd.DataFrame:
-        """The curve for ``spec``'s criterion/scope/granularity/mode (cached; ε itself ignored)."""
-        key = (
-            spec.criterion,
-            spec.scope,
-            spec.granularity,
-            spec.normalize,
-            spec.min_keep,
-            spec.sparsity is None,
-        )
-        if key not in self._curves:
-            kind, grid = self.grid(spec)
-            grid_argument = "epsilons" if kind == "epsilon" else "sparsities"
-            self._curves[key] = curve(self.scorer, self.evaluator, spec, **{grid_argument: grid})
-        return self._curves[key]
-
-    def point(self, spec: PruneSpec) -> Point:
-        """Masks, metrics and the per-layer table at one setting."""
-        result = make_masks(self.scorer, spec)
-        metrics = self.evaluator.evaluate(result.keep, structured=spec.granularity == "structured")
-        return Point(spec, result, metrics, layer_table(self.model, result))
-
-    def fine_tuned(self, point: Point, recipe: Recipe, *, progress: bool = True) -> tuple[dict, dict]:
-        """Fine-tune a pruned copy at ``point``'s masks; return (test metrics, training history)."""
-        pruned = apply_masks(self.model, point.result.keep, structured=point.spec.granularity == "structured")
-        history = fine_tune(pruned, point.result.keep, self.dataset, recipe, progress=progress)
-        return evaluate_model(pruned, self.dataset.val, self.dataset.test), history
+        return getattr(explorer, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,30 +1,38 @@
-"""The ε explorer dashboard: ipywidgets controls over an ``Explorer``, figures updated in place.
+"""The ε explorer dashboard: ipywidgets controls over an ``Explorer`` and an ``ExplorerFigure``.
 
-Glue only: a control change calls one ``Explorer`` method and one plot-update helper. The figure
-is drawn with matplotlib's Agg backend and shown as PNG bytes in an ``ipywidgets.Image``, so it
-renders the same in JupyterLab, Voilà and a headless papermill run (``dashboard.figure`` is a
-normal matplotlib Figure for static display).
+Glue only. A control change asks the explorer one question (``setting``, ``estimate``/``point``,
+``curve``), copies the answer into the controls, and hands the point to the figure (``draw`` or
+``move``), whose PNG goes into an ``ipywidgets.Image``. That renders the same in JupyterLab, Voilà
+and a headless papermill run, where the dashboard's static fallback is the same PNG.
+
+With ``background=True`` a control change answers at once from an estimate on a subset of the
+evaluation images, then refines to the exact answer in a background thread; curves compute in
+the background with a progress bar. A newer control value cancels older work, and a stale answer
+is never drawn (see ``workbench.progressive.Latest``).
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import functools
 import html
 import logging
+import threading
+from dataclasses import replace
 
 import ipywidgets as w
-import numpy as np
-from matplotlib.figure import Figure
+import pandas as pd
 
-from workbench import plots
+from workbench.explorer import Explorer, Point, Setting
+from workbench.explorer_figure import ExplorerFigure, point_row
+from workbench.progressive import Latest, Ticket
 from workbench.prune import PruneSpec
 from workbench.scores import CRITERIA, GRANULARITIES
-from workbench.sweep import Explorer, Point
 from workbench.train import Recipe
 
 log = logging.getLogger(__name__)
 
-METRICS = ("accuracy", "auc")
 # Shown only once the page has lost its kernel (it crashed or was shut down): ipywidgets then marks
 # every view "jupyter-widgets-disconnected". Plain CSS, because a dead kernel cannot send a message.
 KERNEL_LOST = (
@@ -33,6 +41,7 @@ KERNEL_LOST = (
     "<span class='wb-kernel-lost'>The kernel has stopped (it crashed or was shut down), so the dashboard "
     "no longer updates. Reload the page (Voilà) or restart the kernel and run all cells (JupyterLab).</span>"
 )
+SIDE_BY_SIDE = ("accuracy", "auc", "sensitivity", "specificity")
 
 
 def _reports_errors(callback):
@@ -54,41 +63,66 @@ def _reports_errors(callback):
 class Dashboard:
     """Controls, live figure, per-layer table and a fine-tune button for one model and dataset.
 
+    Args:
+        explorer: the engine every control change asks.
+        point: show the dashboard at this evaluated point (from ``explorer.point(spec)``), exactly
+            as the engine computed it; the controls only display its setting.
+        criterion: the starting criterion when no ``point`` is given.
+        background: answer control changes with an estimate first and refine in a thread
+            (interactive use); False computes every answer exactly before returning (tests).
+
     Example:
-        >>> dash = Dashboard(Explorer(model, data))   # doctest: +SKIP
-        >>> dash.widget                                # display it in a notebook  # doctest: +SKIP
-        >>> dash.controls["epsilon"].value = 1e-3      # what a slider move does   # doctest: +SKIP
+        >>> point = explorer.point(PruneSpec(epsilon=1e-4))   # doctest: +SKIP
+        >>> dash = Dashboard(explorer, point=point)            # doctest: +SKIP
+        >>> dash.controls["epsilon"].value = 1e-3              # what a slider move does  # doctest: +SKIP
     """
 
-    def __init__(self, explorer: Explorer, *, criterion: str = "gradient", dpi: int = 72):
+    def __init__(
+        self,
+        explorer: Explorer,
+        *,
+        point: Point | None = None,
+        criterion: str = "gradient",
+        background: bool = False,
+        dpi: int = 72,
+    ):
         self.explorer = explorer
-        self.class_names = explorer.dataset.class_names
-        self.controls = self._make_controls(criterion)
+        start = point.spec if point is not None else PruneSpec(criterion=criterion, epsilon=1e-4)
+        self.controls = self._make_controls(start)
         self.image = w.Image(format="png", layout=w.Layout(width="100%"))
         self.readout, self.message, self.table = w.HTML(), w.HTML(), w.HTML()
         self.kernel_lost = w.HTML(KERNEL_LOST)
-        self.progress = w.Output()
-        self.figure = Figure(figsize=(13, 6.5), dpi=dpi)
-        self.axes = self._make_axes()
-        self.blitter = plots.Blitter(self.figure)
+        self.progress = w.IntProgress(value=0, min=0, max=1, description="", layout=w.Layout(display="none"))
+        self.finetune_output = w.Output()
+        self.figure = ExplorerFigure(explorer.dataset.class_names, dpi=dpi)
+        lock = threading.RLock()  # one lock for drawing: foreground and background answers take turns
+        self.points = Latest(background=background, lock=lock)
+        self.curves = Latest(background=background, lock=lock)
         self.point: Point | None = None
+        self.curve: pd.DataFrame | None = None
+        self.setting: Setting | None = None
         self.recovered: list[tuple[float, dict]] = []
-        self._curve = None
-        self._changing_setting = False
+        self._handlers: list[tuple[w.Widget, object]] = []
         self._wire()
-        self.on_setting_change()
+        self._show_setting(explorer.setting(start), given=point)
+        self._set_controls(layer=self.point.most_pruned_layer())  # the layer with the most to see
+        self.image.value = self.figure.show_layer(self.point, self.layer)
 
     # --- layout -------------------------------------------------------------------------------
 
-    def _make_controls(self, criterion: str) -> dict[str, w.Widget]:
+    def _make_controls(self, spec: PruneSpec) -> dict[str, w.Widget]:
         layer_names = self.explorer.layers
         return {
             "mode": w.ToggleButtons(
-                options=[("ε threshold", "epsilon"), ("target sparsity", "sparsity")], description="select by"
+                options=[("ε threshold", "epsilon"), ("target sparsity", "sparsity")],
+                value="epsilon" if spec.sparsity is None else "sparsity",
+                description="select by",
             ),
-            "criterion": w.Dropdown(options=list(CRITERIA), value=criterion, description="criterion"),
-            "scope": w.ToggleButtons(options=["global", "layerwise"], description="scope"),
-            "granularity": w.ToggleButtons(options=GRANULARITIES, description="granularity"),
+            "criterion": w.Dropdown(options=list(CRITERIA), value=spec.criterion, description="criterion"),
+            "scope": w.ToggleButtons(options=["global", "layerwise"], value=spec.scope, description="scope"),
+            "granularity": w.ToggleButtons(
+                options=GRANULARITIES, value=spec.granularity, description="granularity"
+            ),
             "epsilon": w.FloatLogSlider(
                 value=1e-4,
                 min=-8,
@@ -102,26 +136,18 @@ class Dashboard:
                 description="type ε", placeholder="e.g. 3e-4, Enter", continuous_update=False
             ),
             "sparsity": w.FloatSlider(
-                value=0.5, min=0.0, max=0.99, step=0.01, description="sparsity", continuous_update=False
+                value=0.5 if spec.sparsity is None else spec.sparsity,
+                min=0.0,
+                max=0.99,
+                step=0.01,
+                description="sparsity",
+                continuous_update=False,
             ),
             "layer": w.Combobox(
                 options=layer_names, value=layer_names[0], description="layer", ensure_option=False
             ),
             "epochs": w.IntSlider(value=2, min=1, max=10, description="epochs"),
             "finetune": w.Button(description="fine-tune this mask", icon="play"),
-        }
-
-    def _make_axes(self) -> dict:
-        # A fixed layout: constrained layout would cost ~0.5 s on every full redraw.
-        grid = self.figure.add_gridspec(
-            2, 3, left=0.06, right=0.98, bottom=0.08, top=0.95, wspace=0.3, hspace=0.35
-        )
-        return {
-            "heatmap": self.figure.add_subplot(grid[0, :2]),
-            "confusion": self.figure.add_subplot(grid[0, 2]),
-            "vs_grid": self.figure.add_subplot(grid[1, 0]),
-            "vs_sparsity": self.figure.add_subplot(grid[1, 1]),
-            "mask": self.figure.add_subplot(grid[1, 2]),
         }
 
     @property
@@ -133,33 +159,57 @@ class Dashboard:
                 w.HBox([c["scope"], c["granularity"]]),
                 w.HBox([c["epsilon"], c["epsilon_text"], c["sparsity"], c["layer"]]),
                 self.readout,
+                self.progress,
                 self.message,
                 self.kernel_lost,
                 self.image,
                 self.table,
                 w.HBox([c["epochs"], c["finetune"]]),
-                self.progress,
+                self.finetune_output,
             ]
         )
 
-    def _ipython_display_(self):
-        from IPython.display import display
-
-        display(self.widget)
+    def _repr_mimebundle_(self, **kwargs):
+        # The live widget where widgets render (JupyterLab, Voilà), the same frame as a PNG
+        # elsewhere (papermill, nbconvert): no second, stale copy of the figure on the page.
+        bundle = self.widget._repr_mimebundle_(**kwargs)
+        bundle["image/png"] = base64.b64encode(self.image.value).decode()
+        return bundle
 
     def _wire(self) -> None:
         c = self.controls
         for name in ("mode", "criterion", "scope", "granularity"):
-            c[name].observe(lambda _: self.on_setting_change(), names="value")
-        c["epsilon"].observe(lambda _: self.on_threshold_change(), names="value")
-        c["sparsity"].observe(lambda _: self.on_threshold_change(), names="value")
-        c["epsilon_text"].observe(lambda change: self.on_typed_epsilon(change["new"]), names="value")
-        c["layer"].observe(lambda _: self.on_layer_change(), names="value")
+            self._observe(c[name], lambda _: self.on_setting_change())
+        self._observe(c["epsilon"], lambda _: self.on_threshold_change())
+        self._observe(c["sparsity"], lambda _: self.on_threshold_change())
+        self._observe(c["epsilon_text"], lambda change: self.on_typed_epsilon(change["new"]))
+        self._observe(c["layer"], lambda _: self.on_layer_change())
         c["finetune"].on_click(lambda _: self.on_finetune())
 
-    # --- state -> spec ------------------------------------------------------------------------
+    def _observe(self, control: w.Widget, handler) -> None:
+        control.observe(handler, names="value")
+        self._handlers.append((control, handler))
+
+    @contextlib.contextmanager
+    def _quiet(self):
+        """Copy values into the controls without their callbacks firing."""
+        for control, handler in self._handlers:
+            control.unobserve(handler, names="value")
+        try:
+            yield
+        finally:
+            for control, handler in self._handlers:
+                control.observe(handler, names="value")
+
+    def _set_controls(self, **values) -> None:
+        with self._quiet():
+            for name, value in values.items():
+                self.controls[name].value = value
+
+    # --- controls -> spec ---------------------------------------------------------------------
 
     def spec(self) -> PruneSpec:
+        """The spec the controls show."""
         c = self.controls
         by_epsilon = c["mode"].value == "epsilon"
         return PruneSpec(
@@ -171,6 +221,10 @@ class Dashboard:
         )
 
     @property
+    def layer(self) -> str:
+        return self.controls["layer"].value
+
+    @property
     def grid_key(self) -> str:
         return "epsilon" if self.controls["mode"].value == "epsilon" else "target"
 
@@ -178,170 +232,143 @@ class Dashboard:
 
     @_reports_errors
     def on_setting_change(self) -> None:
-        """Criterion, scope, granularity or mode changed: new curve, slider range and full redraw."""
-        self._changing_setting = True  # slider changes must not redraw against the old curve
-        try:
-            self._set_epsilon_range(*self.explorer.epsilon_bounds(self.spec()))
-            if self.point is not None:  # compare criteria at equal sparsity: carry it over as ε
-                self._set_epsilon(self.explorer.epsilon_for(self.spec(), self.point.result.sparsity))
-        finally:
-            self._changing_setting = False
-        spec = self.spec()
-        for name in ("epsilon", "epsilon_text"):
-            self.controls[name].layout.display = None if spec.sparsity is None else "none"
-        self.controls["sparsity"].layout.display = "none" if spec.sparsity is None else None
-        self._curve = self.explorer.curve(spec)
-        self.point = self.explorer.point(spec)
-        self.recovered = []
-        self._draw_all()
-        self._update_text()
-        self.image.value = self.blitter.full()
+        """Criterion, scope, granularity or mode changed: the explorer gives the new spec and range."""
+        keep = self.point.result.sparsity if self.point is not None else None
+        self._show_setting(self.explorer.setting(self.spec(), keep_sparsity=keep))
 
     @_reports_errors
     def on_threshold_change(self) -> None:
-        """ε or target sparsity moved: new masks and metrics; only the moving artists are redrawn."""
-        if self._changing_setting:
-            return
-        self.point = self.explorer.point(self.spec())
-        self._move_artists()
-        self._update_text()
-        self.render()
+        """ε or target sparsity moved: answer (estimate, then exact); only moving artists redraw."""
+        spec = self.spec()
+        if spec.epsilon is not None:
+            self._set_controls(epsilon_text=f"{spec.epsilon:.3g}")
+        self._answer(spec)
 
     @_reports_errors
     def on_typed_epsilon(self, text: str) -> None:
-        """A typed ε: checked here, so a bad value gives a message and the slider stays put."""
+        """A typed ε goes to the engine as typed; the slider only shows it (clamped to its range)."""
         if not text.strip():
             return
         try:
             value = float(text)
         except ValueError:
             raise ValueError(f"ε must be a number such as 3e-4, got {text!r}") from None
-        slider = self.controls["epsilon"]
-        low, high = slider.base**slider.min, slider.base**slider.max
-        if not (np.isfinite(value) and low <= value <= high):
-            raise ValueError(f"ε must be between {low:.2e} and {high:.2e} for these scores, got {text}")
-        slider.value = value
+        spec = replace(self.spec(), epsilon=value, sparsity=None)
+        self._answer(spec)
+        self._set_controls(epsilon=value)
 
     @_reports_errors
     def on_layer_change(self) -> None:
         """Show the chosen layer's mask; an unknown name gives a message listing the layers."""
-        name = self.controls["layer"].value
-        if name not in self.explorer.layers:
-            raise ValueError(f"layer must be one of {self.explorer.layers}, got {name!r}")
-        self._draw_mask()
+        if self.layer not in self.explorer.layers:
+            raise ValueError(f"layer must be one of {self.explorer.layers}, got {self.layer!r}")
+        with self.points.lock:
+            self.image.value = self.figure.show_layer(self.point, self.layer)
         self.show_message("")
-        self.image.value = self.blitter.full()
 
     @_reports_errors
     def on_finetune(self) -> None:
-        """Fine-tune the current mask (progress bar below) and mark the recovered point."""
-        self.progress.clear_output()
+        """Fine-tune the current mask (Keras progress below) and mark the recovered point."""
+        self.finetune_output.clear_output()
         recipe = Recipe(epochs=self.controls["epochs"].value, learning_rate=5e-4)
-        with self.progress:
-            metrics, _ = self.explorer.fine_tuned(self.point, recipe)
-        self.recovered.append((self.point.result.sparsity, metrics))
-        self.axes["vs_sparsity"].plot(
-            [self.point.result.sparsity], [metrics["accuracy"]], "*", color="tab:purple", ms=12
-        )
+        point = self.point
+        with self.finetune_output:
+            metrics, _ = self.explorer.fine_tuned(point, recipe)
+        self.recovered.append((point.result.sparsity, metrics))
+        with self.points.lock:
+            self.image.value = self.figure.mark(point.result.sparsity, metrics)
         self.show_message(
             f"fine-tuned {recipe.epochs} epochs: accuracy {metrics['accuracy']:.3f}, AUC {metrics['auc']:.3f}"
         )
-        self.image.value = self.blitter.full()
 
-    # --- drawing ------------------------------------------------------------------------------
+    # --- answering ----------------------------------------------------------------------------
 
-    def _set_epsilon_range(self, low: float, high: float) -> None:
-        """Fit the log slider to the scores (whole decades); the slider clamps its value itself."""
+    def _show_setting(self, setting: Setting, given: Point | None = None) -> None:
+        """Copy a setting into the controls, start its curve, and show its point."""
+        self.setting = setting
+        spec = setting.spec
         slider = self.controls["epsilon"]
-        low_exp, high_exp = float(np.floor(np.log10(low))), float(np.ceil(np.log10(high)))
-        slider.max = max(high_exp, slider.max)  # widen first: ipywidgets refuses min > max
-        slider.min = low_exp
-        slider.max = high_exp
+        with self._quiet():
+            slider.max = max(setting.decades[1], slider.max)  # widen first: ipywidgets refuses min > max
+            slider.min, slider.max = setting.decades
+            slider.description = f"ε on {setting.threshold_name}"
+            if spec.epsilon is not None:
+                slider.value = spec.epsilon
+                self.controls["epsilon_text"].value = f"{spec.epsilon:.3g}"
+        by_epsilon = spec.sparsity is None
+        for name in ("epsilon", "epsilon_text"):
+            self.controls[name].layout.display = None if by_epsilon else "none"
+        self.controls["sparsity"].layout.display = None if not by_epsilon else "none"
+        self._start_curve(spec)
+        self._answer(spec, given=given, redraw=True)
 
-    def _set_epsilon(self, value: float) -> None:
-        slider = self.controls["epsilon"]
-        if value > 0:
-            slider.value = float(np.clip(value, slider.base**slider.min, slider.base**slider.max))
-
-    def _draw_all(self) -> None:
-        """Draw every panel for the current curve and point; mark what a slider move changes."""
-        for ax in self.axes.values():
-            self._clear(ax)
-        dense, row = self.explorer.evaluator.dense_metrics, self._point_row()
-        plots.sparsity_heatmap(
-            self._curve, x=self.grid_key, current=row[self.grid_key], ax=self.axes["heatmap"]
+    def _answer(self, spec: PruneSpec, *, given: Point | None = None, redraw: bool = False) -> None:
+        """Show ``given`` or a quick answer now; refine an estimate to the exact point in the background."""
+        first = given or (
+            self.explorer.estimate(spec) if self.points.background else self.explorer.point(spec)
         )
-        plots.metric_curves(
-            self._curve, x=self.grid_key, metrics=METRICS, dense=dense, current=row, ax=self.axes["vs_grid"]
-        )
-        plots.metric_curves(
-            self._curve, x="sparsity", metrics=METRICS, dense=dense, current=row, ax=self.axes["vs_sparsity"]
-        )
-        self.axes["vs_grid"].set_title(
-            f"{self.point.spec.criterion}, {self.point.spec.scope}: test metrics", fontsize="small"
-        )
-        plots.confusion(self.point.metrics["confusion"], self.class_names, ax=self.axes["confusion"])
-        self.axes["confusion"].set_title("confusion at the operating point", fontsize="small")
-        self._draw_mask()
-        moving = [
-            self.axes["heatmap"].lines[0],
-            *self.axes["confusion"].images,
-            *self.axes["confusion"].texts,
-        ]
-        moving += [
-            line
-            for name in ("vs_grid", "vs_sparsity")
-            for line in self.axes[name].lines
-            if line.get_marker() == "o"
-        ]
-        for artist in moving:
-            artist.set_animated(True)
+        ticket = self.points.begin()  # only now: a spec the engine refuses leaves older work running
+        with self.points.lock:
+            self._show_point(first, redraw=redraw)
+        if not first.exact:
+            self.points.submit(ticket, lambda t: self.explorer.point(spec), self._show_exact)
 
-    def _draw_mask(self) -> None:
-        ax, name = self.axes["mask"], self.controls["layer"].value
-        self._clear(ax)
-        plots.mask_image(plots.kernel_as_image(self.point.result.keep[name]).astype(np.float32), ax=ax)
-        self._mask_label = ax.text(
-            0.5, 1.02, self._mask_title(name), transform=ax.transAxes, ha="center", fontsize="small"
+    def _show_exact(self, point: Point) -> None:
+        self._show_point(point, redraw=False)
+
+    def _show_point(self, point: Point, *, redraw: bool) -> None:
+        self.point = point
+        if redraw:
+            self._draw()
+        else:
+            self.image.value = self.figure.move(point, self.layer)
+        self._update_text()
+
+    def _draw(self) -> None:
+        curve = self.curve if self.curve is not None else pd.DataFrame([point_row(self.point)])
+        layer = self.layer if self.layer in self.explorer.layers else self.explorer.layers[0]
+        self.image.value = self.figure.draw(
+            curve,
+            self.point,
+            self.explorer.dense_metrics,
+            x=self.grid_key,
+            layer=layer,
+            threshold_name=self.setting.threshold_name,
         )
-        for artist in (*ax.images, self._mask_label):
-            artist.set_animated(True)
 
-    def _move_artists(self) -> None:
-        row = self._point_row()
-        for name, x in (("vs_grid", self.grid_key), ("vs_sparsity", "sparsity")):
-            plots.update_marker(self.axes[name], METRICS, row, x)
-        position = plots.grid_position(self._curve[self.grid_key].to_numpy(), row[self.grid_key])
-        self.axes["heatmap"].lines[0].set_xdata([position, position])
-        plots.update_confusion(self.axes["confusion"], self.point.metrics["confusion"])
-        name = self.controls["layer"].value
-        self.axes["mask"].images[0].set_data(
-            plots.kernel_as_image(self.point.result.keep[name]).astype(np.float32)
-        )
-        self._mask_label.set_text(self._mask_title(name))
+    def _start_curve(self, spec: PruneSpec) -> None:
+        """Use a cached curve at once; otherwise compute it (in the background) with a progress bar."""
+        ticket = self.curves.begin()
+        self.curve = self.explorer.cached_curve(spec)
+        if self.curve is not None:
+            return
+        self.progress.description = f"curve {spec.criterion}"
+        self.progress.value, self.progress.layout.display = 0, None
+        work = functools.partial(self._compute_curve, spec)
+        if self.curves.background:
+            self.curves.submit(ticket, work, functools.partial(self._curve_ready, spec))
+        else:
+            self.curve = work(ticket)
+            self.progress.layout.display = "none"
 
-    def _point_row(self) -> dict:
-        row = self.point.row()
-        row["target"] = self.point.spec.sparsity
-        return row
+    def _compute_curve(self, spec: PruneSpec, ticket: Ticket) -> pd.DataFrame:
+        def report(done: int, total: int) -> None:
+            ticket.check()  # a newer setting stops this curve between points
+            self.progress.max, self.progress.value = total, done
 
-    def _clear(self, ax) -> None:
-        for image in ax.images:
-            if image.colorbar is not None:
-                image.colorbar.remove()
-        ax.clear()
+        return self.explorer.curve(spec, progress=report)
 
-    def _mask_title(self, name: str) -> str:
-        return f"{name} mask: {1 - self.point.result.keep[name].mean():.1%} pruned (black)"
+    def _curve_ready(self, spec: PruneSpec, curve: pd.DataFrame) -> None:
+        self.curve = curve
+        self.progress.layout.display = "none"
+        key = self.explorer.curve_key
+        if self.point is not None and key(self.point.spec) == key(spec):  # else the point's answer draws it
+            self._draw()
+
+    # --- text ---------------------------------------------------------------------------------
 
     def _update_text(self) -> None:
-        m, result = self.point.metrics, self.point.result
-        guard = f" · guard kept a weight in: {', '.join(result.guarded)}" if result.guarded else ""
-        self.readout.value = (
-            f"<b>sparsity {result.sparsity:.1%}</b> · accuracy {m['accuracy']:.3f} · AUC {m['auc']:.3f} · "
-            f"sensitivity {m['sensitivity']:.3f} · specificity {m['specificity']:.3f} · "
-            f"{len(m['changed'])} test predictions changed{html.escape(guard)}"
-        )
+        self.readout.value = readout_html(self.point, self.explorer.dense_metrics)
         self.table.value = self.point.table.to_html(index=False, float_format=lambda v: f"{v:.3g}", border=0)
         self.show_message("")
 
@@ -351,5 +378,36 @@ class Dashboard:
 
     def render(self) -> bytes:
         """Redraw the moving artists into the Image widget; returns the PNG bytes."""
-        self.image.value = self.blitter.png()
+        with self.points.lock:
+            self.image.value = self.figure.png()
         return self.image.value
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until background work (curve, exact answer) is done: for scripts and benchmarks."""
+        for lane in (self.curves, self.points):
+            if lane.future is not None:
+                lane.future.result(timeout)
+
+
+def status(point: Point) -> str:
+    """'exact', or 'estimate (n=96, ±0.04)' with the AUC's interval half-width."""
+    return "exact" if point.exact else f"estimate (n={point.n}, ±{point.interval:.2f})"
+
+
+def readout_html(point: Point, dense: dict) -> str:
+    """Sparsity, ε and status, then dense and pruned metrics side by side."""
+    m, result, spec = point.metrics, point.result, point.spec
+    setting = f"ε = {spec.epsilon:.3g}" if spec.epsilon is not None else f"target {spec.sparsity:.0%}"
+    guard = f" · guard kept a weight in: {', '.join(result.guarded)}" if result.guarded else ""
+    head = (
+        f"<b>sparsity {result.sparsity:.1%}</b> at {setting} · {status(point)} · "
+        f"{len(m['changed'])} test predictions changed{html.escape(guard)}"
+    )
+    cells = "".join(f"<th style='padding:0 8px'>{name}</th>" for name in SIDE_BY_SIDE)
+    rows = "".join(
+        f"<tr><td>{label}</td>"
+        + "".join(f"<td style='padding:0 8px'>{values[name]:.3f}</td>" for name in SIDE_BY_SIDE)
+        + "</tr>"
+        for label, values in (("dense", dense), ("pruned", m))
+    )
+    return f"{head}<table><tr><th></th>{cells}</tr>{rows}</table>"

@@ -1,0 +1,200 @@
+"""The explorer engine (settings, estimates, cached curves), its figure, and the dashboard's
+background answers, checked with a deliberately slow fake evaluator rather than timings."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import write_npz
+
+from workbench.data import Split, load_npz
+from workbench.explorer import Explorer
+from workbench.explorer_figure import ExplorerFigure
+from workbench.prune import PruneSpec, copy_model
+from workbench.registry import kernel_variables
+from workbench.sweep import Evaluator
+from workbench.widgets import Dashboard
+
+WAIT = 60  # seconds: a bound for hangs only
+
+
+def _explorer(model, data, **options):
+    return Explorer(model, data, calibration_size=32, grid_points=6, **options)
+
+
+def test_sweep_StillExportsTheExplorer():
+    from workbench import sweep
+
+    assert sweep.Explorer is Explorer
+
+
+def test_setting_CarriesSparsityOver_AndNamesTheThreshold(trained_tiny):
+    explorer = _explorer(*trained_tiny)
+    setting = explorer.setting(PruneSpec(criterion="magnitude", epsilon=1e-4), keep_sparsity=0.5)
+    low, high = setting.decades
+    assert setting.threshold_name == "|w|" and 10**low <= setting.spec.epsilon <= 10**high
+    assert explorer.point(setting.spec).result.sparsity == pytest.approx(0.5, abs=0.02)
+    assert explorer.setting(PruneSpec(epsilon=0.0)).spec.epsilon == 0.0  # without carry-over: as given
+
+
+def test_point_AtEpsilonZero_IsTheDenseModel(trained_tiny):
+    explorer = _explorer(*trained_tiny)
+    point = explorer.point(PruneSpec(epsilon=0.0))
+    assert point.result.sparsity == 0.0 and len(point.metrics["changed"]) == 0
+    assert point.metrics["auc"] == explorer.dense_metrics["auc"]
+
+
+def test_estimate_AgreesWithTheExactAUC_WithinItsInterval(trained_tiny, tmp_path):
+    model, _ = trained_tiny
+    data = load_npz(write_npz(tmp_path / "big.npz", sizes=(40, 200, 400)), class_names=("plain", "square"))
+    explorer = _explorer(model, data, estimate_images=150)
+    for criterion, epsilon in (("gradient", 0.0), ("magnitude", 0.05), ("snip", 1e-3)):
+        spec = PruneSpec(criterion=criterion, epsilon=epsilon)
+        estimate, exact = explorer.estimate(spec), explorer.point(spec)
+        assert not estimate.exact and exact.exact and estimate.n < exact.n
+        assert abs(estimate.metrics["auc"] - exact.metrics["auc"]) <= estimate.interval, criterion
+        np.testing.assert_array_equal(estimate.result.keep["fc"], exact.result.keep["fc"])
+
+
+def test_curve_cache_IsReused_AndInvalidatedByWeightsDataCalibrationOrSpec(trained_tiny, tmp_path):
+    model, data = trained_tiny
+    spec = PruneSpec(epsilon=1e-4)
+    table = _explorer(model, data, cache_dir=tmp_path).curve(spec)
+    reopened = _explorer(model, data, cache_dir=tmp_path)
+    pd.testing.assert_frame_equal(reopened.cached_curve(spec), table, check_dtype=False)
+    assert reopened.cached_curve(replace(spec, criterion="magnitude")) is None
+    assert reopened.cached_curve(replace(spec, scope="layerwise")) is None
+
+    changed = copy_model(model)
+    kernel = kernel_variables(changed)["fc"]
+    kernel.assign(np.asarray(kernel) * 1.001)
+    assert _explorer(changed, data, cache_dir=tmp_path).cached_curve(spec) is None
+
+    images = data.test.images.copy()
+    images[0, 0, 0, 0] = 1.0 - images[0, 0, 0, 0]
+    other_data = replace(data, test=Split(images, data.test.labels, data.test.sources))
+    assert _explorer(model, other_data, cache_dir=tmp_path).cached_curve(spec) is None
+    smaller = Explorer(model, data, calibration_size=16, grid_points=6, cache_dir=tmp_path)
+    assert smaller.cached_curve(spec) is None
+
+
+def test_figure_MoveRedrawsOnlyThePoint_AndMarkAddsAStar(trained_tiny):
+    explorer = _explorer(*trained_tiny)
+    spec = PruneSpec(epsilon=1e-4)
+    figure = ExplorerFigure(("plain", "square"))
+    first = figure.draw(
+        explorer.curve(spec), explorer.point(spec), explorer.dense_metrics, x="epsilon", layer="fc"
+    )
+    moved = explorer.point(PruneSpec(criterion="gradient", epsilon=float(explorer.epsilon_bounds(spec)[1])))
+    assert figure.move(moved, "fc") != first
+    assert figure.dots["vs_sparsity"][0].get_xdata()[0] == moved.result.sparsity
+    figure.mark(0.5, {"accuracy": 0.7})
+    assert [line.get_ydata()[0] for line in figure.axes["vs_sparsity"].lines if line.get_marker() == "*"] == [
+        0.7
+    ]
+
+
+# --- the dashboard's background answers -----------------------------------------------------
+
+
+def _recording(dashboard):
+    """Record (criterion, ε, exact, curve rows) of every frame the figure draws or moves to."""
+    frames, figure = [], dashboard.figure
+    draw, move = figure.draw, figure.move
+
+    def recorded_draw(curve, point, *args, **kwargs):
+        frames.append((point.spec.criterion, point.spec.epsilon, point.exact, len(curve)))
+        return draw(curve, point, *args, **kwargs)
+
+    def recorded_move(point, layer):
+        frames.append((point.spec.criterion, point.spec.epsilon, point.exact, None))
+        return move(point, layer)
+
+    figure.draw, figure.move = recorded_draw, recorded_move
+    return frames
+
+
+def _gated(function, blocks, gate: threading.Event, started: threading.Event):
+    """``function``, held at ``gate`` whenever ``blocks(spec)``: a deliberately slow engine call."""
+
+    def slow(spec, *args, **kwargs):
+        if blocks(spec):
+            started.set()
+            gate.wait(WAIT)
+        return function(spec, *args, **kwargs)
+
+    return slow
+
+
+@pytest.fixture
+def live_dashboard(trained_tiny):
+    explorer = _explorer(*trained_tiny, estimate_images=12)  # half of the 24 evaluation images
+    dashboard = Dashboard(explorer, background=True)
+    dashboard.wait(WAIT)
+    return dashboard
+
+
+def test_slider_move_AnswersWithAnEstimate_ThenTheExactPoint(live_dashboard):
+    frames = _recording(live_dashboard)
+    slider = live_dashboard.controls["epsilon"]
+    slider.value = 10 ** (slider.min + 1)
+    live_dashboard.wait(WAIT)
+    assert [frame[2] for frame in frames] == [False, True]
+    assert "exact" in live_dashboard.readout.value and live_dashboard.point.exact
+
+
+def test_overtaken_exact_answer_IsNeverDrawn(live_dashboard):
+    explorer, slider = live_dashboard.explorer, live_dashboard.controls["epsilon"]
+    first, second = 10 ** (slider.min + 1), 10 ** (slider.max - 1)
+    gate, started = threading.Event(), threading.Event()
+    explorer.point = _gated(explorer.point, lambda spec: spec.epsilon == first, gate, started)
+    frames = _recording(live_dashboard)
+    slider.value = first
+    assert "estimate (n=" in live_dashboard.readout.value
+    assert started.wait(WAIT)
+    slider.value = second  # overtakes the first value's exact answer, still being computed
+    gate.set()
+    live_dashboard.wait(WAIT)
+    assert ("gradient", first, True, None) not in frames
+    assert frames[-1] == ("gradient", second, True, None)
+    assert live_dashboard.point.spec.epsilon == second and live_dashboard.point.exact
+
+
+def test_overtaken_curve_IsCancelled_AndNeverDrawn(live_dashboard):
+    explorer = live_dashboard.explorer
+    gate, started = threading.Event(), threading.Event()
+    explorer.curve = _gated(explorer.curve, lambda spec: spec.criterion == "magnitude", gate, started)
+    frames = _recording(live_dashboard)
+    live_dashboard.controls["criterion"].value = "magnitude"
+    assert started.wait(WAIT)
+    live_dashboard.controls["criterion"].value = "snip"
+    gate.set()
+    live_dashboard.wait(WAIT)
+    full = [frame for frame in frames if frame[3] == explorer.grid_points]
+    assert full and all(frame[0] == "snip" for frame in full)
+    assert explorer.cached_curve(PruneSpec(criterion="magnitude", epsilon=1e-4)) is None  # stopped midway
+    assert live_dashboard.progress.layout.display == "none"
+
+
+def test_long_curve_ShowsProgress(trained_tiny, monkeypatch):
+    explorer = _explorer(*trained_tiny)
+    dashboard = Dashboard(explorer)
+    seen, evaluate = [], Evaluator.evaluate
+
+    def slow_evaluate(
+        self, *args, **kwargs
+    ):  # a deliberately slow fake: records what the user sees meanwhile
+        seen.append((dashboard.progress.layout.display, dashboard.progress.value, dashboard.progress.max))
+        return evaluate(self, *args, **kwargs)
+
+    monkeypatch.setattr(Evaluator, "evaluate", slow_evaluate)
+    dashboard.controls["criterion"].value = "magnitude"
+    shown = [(value, total) for display, value, total in seen if display is None]
+    assert len(shown) >= 2, "the curve's evaluations ran with no progress bar"
+    assert [value for value, _ in shown] == sorted(value for value, _ in shown)
+    assert shown[-1][0] > 0 and {total for _, total in shown[1:]} == {explorer.grid_points}
+    assert dashboard.progress.layout.display == "none"

@@ -1,0 +1,308 @@
+"""The state behind an interactive ε view, without widgets: scores, curves and evaluated points.
+
+An ``Explorer`` answers the questions a dashboard asks, as plain function calls:
+
+- ``point(spec)``: masks, metrics and the per-layer table at one setting (what a headless run uses);
+- ``setting(spec, keep_sparsity=...)``: after a criterion/scope/granularity/mode change, the spec to
+  show and the ε slider's range, so a widget only copies values into its controls;
+- ``curve(spec)``: the ε (or target-sparsity) curve of a setting, cached in memory and on disk;
+- ``estimate(spec)``: a quick answer from a stratified subset of the evaluation images, with an
+  interval on its AUC (see ``workbench.progressive``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from workbench.data import Split
+from workbench.evaluate import layer_table
+from workbench.masks import MaskResult, epsilon_for_sparsity, epsilon_range, normalise_per_layer
+from workbench.progressive import (
+    auc_interval,
+    fingerprint,
+    read_cached_curve,
+    stratified_indices,
+    write_cached_curve,
+)
+from workbench.prune import PruneSpec, apply_masks, fine_tune, make_masks
+from workbench.scores import Scorer
+from workbench.sweep import Evaluator, curve, evaluate_model, log_grid, point_row
+from workbench.train import Recipe
+
+log = logging.getLogger(__name__)
+
+# What ε is compared with under each criterion (the slider's name follows the criterion).
+THRESHOLD_NAMES = {
+    "gradient": "|g|",
+    "snip": "|g·w|",
+    "taylor": "(g·w)²",
+    "magnitude": "|w|",
+    "random": "random score",
+}
+
+
+@dataclass(frozen=True)
+class Point:
+    """One evaluated setting: its spec, masks, metrics and per-layer table.
+
+    ``exact`` is False for an estimate from a subset of the evaluation images; ``interval`` is
+    then the half-width of the AUC's 95% interval and ``n`` the number of test images used.
+    """
+
+    spec: PruneSpec
+    result: MaskResult
+    metrics: dict
+    table: pd.DataFrame
+    exact: bool = True
+    n: int = 0
+    interval: float = 0.0
+
+    def row(self) -> dict:
+        """The point as a curve row (grid value, sparsity, metrics, per-layer sparsity)."""
+        return point_row(self.result, self.metrics, epsilon=self.spec.epsilon, target=self.spec.sparsity)
+
+    def most_pruned_layer(self) -> str:
+        """The layer with the largest pruned fraction (the first one on ties)."""
+        sparsity = self.result.layer_sparsity()
+        return max(sparsity, key=sparsity.get)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What a dashboard shows after a setting change: the spec and the ε slider's range.
+
+    ``decades`` are the slider's (min, max) exponents of ten; ``spec.epsilon`` lies inside them.
+    """
+
+    spec: PruneSpec
+    decades: tuple[float, float]
+    threshold_name: str
+
+
+class Explorer:
+    """Everything an ε explorer needs, without widgets: scores, curves and points, all cached.
+
+    Args:
+        model: the trained Keras model, explored as given.
+        dataset: a ``workbench.data.Dataset``; scores use ``calibration_size`` training images,
+            metrics use the whole validation and test sets.
+        cache_dir: if given, finished curves are kept there, keyed by weights, data,
+            calibration and spec, so reopening a notebook draws them without recomputing.
+        estimate_budget: seconds an ``estimate`` may take; its subset of the evaluation images
+            is sized from the time of one full forward pass.
+        estimate_images: the subset's size, overriding ``estimate_budget`` (for tests and scripts).
+
+    Example:
+        >>> explorer = Explorer(model, data)                              # doctest: +SKIP
+        >>> explorer.point(PruneSpec(criterion="snip", epsilon=1e-4))     # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model,
+        dataset,
+        *,
+        calibration_size: int = 256,
+        grid_points: int = 30,
+        seed: int = 0,
+        cache_dir: str | Path | None = None,
+        estimate_budget: float = 0.1,
+        estimate_images: int | None = None,
+    ):
+        if not estimate_budget > 0:
+            raise ValueError(f"estimate_budget must be a number of seconds > 0, got {estimate_budget!r}")
+        if estimate_images is not None and estimate_images < 2:
+            raise ValueError(f"estimate_images must be an image count >= 2 or None, got {estimate_images!r}")
+        self.model, self.dataset, self.grid_points, self.seed = model, dataset, grid_points, seed
+        # TODO(data): take a seeded class-stratified sample once workbench.data provides one
+        # (workbench.data.stratified_sample(dataset.train, calibration_size, seed)).
+        calibration = slice(0, calibration_size)
+        self.scorer = Scorer(
+            model, dataset.train.images[calibration], dataset.train.labels[calibration], seed=seed
+        )
+        self.evaluator = Evaluator(model, dataset.val, dataset.test)
+        # Curves evaluate on their own work copy of the model, so a curve computing in the
+        # background never races a point; each copy is used by one thread at a time.
+        self._curve_evaluator: Evaluator | None = None
+        self._point_lock, self._curve_lock = threading.Lock(), threading.Lock()
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self._data_key = dataset.fingerprint() if cache_dir is not None else ""  # hashes every image: once
+        self._curves: dict[tuple, pd.DataFrame] = {}
+        self.estimate_budget = estimate_budget
+        self._estimate_size = estimate_images
+        self._subset_evaluators: dict[int, tuple[Evaluator, np.ndarray]] = {}
+
+    @property
+    def layers(self) -> list[str]:
+        return [info.name for info in self.scorer.infos]
+
+    @property
+    def dense_metrics(self) -> dict:
+        return self.evaluator.dense_metrics
+
+    # --- settings and slider ranges -------------------------------------------------------
+
+    def _scores(self, spec: PruneSpec):
+        scores = self.scorer.scores(spec.criterion, spec.granularity)
+        return normalise_per_layer(scores) if spec.normalize else scores
+
+    def epsilon_bounds(self, spec: PruneSpec) -> tuple[float, float]:
+        """A slider range for ε from the score distribution of ``spec``'s criterion."""
+        return epsilon_range(self._scores(spec))
+
+    def epsilon_for(self, spec: PruneSpec, sparsity: float) -> float:
+        """The ε at which ``spec``'s criterion prunes ``sparsity`` of the weights overall."""
+        flat = np.concatenate([s.ravel() for s in self._scores(spec).values()])
+        return epsilon_for_sparsity(flat, sparsity)
+
+    def setting(self, spec: PruneSpec, *, keep_sparsity: float | None = None) -> Setting:
+        """The spec and ε slider range to show after a criterion/scope/granularity/mode change.
+
+        With ``keep_sparsity`` (the previous point's overall sparsity) an ε spec gets the ε that
+        prunes that fraction under the new criterion, so criteria compare at equal sparsity.
+        """
+        low, high = self.epsilon_bounds(spec)
+        decades = (float(np.floor(np.log10(low))), float(np.ceil(np.log10(high))))
+        if keep_sparsity is not None and spec.sparsity is None:
+            epsilon = float(
+                np.clip(self.epsilon_for(spec, keep_sparsity), 10 ** decades[0], 10 ** decades[1])
+            )
+            spec = replace(spec, epsilon=epsilon)
+        return Setting(spec, decades, THRESHOLD_NAMES[spec.criterion])
+
+    # --- curves ---------------------------------------------------------------------------
+
+    def grid(self, spec: PruneSpec) -> tuple[str, np.ndarray]:
+        """The curve's grid: log-spaced ε from the scores, or target sparsities 0..0.99."""
+        if spec.sparsity is not None:
+            return "sparsity", np.linspace(0.0, 0.99, self.grid_points)
+        return "epsilon", log_grid(*self.epsilon_bounds(spec), points=self.grid_points)
+
+    def curve_key(self, spec: PruneSpec) -> tuple:
+        """What a curve depends on besides the model and data (ε/sparsity itself excluded)."""
+        return (
+            spec.criterion,
+            spec.scope,
+            spec.granularity,
+            spec.normalize,
+            spec.min_keep,
+            spec.sparsity is None,
+        )
+
+    def cached_curve(self, spec: PruneSpec) -> pd.DataFrame | None:
+        """The curve for ``spec`` if it is in memory or in the disk cache, else None (never computes)."""
+        key = self.curve_key(spec)
+        if key not in self._curves and self.cache_dir is not None:
+            found = read_cached_curve(self.cache_dir, self.cache_fingerprint(spec))
+            if found is not None:
+                self._curves[key] = found
+        return self._curves.get(key)
+
+    def curve(self, spec: PruneSpec, *, progress=None) -> pd.DataFrame:
+        """The curve for ``spec``'s criterion/scope/granularity/mode (cached; ε itself ignored).
+
+        ``progress``, if given, is called with (points done, points in all) as the curve fills in.
+        """
+        found = self.cached_curve(spec)
+        if found is not None:
+            return found
+        kind, grid = self.grid(spec)
+        grid_argument = "epsilons" if kind == "epsilon" else "sparsities"
+        with self._curve_lock:
+            if self._curve_evaluator is None:
+                self._curve_evaluator = Evaluator(self.model, self.dataset.val, self.dataset.test)
+            table = curve(
+                self.scorer, self._curve_evaluator, spec, **{grid_argument: grid}, progress=progress
+            )
+        self._curves[self.curve_key(spec)] = table
+        if self.cache_dir is not None:
+            write_cached_curve(self.cache_dir, self.cache_fingerprint(spec), table)
+        return table
+
+    def cache_fingerprint(self, spec: PruneSpec) -> str:
+        """A key for the disk cache: weights, data, calibration images, grid and spec."""
+        return fingerprint(
+            self.scorer.fingerprint(),
+            self._data_key,
+            self.scorer.images,
+            self.scorer.labels,
+            self.seed,
+            self.grid_points,
+            self.curve_key(spec),
+        )
+
+    # --- points ---------------------------------------------------------------------------
+
+    def point(self, spec: PruneSpec) -> Point:
+        """Masks, metrics and the per-layer table at one setting, on every evaluation image.
+
+        Raises:
+            ValueError: from the engine, for a spec it refuses (e.g. a negative ε).
+        """
+        result = make_masks(self.scorer, spec)
+        with self._point_lock:
+            metrics = self.evaluator.evaluate(result.keep, structured=spec.granularity == "structured")
+        return Point(spec, result, metrics, layer_table(self.model, result), n=len(self.dataset.test))
+
+    @property
+    def evaluation_size(self) -> int:
+        """Validation plus test images: what an exact point evaluates."""
+        return len(self.dataset.val) + len(self.dataset.test)
+
+    def estimate_size(self) -> int:
+        """Evaluation images an ``estimate`` can afford within ``estimate_budget`` (timed once)."""
+        if self._estimate_size is None:
+            keep = {info.name: np.ones(info.shape, bool) for info in self.scorer.infos}
+            start = time.perf_counter()
+            with self._point_lock:
+                self.evaluator.probabilities(keep)
+            per_image = (time.perf_counter() - start) / self.evaluation_size
+            self._estimate_size = int(max(64, self.estimate_budget / max(per_image, 1e-9)))
+            log.info("estimates use %d of %d evaluation images", self._estimate_size, self.evaluation_size)
+        return self._estimate_size
+
+    def estimate(self, spec: PruneSpec, size: int | None = None) -> Point:
+        """A quick point from a seeded class-stratified subset of ``size`` val + test images.
+
+        The point has ``exact=False``, ``n`` test images and ``interval``, the half-width of its
+        AUC's 95% interval. If the subset would be the whole set, this is ``point(spec)``.
+        """
+        size = self.estimate_size() if size is None else int(size)
+        if size >= self.evaluation_size:
+            return self.point(spec)
+        evaluator, labels = self._subset_evaluator(size)
+        result = make_masks(self.scorer, spec)
+        metrics = evaluator.evaluate(result.keep, structured=spec.granularity == "structured")
+        positives = int((labels == evaluator.positive).sum())
+        interval = auc_interval(metrics["auc"], positives, len(labels) - positives)
+        table = layer_table(self.model, result)
+        return Point(spec, result, metrics, table, exact=False, n=len(labels), interval=interval)
+
+    def _subset_evaluator(self, size: int) -> tuple[Evaluator, np.ndarray]:
+        """An evaluator on a stratified subset of ``size`` images, and its test labels (cached)."""
+        if size not in self._subset_evaluators:
+            share = size / self.evaluation_size
+            val, test = self.dataset.val, self.dataset.test
+            test = _subset(test, max(8, round(share * len(test))), self.seed)
+            evaluator = Evaluator(self.model, _subset(val, max(8, round(share * len(val))), self.seed), test)
+            self._subset_evaluators[size] = evaluator, np.asarray(test.labels).reshape(-1)
+        return self._subset_evaluators[size]
+
+    def fine_tuned(self, point: Point, recipe: Recipe, *, progress: bool = True) -> tuple[dict, dict]:
+        """Fine-tune a pruned copy at ``point``'s masks; return (test metrics, training history)."""
+        pruned = apply_masks(self.model, point.result.keep, structured=point.spec.granularity == "structured")
+        history = fine_tune(pruned, point.result.keep, self.dataset, recipe, progress=progress)
+        return evaluate_model(pruned, self.dataset.val, self.dataset.test), history
+
+
+def _subset(split: Split, n: int, seed: int) -> Split:
+    # TODO(data): use workbench.data.stratified_sample(split, n, seed) once it exists.
+    index = stratified_indices(split.labels, n, seed)
+    return Split(split.images[index], split.labels[index], split.sources[index])

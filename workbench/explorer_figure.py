@@ -1,0 +1,148 @@
+"""The explorer's figure, without widgets: one matplotlib figure, its axes, blitter and artist handles.
+
+``draw`` paints every panel for a curve and a point; ``move`` updates only the artists that follow
+the point (the heatmap line, the dots, the confusion counts, the mask) and blits them; ``mark``
+adds a fine-tuned result. Each returns the PNG bytes of the new frame, which a widget shows as is.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from workbench import plots
+from workbench.explorer import Point
+
+METRICS = ("accuracy", "auc")
+
+
+class ExplorerFigure:
+    """Heatmap, confusion matrix, metrics against the grid and against sparsity, and a layer's mask.
+
+    Example:
+        >>> figure = ExplorerFigure(("normal", "lesion"))                         # doctest: +SKIP
+        >>> png = figure.draw(curve, point, dense, x="epsilon", layer="conv1")    # doctest: +SKIP
+        >>> png = figure.move(explorer.point(spec), layer="conv1")                # doctest: +SKIP
+    """
+
+    def __init__(self, class_names: tuple[str, ...], *, dpi: int = 72):
+        self.class_names = class_names
+        self.figure = Figure(figsize=(13, 6.5), dpi=dpi)
+        self.axes = self._make_axes()
+        self.blitter = plots.Blitter(self.figure)
+        self.x = "epsilon"
+        self.grid: np.ndarray = np.zeros(1)
+        self.heat_line = None
+        self.dots: dict[str, list] = {}
+        self.mask_label = None
+
+    def _make_axes(self) -> dict:
+        # A fixed layout: constrained layout would cost ~0.5 s on every full redraw.
+        grid = self.figure.add_gridspec(
+            2, 3, left=0.06, right=0.98, bottom=0.08, top=0.95, wspace=0.3, hspace=0.4
+        )
+        return {
+            "heatmap": self.figure.add_subplot(grid[0, :2]),
+            "confusion": self.figure.add_subplot(grid[0, 2]),
+            "vs_grid": self.figure.add_subplot(grid[1, 0]),
+            "vs_sparsity": self.figure.add_subplot(grid[1, 1]),
+            "mask": self.figure.add_subplot(grid[1, 2]),
+        }
+
+    def draw(
+        self, curve: pd.DataFrame, point: Point, dense: dict, *, x: str, layer: str, threshold_name: str = ""
+    ) -> bytes:
+        """Draw every panel for ``curve`` and ``point``; returns the PNG of the whole figure.
+
+        ``x`` is the grid column: "epsilon" or "target" (target sparsity).
+        """
+        for ax in self.axes.values():
+            _clear(ax)
+        self.x, self.grid = x, curve[x].to_numpy()
+        row = point_row(point)
+        heatmap = plots.sparsity_heatmap(
+            curve, x=x, current=row[x], ax=self.axes["heatmap"], threshold_name=threshold_name
+        )
+        self.heat_line = heatmap.lines[0]
+        for name, column in (("vs_grid", x), ("vs_sparsity", "sparsity")):
+            ax = plots.metric_curves(
+                curve, x=column, metrics=METRICS, dense=dense, current=row, ax=self.axes[name],
+                threshold_name=threshold_name,
+            )  # fmt: skip
+            self.dots[name] = [line for line in ax.lines if line.get_marker() == "o"]
+        self.axes["vs_grid"].set_title(
+            f"{point.spec.criterion}, {point.spec.scope}: test metrics", fontsize="small"
+        )
+        self.axes["vs_sparsity"].set_title("test metrics against overall sparsity", fontsize="small")
+        plots.confusion(point.metrics["confusion"], self.class_names, ax=self.axes["confusion"])
+        self.axes["confusion"].set_title("test confusion at the current setting", fontsize="small")
+        self._draw_mask(point, layer)
+        for artist in self._moving():
+            artist.set_animated(True)
+        return self.blitter.full()
+
+    def _moving(self) -> list:
+        confusion = self.axes["confusion"]
+        dots = [dot for name in self.dots for dot in self.dots[name]]
+        return [self.heat_line, *confusion.images, *confusion.texts, *dots, *self._mask_artists()]
+
+    def _mask_artists(self) -> list:
+        return [*self.axes["mask"].images, self.mask_label]
+
+    def _draw_mask(self, point: Point, layer: str) -> None:
+        ax = self.axes["mask"]
+        _clear(ax)
+        plots.mask_image(point.result.keep[layer].astype(np.float32), ax=ax)
+        self.mask_label = ax.text(
+            0.5, 1.02, _mask_title(point, layer), transform=ax.transAxes, ha="center", fontsize="small"
+        )
+
+    def move(self, point: Point, layer: str) -> bytes:
+        """Move the artists that follow the point; returns the blitted PNG."""
+        row = point_row(point)
+        for name, column in (("vs_grid", self.x), ("vs_sparsity", "sparsity")):
+            for dot, metric in zip(self.dots[name], METRICS, strict=True):
+                dot.set_data([row[column]], [row[metric]])
+        position = plots.grid_position(self.grid, row[self.x])
+        self.heat_line.set_xdata([position, position])
+        plots.update_confusion(self.axes["confusion"], point.metrics["confusion"])
+        self.axes["mask"].images[0].set_data(
+            plots.kernel_as_image(point.result.keep[layer]).astype(np.float32)
+        )
+        self.mask_label.set_text(_mask_title(point, layer))
+        return self.blitter.png()
+
+    def show_layer(self, point: Point, layer: str) -> bytes:
+        """Show ``layer``'s mask (its shape may differ, so the panel is redrawn)."""
+        self._draw_mask(point, layer)
+        for artist in self._mask_artists():
+            artist.set_animated(True)
+        return self.blitter.full()
+
+    def mark(self, sparsity: float, metrics: dict) -> bytes:
+        """Add a fine-tuned result to the sparsity panel as a star; returns the PNG."""
+        self.axes["vs_sparsity"].plot([sparsity], [metrics["accuracy"]], "*", color="tab:purple", ms=12)
+        return self.blitter.full()
+
+    def png(self) -> bytes:
+        """The current frame as PNG bytes."""
+        return self.blitter.png()
+
+
+def point_row(point: Point) -> dict:
+    """The point as a curve row, with the target sparsity under ``target`` (the sparsity grid's x)."""
+    row = point.row()
+    row["target"] = point.spec.sparsity
+    return row
+
+
+def _clear(ax) -> None:
+    for image in ax.images:
+        if image.colorbar is not None:
+            image.colorbar.remove()
+    ax.clear()
+
+
+def _mask_title(point: Point, layer: str) -> str:
+    return f"{layer} mask: {1 - point.result.keep[layer].mean():.1%} pruned (black)"

@@ -1,0 +1,187 @@
+"""Answer at once, refine in the background: subset estimates, latest-wins background work, a disk cache.
+
+- ``stratified_indices`` and ``auc_interval``: a quick estimate from a class-stratified subset
+  of the evaluation images, with the half-width of its AUC's 95% interval (Hanley & McNeil 1982).
+- ``Latest``: runs work in one background thread; a newer request cancels the older one, and a
+  result is handed on only while its request is still the newest, so a stale answer is never shown.
+- ``read_cached_curve`` / ``write_cached_curve``: finished curves on disk, keyed by ``fingerprint``
+  of the weights, data, calibration and spec.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from workbench.paths import write_atomically
+
+log = logging.getLogger(__name__)
+
+
+# --- estimates from a subset ------------------------------------------------------------------
+
+
+def stratified_indices(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of a seeded sample of ``n`` labels with the classes in their overall proportions.
+
+    Every class present keeps at least one image. ``n`` >= ``len(labels)`` returns all indices.
+    """
+    labels = np.asarray(labels).reshape(-1)
+    if n >= len(labels):
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    wanted = np.maximum(1, np.round(counts * n / len(labels)).astype(int))
+    chosen = [
+        rng.choice(np.flatnonzero(labels == c), size=min(k, count), replace=False)
+        for c, k, count in zip(classes, wanted, counts, strict=True)
+    ]
+    return np.sort(np.concatenate(chosen))
+
+
+def auc_interval(auc: float, positives: int, negatives: int, z: float = 1.96) -> float:
+    """Half-width of a normal-approximation interval for an AUC (Hanley & McNeil's standard error)."""
+    if not np.isfinite(auc) or positives < 1 or negatives < 1:
+        return float("nan")
+    q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
+    variance = (auc * (1 - auc) + (positives - 1) * (q1 - auc**2) + (negatives - 1) * (q2 - auc**2)) / (
+        positives * negatives
+    )
+    return float(z * np.sqrt(max(variance, 0.0)))
+
+
+# --- latest-wins background work --------------------------------------------------------------
+
+
+class Cancelled(Exception):
+    """Raised inside background work whose request a newer one has overtaken."""
+
+
+class Ticket:
+    """One request to a ``Latest`` runner; ``check()`` raises ``Cancelled`` once it is overtaken."""
+
+    def __init__(self, owner: Latest, generation: int):
+        self.owner, self.generation = owner, generation
+
+    @property
+    def current(self) -> bool:
+        return self.owner.generation == self.generation
+
+    def check(self) -> None:
+        if not self.current:
+            raise Cancelled(f"request {self.generation} overtaken by {self.owner.generation}")
+
+
+class Latest:
+    """Run the newest request's work in the background; older requests are cancelled or dropped.
+
+    ``begin()`` starts a request (cancelling older ones) and returns its ticket. ``submit(ticket,
+    work, done)`` runs ``work(ticket)`` on the shared worker thread and then, holding ``lock``,
+    calls ``done(result)`` only if the ticket is still the newest. Foreground drawing takes the
+    same ``lock``, so a stale result can never overwrite a newer figure.
+
+    With ``background=False`` work runs inline, which is how tests and headless runs use it.
+    """
+
+    def __init__(self, *, background: bool = True, executor: ThreadPoolExecutor | None = None, lock=None):
+        self.generation = 0
+        self.background = background
+        self.lock = lock if lock is not None else threading.RLock()
+        self._executor = executor if executor is not None else (_shared_executor() if background else None)
+        self.future: Future | None = None
+
+    def begin(self) -> Ticket:
+        with self.lock:
+            self.generation += 1
+            return Ticket(self, self.generation)
+
+    def cancel(self) -> None:
+        """Cancel whatever is running or queued (a later ``begin`` does the same)."""
+        self.begin()
+
+    def submit(self, ticket: Ticket, work: Callable[[Ticket], object], done: Callable[[object], None]):
+        """Run ``work`` for ``ticket`` and hand its result to ``done`` if nothing newer came meanwhile."""
+        if not self.background:
+            return self._run(ticket, work, done)
+        self.future = self._executor.submit(self._run, ticket, work, done)
+        return self.future
+
+    def _run(self, ticket: Ticket, work, done):
+        try:
+            ticket.check()
+            result = work(ticket)
+        except Cancelled:
+            log.debug("dropped overtaken request %d", ticket.generation)
+            return None
+        except Exception:
+            if not self.background:
+                raise
+            log.exception("background work failed")
+            return None
+        with self.lock:
+            if ticket.current:
+                done(result)
+        return result
+
+
+_EXECUTOR: ThreadPoolExecutor | None = None
+
+
+def _shared_executor() -> ThreadPoolExecutor:
+    """One worker thread for every dashboard of the kernel: the model's work copy is not thread-safe."""
+    global _EXECUTOR
+    if _EXECUTOR is None:
+        _EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="workbench-background")
+    return _EXECUTOR
+
+
+# --- the curve cache on disk ------------------------------------------------------------------
+
+
+def fingerprint(*parts) -> str:
+    """A short hash of arrays, strings, numbers and tuples of them (the disk cache's key)."""
+    digest = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, np.ndarray):
+            digest.update(f"{part.dtype}{part.shape}".encode())
+            digest.update(np.ascontiguousarray(part).tobytes())
+        else:
+            digest.update(repr(part).encode())
+        digest.update(b"\0")
+    return digest.hexdigest()[:24]
+
+
+def _curve_path(folder: Path, key: str) -> Path:
+    return Path(folder) / f"curve-{key}.csv"
+
+
+def read_cached_curve(folder: str | Path, key: str) -> pd.DataFrame | None:
+    """The curve cached under ``key`` in ``folder``, or None if there is none or it is unreadable."""
+    path = _curve_path(Path(folder), key)
+    if not path.is_file():
+        return None
+    try:
+        table = pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError) as err:
+        log.warning("ignoring unreadable cached curve %s: %s", path, err)
+        return None
+    table["guarded"] = table["guarded"].fillna("").astype(str)
+    return table
+
+
+def write_cached_curve(folder: str | Path, key: str, table: pd.DataFrame) -> Path:
+    """Write ``table`` to the cache under ``key`` (atomically); returns the file's path."""
+    path = _curve_path(Path(folder), key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.StringIO()
+    table.to_csv(buffer, index=False, float_format="%.17g")
+    write_atomically(path, buffer.getvalue())
+    return path
