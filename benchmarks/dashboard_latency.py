@@ -24,10 +24,9 @@ import numpy as np
 from _common import pneumonia
 
 from workbench.compat import keras, tf
-from workbench.data import Dataset, Split
+from workbench.data import Dataset, Split, stratified_sample
 from workbench.explorer import Explorer
 from workbench.paths import cache_dir
-from workbench.progressive import stratified_indices
 from workbench.train import Recipe, baseline, compile_model, fit
 from workbench.widgets import Dashboard
 
@@ -56,11 +55,9 @@ def upsampled(data: Dataset, size: int = 64, counts=(600, 200, 300), seed: int =
     """A stratified sample of each split, resized to size x size and repeated to 3 channels."""
 
     def resize(split: Split, n: int) -> Split:
-        index = stratified_indices(split.labels, n, seed)
-        images = tf.image.resize(split.images[index], (size, size)).numpy().clip(0, 1)
-        return Split(
-            np.repeat(images, 3, axis=-1).astype(np.float32), split.labels[index], split.sources[index]
-        )
+        sample = stratified_sample(split, n, seed)
+        images = tf.image.resize(sample.images, (size, size)).numpy().clip(0, 1)
+        return Split(np.repeat(images, 3, axis=-1).astype(np.float32), sample.labels, sample.sources)
 
     parts = [resize(s, n) for s, n in zip((data.train, data.val, data.test), counts, strict=True)]
     return Dataset(f"{data.name}-{size}px", *parts, data.class_names)
@@ -118,9 +115,7 @@ def measure(name: str, model, data: Dataset, targets: Targets, moves: int) -> bo
         reopen = time.perf_counter() - start
     foreground += [t / 1000 for t in first + switches] + [reopen]
     params = model.count_params() / 1e6
-    print(
-        f"\n{name} ({params:.1f} M parameters), {data.name}: {len(data.val)} val + {len(data.test)} test"
-    )
+    print(f"\n{name} ({params:.1f} M parameters), {data.name}: {len(data.val)} val + {len(data.test)} test")
     print(f"{'first open: scores, first figure, 30-point curve in the background':62s} {opened:8.2f} s")
     rows = [
         ("ε move to first redrawn figure, p50", np.median(first), targets.first_p50, "ms"),

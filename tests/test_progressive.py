@@ -7,44 +7,14 @@ import threading
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import roc_auc_score
 
 from workbench.progressive import (
     Cancelled,
     Latest,
-    auc_interval,
     fingerprint,
     read_cached_curve,
-    stratified_indices,
     write_cached_curve,
 )
-
-
-def test_stratified_indices_KeepClassProportions_AndAreSeeded():
-    labels = np.array([0] * 300 + [1] * 100)
-    index = stratified_indices(labels, 40, seed=3)
-    assert len(index) == 40 and (labels[index] == 1).sum() == 10
-    np.testing.assert_array_equal(index, stratified_indices(labels, 40, seed=3))
-    assert not np.array_equal(index, stratified_indices(labels, 40, seed=4))
-    np.testing.assert_array_equal(stratified_indices(labels, 1000), np.arange(400))
-
-
-def test_auc_interval_CoversTheFullSetAUC_ForMostSubsets():
-    rng = np.random.default_rng(0)
-    labels = rng.integers(0, 2, 2000)
-    scores = labels + rng.normal(0, 1.2, 2000)
-    full = roc_auc_score(labels, scores)
-    covered = 0
-    for seed in range(100):
-        index = stratified_indices(labels, 120, seed)
-        auc = roc_auc_score(labels[index], scores[index])
-        positives = int(labels[index].sum())
-        covered += abs(auc - full) <= auc_interval(auc, positives, len(index) - positives)
-    assert covered >= 88  # a 95% interval; a wrong standard error (too small by 2x) covers ~66%
-
-
-def test_auc_interval_IsNaN_WithoutBothClasses():
-    assert np.isnan(auc_interval(0.8, 0, 10)) and np.isnan(auc_interval(float("nan"), 5, 5))
 
 
 def test_latest_DropsTheResultOfAnOvertakenRequest():

@@ -158,3 +158,18 @@ def test_readout_ShowsDenseAndPrunedSideBySide(dashboard):
 def test_display_bundle_HasTheLiveWidgetAndAStaticPng(dashboard):
     bundle = dashboard._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle and "image/png" in bundle
+
+
+def test_evidence_html_ShowsIntervalDifferencePValueAndVerdict():
+    from workbench.widgets import evidence_html
+
+    metrics = dict(
+        auc=0.941, auc_low=0.92, auc_high=0.96, auc_difference=-0.003, auc_difference_low=-0.008,
+        auc_difference_high=0.002, auc_difference_p=0.21, noninferiority="non-inferior", margin=0.02,
+        rule="sensitivity>=0.95", mcnemar_p=0.5,
+    )  # fmt: skip
+    text = evidence_html(metrics)
+    for piece in ("0.941 [0.920, 0.960]", "-0.003 [-0.008, +0.002]", "p = 0.210", "non-inferior", "δ = 0.02"):
+        assert piece in text, piece
+    assert "undefined" in evidence_html({**metrics, "auc_difference": None})
+    assert evidence_html({"auc": 0.9}) == ""

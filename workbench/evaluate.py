@@ -310,10 +310,17 @@ def pruned_metrics(
     metrics.update(_auc_evidence(dense_test, pruned_test, test_labels, margin, level))
     metrics["mcnemar_p"] = stats.mcnemar_p(dense_said == test_labels, pruned_said == test_labels)
     metrics.update(_rate_evidence(metrics["confusion"], positive, level))
-    metrics["ece"], metrics["ece_low"], metrics["ece_high"] = stats.ece_ci(pruned_test, test_labels, level)
+    metrics["ece"], metrics["ece_low"], metrics["ece_high"] = _ece_evidence(pruned_test, test_labels, level)
     metrics["changed"] = np.flatnonzero(dense_said != pruned_said)
     metrics["test_probs"] = pruned[1]
     return metrics
+
+
+def _ece_evidence(probs: np.ndarray, labels: np.ndarray, level: float) -> tuple:
+    if len(labels) < 2:
+        _undefined(f"the ECE interval needs at least 2 test images, got {len(labels)}")
+        return expected_calibration_error(probs, labels), None, None
+    return stats.ece_ci(probs, labels, level)
 
 
 def _auc_evidence(

@@ -7,7 +7,7 @@ An ``Explorer`` answers the questions a dashboard asks, as plain function calls:
   show and the ε slider's range, so a widget only copies values into its controls;
 - ``curve(spec)``: the ε (or target-sparsity) curve of a setting, cached in memory and on disk;
 - ``estimate(spec)``: a quick answer from a stratified subset of the evaluation images, with an
-  interval on its AUC (see ``workbench.progressive``).
+  DeLong interval on its AUC.
 """
 
 from __future__ import annotations
@@ -21,16 +21,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workbench.data import Split
-from workbench.evaluate import layer_table
+from workbench.data import stratified_sample
+from workbench.evaluate import YOUDEN, OperatingPoint, layer_table
+from workbench.heads import Head
 from workbench.masks import MaskResult, epsilon_for_sparsity, epsilon_range, normalise_per_layer
-from workbench.progressive import (
-    auc_interval,
-    fingerprint,
-    read_cached_curve,
-    stratified_indices,
-    write_cached_curve,
-)
+from workbench.progressive import fingerprint, read_cached_curve, write_cached_curve
 from workbench.prune import PruneSpec, apply_masks, fine_tune, make_masks
 from workbench.scores import Scorer
 from workbench.sweep import Evaluator, curve, evaluate_model, log_grid, point_row
@@ -98,6 +93,9 @@ class Explorer:
         estimate_budget: seconds an ``estimate`` may take; its subset of the evaluation images
             is sized from the time of one full forward pass.
         estimate_images: the subset's size, overriding ``estimate_budget`` (for tests and scripts).
+        head: the model's output head when it cannot be read from the model (``workbench.heads``).
+        operating: how the decision threshold is chosen on validation (Youden's J, or a target
+            sensitivity or specificity); ``margin``: the non-inferiority margin in AUC.
 
     Example:
         >>> explorer = Explorer(model, data)                              # doctest: +SKIP
@@ -115,19 +113,21 @@ class Explorer:
         cache_dir: str | Path | None = None,
         estimate_budget: float = 0.1,
         estimate_images: int | None = None,
+        head: Head | str | None = None,
+        operating: OperatingPoint = YOUDEN,
+        margin: float = 0.02,
     ):
         if not estimate_budget > 0:
             raise ValueError(f"estimate_budget must be a number of seconds > 0, got {estimate_budget!r}")
         if estimate_images is not None and estimate_images < 2:
             raise ValueError(f"estimate_images must be an image count >= 2 or None, got {estimate_images!r}")
         self.model, self.dataset, self.grid_points, self.seed = model, dataset, grid_points, seed
-        # TODO(data): take a seeded class-stratified sample once workbench.data provides one
-        # (workbench.data.stratified_sample(dataset.train, calibration_size, seed)).
-        calibration = slice(0, calibration_size)
-        self.scorer = Scorer(
-            model, dataset.train.images[calibration], dataset.train.labels[calibration], seed=seed
-        )
-        self.evaluator = Evaluator(model, dataset.val, dataset.test)
+        # a seeded, class-stratified sample: MedMNIST files are sorted by class, so the first N
+        # training images would all be one class
+        calibration = stratified_sample(dataset.train, calibration_size, seed)
+        self.scorer = Scorer(model, calibration.images, calibration.labels, seed=seed, head=head)
+        self._evaluation = dict(head=head, operating=operating, margin=margin)
+        self.evaluator = Evaluator(model, dataset.val, dataset.test, **self._evaluation)
         # Curves evaluate on their own work copy of the model, so a curve computing in the
         # background never races a point; each copy is used by one thread at a time.
         self._curve_evaluator: Evaluator | None = None
@@ -217,7 +217,9 @@ class Explorer:
         grid_argument = "epsilons" if kind == "epsilon" else "sparsities"
         with self._curve_lock:
             if self._curve_evaluator is None:
-                self._curve_evaluator = Evaluator(self.model, self.dataset.val, self.dataset.test)
+                self._curve_evaluator = Evaluator(
+                    self.model, self.dataset.val, self.dataset.test, **self._evaluation
+                )
             table = curve(
                 self.scorer, self._curve_evaluator, spec, **{grid_argument: grid}, progress=progress
             )
@@ -280,8 +282,7 @@ class Explorer:
         evaluator, labels = self._subset_evaluator(size)
         result = make_masks(self.scorer, spec)
         metrics = evaluator.evaluate(result.keep, structured=spec.granularity == "structured")
-        positives = int((labels == evaluator.positive).sum())
-        interval = auc_interval(metrics["auc"], positives, len(labels) - positives)
+        interval = _half_width(metrics)
         table = layer_table(self.model, result)
         return Point(spec, result, metrics, table, exact=False, n=len(labels), interval=interval)
 
@@ -289,9 +290,11 @@ class Explorer:
         """An evaluator on a stratified subset of ``size`` images, and its test labels (cached)."""
         if size not in self._subset_evaluators:
             share = size / self.evaluation_size
-            val, test = self.dataset.val, self.dataset.test
-            test = _subset(test, max(8, round(share * len(test))), self.seed)
-            evaluator = Evaluator(self.model, _subset(val, max(8, round(share * len(val))), self.seed), test)
+            val, test = (
+                stratified_sample(split, max(8, round(share * len(split))), self.seed)
+                for split in (self.dataset.val, self.dataset.test)
+            )
+            evaluator = Evaluator(self.model, val, test, **self._evaluation)
             self._subset_evaluators[size] = evaluator, np.asarray(test.labels).reshape(-1)
         return self._subset_evaluators[size]
 
@@ -299,10 +302,13 @@ class Explorer:
         """Fine-tune a pruned copy at ``point``'s masks; return (test metrics, training history)."""
         pruned = apply_masks(self.model, point.result.keep, structured=point.spec.granularity == "structured")
         history = fine_tune(pruned, point.result.keep, self.dataset, recipe, progress=progress)
-        return evaluate_model(pruned, self.dataset.val, self.dataset.test), history
+        metrics = evaluate_model(
+            pruned, self.dataset.val, self.dataset.test, dense=self.model, **self._evaluation
+        )
+        return metrics, history
 
 
-def _subset(split: Split, n: int, seed: int) -> Split:
-    # TODO(data): use workbench.data.stratified_sample(split, n, seed) once it exists.
-    index = stratified_indices(split.labels, n, seed)
-    return Split(split.images[index], split.labels[index], split.sources[index])
+def _half_width(metrics: dict) -> float:
+    """Half the AUC's 95% DeLong interval; NaN where it is undefined (a class absent, multi-label)."""
+    low, high = metrics.get("auc_low"), metrics.get("auc_high")
+    return float("nan") if low is None or high is None else (high - low) / 2

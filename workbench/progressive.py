@@ -1,7 +1,5 @@
 """Answer at once, refine in the background: subset estimates, latest-wins background work, a disk cache.
 
-- ``stratified_indices`` and ``auc_interval``: a quick estimate from a class-stratified subset
-  of the evaluation images, with the half-width of its AUC's 95% interval (Hanley & McNeil 1982).
 - ``Latest``: runs work in one background thread; a newer request cancels the older one, and a
   result is handed on only while its request is still the newest, so a stale answer is never shown.
 - ``read_cached_curve`` / ``write_cached_curve``: finished curves on disk, keyed by ``fingerprint``
@@ -21,44 +19,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workbench.paths import write_atomically
+from workbench.fs import write_atomically
 
 log = logging.getLogger(__name__)
 
 
 # --- estimates from a subset ------------------------------------------------------------------
-
-
-def stratified_indices(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
-    """Sorted indices of a seeded sample of ``n`` labels with the classes in their overall proportions.
-
-    Every class present keeps at least one image. ``n`` >= ``len(labels)`` returns all indices.
-    """
-    labels = np.asarray(labels).reshape(-1)
-    if n >= len(labels):
-        return np.arange(len(labels))
-    rng = np.random.default_rng(seed)
-    classes, counts = np.unique(labels, return_counts=True)
-    wanted = np.maximum(1, np.round(counts * n / len(labels)).astype(int))
-    chosen = [
-        rng.choice(np.flatnonzero(labels == c), size=min(k, count), replace=False)
-        for c, k, count in zip(classes, wanted, counts, strict=True)
-    ]
-    return np.sort(np.concatenate(chosen))
-
-
-def auc_interval(auc: float, positives: int, negatives: int, z: float = 1.96) -> float:
-    """Half-width of a normal-approximation interval for an AUC (Hanley & McNeil's standard error)."""
-    if not np.isfinite(auc) or positives < 1 or negatives < 1:
-        return float("nan")
-    q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
-    variance = (auc * (1 - auc) + (positives - 1) * (q1 - auc**2) + (negatives - 1) * (q2 - auc**2)) / (
-        positives * negatives
-    )
-    return float(z * np.sqrt(max(variance, 0.0)))
-
-
-# --- latest-wins background work --------------------------------------------------------------
 
 
 class Cancelled(Exception):

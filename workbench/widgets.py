@@ -406,8 +406,29 @@ def readout_html(point: Point, dense: dict) -> str:
     cells = "".join(f"<th style='padding:0 8px'>{name}</th>" for name in SIDE_BY_SIDE)
     rows = "".join(
         f"<tr><td>{label}</td>"
-        + "".join(f"<td style='padding:0 8px'>{values[name]:.3f}</td>" for name in SIDE_BY_SIDE)
+        + "".join(f"<td style='padding:0 8px'>{_number(values.get(name))}</td>" for name in SIDE_BY_SIDE)
         + "</tr>"
         for label, values in (("dense", dense), ("pruned", m))
     )
-    return f"{head}<table><tr><th></th>{cells}</tr>{rows}</table>"
+    return f"{head}<table><tr><th></th>{cells}</tr>{rows}</table>{evidence_html(m)}"
+
+
+def evidence_html(m: dict) -> str:
+    """The clinical evidence line: pruned AUC with its interval, the paired difference, the verdict."""
+    if "noninferiority" not in m:  # multi-label: per-label metrics only
+        return ""
+    if m["auc_difference"] is None:
+        return "<div>AUC difference from dense: undefined (a class is missing from the test images)</div>"
+    verdict = m["noninferiority"]
+    colour = {"non-inferior": "green", "inferior": "crimson"}.get(verdict, "darkorange")
+    return (
+        f"<div>AUC {_number(m['auc'])} [{_number(m['auc_low'])}, {_number(m['auc_high'])}] · "
+        f"ΔAUC vs dense {m['auc_difference']:+.3f} [{m['auc_difference_low']:+.3f}, "
+        f"{m['auc_difference_high']:+.3f}], p = {_number(m['auc_difference_p'])} · "
+        f"<b style='color:{colour}'>{verdict}</b> at δ = {m['margin']:g} · "
+        f"threshold {html.escape(str(m['rule']))} · McNemar p = {_number(m['mcnemar_p'])}</div>"
+    )
+
+
+def _number(value) -> str:
+    return "undefined" if value is None else f"{value:.3g}" if abs(value) < 1e-3 and value else f"{value:.3f}"
