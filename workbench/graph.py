@@ -487,7 +487,7 @@ def planned_parameters(graph: Graph, keep: Masks) -> int:
 
 def _planned_size(node: Node, graph: Graph, plan, weight) -> int:
     size = int(np.prod(weight.shape))
-    if node.role == "opaque" or not weight.shape:
+    if node.role == "opaque" or len(weight.shape) == 0:
         return size
     if node.role in ("producer", "depthwise"):
         for attr, (_, kept) in _kernel_sizes(node, graph, plan).items():

@@ -26,10 +26,10 @@ import logging
 import numpy as np
 
 from workbench.compat import keras
-from workbench.graph import Graph, Node
+from workbench.graph import Graph, Node, reference_factors
 from workbench.masks import Masks
 from workbench.prune import apply_masks
-from workbench.registry import flat_layers, prunable_layers
+from workbench.registry import flat_layers, kernel_of, prunable_layers
 
 log = logging.getLogger(__name__)
 RULES = ("any", "all")
@@ -142,21 +142,36 @@ def slim_model(model: keras.Model, keep: Masks) -> keras.Model:
     Raises:
         ValueError: if ``keep`` isn't a structured mask for ``model``.
     """
-    masked = mask_structured(model, keep)
-    graph = Graph(masked)
-    plan = graph.plan(keep)
+    check_structured(model, keep)
+    graph = Graph(model)
+    plan, factors = graph.plan(keep), reference_factors(graph, keep)
     _log_unslimmed(graph)
-    config = masked.get_config()
+    config = model.get_config()
     _resize_config(config, {n.name: n for n in graph.nodes.values() if n.layer is not None}, plan)
-    slim = type(masked).from_config(config)
+    slim = type(model).from_config(config)
     slim_layers = {layer.name: layer for layer in flat_layers(slim)}
     for node in graph.nodes.values():
         if node.layer is not None and node.layer.weights:
+            values = _reference_values(node.layer, keep, factors)
             for variable, value in zip(
-                slim_layers[node.name].weights, _sliced_weights(node, graph, plan), strict=True
+                slim_layers[node.name].weights, _sliced_weights(node, graph, plan, values), strict=True
             ):
                 variable.assign(value)
     return slim
+
+
+def _reference_values(layer, keep: Masks, factors: dict) -> list[np.ndarray]:
+    """The layer's weights in the masked reference (as ``apply_masks(structured=True)`` sets them)."""
+    values = []
+    for weight in layer.weights:
+        value = np.asarray(weight)
+        if weight is kernel_of(layer) and layer.name in keep:
+            value = value * keep[layer.name]
+        for attr in ("bias", "gamma", "beta"):
+            if weight is getattr(layer, attr, None) and (layer.name, attr) in factors:
+                value = value * factors[(layer.name, attr)]
+        values.append(value)
+    return values
 
 
 def _resize_config(tree, nodes: dict[str, Node], plan: dict[str, np.ndarray]) -> None:
@@ -183,10 +198,9 @@ def _resize_config(tree, nodes: dict[str, Node], plan: dict[str, np.ndarray]) ->
         _resize_config(value, nodes, plan)
 
 
-def _sliced_weights(node: Node, graph: Graph, plan: dict[str, np.ndarray]) -> list[np.ndarray]:
+def _sliced_weights(node: Node, graph: Graph, plan: dict[str, np.ndarray], values: list) -> list[np.ndarray]:
     """The node's weights with removed input/output channels cut out (opaque layers: unchanged)."""
     layer = node.layer
-    values = [np.asarray(w) for w in layer.weights]
     if node.role == "opaque":
         return values
     out = plan[node.name]
