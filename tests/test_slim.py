@@ -8,7 +8,7 @@ from conftest import tiny_cnn
 
 from workbench.compat import keras
 from workbench.models import small_resnet
-from workbench.prune import apply_masks, copy_model, fine_tune
+from workbench.prune import apply_masks, fine_tune
 from workbench.registry import prunable_layers
 from workbench.slim import (
     channel_plan,
