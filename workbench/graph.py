@@ -38,7 +38,7 @@ from workbench.registry import flat_layers, kind_of, prunable_layers
 
 log = logging.getLogger(__name__)
 
-_ELEMENTWISE_ACTIVATIONS_ONLY = ("softmax", "log_softmax")  # these mix channels
+_CHANNEL_MIXING = ("softmax", "log_softmax")  # these mix channels
 
 
 @dataclass(frozen=True)
@@ -50,12 +50,12 @@ class Node:
     inbound: tuple[str, ...]
     role: str  # input, producer, depthwise, channelwise, merge, multiply, concat, flatten, opaque
     why_opaque: str = ""
+    input_channels: int = 0  # a model input's width (layers know their own)
 
     @property
     def channels(self) -> int:
-        return int(self.layer.output.shape[-1]) if self.layer is not None else self._input_channels
-
-    _input_channels: int = 0
+        """Width of the node's output channel axis."""
+        return int(self.layer.output.shape[-1]) if self.layer is not None else self.input_channels
 
 
 class Graph:
@@ -98,7 +98,7 @@ class Graph:
         alias: dict[tuple[str, int], str] = {}
         for i, (name, *_) in enumerate(_as_list(config["input_layers"])):
             if sources is None:
-                self._add(Node(name, None, (), "input", _input_channels=int(model.inputs[i].shape[-1])))
+                self._add(Node(name, None, (), "input", input_channels=int(model.inputs[i].shape[-1])))
                 alias[(name, 0)] = name
             else:
                 alias[(name, 0)] = sources[i]
@@ -120,7 +120,7 @@ class Graph:
     def _add_sequential(self, model: keras.Sequential, sources: list[str] | None) -> list[str]:
         if sources is None:
             name = f"{model.name}_input"
-            self._add(Node(name, None, (), "input", _input_channels=int(model.inputs[0].shape[-1])))
+            self._add(Node(name, None, (), "input", input_channels=int(model.inputs[0].shape[-1])))
             sources = [name]
         previous = sources[0]
         for layer in model.layers:
@@ -284,7 +284,7 @@ def _why_opaque(layer, kind) -> str:
         len(layer.input.shape) - 1,
     ):
         return f"it normalises axis {layer.axis}, not the channels"
-    if _activation_name(layer) in _ELEMENTWISE_ACTIVATIONS_ONLY and kind.role != "producer":
+    if _activation_name(layer) in _CHANNEL_MIXING and kind.role != "producer":
         return "softmax mixes channels"
     if kind.role in ("merge", "multiply") and len({int(t.shape[-1]) for t in _inputs(layer)}) > 1:
         return "its inputs broadcast over channels"
@@ -309,7 +309,7 @@ def _pins(node: Node) -> str:
     layer = node.layer
     if layer is None:
         return ""
-    if node.role == "producer" and _activation_name(layer) in _ELEMENTWISE_ACTIVATIONS_ONLY:
+    if node.role == "producer" and _activation_name(layer) in _CHANNEL_MIXING:
         return "its softmax mixes channels"
     if isinstance(layer, keras.layers.Normalization):
         return "Normalization holds per-channel statistics in its config"
