@@ -38,10 +38,10 @@ from workbench.evaluate import flops, parameter_counts
 from workbench.export import TFLiteModel, export_all, file_metrics
 from workbench.models import seed_cnn
 from workbench.paths import SHARED_PNEUMONIA
-from workbench.prune import PruneSpec, make_masks, masks_from_weights, prune_gradually
+from workbench.prune import PruneSpec, apply_masks, fine_tune, make_masks, masks_from_weights, prune_gradually
 from workbench.registry import prunable_layers
 from workbench.scores import Scorer
-from workbench.slim import couple_masks, fine_tune_structured, slim_model
+from workbench.slim import couple_masks, slim_model
 from workbench.sweep import evaluate_model
 from workbench.train import Recipe, baseline
 
@@ -70,7 +70,8 @@ def workbench_structured(model, data, sparsity: float, recipe: Recipe):
     scorer = Scorer(model, data.train.images[:CALIBRATION], data.train.labels[:CALIBRATION], seed=recipe.seed)
     spec = replace(STRUCTURED, sparsity=sparsity)
     keep = couple_masks(model, make_masks(scorer, spec).keep)
-    masked, _ = fine_tune_structured(model, keep, data, recipe, progress=False)
+    masked = apply_masks(model, keep, structured=True)
+    fine_tune(masked, keep, data, recipe, structured=True, progress=False)
     slim = slim_model(masked, keep)
     gap = np.abs(np.asarray(slim(data.test.images)) - np.asarray(masked(data.test.images))).max()
     if gap > 1e-5:

@@ -8,15 +8,15 @@ from conftest import tiny_cnn
 
 from workbench.compat import keras
 from workbench.models import small_resnet
-from workbench.prune import apply_masks
+from workbench.prune import apply_masks, fine_tune
 from workbench.registry import prunable_layers
 from workbench.slim import (
     channel_plan,
     couple_masks,
     coupled_groups,
-    fine_tune_structured,
     mask_structured,
     slim_model,
+    slim_report,
     unit_alive,
 )
 from workbench.train import Recipe
@@ -155,27 +155,29 @@ def _probe(model: keras.Model, layer: str) -> keras.Model:
     return keras.Model(model.input, model.get_layer(layer).output)
 
 
-def test_mask_structured_ZerosBatchNormOfPrunedFilters_WhichApplyMasksAloneLeavesConstant():
+def test_apply_masks_Structured_ZerosBatchNormOfPrunedFilters_WhichTheKernelMaskAloneLeavesConstant():
     model = conv_bn_net()
     keep = random_structured_keep(model, 0)
     dead = ~unit_alive(keep)["c1"]
     assert dead.any()
     images = _images(model)
-    plain = _probe(apply_masks(model, keep, structured=True), "bn1")
-    pinned = _probe(mask_structured(model, keep), "bn1")
+    plain = _probe(apply_masks(model, keep), "bn1")
+    pinned = _probe(apply_masks(model, keep, structured=True), "bn1")
     assert np.abs(np.asarray(plain(images))[..., dead]).min() > 0, "BN turns a zero filter into beta - ..."
     assert np.all(np.asarray(pinned(images))[..., dead] == 0.0)
+    assert _max_gap(apply_masks(model, keep, structured=True), mask_structured(model, keep), images) == 0.0
 
 
 def _fine_tune_briefly(model, keep, data):
     recipe = Recipe(epochs=2, batch_size=8, learning_rate=0.05)
-    tuned, history = fine_tune_structured(model, keep, data, recipe, progress=False)
+    tuned = apply_masks(model, keep, structured=True)
+    history = fine_tune(tuned, keep, data, recipe, structured=True, progress=False)
     assert len(history["loss"]) == 2
     return tuned
 
 
 @pytest.mark.slow
-def test_fine_tune_structured_PinsBatchNormOfDeadChannels_BeforeAnAdd_SoSlimStillEquals(tiny_dataset):
+def test_fine_tune_Structured_PinsBatchNormOfDeadChannels_BeforeAnAdd_SoSlimStillEquals(tiny_dataset):
     keras.utils.set_random_seed(0)
     model = small_resnet(tiny_dataset.image_shape, 2, widths=(4, 8))
     keep = random_structured_keep(model, 2)  # uncoupled: the add passes gradient to dead BN betas
@@ -189,7 +191,7 @@ def test_fine_tune_structured_PinsBatchNormOfDeadChannels_BeforeAnAdd_SoSlimStil
 
 
 @pytest.mark.slow
-def test_fine_tune_structured_PinsDeadBiasesOfLinearUnits_SoSlimStillEquals(tiny_dataset):
+def test_fine_tune_Structured_PinsDeadBiasesOfLinearUnits_SoSlimStillEquals(tiny_dataset):
     keras.utils.set_random_seed(0)
     model = keras.Sequential(
         [
@@ -269,26 +271,47 @@ def test_slim_model_MaskForAnotherModel_RaisesValueError():
         slim_model(tiny_cnn(), keep)
 
 
-def test_slim_model_UnsupportedLayer_RaisesValueError():
+def test_slim_model_ChannelMovingReshape_KeepsItsInputWhole_AndStillEqualsTheMaskedModel():
     model = keras.Sequential(
         [
             keras.Input((8, 8, 1)),
             layers.Conv2D(4, 3, name="c"),
-            layers.Reshape((36, 4)),
+            layers.Reshape((18, 8), name="moves_channels"),
             layers.Dense(2, name="d"),
         ]
     )
-    with pytest.raises(ValueError, match="Reshape"):
-        slim_model(model, random_structured_keep(model, 0))
+    keep = random_structured_keep(model, 0)
+    assert not unit_alive(keep)["c"].all()
+    slim = slim_model(model, keep)
+    assert slim.get_layer("c").kernel.shape[-1] == 4, "the Reshape reads every channel"
+    assert "moves_channels" in slim_report(model)
+    assert _max_gap(slim, mask_structured(model, keep), _images(model)) <= TOLERANCE
 
 
-def test_slim_model_ActivationThatMapsZeroToNonZero_RaisesValueError():
+def test_slim_model_ChannelPreservingReshape_IsSlimmed():
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            layers.Conv2D(4, 3, name="c"),
+            layers.Reshape((36, 4), name="keeps_channels"),
+            layers.Dense(2, name="d"),
+        ]
+    )
+    keep = random_structured_keep(model, 0)
+    slim = slim_model(model, keep)
+    assert slim.get_layer("c").kernel.shape[-1] == unit_alive(keep)["c"].sum()
+    assert _max_gap(slim, mask_structured(model, keep), _images(model)) <= TOLERANCE
+
+
+def test_slim_model_ActivationThatMapsZeroToNonZero_KeepsThoseUnitsAsConstants():
     model = keras.Sequential(
         [keras.Input((6,)), layers.Dense(8, activation="sigmoid", name="h"), layers.Dense(2, name="o")]
     )
     keep = random_structured_keep(model, 0)
-    with pytest.raises(ValueError, match="'h' maps 0"):
-        slim_model(model, keep)
+    assert not unit_alive(keep)["h"].all()
+    slim = slim_model(model, keep)
+    assert slim.get_layer("h").kernel.shape[-1] == 8, "sigmoid(0) = 0.5 still reaches the output"
+    assert _max_gap(slim, mask_structured(model, keep), _images(model)) <= TOLERANCE
 
 
 def test_couple_masks_UnknownRule_RaisesValueError():

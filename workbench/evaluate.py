@@ -22,8 +22,9 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from workbench import stats
 from workbench.compat import keras
-from workbench.masks import MaskResult, Masks, alive_units
-from workbench.registry import layer_by_name, other_parameters, prunable_layers
+from workbench.graph import flops as graph_flops
+from workbench.masks import MaskResult, Masks
+from workbench.registry import other_parameters, prunable_layers
 from workbench.stats import auc_ci, compare_auc  # noqa: F401 - re-exported: evidence beside the metrics
 
 RULES = ("youden", "sensitivity", "specificity")
@@ -425,45 +426,13 @@ def changed_labels(dense_probs: np.ndarray, pruned_probs: np.ndarray, threshold:
 
 
 def flops(model: keras.Model, keep: Masks | None = None) -> dict[str, int]:
-    """Theoretical forward FLOPs (2 per multiply-add) of the prunable layers, per image.
+    """Theoretical forward FLOPs (2 per multiply-add) of the conv, depthwise and dense layers, per image.
 
     Returns ``dense`` (all weights), ``masked`` (only non-zero weights, i.e. ideal sparse
-    kernels) and ``filter_pruned`` (only weights that connect a kept input channel to a kept
-    output unit: what physically removing dead filters would cost). Input channels are traced
-    through a chain of layers (conv -> conv, conv -> flatten -> dense); where a layer's input
-    doesn't come from the previous prunable layer (residual adds) all inputs count as kept.
+    kernels) and ``filter_pruned`` (what the slim model of a structured ``keep`` costs: kept
+    input channels x kept units, traced through the channel graph, ``workbench.graph``).
     """
-    infos = prunable_layers(model)
-    keep = keep or {i.name: np.ones(i.shape, bool) for i in infos}
-    totals = {"dense": 0, "masked": 0, "filter_pruned": 0}
-    alive_before = None
-    for info in infos:
-        positions = _output_positions(layer_by_name(model, info.name))
-        mask = keep[info.name]
-        units = int(np.prod(info.units_shape))
-        alive_out = alive_units(mask, units)
-        alive_in = _alive_inputs(info, alive_before)
-        totals["dense"] += 2 * positions * info.size
-        totals["masked"] += 2 * positions * int(mask.sum())
-        per_unit = info.size // units // max(len(alive_in), 1) if alive_in is not None else info.size // units
-        kept_in = int(alive_in.sum()) if alive_in is not None else 1
-        totals["filter_pruned"] += 2 * positions * per_unit * kept_in * int(alive_out.sum())
-        alive_before = alive_out
-    return totals
-
-
-def _output_positions(layer) -> int:
-    """Spatial positions a layer's kernel is applied at (1 for Dense on vectors)."""
-    shape = layer.output.shape
-    return int(np.prod(shape[1:-1])) if len(shape) > 2 else 1
-
-
-def _alive_inputs(info, alive_before: np.ndarray | None) -> np.ndarray | None:
-    """Which input channels of this layer are fed by a kept unit of the previous prunable layer."""
-    fan_in = info.shape[-2]
-    if info.kind == "DepthwiseConv2D" or alive_before is None or fan_in % len(alive_before):
-        return None
-    return np.tile(alive_before, fan_in // len(alive_before))  # channels-last flatten repeats channels
+    return graph_flops(model, keep)
 
 
 def gzip_bytes(model: keras.Model) -> int:

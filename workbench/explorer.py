@@ -300,8 +300,11 @@ class Explorer:
 
     def fine_tuned(self, point: Point, recipe: Recipe, *, progress: bool = True) -> tuple[dict, dict]:
         """Fine-tune a pruned copy at ``point``'s masks; return (test metrics, training history)."""
-        pruned = apply_masks(self.model, point.result.keep, structured=point.spec.granularity == "structured")
-        history = fine_tune(pruned, point.result.keep, self.dataset, recipe, progress=progress)
+        structured = point.spec.structured
+        pruned = apply_masks(self.model, point.result.keep, structured=structured)
+        history = fine_tune(
+            pruned, point.result.keep, self.dataset, recipe, structured=structured, progress=progress
+        )
         metrics = evaluate_model(
             pruned, self.dataset.val, self.dataset.test, dense=self.model, **self._evaluation
         )

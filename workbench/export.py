@@ -1,10 +1,12 @@
 """Export a (pruned) model: ``.keras``, TFLite float, TFLite int8; their sizes and their accuracy.
 
-TFLite int8 is full-integer post-training quantization: every op runs in int8, calibrated on a
-representative set of images. Its **input and output stay float32** (a QUANTIZE op first, a
-DEQUANTIZE op last): callers feed the same [0, 1] images as to Keras and get probabilities back,
-the two edge ops cost next to nothing on 28x28 images, and an int8 softmax output would have
-only 256 levels either way. ``TFLiteModel`` also runs models with int8 inputs/outputs.
+Models run in LiteRT's interpreter (``ai-edge-litert``), the successor of the deprecated
+``tf.lite.Interpreter``. TFLite int8 is full-integer post-training quantization: every op runs
+in int8, calibrated on a representative set of images. Its **input and output stay float32**
+(a QUANTIZE op first, a DEQUANTIZE op last): callers feed the same [0, 1] images as to Keras
+and get probabilities back, the two edge ops cost next to nothing on 28x28 images, and an int8
+softmax output would have only 256 levels either way. ``TFLiteModel`` also runs models with
+int8 inputs/outputs.
 
 Sizes: ``gzip_size`` is the file gzip-compressed at level 9. A ``.keras`` file is an uncompressed
 zip, so unstructured zeros only pay off once it is gzipped; a slim model is small as it stands.
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from ai_edge_litert.interpreter import Interpreter
 
 from workbench.compat import keras, tf
 from workbench.data import Split
@@ -109,7 +112,9 @@ def _quietly(action):
 
 
 class TFLiteModel:
-    """A TFLite model ready to run on batches of one fixed size (resized once, then reused).
+    """A TFLite model run by LiteRT's interpreter on batches of one fixed size (resized once, reused).
+
+    ``num_threads`` None lets LiteRT choose; give it to make latency figures reproducible.
 
     Example:
         >>> run = TFLiteModel(to_tflite(model), batch_size=64)   # doctest: +SKIP
@@ -119,9 +124,8 @@ class TFLiteModel:
     def __init__(self, content: bytes, batch_size: int = 1, num_threads: int | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice (LiteRT)
-            self.interpreter = tf.lite.Interpreter(model_content=content, num_threads=num_threads)
+        self.interpreter = Interpreter(model_content=content, num_threads=num_threads)
+        self.num_threads = num_threads
         self.input, self.output = (
             self.interpreter.get_input_details()[0],
             self.interpreter.get_output_details()[0],

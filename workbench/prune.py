@@ -15,6 +15,7 @@ import numpy as np
 
 from workbench.compat import keras, tf
 from workbench.data import Dataset
+from workbench.graph import Graph, reference_factors, reference_variables
 from workbench.masks import (
     MaskResult,
     Masks,
@@ -27,7 +28,7 @@ from workbench.masks import (
     expand_units,
     select,
 )
-from workbench.registry import LayerInfo, kernel_variables, layer_by_name, prunable_layers
+from workbench.registry import LayerInfo, kernel_variables, prunable_layers
 from workbench.scores import Scorer, check_criterion, check_granularity
 from workbench.train import Recipe, compile_model, fit
 
@@ -134,32 +135,37 @@ def copy_model(model: keras.Model) -> keras.Model:
 def apply_masks(model: keras.Model, keep: Masks, *, structured: bool = False) -> keras.Model:
     """Return a copy of ``model`` with pruned kernel weights set to zero; ``model`` is untouched.
 
-    With ``structured=True`` a unit whose whole kernel slice is pruned also loses its bias, so
-    the unit really is gone (its output is zero, not a constant) and can be removed physically.
+    With ``structured=True`` the copy is the exact masked reference of a structured mask: dead
+    units also lose their biases, and channel-wise layers after a dead channel (BatchNorm γ/β,
+    depthwise biases) are zeroed too, so every dead channel is exactly zero, as ``slim_model``
+    removes it (``workbench.graph.reference_factors``).
     """
-    check_masks(keep, {info.name: info.shape for info in prunable_layers(model)})
+    _check_masks_fit(model, keep)
     pruned = copy_model(model)
     zero_pruned_weights(pruned, keep, structured=structured)
     return pruned
 
 
 def zero_pruned_weights(model: keras.Model, keep: Masks, *, structured: bool = False) -> None:
-    """Multiply each kernel by its mask in place (and zero dead units' biases if ``structured``)."""
+    """Multiply each kernel by its mask in place (and, if ``structured``, zero dead channels)."""
     _check_masks_fit(model, keep)
     for name, variable in kernel_variables(model).items():
-        mask = keep[name]
-        variable.assign(np.asarray(variable) * mask)
-        layer = layer_by_name(model, name)
-        if structured and getattr(layer, "bias", None) is not None:
-            alive = alive_units(mask, layer.bias.shape[0])
-            layer.bias.assign(np.asarray(layer.bias) * alive)
+        variable.assign(np.asarray(variable) * keep[name])
+    if structured:
+        for variable, factor in _reference_constraints(model, keep):
+            variable.assign(np.asarray(variable) * factor)
+
+
+def _reference_constraints(model: keras.Model, keep: Masks) -> list[tuple[keras.Variable, np.ndarray]]:
+    """(variable, 0/1 factor) for the biases and BatchNorm γ/β a structured mask zeroes."""
+    graph = Graph(model)
+    variables = reference_variables(graph, model)
+    factors = reference_factors(graph, keep)
+    return [(variables[key], factor) for key, factor in factors.items() if not factor.all()]
 
 
 def _check_masks_fit(model: keras.Model, keep: Masks) -> None:
-    for info in prunable_layers(model):
-        if info.name not in keep or tuple(keep[info.name].shape) != info.shape:
-            got = None if info.name not in keep else keep[info.name].shape
-            raise ValueError(f"masks must give layer {info.name!r} a mask of shape {info.shape}, got {got}")
+    check_masks(keep, {info.name: info.shape for info in prunable_layers(model)})
 
 
 def masks_from_weights(model: keras.Model) -> Masks:
@@ -186,12 +192,22 @@ class MaskConstraint(keras.constraints.Constraint):
         self.mask.assign(keep.astype(np.float32))
 
 
-def attach_masks(model: keras.Model, keep: Masks) -> dict[str, MaskConstraint]:
-    """Zero the pruned weights and pin them at zero for all later training of ``model``."""
-    zero_pruned_weights(model, keep)
+def attach_masks(model: keras.Model, keep: Masks, *, structured: bool = False) -> dict[str, MaskConstraint]:
+    """Zero the pruned weights and pin them at zero for all later training of ``model``.
+
+    With ``structured=True`` the dead channels' biases and BatchNorm γ/β are pinned as well, so
+    the model stays the exact masked reference (and slimmable) through training.
+
+    Returns:
+        {layer: the constraint on its kernel}, for schedules that tighten the masks later.
+    """
+    zero_pruned_weights(model, keep, structured=structured)
     constraints = {}
     for name, variable in kernel_variables(model).items():
         constraints[name] = variable.constraint = MaskConstraint(keep[name])
+    if structured:
+        for variable, factor in _reference_constraints(model, keep):
+            variable.constraint = MaskConstraint(factor)
     return constraints
 
 
@@ -251,23 +267,82 @@ class GradualPruning(keras.callbacks.Callback):
         self.log.append((self.step, sparsity))
 
 
+@dataclass(frozen=True)
+class OneShot:
+    """Schedule: the masks are fixed from the first step (prune once, then recover)."""
+
+
+@dataclass(frozen=True)
+class Gradual:
+    """Schedule: raise the sparsity from the masks given to ``spec.sparsity`` along the cubic ramp.
+
+    The ramp ends after two thirds of the training steps; the last third recovers at the final
+    sparsity. Masks are recomputed from the current weights, rescored by ``scorer_for``, every
+    ``frequency`` steps (default: 8 updates along the ramp).
+    """
+
+    scorer_for: Callable[[keras.Model], Scorer]
+    spec: PruneSpec
+    frequency: int | None = None
+
+
 def fine_tune(
     model: keras.Model,
     keep: Masks,
     dataset: Dataset,
     recipe: Recipe = FINE_TUNE_RECIPE,
     *,
+    schedule: OneShot | Gradual = OneShot(),
+    structured: bool = False,
     callbacks: list | None = None,
     progress: bool = True,
-) -> dict[str, list[float]]:
-    """Train a pruned model in place with its pruned weights pinned at exactly zero.
+) -> dict[str, list]:
+    """Train ``model`` in place with its pruned weights pinned at exactly zero.
+
+    Args:
+        keep: the masks to pin (for ``Gradual``, the starting masks, usually all True).
+        schedule: ``OneShot()`` keeps ``keep``; ``Gradual(scorer_for, spec)`` tightens it.
+        structured: also pin dead channels' biases and BatchNorm γ/β at zero (the exact
+            masked reference of ``apply_masks(structured=True)``, which stays slimmable).
 
     Returns:
-        The per-epoch history (loss, accuracy, val_loss, val_accuracy).
+        The per-epoch history (loss, accuracy, val_loss, val_accuracy); a gradual schedule adds
+        ``mask_updates``, the (step, sparsity) points where the masks were tightened.
     """
-    attach_masks(model, keep)
+    if not isinstance(schedule, OneShot | Gradual):
+        raise ValueError(f"schedule must be OneShot() or Gradual(...), got {schedule!r}")
+    constraints = attach_masks(model, keep, structured=structured)
+    callbacks = list(callbacks or [])
+    ramp = _ramp(model, constraints, schedule, dataset, recipe) if isinstance(schedule, Gradual) else None
     compile_model(model, recipe.learning_rate)  # a fresh optimizer: no momentum from before pruning
-    return fit(model, dataset, recipe, callbacks=callbacks, progress=progress)
+    history = fit(model, dataset, recipe, callbacks=callbacks + ([ramp] if ramp else []), progress=progress)
+    if ramp is not None:
+        history["mask_updates"] = ramp.log
+    return history
+
+
+def _ramp(model, constraints, schedule: Gradual, dataset: Dataset, recipe: Recipe) -> GradualPruning:
+    spec = schedule.spec
+    final = check_sparsity(spec.sparsity if spec.sparsity is not None else 0.0)
+    steps = recipe.epochs * int(np.ceil(len(dataset.train) / recipe.batch_size))
+    end_step = max(1, (2 * steps) // 3)
+
+    def mask_at(sparsity: float, previous: Masks) -> Masks:
+        scorer = schedule.scorer_for(model)
+        scores = _demote_pruned(
+            scorer.scores(spec.criterion, spec.granularity), previous, scorer.infos, spec.granularity
+        )
+        return masks_from_scores(scores, replace(spec, epsilon=None, sparsity=sparsity), scorer.infos).keep
+
+    return GradualPruning(
+        constraints,
+        mask_at,
+        initial=0.0,
+        final=final,
+        begin_step=0,
+        end_step=end_step,
+        frequency=schedule.frequency or max(1, end_step // 8),
+    )
 
 
 def prune_gradually(
@@ -279,40 +354,17 @@ def prune_gradually(
     *,
     frequency: int | None = None,
     progress: bool = True,
-) -> tuple[keras.Model, dict[str, list[float]], list[tuple[int, float]]]:
-    """Prune a copy of ``model`` from 0 to ``spec.sparsity`` along the cubic ramp while training.
-
-    The ramp ends after two thirds of the training steps; the last third recovers at the final
-    sparsity. Masks are recomputed from the current weights (rescored by ``scorer_for``).
+) -> tuple[keras.Model, dict[str, list], list[tuple[int, float]]]:
+    """Shorthand: ``fine_tune`` a copy of ``model`` from dense with ``Gradual(scorer_for, spec)``.
 
     Returns:
-        (the pruned model, its history, the (step, sparsity) points where masks were updated).
+        (the pruned copy, its history, the (step, sparsity) points where masks were updated).
     """
-    final = check_sparsity(spec.sparsity if spec.sparsity is not None else 0.0)
     pruned = copy_model(model)
-    constraints = attach_masks(pruned, {i.name: np.ones(i.shape, bool) for i in prunable_layers(pruned)})
-    steps = recipe.epochs * int(np.ceil(len(dataset.train) / recipe.batch_size))
-    end_step = max(1, (2 * steps) // 3)
-
-    def mask_at(sparsity: float, previous: Masks) -> Masks:
-        scorer = scorer_for(pruned)
-        scores = _demote_pruned(
-            scorer.scores(spec.criterion, spec.granularity), previous, scorer.infos, spec.granularity
-        )
-        return masks_from_scores(scores, replace(spec, epsilon=None, sparsity=sparsity), scorer.infos).keep
-
-    ramp = GradualPruning(
-        constraints,
-        mask_at,
-        initial=0.0,
-        final=final,
-        begin_step=0,
-        end_step=end_step,
-        frequency=frequency or max(1, end_step // 8),
-    )
-    compile_model(pruned, recipe.learning_rate)
-    history = fit(pruned, dataset, recipe, callbacks=[ramp], progress=progress)
-    return pruned, history, ramp.log
+    dense = {info.name: np.ones(info.shape, bool) for info in prunable_layers(pruned)}
+    schedule = Gradual(scorer_for, spec, frequency)
+    history = fine_tune(pruned, dense, dataset, recipe, schedule=schedule, progress=progress)
+    return pruned, history, history.pop("mask_updates")
 
 
 def _demote_pruned(scores: Scores, previous: Masks, infos: list[LayerInfo], granularity: str) -> Scores:

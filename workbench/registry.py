@@ -1,7 +1,21 @@
-"""Which layers are prunable, which weight of each, and what a structured "unit" is in it.
+"""Every layer kind the workbench understands, in one table: what is prunable and how channels flow.
 
-The table is the whole policy: kernels of Conv2D, DepthwiseConv2D and Dense are pruned; biases
-and BatchNorm parameters are not (they are reported, see ``other_parameters``).
+``KINDS`` is the whole policy (tfmot's ``prune_registry``, Torch-Pruning's ``PrunerBox``). Each
+kind has a *role* in the channel graph (see ``workbench.graph``):
+
+- ``producer``: Conv1D/2D/3D, SeparableConv, Dense. Its kernel is prunable; a structured unit is
+  one output filter/neuron; it starts a new channel space and slices its input channels.
+- ``depthwise``: DepthwiseConv (multiplier 1). Its kernel is prunable per output channel; it is
+  channel-wise, so its output shares its input's channel space.
+- ``channelwise``: BatchNormalization, activations, pooling, global pooling, dropout, padding,
+  cropping, Rescaling, Normalization, channel-preserving Reshape. Output space = input space;
+  ``per_channel`` names the weights sliced with the channels (BatchNorm's four vectors).
+- ``merge`` (Add, Subtract, Average, Maximum, Minimum) and ``multiply``: join their inputs' spaces.
+- ``concat`` (Concatenate on the last axis) and ``flatten``: a new space derived from the inputs'.
+- Anything else is *opaque*: kept whole, with all its input channels (pruned by masks only).
+
+Biases and BatchNorm parameters are never pruned by a mask; a structured mask zeroes those of
+dead units (``workbench.graph.reference_factors``).
 """
 
 from __future__ import annotations
@@ -12,14 +26,88 @@ import numpy as np
 
 from workbench.compat import keras
 
-# layer class -> number of trailing kernel axes that index one structured unit.
-#   Conv2D (kh, kw, in, out): a unit is an output filter.       Dense (in, out): an output neuron.
-#   DepthwiseConv2D (kh, kw, in, multiplier): a unit is one output channel (in x multiplier).
-PRUNABLE: dict[type, int] = {
-    keras.layers.DepthwiseConv2D: 2,  # not a Conv2D subclass in Keras 3
-    keras.layers.Conv2D: 1,
-    keras.layers.Dense: 1,
+layers = keras.layers
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How one layer class takes part in pruning and in the channel graph."""
+
+    role: str
+    kernel: str | None = None  # the prunable kernel's attribute
+    unit_axes: int = 1  # trailing kernel axes that index one structured unit
+    per_channel: tuple[str, ...] = ()  # weights that live on the channel axis
+
+
+_BN = Kind("channelwise", per_channel=("gamma", "beta", "moving_mean", "moving_variance"))
+_PASS = Kind("channelwise")
+KINDS: dict[type, Kind] = {
+    layers.Conv1D: Kind("producer", "kernel"),
+    layers.Conv2D: Kind("producer", "kernel"),
+    layers.Conv3D: Kind("producer", "kernel"),
+    layers.Dense: Kind("producer", "kernel"),
+    layers.SeparableConv1D: Kind("producer", "pointwise_kernel"),
+    layers.SeparableConv2D: Kind("producer", "pointwise_kernel"),
+    layers.DepthwiseConv1D: Kind("depthwise", "kernel", unit_axes=2),
+    layers.DepthwiseConv2D: Kind("depthwise", "kernel", unit_axes=2),
+    layers.BatchNormalization: _BN,
+    layers.Add: Kind("merge"),
+    layers.Subtract: Kind("merge"),
+    layers.Average: Kind("merge"),
+    layers.Maximum: Kind("merge"),
+    layers.Minimum: Kind("merge"),
+    layers.Multiply: Kind("multiply"),
+    layers.Concatenate: Kind("concat"),
+    layers.Flatten: Kind("flatten"),
+    **{
+        kind: _PASS
+        for kind in (
+            layers.Activation,
+            layers.ReLU,
+            layers.LeakyReLU,
+            layers.ELU,
+            layers.Dropout,
+            layers.SpatialDropout1D,
+            layers.SpatialDropout2D,
+            layers.SpatialDropout3D,
+            layers.GaussianDropout,
+            layers.GaussianNoise,
+            layers.MaxPooling1D,
+            layers.MaxPooling2D,
+            layers.MaxPooling3D,
+            layers.AveragePooling1D,
+            layers.AveragePooling2D,
+            layers.AveragePooling3D,
+            layers.GlobalAveragePooling1D,
+            layers.GlobalAveragePooling2D,
+            layers.GlobalAveragePooling3D,
+            layers.GlobalMaxPooling1D,
+            layers.GlobalMaxPooling2D,
+            layers.GlobalMaxPooling3D,
+            layers.ZeroPadding1D,
+            layers.ZeroPadding2D,
+            layers.ZeroPadding3D,
+            layers.Cropping1D,
+            layers.Cropping2D,
+            layers.Cropping3D,
+            layers.UpSampling1D,
+            layers.UpSampling2D,
+            layers.UpSampling3D,
+            layers.Identity,
+            layers.Rescaling,
+            layers.Normalization,
+            layers.Reshape,
+        )
+    },
 }
+
+
+def kind_of(layer) -> Kind | None:
+    """The table entry for ``layer``'s class or its nearest listed base class (None: opaque)."""
+    for cls in type(layer).__mro__:
+        if cls in KINDS:
+            return KINDS[cls]
+    return None
 
 
 @dataclass(frozen=True)
@@ -40,64 +128,64 @@ class LayerInfo:
         return int(np.prod(self.shape))
 
 
-def _unit_axes(layer) -> int | None:
-    for kind, axes in PRUNABLE.items():
-        if isinstance(layer, kind):
-            return axes
-    return None
+def kernel_of(layer):
+    """The prunable kernel variable of ``layer``, or None if its kind has none."""
+    kind = kind_of(layer)
+    return None if kind is None or kind.kernel is None else getattr(layer, kind.kernel, None)
 
 
 def prunable_layers(model: keras.Model) -> list[LayerInfo]:
-    """Describe every prunable layer of ``model`` in forward order.
+    """Describe every prunable layer of ``model`` (nested models opened) in forward order.
 
     Raises:
-        ValueError: if the model has no Conv2D, DepthwiseConv2D or Dense layer.
+        ValueError: if the model has no layer with a prunable kernel (see ``KINDS``).
     """
     infos = [
-        LayerInfo(layer.name, type(layer).__name__, tuple(layer.kernel.shape), axes)
-        for layer in _flat_layers(model)
-        if (axes := _unit_axes(layer)) is not None
+        LayerInfo(layer.name, type(layer).__name__, tuple(kernel.shape), kind_of(layer).unit_axes)
+        for layer in flat_layers(model)
+        if (kernel := kernel_of(layer)) is not None
     ]
     if not infos:
         raise ValueError(
-            f"model {model.name!r} has no prunable layers; expected Conv2D, DepthwiseConv2D or Dense"
+            f"model {model.name!r} has no prunable layers; expected one of "
+            f"{sorted(k.__name__ for k, v in KINDS.items() if v.kernel)}"
         )
     return infos
 
 
-def _flat_layers(model: keras.Model) -> list:
+def flat_layers(model: keras.Model) -> list:
     """All layers, with nested models opened up, in forward order."""
     flat = []
     for layer in model.layers:
-        flat.extend(_flat_layers(layer) if isinstance(layer, keras.Model) else [layer])
+        flat.extend(flat_layers(layer) if isinstance(layer, keras.Model) else [layer])
     return flat
 
 
 def layer_by_name(model: keras.Model, name: str):
     """Return the (possibly nested) layer called ``name``."""
-    for layer in _flat_layers(model):
+    for layer in flat_layers(model):
         if layer.name == name:
             return layer
     raise ValueError(f"layer must be one of the model's layers, got {name!r}")
 
 
-def get_kernels(model: keras.Model) -> dict[str, np.ndarray]:
-    """Return {layer name: kernel as a NumPy array} for every prunable layer."""
-    return {info.name: np.asarray(layer_by_name(model, info.name).kernel) for info in prunable_layers(model)}
-
-
 def kernel_variables(model: keras.Model) -> dict[str, keras.Variable]:
     """Return {layer name: kernel variable} for every prunable layer (for in-place assigns)."""
-    return {info.name: layer_by_name(model, info.name).kernel for info in prunable_layers(model)}
+    by_name = {layer.name: layer for layer in flat_layers(model)}
+    return {info.name: kernel_of(by_name[info.name]) for info in prunable_layers(model)}
+
+
+def get_kernels(model: keras.Model) -> dict[str, np.ndarray]:
+    """Return {layer name: kernel as a NumPy array} for every prunable layer."""
+    return {name: np.asarray(variable) for name, variable in kernel_variables(model).items()}
 
 
 def other_parameters(model: keras.Model) -> list[tuple[str, str, tuple[int, ...], int]]:
     """List the parameters that are never pruned: (layer, weight name, shape, count)."""
-    prunable = {info.name for info in prunable_layers(model)}
     rows = []
-    for layer in _flat_layers(model):
+    for layer in flat_layers(model):
+        kernel = kernel_of(layer)
         for weight in layer.weights:
-            is_kernel = layer.name in prunable and weight is layer.kernel
-            if not is_kernel:
+            if weight is not kernel:
                 rows.append((layer.name, weight.name, tuple(weight.shape), int(np.prod(weight.shape))))
     return rows

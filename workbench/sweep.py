@@ -23,14 +23,14 @@ from workbench.evaluate import (
     pruned_metrics,
     validated_metrics,
 )
+from workbench.graph import Graph, reference_factors, reference_variables
 from workbench.heads import Head, as_head
 from workbench.masks import (
     MaskResult,
     Masks,
-    alive_units,
 )
 from workbench.prune import PruneSpec, copy_model, masks_from_scores
-from workbench.registry import get_kernels, kernel_variables, layer_by_name
+from workbench.registry import get_kernels, kernel_variables
 from workbench.scores import Scorer
 
 log = logging.getLogger(__name__)
@@ -64,9 +64,7 @@ class Evaluator:
         self.work = copy_model(model)
         self.dense_kernels = get_kernels(model)
         self.variables = kernel_variables(self.work)
-        biased = [layer_by_name(self.work, name) for name in self.variables]
-        self.biases = {layer.name: layer.bias for layer in biased if getattr(layer, "bias", None) is not None}
-        self.dense_biases = {name: np.asarray(bias) for name, bias in self.biases.items()}
+        self._reference = None  # structured mode's biases and BN γ/β: built on first use
         self.positive, self.operating, self.margin, self.level = positive, operating, margin, level
         self.val, self.test = val, test
         self._forward, self._images = compiled_forward(self.work, self.head), stacked_images(val, test)
@@ -76,14 +74,20 @@ class Evaluator:
     def probabilities(self, keep: Masks, structured: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(val, test) probabilities with ``keep`` applied to the kernels.
 
-        ``structured`` also zeroes the bias of every unit whose kernel is wholly pruned, as
-        ``apply_masks(structured=True)`` does (BatchNorm parameters are not touched here).
+        ``structured`` gives the exact masked reference of ``apply_masks(structured=True)``:
+        dead channels' biases and BatchNorm γ/β are zeroed too (``graph.reference_factors``).
         """
         for name, variable in self.variables.items():
             variable.assign(self.dense_kernels[name] * keep[name])
-        for name, bias in self.biases.items():
-            alive = alive_units(keep[name], bias.shape[0]) if structured else True
-            bias.assign(self.dense_biases[name] * alive)
+        if structured and self._reference is None:
+            graph = Graph(self.work)
+            variables = reference_variables(graph, self.work)
+            self._reference = graph, variables, {key: np.asarray(v) for key, v in variables.items()}
+        if self._reference is not None:
+            graph, variables, dense = self._reference
+            factors = reference_factors(graph, keep) if structured else {}
+            for key, variable in variables.items():
+                variable.assign(dense[key] * factors.get(key, 1.0))
         return predict_splits(self._forward, self._images, len(self.val.labels))
 
     def _metrics(self, val_probs: np.ndarray, test_probs: np.ndarray) -> dict:

@@ -1,0 +1,174 @@
+"""Model zoo: structured pruning and slimming of users' backbones, with LiteRT latency.
+
+    .venv/bin/python benchmarks/model_zoo.py [--train 512] [--threads 1] [--models MobileNetV2 ...]
+
+On ../shared/data/pneumoniamnist.npz (seeded random subsets; images upsampled to 64x64x3 for the
+keras.applications backbones, 28x28x1 for small_resnet and seed_cnn): MobileNetV2, DenseNet121,
+ResNet50, EfficientNetB0 (weights=None, nested under GlobalAveragePooling + Dense(2, softmax)),
+small_resnet and seed_cnn, each trained for one epoch. For each it prints parameters, Taylor
+scoring time, and at 50% and 75% structured (per layer, coupled "any"): parameters, FLOPs, the
+LiteRT latency speedup of the slim model against the dense one at batch 1 and 32, and test AUC
+after one epoch of structured fine-tuning (dead units pinned), with the slim model checked
+against the fine-tuned masked reference.
+
+Latency: LiteRT interpreter (ai-edge-litert, XNNPACK), ``--threads`` threads, 3 warm-up calls,
+then dense and slim timed round-robin; medians. Targets (exit 1 on a miss): every model slims
+exactly (max |slim - reference| <= 1e-4), and at 50% structured every keras.applications
+backbone's batch-32 LiteRT speedup is >= 0.5 x its FLOPs ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+from _common import pneumonia
+
+from workbench.compat import keras, tf
+from workbench.data import Dataset, Split
+from workbench.evaluate import auc, flops
+from workbench.export import TFLiteModel, to_tflite
+from workbench.models import seed_cnn, small_resnet
+from workbench.prune import PruneSpec, apply_masks, fine_tune, make_masks
+from workbench.scores import Scorer
+from workbench.slim import couple_masks, slim_model
+from workbench.train import Recipe, compile_model, fit
+
+BACKBONES = ("MobileNetV2", "DenseNet121", "ResNet50", "EfficientNetB0")
+MODELS = (*BACKBONES, "small_resnet", "seed_cnn")
+SPARSITIES = (0.5, 0.75)
+STRUCTURED = PruneSpec(criterion="taylor", granularity="structured", scope="layerwise")
+TOLERANCE = 1e-4
+RECIPE = Recipe(epochs=1, batch_size=32, learning_rate=1e-3)
+
+
+def subset(data: Dataset, sizes: dict[str, int], shape: tuple[int, int, int], seed: int = 0) -> Dataset:
+    """Seeded random subsets (the file is sorted by class), resized and channel-tiled to ``shape``."""
+    rng = np.random.default_rng(seed)
+    splits = {}
+    for name, split in data.splits().items():
+        pick = rng.permutation(len(split))[: sizes[name]]
+        images = split.images[pick]
+        if images.shape[1:3] != shape[:2]:
+            images = tf.image.resize(images, shape[:2]).numpy()
+        images = np.clip(np.repeat(images, shape[2] // images.shape[3], axis=3), 0, 1).astype(np.float32)
+        splits[name] = Split(images, split.labels[pick], split.sources[pick])
+    return Dataset(data.name, **splits, class_names=data.class_names)
+
+
+def build(name: str, shape: tuple[int, int, int], classes: int) -> keras.Model:
+    keras.utils.set_random_seed(0)
+    if name == "seed_cnn":
+        return seed_cnn(shape, classes)
+    if name == "small_resnet":
+        return small_resnet(shape, classes)
+    base = getattr(keras.applications, name)(include_top=False, weights=None, input_shape=shape)
+    inputs = keras.Input(shape)
+    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(base(inputs))
+    return keras.Model(inputs, keras.layers.Dense(classes, activation="softmax", name="head_out")(x))
+
+
+def speedup(dense: bytes, slim: bytes, images: np.ndarray, batch: int, threads: int, repeats: int) -> float:
+    """Median LiteRT latency of dense / slim at ``batch``, timed round-robin after 3 warm-up calls."""
+    runs = [TFLiteModel(content, batch_size=batch, num_threads=threads) for content in (dense, slim)]
+    x = images[:batch]
+    for run in runs:
+        for _ in range(3):
+            run(x)
+    times = [[], []]
+    for _ in range(repeats):
+        for which, run in enumerate(runs):
+            start = time.perf_counter()
+            run(x)
+            times[which].append(time.perf_counter() - start)
+    return float(np.median(times[0]) / np.median(times[1]))
+
+
+def test_auc(model: keras.Model, data: Dataset) -> float:
+    return auc(model.predict(data.test.images, batch_size=64, verbose=0), data.test.labels)
+
+
+def benchmark(name: str, data: Dataset, args) -> list[dict]:
+    """One model: train briefly, score, then prune/slim/time/fine-tune at each sparsity."""
+    model = compile_model(build(name, data.image_shape, data.num_classes))
+    fit(model, data, RECIPE, progress=False)
+    calibration = data.train.images[: args.calibration], data.train.labels[: args.calibration]
+    start = time.perf_counter()
+    scorer = Scorer(model, *calibration)
+    scorer.scores(STRUCTURED.criterion, STRUCTURED.granularity)
+    scoring = time.perf_counter() - start
+    dense_lite, dense_flops = to_tflite(model), flops(model)["dense"]
+    rows = [dict(model=name, sparsity=0.0, params=model.count_params(), MFLOPs=dense_flops / 1e6)]
+    rows[0] |= dict(score_s=scoring, auc=test_auc(model, data), exact=True)
+    for sparsity in SPARSITIES:
+        keep = couple_masks(model, make_masks(scorer, replace(STRUCTURED, sparsity=sparsity)).keep)
+        masked = apply_masks(model, keep, structured=True)
+        fine_tune(masked, keep, data, RECIPE, structured=True, progress=False)
+        slim = slim_model(masked, keep)
+        gap = np.abs(slim.predict(data.test.images, verbose=0) - masked.predict(data.test.images, verbose=0))
+        slim_lite, slim_flops = to_tflite(slim), flops(slim)["dense"]
+        ratio = dense_flops / slim_flops
+        batch1 = speedup(dense_lite, slim_lite, data.test.images, 1, args.threads, args.repeats)
+        batch32 = speedup(
+            dense_lite, slim_lite, data.test.images, 32, args.threads, max(3, args.repeats // 4)
+        )
+        rows.append(
+            dict(model=name, sparsity=sparsity, params=slim.count_params(), MFLOPs=slim_flops / 1e6)
+            | dict(flops_ratio=ratio, lite_b1=batch1, lite_b32=batch32, auc=test_auc(slim, data))
+            | dict(exact=bool(gap.max() <= TOLERANCE), gap=float(gap.max()))
+        )
+    print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.4g}"), flush=True)
+    return rows
+
+
+def _big(args) -> int:
+    return max(3, args.repeats // 4)  # batch-32 calls are slow: fewer of them
+
+
+def check_targets(table: pd.DataFrame) -> bool:
+    ok = True
+    for name, rows in table.groupby("model", sort=False):
+        exact = bool(rows["exact"].all())
+        print(
+            f"{name:16s} slims exactly (|slim - reference| <= {TOLERANCE:g}): {'MET' if exact else 'MISSED'}"
+        )
+        ok &= exact
+        if name in BACKBONES:
+            half = rows[rows["sparsity"] == 0.5].iloc[0]
+            met = half["lite_b32"] >= 0.5 * half["flops_ratio"]
+            print(
+                f"{name:16s} 50% LiteRT speedup {half['lite_b32']:.2f}x (batch 32) >= 0.5 x FLOPs ratio "
+                f"{half['flops_ratio']:.2f}x: {'MET' if met else 'MISSED'}"
+            )
+            ok &= bool(met)
+    return ok
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--train", type=int, default=512, help="training images per model")
+    parser.add_argument("--test", type=int, default=256, help="val and test images")
+    parser.add_argument("--calibration", type=int, default=64, help="images for the Taylor scores")
+    parser.add_argument("--threads", type=int, default=1, help="LiteRT interpreter threads")
+    parser.add_argument("--repeats", type=int, default=20, help="timed calls per model at batch 1")
+    args = parser.parse_args()
+    full = pneumonia()
+    sizes = {"train": args.train, "val": args.test, "test": args.test}
+    started, rows = time.perf_counter(), []
+    for name in args.models:
+        shape = (64, 64, 3) if name in BACKBONES else full.image_shape
+        rows += benchmark(name, subset(full, sizes, shape), args)
+    table = pd.DataFrame(rows)
+    print(f"\nLiteRT: ai-edge-litert interpreter, num_threads={args.threads}, 3 warm-up calls, medians of")
+    print(f"{args.repeats} (batch 1) / {_big(args)} (batch 32) round-robin calls; speedup = dense / slim")
+    print(f"total time {time.perf_counter() - started:.0f} s")
+    return 0 if check_targets(table) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
