@@ -140,7 +140,6 @@ def apply_masks(model: keras.Model, keep: Masks, *, structured: bool = False) ->
     depthwise biases) are zeroed too, so every dead channel is exactly zero, as ``slim_model``
     removes it (``workbench.graph.reference_factors``).
     """
-    _check_masks_fit(model, keep)
     pruned = copy_model(model)
     zero_pruned_weights(pruned, keep, structured=structured)
     return pruned
