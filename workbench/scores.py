@@ -350,7 +350,8 @@ def read_stats(path: str | Path, infos: list[LayerInfo]) -> GradientStats | None
         with np.load(path, allow_pickle=False) as found:
             names = [str(name) for name in found["names"]]
             fields = {
-                field: {name: found[f"{field}_{i}"] for i, name in enumerate(names)} for field in _STATS_FIELDS
+                field: {name: found[f"{field}_{i}"] for i, name in enumerate(names)}
+                for field in _STATS_FIELDS
             }
             batches = int(found["batches"])
     except (OSError, ValueError, KeyError) as err:
