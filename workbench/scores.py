@@ -108,8 +108,8 @@ def gradient_stats(
     The loss is the head's (see ``workbench.heads``): a logits model is scored by cross-entropy
     from logits, exactly as the same weights with a softmax appended.
 
-    ``progress``, if given, is called with (batches done, batches in all) after each batch;
-    without it a tqdm bar appears once the pass has taken a second.
+    ``progress``, if given, is called with (batches done, batches in all) before the first batch
+    and after each one; without it a tqdm bar appears once the pass has taken a second.
 
     Raises:
         ValueError: for calibration data of the wrong shape or scale, or gradients that are NaN or inf.
@@ -130,6 +130,7 @@ def gradient_stats(
     sums = {key: {i.name: 0.0 for i in infos} for key in ("abs", "sq", "unit")}
     starts = range(0, len(images), batch_size)
     with _reporter(progress, len(starts)) as report:
+        report(0, len(starts))  # before the first batch, which also traces the graph
         for done, start in enumerate(starts, 1):
             x = tf.constant(images[start : start + batch_size], tf.float32)
             y = tf.constant(targets[start : start + batch_size])
