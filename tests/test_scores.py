@@ -205,3 +205,29 @@ def test_gradient_pass_ReportsProgressPerBatch(tiny_dataset):
     Scorer(model, val.images, val.labels, batch_size=5).scores("snip", progress=lambda *p: seen.append(p))
     batches = -(-len(val.images) // 5)
     assert seen == [(done, batches) for done in range(batches + 1)]
+
+
+def test_gradient_pass_WithoutACallback_MovesATqdmBarShownAfterOneSecond(tiny_dataset, monkeypatch):
+    import tqdm.auto
+
+    bars = []
+
+    class FakeBar:  # records what a real bar would show, and when it would appear
+        def __init__(self, **options):
+            self.options, self.n = options, 0
+            bars.append(self)
+
+        def update(self, step):
+            self.n += step
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", FakeBar)
+    val = tiny_dataset.val
+    gradient_stats(tiny_cnn(), val.images, val.labels, batch_size=5)
+    (bar,) = bars
+    assert bar.options["delay"] <= 1.0 and bar.n == bar.options["total"] == -(-len(val.images) // 5)
