@@ -198,3 +198,56 @@ def test_long_curve_ShowsProgress(trained_tiny, monkeypatch):
     assert [value for value, _ in shown] == sorted(value for value, _ in shown)
     assert shown[-1][0] > 0 and {total for _, total in shown[1:]} == {explorer.grid_points}
     assert dashboard.progress.layout.display == "none"
+
+
+def _spy_gradient_passes(monkeypatch, during=None) -> list:
+    """Count gradient passes; ``during()``, if given, is recorded at every progress report of a pass."""
+    from workbench import scores
+
+    calls, real = [], scores.gradient_stats
+
+    def spy(model, images, labels, batch_size, head, progress=None):
+        def report(done, total):
+            if progress is not None:
+                progress(done, total)
+            if during is not None:
+                calls.append(during())
+
+        calls.append("pass")
+        return real(model, images, labels, batch_size, head, report)
+
+    monkeypatch.setattr(scores, "gradient_stats", spy)
+    return calls
+
+
+def test_reopened_explorer_ReadsGradientsFromDisk_WithoutAGradientPass(trained_tiny, tmp_path, monkeypatch):
+    model, data = trained_tiny
+    calls = _spy_gradient_passes(monkeypatch)
+    spec = PruneSpec(criterion="snip", epsilon=1e-4)
+    first = _explorer(model, data, cache_dir=tmp_path).point(spec)
+    reopened = _explorer(model, data, cache_dir=tmp_path)
+    again = reopened.point(spec)
+    assert calls == ["pass"]
+    np.testing.assert_array_equal(again.result.keep["fc"], first.result.keep["fc"])
+    changed = copy_model(model)
+    kernel = kernel_variables(changed)["fc"]
+    kernel.assign(np.asarray(kernel) * 1.001)
+    _explorer(changed, data, cache_dir=tmp_path).point(spec)
+    assert calls == ["pass", "pass"]
+
+
+def test_criterion_switch_ShowsProgress_WhileScoring(trained_tiny, monkeypatch):
+    explorer = _explorer(*trained_tiny)
+    dashboard = Dashboard(explorer, criterion="magnitude")  # no gradients needed yet
+    progress = dashboard.progress
+
+    def shown():  # what the user sees while the pass runs
+        return progress.layout.display, progress.description, progress.value, progress.max
+
+    calls = _spy_gradient_passes(monkeypatch, shown)
+    dashboard.controls["criterion"].value = "snip"  # the first gradient pass, in the foreground
+    batches = -(-32 // explorer.scorer.batch_size)
+    assert calls == ["pass", *((None, "scores snip", done, batches) for done in range(batches + 1))]
+    assert dashboard.point.spec.criterion == "snip" and progress.layout.display == "none"
+    dashboard.controls["criterion"].value = "taylor"  # same gradients: no pass, no progress
+    assert calls.count("pass") == 1

@@ -148,3 +148,86 @@ def test_criteria_table_LabelsEveryThresholdForTheDashboard():
         "magnitude": "|w|",
         "random": "random",
     }
+
+
+# --- the statistics on disk -------------------------------------------------------------------
+
+
+def _counting_passes(monkeypatch) -> list:
+    """Spy on gradient_stats: one entry per gradient pass over the calibration data."""
+    calls, real = [], scores_module.gradient_stats
+    monkeypatch.setattr(scores_module, "gradient_stats", lambda *a, **k: calls.append(1) or real(*a, **k))
+    return calls
+
+
+def test_stats_cache_SecondScorerReadsTheDisk_WithoutAGradientPass(tiny_dataset, monkeypatch, tmp_path):
+    model, val = tiny_cnn(), tiny_dataset.val
+    calls = _counting_passes(monkeypatch)
+    first = Scorer(model, val.images, val.labels, cache_dir=tmp_path).stats()
+    again = Scorer(model, val.images, val.labels, cache_dir=tmp_path).stats()
+    assert len(calls) == 1 and len(list(tmp_path.glob("gradients-*.npz"))) == 1
+    assert again.batches == first.batches
+    for field in ("abs_grad", "sq_grad", "unit_taylor"):
+        for name, values in getattr(first, field).items():
+            np.testing.assert_array_equal(getattr(again, field)[name], values)
+
+
+@pytest.mark.filterwarnings("ignore:.*from_logits=True")  # the head override is the point
+def test_stats_cache_IsInvalidatedByWeightsCalibrationHeadOrBatchSize(tiny_dataset, monkeypatch, tmp_path):
+    model, val = tiny_cnn(), tiny_dataset.val
+    calls = _counting_passes(monkeypatch)
+    Scorer(model, val.images, val.labels, cache_dir=tmp_path).stats()
+    images = val.images.copy()
+    images[0, 0, 0, 0] = 1.0 - images[0, 0, 0, 0]
+    Scorer(model, images, val.labels, cache_dir=tmp_path).stats()
+    Scorer(model, val.images, 1 - val.labels, cache_dir=tmp_path).stats()
+    Scorer(model, val.images, val.labels, cache_dir=tmp_path, head="logits").stats()
+    Scorer(model, val.images, val.labels, cache_dir=tmp_path, batch_size=7).stats()
+    bias = model.get_layer("out").bias  # not a kernel: still changes every gradient
+    bias.assign(np.asarray(bias) + 0.5)
+    Scorer(model, val.images, val.labels, cache_dir=tmp_path).stats()
+    assert len(calls) == 6
+
+
+def test_stats_cache_UnreadableFile_IsIgnoredAndRecomputed(tiny_dataset, monkeypatch, tmp_path):
+    model, val = tiny_cnn(), tiny_dataset.val
+    calls = _counting_passes(monkeypatch)
+    Scorer(model, val.images, val.labels, cache_dir=tmp_path).stats()
+    (cached,) = tmp_path.glob("gradients-*.npz")
+    cached.write_bytes(b"not an npz")
+    stats = Scorer(model, val.images, val.labels, cache_dir=tmp_path).stats()
+    assert len(calls) == 2 and np.isfinite(stats.abs_grad["fc"]).all()
+
+
+def test_gradient_pass_ReportsProgressPerBatch(tiny_dataset):
+    model, val = tiny_cnn(), tiny_dataset.val
+    seen = []
+    Scorer(model, val.images, val.labels, batch_size=5).scores("snip", progress=lambda *p: seen.append(p))
+    batches = -(-len(val.images) // 5)
+    assert seen == [(done, batches) for done in range(batches + 1)]
+
+
+def test_gradient_pass_WithoutACallback_MovesATqdmBarShownAfterOneSecond(tiny_dataset, monkeypatch):
+    import tqdm.auto
+
+    bars = []
+
+    class FakeBar:  # records what a real bar would show, and when it would appear
+        def __init__(self, **options):
+            self.options, self.n = options, 0
+            bars.append(self)
+
+        def update(self, step):
+            self.n += step
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", FakeBar)
+    val = tiny_dataset.val
+    gradient_stats(tiny_cnn(), val.images, val.labels, batch_size=5)
+    (bar,) = bars
+    assert bar.options["delay"] <= 1.0 and bar.n == bar.options["total"] == -(-len(val.images) // 5)

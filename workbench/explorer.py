@@ -27,7 +27,7 @@ from workbench.heads import Head
 from workbench.masks import MaskResult, epsilon_for_sparsity, epsilon_range, normalise_per_layer
 from workbench.progressive import fingerprint, read_cached_curve, write_cached_curve
 from workbench.prune import PruneSpec, apply_masks, fine_tune, make_masks
-from workbench.scores import Scorer
+from workbench.scores import Progress, Scorer
 from workbench.sweep import Evaluator, curve, evaluate_model, log_grid, point_row
 from workbench.train import Recipe
 
@@ -88,8 +88,9 @@ class Explorer:
         model: the trained Keras model, explored as given.
         dataset: a ``workbench.data.Dataset``; scores use ``calibration_size`` training images,
             metrics use the whole validation and test sets.
-        cache_dir: if given, finished curves are kept there, keyed by weights, data,
-            calibration and spec, so reopening a notebook draws them without recomputing.
+        cache_dir: if given, finished curves and the gradient statistics are kept there, keyed
+            by weights, data, calibration and spec, so reopening a notebook neither recomputes
+            gradients nor curves.
         estimate_budget: seconds an ``estimate`` may take; its subset of the evaluation images
             is sized from the time of one full forward pass.
         estimate_images: the subset's size, overriding ``estimate_budget`` (for tests and scripts).
@@ -125,7 +126,9 @@ class Explorer:
         # a seeded, class-stratified sample: MedMNIST files are sorted by class, so the first N
         # training images would all be one class
         calibration = stratified_sample(dataset.train, calibration_size, seed)
-        self.scorer = Scorer(model, calibration.images, calibration.labels, seed=seed, head=head)
+        self.scorer = Scorer(
+            model, calibration.images, calibration.labels, seed=seed, head=head, cache_dir=cache_dir
+        )
         self._evaluation = dict(head=head, operating=operating, margin=margin)
         self.evaluator = Evaluator(model, dataset.val, dataset.test, **self._evaluation)
         # Curves evaluate on their own work copy of the model, so a curve computing in the
@@ -162,12 +165,17 @@ class Explorer:
         flat = np.concatenate([s.ravel() for s in self._scores(spec).values()])
         return epsilon_for_sparsity(flat, sparsity)
 
-    def setting(self, spec: PruneSpec, *, keep_sparsity: float | None = None) -> Setting:
+    def setting(
+        self, spec: PruneSpec, *, keep_sparsity: float | None = None, progress: Progress | None = None
+    ) -> Setting:
         """The spec and ε slider range to show after a criterion/scope/granularity/mode change.
 
         With ``keep_sparsity`` (the previous point's overall sparsity) an ε spec gets the ε that
         prunes that fraction under the new criterion, so criteria compare at equal sparsity.
+        ``progress`` is called with (batches done, batches in all) if the criterion needs a
+        gradient pass not yet made (the first scoring of a model).
         """
+        self.scorer.scores(spec.criterion, spec.granularity, progress)  # the one slow step, if any
         low, high = self.epsilon_bounds(spec)
         decades = (float(np.floor(np.log10(low))), float(np.ceil(np.log10(high))))
         if keep_sparsity is not None and spec.sparsity is None:

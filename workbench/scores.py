@@ -3,23 +3,34 @@
 One pass over the calibration data accumulates, per kernel weight, the batch-mean of |g| and of
 g², and per structured unit the batch-mean of (Σ g·w)². Every criterion is a cheap function of
 those and the weights, and a ``Scorer`` caches them, so moving ε never recomputes gradients.
+Given a ``cache_dir`` it also keeps them on disk, keyed by every weight of the model, the
+calibration images and labels, the head and the batch size, so a reopened notebook skips the pass.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from workbench.compat import keras, tf
+from workbench.fs import atomic_path
 from workbench.heads import Head, as_head
 from workbench.masks import Scores, unit_scores
+from workbench.progressive import fingerprint
 from workbench.registry import LayerInfo, get_kernels, kernel_variables, prunable_layers
 
 log = logging.getLogger(__name__)
+
+# Called with (batches done, batches in all) as the gradient pass goes.
+Progress = Callable[[int, int], None]
+# Bump when the meaning or layout of the cached statistics changes: old files are then ignored.
+STATS_FORMAT = 1
 
 GRANULARITIES = ("unstructured", "structured")
 
@@ -90,11 +101,15 @@ def gradient_stats(
     labels: np.ndarray,
     batch_size: int = 64,
     head: Head | str | None = None,
+    progress: Progress | None = None,
 ) -> GradientStats:
     """Accumulate gradient statistics of the model's own loss over calibration batches (inference-mode BN).
 
     The loss is the head's (see ``workbench.heads``): a logits model is scored by cross-entropy
     from logits, exactly as the same weights with a softmax appended.
+
+    ``progress``, if given, is called with (batches done, batches in all) before the first batch
+    and after each one; without it a tqdm bar appears once the pass has taken a second.
 
     Raises:
         ValueError: for calibration data of the wrong shape or scale, or gradients that are NaN or inf.
@@ -114,17 +129,32 @@ def gradient_stats(
     kernels = get_kernels(model)
     sums = {key: {i.name: 0.0 for i in infos} for key in ("abs", "sq", "unit")}
     starts = range(0, len(images), batch_size)
-    for start in starts:
-        x = tf.constant(images[start : start + batch_size], tf.float32)
-        y = tf.constant(targets[start : start + batch_size])
-        for info, grad in zip(infos, batch_gradients(x, y), strict=True):
-            _accumulate(sums, info, np.asarray(grad), kernels[info.name])
+    with _reporter(progress, len(starts)) as report:
+        report(0, len(starts))  # before the first batch, which also traces the graph
+        for done, start in enumerate(starts, 1):
+            x = tf.constant(images[start : start + batch_size], tf.float32)
+            y = tf.constant(targets[start : start + batch_size])
+            for info, grad in zip(infos, batch_gradients(x, y), strict=True):
+                _accumulate(sums, info, np.asarray(grad), kernels[info.name])
+            report(done, len(starts))
     n = len(starts)
     stats = GradientStats(
         *({k: v / n for k, v in sums[key].items()} for key in ("abs", "sq", "unit")), batches=n
     )
     _check_finite(stats)
     return stats
+
+
+@contextlib.contextmanager
+def _reporter(progress: Progress | None, total: int):
+    """Yield ``progress``, or one that moves a tqdm bar shown only once the work has taken 1 s."""
+    if progress is not None:
+        yield progress
+        return
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, desc="gradients", unit="batch", delay=1.0, leave=False) as bar:
+        yield lambda done, _: bar.update(done - bar.n)
 
 
 def _accumulate(sums: dict, info: LayerInfo, grad: np.ndarray, kernel: np.ndarray) -> None:
@@ -217,8 +247,12 @@ class Scorer:
         seed: int = 0,
         batch_size: int = 64,
         head: Head | str | None = None,
+        cache_dir: str | Path | None = None,
     ):
         """Check the calibration data and read the model's head (``head=`` overrides it).
+
+        ``cache_dir``, if given, keeps the gradient statistics on disk (``gradients-<key>.npz``),
+        keyed by every weight, the calibration images and labels, the head and ``batch_size``.
 
         Raises:
             ValueError: for images of the wrong shape or outside [0, 1], labels that don't fit
@@ -230,6 +264,10 @@ class Scorer:
         self.model, self.images, self.labels = model, np.asarray(images, np.float32), np.asarray(labels)
         self.seed, self.batch_size = seed, batch_size
         self.infos = prunable_layers(model)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self._calibration_key = (
+            fingerprint(self.images, self.labels, self.head, batch_size) if cache_dir is not None else ""
+        )
         self._stats: dict[str, GradientStats] = {}
         self._scores: dict[tuple[str, str, str], Scores] = {}
 
@@ -239,24 +277,91 @@ class Scorer:
             digest.update(kernel.tobytes())
         return digest.hexdigest()
 
-    def stats(self) -> GradientStats:
+    def stats(self, progress: Progress | None = None) -> GradientStats:
+        """The gradient statistics of the current weights: from memory, the disk cache, or one pass.
+
+        ``progress`` is handed to ``gradient_stats`` when a pass is needed.
+        """
         key = self.fingerprint()
         if key not in self._stats:
-            log.info("accumulating gradients over %d calibration images", len(self.images))
-            self._stats[key] = gradient_stats(
-                self.model, self.images, self.labels, self.batch_size, self.head
-            )
+            path = self._stats_path()
+            stats = read_stats(path, self.infos) if path is not None else None
+            if stats is None:
+                log.info("accumulating gradients over %d calibration images", len(self.images))
+                stats = gradient_stats(
+                    self.model, self.images, self.labels, self.batch_size, self.head, progress
+                )
+                if path is not None:
+                    write_stats(path, stats)
+            self._stats[key] = stats
         return self._stats[key]
 
-    def scores(self, criterion: str, granularity: str = "unstructured") -> Scores:
-        """Return {layer: scores} per weight (unstructured) or per unit (structured), cached."""
+    def _stats_path(self) -> Path | None:
+        """Where the disk cache keeps this model's statistics (every weight counts, BN statistics too)."""
+        if self.cache_dir is None:
+            return None
+        weights = [part for v in self.model.weights for part in (v.path, np.asarray(v))]
+        key = fingerprint(STATS_FORMAT, self._calibration_key, *weights)
+        return self.cache_dir / f"gradients-{key}.npz"
+
+    def scores(
+        self, criterion: str, granularity: str = "unstructured", progress: Progress | None = None
+    ) -> Scores:
+        """Return {layer: scores} per weight (unstructured) or per unit (structured), cached.
+
+        ``progress`` is called as the gradient pass goes, if this criterion needs one not yet made.
+        """
         check_granularity(granularity)
         key = (self.fingerprint(), criterion, granularity)
         if key not in self._scores:
-            stats = self.stats() if CRITERIA[check_criterion(criterion)].needs_gradients else None
+            needs_gradients = CRITERIA[check_criterion(criterion)].needs_gradients
+            stats = self.stats(progress) if needs_gradients else None
             kernels = get_kernels(self.model)
             if granularity == "structured":
                 self._scores[key] = structured_scores(criterion, kernels, stats, self.infos, self.seed)
             else:
                 self._scores[key] = weight_scores(criterion, kernels, stats, self.seed)
         return self._scores[key]
+
+
+# --- the statistics on disk -------------------------------------------------------------------
+
+_STATS_FIELDS = ("abs_grad", "sq_grad", "unit_taylor")
+
+
+def write_stats(path: str | Path, stats: GradientStats) -> Path:
+    """Write ``stats`` to ``path`` as an .npz, atomically (layer order kept); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    names = list(stats.abs_grad)
+    arrays = {
+        f"{field}_{i}": getattr(stats, field)[name] for field in _STATS_FIELDS for i, name in enumerate(names)
+    }
+    with atomic_path(path) as temporary:
+        np.savez(temporary, names=np.array(names), batches=stats.batches, **arrays)
+    return path
+
+
+def read_stats(path: str | Path, infos: list[LayerInfo]) -> GradientStats | None:
+    """The statistics cached at ``path`` if they fit ``infos``' layers and shapes, else None."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as found:
+            names = [str(name) for name in found["names"]]
+            fields = {
+                field: {name: found[f"{field}_{i}"] for i, name in enumerate(names)}
+                for field in _STATS_FIELDS
+            }
+            batches = int(found["batches"])
+    except (OSError, ValueError, KeyError) as err:
+        log.warning("ignoring unreadable cached gradient statistics %s: %s", path, err)
+        return None
+    if names != [info.name for info in infos] or any(
+        fields["abs_grad"][info.name].shape != tuple(info.shape) for info in infos
+    ):
+        log.warning("ignoring cached gradient statistics %s: they are for other layers", path)
+        return None
+    log.info("gradient statistics read from %s", path)
+    return GradientStats(**fields, batches=batches)

@@ -234,7 +234,23 @@ class Dashboard:
     def on_setting_change(self) -> None:
         """Criterion, scope, granularity or mode changed: the explorer gives the new spec and range."""
         keep = self.point.result.sparsity if self.point is not None else None
-        self._show_setting(self.explorer.setting(self.spec(), keep_sparsity=keep))
+        self.curves.cancel()  # the old setting's curve is obsolete, and the progress bar is needed
+        with self._progress_shown(f"scores {self.spec().criterion}") as report:
+            setting = self.explorer.setting(self.spec(), keep_sparsity=keep, progress=report)
+        self._show_setting(setting)
+
+    @contextlib.contextmanager
+    def _progress_shown(self, description: str):
+        """Yield a (done, total) callback that shows the progress bar; hide it when the block ends."""
+
+        def report(done: int, total: int) -> None:
+            self.progress.description = description
+            self.progress.max, self.progress.value, self.progress.layout.display = total, done, None
+
+        try:
+            yield report
+        finally:
+            self.progress.layout.display = "none"
 
     @_reports_errors
     def on_threshold_change(self) -> None:
