@@ -47,3 +47,64 @@ def test_goal_table_IsComputedOnce_ThenReadFromMemory(explorer):
 def test_goal_point_BadBudget_NamesTheArgument(explorer):
     with pytest.raises(ValueError, match="fraction of dense"):
         explorer.goal_point("flops", 1.5, grid=GRID)
+
+
+@pytest.fixture
+def dashboard(explorer):
+    from workbench.widgets import Dashboard
+
+    return Dashboard(explorer, goal_grid=GRID)
+
+
+def test_dashboard_GoalMode_FlopsBudget_ReadoutShowsTheAchievedCost_MasksAreAllocates(dashboard):
+    c = dashboard.controls
+    c["mode"].value = "goal"
+    c["goal"].value = "flops"
+    c["goal_value"].value = 0.5
+    point = dashboard.point
+    assert isinstance(point, GoalPoint) and c["granularity"].value == "structured"
+    assert c["epsilon"].layout.display == "none" and c["goal_value"].layout.display is None
+    reference = allocate(
+        Subject.from_explorer(dashboard.explorer),
+        "flops",
+        0.5,
+        table=dashboard.explorer.goal_table("taylor", "structured", grid=GRID),
+    )
+    assert _same_masks(point.result.keep, reference.keep)
+    assert point.cost <= 0.5
+    assert f"achieved FLOPs {reference.flops:.1%}" in dashboard.readout.value
+    assert "<table" in dashboard.table.value and dashboard.message.value == ""
+    assert dashboard.progress.layout.display == "none"
+    circles = [line for line in dashboard.figure.axes["heatmap"].lines if line.get_marker() == "o"]
+    assert len(circles) == sum(s > 0 for s in point.row_sparsity.values()) > 0
+
+
+def test_dashboard_GoalMode_ToleranceKnob_TakesTheGoalsRange(dashboard):
+    c = dashboard.controls
+    c["mode"].value = "goal"
+    c["goal"].value = "tolerance"
+    assert c["goal_value"].value == pytest.approx(0.01) and c["goal_value"].max == pytest.approx(0.2)
+    assert dashboard.point.allocation.goal == "tolerance"
+    assert dashboard.point.allocation.val_drop <= 0.01 + 1e-9
+    assert "AUC drop ≤ 0.01" in dashboard.readout.value
+
+
+def test_dashboard_GoalMode_UnreachableBudget_ShowsAMessage_AndBackToEpsilonWorks(dashboard):
+    c = dashboard.controls
+    c["mode"].value = "goal"
+    c["goal"].value = "params"
+    c["goal_value"].value = 0.01  # below what a 0.9 grid reaches
+    assert "below what the grid reaches" in dashboard.message.value
+    c["mode"].value = "epsilon"
+    assert dashboard.point.spec.epsilon is not None and dashboard.message.value == ""
+    assert c["goal"].layout.display == "none"
+
+
+def test_dashboard_GivenAGoalPoint_ShowsItInGoalMode(explorer):
+    from workbench.widgets import Dashboard
+
+    point = explorer.goal_point("params", 0.3, grid=GRID)
+    dash = Dashboard(explorer, point=point, goal_grid=GRID)
+    assert dash.point is point and dash.controls["mode"].value == "goal"
+    assert dash.controls["goal"].value == "params" and dash.controls["goal_value"].value == pytest.approx(0.3)
+    assert "achieved FLOPs" in dash.readout.value

@@ -12,7 +12,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from workbench import plots
-from workbench.explorer import Point
+from workbench.explorer import GoalPoint, Point
 
 METRICS = ("accuracy", "auc")
 
@@ -80,6 +80,30 @@ class ExplorerFigure:
         self._draw_mask(point, layer)
         for artist in self._moving():
             artist.set_animated(True)
+        return self.blitter.full()
+
+    def draw_goal(self, point: GoalPoint, layer: str) -> bytes:
+        """Draw a goal point's sensitivity table (allocation circled), row sparsities, confusion and mask.
+
+        Returns the PNG of the whole figure; a goal point is always drawn in full (no blitting).
+        """
+        for ax in self.axes.values():
+            _clear(ax)
+        plots.sensitivity_heatmap(point.sensitivity.matrix(), point.row_sparsity, ax=self.axes["heatmap"])
+        self.axes["heatmap"].set_title(
+            f"{point.spec.criterion}: validation AUC drop of each row pruned alone; circles = allocated",
+            fontsize="small",
+        )
+        bars = self.axes["vs_grid"]
+        bars.barh(list(point.row_sparsity), list(point.row_sparsity.values()), color="tab:blue")
+        bars.invert_yaxis()
+        bars.set_xlim(0, 1)
+        bars.set_title("allocated sparsity per row", fontsize="small")
+        self.axes["vs_sparsity"].set_axis_off()
+        plots.confusion(point.metrics["confusion"], self.class_names, ax=self.axes["confusion"])
+        self.axes["confusion"].set_title("test confusion at the allocation", fontsize="small")
+        self._draw_mask(point, layer)
+        self.heat_line, self.dots = None, {}
         return self.blitter.full()
 
     def _moving(self) -> list:
