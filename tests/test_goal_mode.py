@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -10,6 +12,7 @@ from workbench.explorer import Explorer, GoalPoint
 from workbench.sensitivity import Subject
 
 GRID = (0.25, 0.5, 0.75, 0.9)
+WAIT = 120  # seconds: a bound for hangs only
 
 
 @pytest.fixture
@@ -108,3 +111,44 @@ def test_dashboard_GivenAGoalPoint_ShowsItInGoalMode(explorer):
     assert dash.point is point and dash.controls["mode"].value == "goal"
     assert dash.controls["goal"].value == "params" and dash.controls["goal_value"].value == pytest.approx(0.3)
     assert "achieved FLOPs" in dash.readout.value
+
+
+def _gated(explorer, monkeypatch):
+    """Make the explorer's goal_point wait for the returned event (a stand-in for a slow first table)."""
+    gate, real = threading.Event(), explorer.goal_point
+
+    def slow(*args, **kwargs):
+        assert gate.wait(WAIT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(explorer, "goal_point", slow)
+    return gate
+
+
+def test_background_GoalMode_LeavesTheDashboardLive_ThenShowsTheAllocation(explorer, monkeypatch):
+    from workbench.widgets import Dashboard
+
+    dash = Dashboard(explorer, goal_grid=GRID, background=True)
+    dash.wait(WAIT)
+    gate = _gated(explorer, monkeypatch)
+    dash.controls["mode"].value = "goal"  # returns at once: the table computes in the background
+    assert dash.progress.layout.display is None and not isinstance(dash.point, GoalPoint)
+    dash.controls["layer"].value = "fc"  # the rest of the dashboard still answers
+    assert dash.message.value == ""
+    gate.set()
+    dash.wait(WAIT)
+    assert isinstance(dash.point, GoalPoint) and dash.point.cost <= 0.5
+    assert dash.progress.layout.display == "none" and "achieved FLOPs" in dash.readout.value
+
+
+def test_background_LeavingGoalMode_DropsTheGoalAnswer(explorer, monkeypatch):
+    from workbench.widgets import Dashboard
+
+    dash = Dashboard(explorer, goal_grid=GRID, background=True)
+    dash.wait(WAIT)
+    gate = _gated(explorer, monkeypatch)
+    dash.controls["mode"].value = "goal"
+    dash.controls["mode"].value = "sparsity"
+    gate.set()
+    dash.wait(WAIT)
+    assert not isinstance(dash.point, GoalPoint) and dash.point.spec.sparsity is not None

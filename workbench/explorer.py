@@ -8,6 +8,8 @@ An ``Explorer`` answers the questions a dashboard asks, as plain function calls:
 - ``curve(spec)``: the ε (or target-sparsity) curve of a setting, cached in memory and on disk;
 - ``estimate(spec)``: a quick answer from a stratified subset of the evaluation images, with an
   DeLong interval on its AUC.
+- ``goal_point(goal, value)``: the point ``workbench.budget.allocate`` chooses for a tolerated AUC
+  drop or a FLOPs/parameter budget, over a sensitivity table computed once per criterion/granularity.
 """
 
 from __future__ import annotations

@@ -9,6 +9,10 @@ With ``background=True`` a control change answers at once from an estimate on a 
 evaluation images, then refines to the exact answer in a background thread; curves compute in
 the background with a progress bar. A newer control value cancels older work, and a stale answer
 is never drawn (see ``workbench.progressive.Latest``).
+
+The "goal" mode's knob is a tolerated validation AUC drop or a FLOPs/parameter budget; the answer
+is ``Explorer.goal_point``, drawn as the sensitivity heatmap with the allocation circled. Its first
+sensitivity table is slow: it computes with the progress bar, in the background when ``background``.
 """
 
 from __future__ import annotations
