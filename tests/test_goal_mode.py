@@ -67,6 +67,7 @@ def test_dashboard_GoalMode_FlopsBudget_ReadoutShowsTheAchievedCost_MasksAreAllo
     point = dashboard.point
     assert isinstance(point, GoalPoint) and c["granularity"].value == "structured"
     assert c["epsilon"].layout.display == "none" and c["goal_value"].layout.display is None
+    assert c["scope"].layout.display == "none"
     reference = allocate(
         Subject.from_explorer(dashboard.explorer),
         "flops",
@@ -100,7 +101,7 @@ def test_dashboard_GoalMode_UnreachableBudget_ShowsAMessage_AndBackToEpsilonWork
     assert "below what the grid reaches" in dashboard.message.value
     c["mode"].value = "epsilon"
     assert dashboard.point.spec.epsilon is not None and dashboard.message.value == ""
-    assert c["goal"].layout.display == "none"
+    assert c["goal"].layout.display == "none" and c["scope"].layout.display is None
 
 
 def test_dashboard_GivenAGoalPoint_ShowsItInGoalMode(explorer):

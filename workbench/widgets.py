@@ -363,6 +363,7 @@ class Dashboard:
         for owner, names in knobs.items():
             for name in names:
                 self.controls[name].layout.display = None if owner == mode else "none"
+        self.controls["scope"].layout.display = "none" if mode == "goal" else None  # allocations are per row
 
     def _answer_goal(self) -> None:
         """Ask the explorer for the goal's point; its first sensitivity table computes with a progress bar.
