@@ -8,6 +8,8 @@ An ``Explorer`` answers the questions a dashboard asks, as plain function calls:
 - ``curve(spec)``: the ε (or target-sparsity) curve of a setting, cached in memory and on disk;
 - ``estimate(spec)``: a quick answer from a stratified subset of the evaluation images, with an
   DeLong interval on its AUC.
+- ``goal_point(goal, value)``: the point ``workbench.budget.allocate`` chooses for a tolerated AUC
+  drop or a FLOPs/parameter budget, over a sensitivity table computed once per criterion/granularity.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from workbench.budget import Allocation, allocate, check_goal
 from workbench.data import stratified_sample
 from workbench.evaluate import YOUDEN, OperatingPoint, layer_table
 from workbench.heads import Head
@@ -28,6 +32,7 @@ from workbench.masks import MaskResult, epsilon_for_sparsity, epsilon_range, nor
 from workbench.progressive import fingerprint, read_cached_curve, write_cached_curve
 from workbench.prune import PruneSpec, apply_masks, fine_tune, make_masks
 from workbench.scores import Progress, Scorer
+from workbench.sensitivity import DEFAULT_GRID, Sensitivity, Subject, check_grid, sensitivity
 from workbench.sweep import Evaluator, curve, evaluate_model, log_grid, point_row
 from workbench.train import Recipe
 
@@ -67,6 +72,32 @@ class Point:
         """The layer with the largest pruned fraction (the first one on ties)."""
         sparsity = self.result.layer_sparsity()
         return max(sparsity, key=sparsity.get)
+
+
+# The goal knob per goal: (min, max, step, default, label); the widget copies these into its slider.
+GOAL_KNOBS = {
+    "tolerance": (0.0, 0.2, 0.005, 0.01, "AUC drop ≤"),
+    "flops": (0.02, 1.0, 0.01, 0.5, "FLOPs ≤"),
+    "params": (0.01, 1.0, 0.01, 0.2, "params ≤"),
+}
+
+
+@dataclass(frozen=True)
+class GoalPoint(Point):
+    """A point whose masks are an allocation to a goal (``workbench.budget``), with its table.
+
+    ``row_sparsity`` maps the sensitivity table's rows (layers or coupled groups) to the sparsity
+    the allocation gave them: what the heatmap marks.
+    """
+
+    allocation: Allocation | None = None
+    sensitivity: Sensitivity | None = None
+    row_sparsity: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def cost(self) -> float:
+        """The achieved cost: FLOPs fraction (structured) or parameter fraction (unstructured)."""
+        return self.allocation.cost
 
 
 @dataclass(frozen=True)
@@ -317,6 +348,92 @@ class Explorer:
             pruned, self.dataset.val, self.dataset.test, dense=self.model, **self._evaluation
         )
         return metrics, history
+
+    # --- goals: per-layer sparsities from the sensitivity table ---------------------------
+
+    def goal_table(
+        self,
+        criterion: str = "taylor",
+        granularity: str = "structured",
+        *,
+        grid=DEFAULT_GRID,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Sensitivity:
+        """The sensitivity table of ``criterion``/``granularity``: computed once, then from memory or disk.
+
+        The first computation prunes every row alone at every grid sparsity, which is slow; it runs
+        one grid column at a time so that ``progress(columns done, columns)`` can report (and, by
+        raising, stop) between columns. Finished cells are on disk (``cache_dir``/sensitivity, else
+        the workbench's cache), so a stopped table resumes where it was.
+        """
+        grid = check_grid(grid)
+        tables = self.__dict__.setdefault("_goal_tables", {})
+        key = (criterion, granularity, grid)
+        if key in tables:
+            return tables[key]
+        cache = self.cache_dir / "sensitivity" if self.cache_dir is not None else None
+        with self._curve_lock:  # the curves' work copy of the model: points stay free meanwhile
+            subject = self._goal_subject()
+            for done, sparsity in enumerate(grid):
+                if progress is not None:
+                    progress(done, len(grid))
+                sensitivity(subject, criterion, granularity, (sparsity,), cache=cache, progress=False)
+            tables[key] = sensitivity(subject, criterion, granularity, grid, cache=cache, progress=False)
+        if progress is not None:
+            progress(len(grid), len(grid))
+        return tables[key]
+
+    def goal_point(
+        self,
+        goal: str,
+        value: float,
+        *,
+        criterion: str = "taylor",
+        granularity: str | None = None,
+        grid=DEFAULT_GRID,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> GoalPoint:
+        """The point whose masks are ``allocate``'s answer to a goal, with exact test metrics.
+
+        Args:
+            goal: ``"tolerance"`` (``value`` = tolerated validation AUC drop), ``"flops"`` (fraction
+                of dense FLOPs, structured) or ``"params"`` (fraction of weights, unstructured).
+            granularity: only for ``"tolerance"`` (default structured); the budgets imply theirs.
+            progress: called with (grid columns done, columns) while the table is computed.
+
+        Raises:
+            ValueError: from ``workbench.budget``, for a bad goal or value, or a budget the grid
+                cannot reach.
+        """
+        granularity = check_goal(goal, value, granularity)
+        table = self.goal_table(criterion, granularity, grid=grid, progress=progress)
+        with self._curve_lock:
+            allocation = allocate(self._goal_subject(), goal, value, table=table)
+        spec = PruneSpec(
+            criterion=criterion, granularity=granularity, scope="layerwise", min_keep=table.min_keep
+        )
+        result = MaskResult(allocation.keep, {name: float("nan") for name in allocation.keep})
+        with self._point_lock:
+            metrics = self.evaluator.evaluate(result.keep, structured=spec.structured)
+        rows = {row.name: allocation.layer_sparsity[row.layers[0]] for row in table.rows}
+        return GoalPoint(
+            spec,
+            result,
+            metrics,
+            layer_table(self.model, result),
+            n=len(self.dataset.test),
+            allocation=allocation,
+            sensitivity=table,
+            row_sparsity=rows,
+        )
+
+    def _goal_subject(self) -> Subject:
+        """The sensitivity subject on the curves' work copy of the model (hold ``_curve_lock``)."""
+        if self._curve_evaluator is None:
+            self._curve_evaluator = Evaluator(
+                self.model, self.dataset.val, self.dataset.test, **self._evaluation
+            )
+        return Subject(self.model, self.dataset.val, self.scorer, self._curve_evaluator)
 
 
 def _half_width(metrics: dict) -> float:

@@ -12,9 +12,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from workbench import plots
-from workbench.explorer import Point
+from workbench.explorer import GoalPoint, Point
 
 METRICS = ("accuracy", "auc")
+LEFT, GOAL_LEFT = 0.06, 0.2  # the figure's left margin: ε/sparsity views, goal view (row names)
 
 
 class ExplorerFigure:
@@ -40,8 +41,9 @@ class ExplorerFigure:
     def _make_axes(self) -> dict:
         # A fixed layout: constrained layout would cost ~0.5 s on every full redraw.
         grid = self.figure.add_gridspec(
-            2, 3, left=0.06, right=0.98, bottom=0.08, top=0.95, wspace=0.3, hspace=0.4
+            2, 3, left=LEFT, right=0.98, bottom=0.08, top=0.95, wspace=0.3, hspace=0.4
         )
+        self._grid = grid
         return {
             "heatmap": self.figure.add_subplot(grid[0, :2]),
             "confusion": self.figure.add_subplot(grid[0, 2]),
@@ -59,6 +61,7 @@ class ExplorerFigure:
         """
         for ax in self.axes.values():
             _clear(ax)
+        self._left_margin(LEFT)
         self.x, self.grid = x, curve[x].to_numpy()
         row = point_row(point)
         heatmap = plots.sparsity_heatmap(
@@ -81,6 +84,48 @@ class ExplorerFigure:
         for artist in self._moving():
             artist.set_animated(True)
         return self.blitter.full()
+
+    def draw_goal(self, point: GoalPoint, layer: str) -> bytes:
+        """Draw a goal point's sensitivity table (allocation circled), row sparsities, confusion and mask.
+
+        Returns the PNG of the whole figure; a goal point is always drawn in full (no blitting).
+        """
+        for ax in self.axes.values():
+            _clear(ax)
+        self._left_margin(GOAL_LEFT)  # room for the rows' names (coupled groups are long)
+        plots.sensitivity_heatmap(point.sensitivity.matrix(), point.row_sparsity, ax=self.axes["heatmap"])
+        self.axes["heatmap"].set_title(
+            f"{point.spec.criterion}: validation AUC drop of each row pruned alone; circles = allocated",
+            fontsize="small",
+        )
+        bars = self.axes["vs_grid"]
+        bars.barh(list(point.row_sparsity), list(point.row_sparsity.values()), color="tab:blue")
+        bars.invert_yaxis()
+        bars.tick_params(axis="y", labelsize="small")
+        bars.set_xlim(0, 1)
+        bars.set_title("allocated sparsity per row", fontsize="small")
+        self._draw_costs(point)
+        plots.confusion(point.metrics["confusion"], self.class_names, ax=self.axes["confusion"])
+        self.axes["confusion"].set_title("test confusion at the allocation", fontsize="small")
+        self._draw_mask(point, layer)
+        self.heat_line, self.dots = None, {}
+        return self.blitter.full()
+
+    def _draw_costs(self, point: GoalPoint) -> None:
+        """The achieved FLOPs and parameter fractions, with the budget as a dashed line."""
+        a, ax = point.allocation, self.axes["vs_sparsity"]
+        ax.bar(["FLOPs", "params"], [a.flops, a.params], color=["tab:orange", "tab:green"])
+        if a.goal != "tolerance":
+            ax.axhline(a.value, color="black", ls="--", lw=1, label=f"budget {a.value:.0%}")
+            ax.legend(fontsize="small")
+        ax.set_ylim(0, 1)
+        ax.set_title(f"achieved cost (fraction of dense); val. AUC drop {a.val_drop:+.3f}", fontsize="small")
+
+    def _left_margin(self, left: float) -> None:
+        self._grid.update(left=left)  # the top grid: a colorbar nests the heatmap's own spec
+        for ax in self.figure.axes:  # update() moves axes only in pyplot's figures; this one is not
+            if ax.get_subplotspec() is not None:
+                ax.set_position(ax.get_subplotspec().get_position(self.figure))
 
     def _moving(self) -> list:
         confusion = self.axes["confusion"]

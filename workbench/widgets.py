@@ -9,6 +9,10 @@ With ``background=True`` a control change answers at once from an estimate on a 
 evaluation images, then refines to the exact answer in a background thread; curves compute in
 the background with a progress bar. A newer control value cancels older work, and a stale answer
 is never drawn (see ``workbench.progressive.Latest``).
+
+The "goal" mode's knob is a tolerated validation AUC drop or a FLOPs/parameter budget; the answer
+is ``Explorer.goal_point``, drawn as the sensitivity heatmap with the allocation circled. Its first
+sensitivity table is slow: it computes with the progress bar, in the background when ``background``.
 """
 
 from __future__ import annotations
@@ -24,11 +28,12 @@ from dataclasses import replace
 import ipywidgets as w
 import pandas as pd
 
-from workbench.explorer import Explorer, Point, Setting
+from workbench.explorer import GOAL_KNOBS, Explorer, GoalPoint, Point, Setting
 from workbench.explorer_figure import ExplorerFigure, point_row
 from workbench.progressive import Latest, Ticket
 from workbench.prune import PruneSpec
 from workbench.scores import CRITERIA, GRANULARITIES
+from workbench.sensitivity import DEFAULT_GRID
 from workbench.train import Recipe
 
 log = logging.getLogger(__name__)
@@ -70,6 +75,7 @@ class Dashboard:
         criterion: the starting criterion when no ``point`` is given.
         background: answer control changes with an estimate first and refine in a thread
             (interactive use); False computes every answer exactly before returning (tests).
+        goal_grid: the sparsity grid of the sensitivity table behind the goal mode.
 
     Example:
         >>> point = explorer.point(PruneSpec(epsilon=1e-4))   # doctest: +SKIP
@@ -85,8 +91,9 @@ class Dashboard:
         criterion: str = "gradient",
         background: bool = False,
         dpi: int = 72,
+        goal_grid=DEFAULT_GRID,
     ):
-        self.explorer = explorer
+        self.explorer, self.goal_grid = explorer, goal_grid
         start = point.spec if point is not None else PruneSpec(criterion=criterion, epsilon=1e-4)
         self.controls = self._make_controls(start)
         self.image = w.Image(format="png", layout=w.Layout(width="100%"))
@@ -104,7 +111,13 @@ class Dashboard:
         self.recovered: list[tuple[float, dict]] = []
         self._handlers: list[tuple[w.Widget, object]] = []
         self._wire()
-        self._show_setting(explorer.setting(start), given=point)
+        if isinstance(point, GoalPoint):  # shown as the engine computed it, in goal mode
+            self._set_controls(mode="goal")
+            self._set_goal_knob(point.allocation.goal, point.allocation.value)
+            self._show_knobs("goal")
+            self._show_goal(point)
+        else:
+            self._show_setting(explorer.setting(start), given=point)
         self._set_controls(layer=self.point.most_pruned_layer())  # the layer with the most to see
         self.image.value = self.figure.show_layer(self.point, self.layer)
 
@@ -114,7 +127,7 @@ class Dashboard:
         layer_names = self.explorer.layers
         return {
             "mode": w.ToggleButtons(
-                options=[("ε threshold", "epsilon"), ("target sparsity", "sparsity")],
+                options=[("ε threshold", "epsilon"), ("target sparsity", "sparsity"), ("goal", "goal")],
                 value="epsilon" if spec.sparsity is None else "sparsity",
                 description="select by",
             ),
@@ -143,6 +156,24 @@ class Dashboard:
                 description="sparsity",
                 continuous_update=False,
             ),
+            "goal": w.ToggleButtons(
+                options=[
+                    ("AUC tolerance", "tolerance"),
+                    ("FLOPs budget", "flops"),
+                    ("params budget", "params"),
+                ],
+                value="flops",
+                description="goal",
+            ),
+            "goal_value": w.FloatSlider(
+                value=GOAL_KNOBS["flops"][3],
+                min=GOAL_KNOBS["flops"][0],
+                max=GOAL_KNOBS["flops"][1],
+                step=GOAL_KNOBS["flops"][2],
+                description=GOAL_KNOBS["flops"][4],
+                readout_format=".3f",
+                continuous_update=False,
+            ),
             "layer": w.Combobox(
                 options=layer_names, value=layer_names[0], description="layer", ensure_option=False
             ),
@@ -157,7 +188,9 @@ class Dashboard:
             [
                 w.HBox([c["mode"], c["criterion"]]),
                 w.HBox([c["scope"], c["granularity"]]),
-                w.HBox([c["epsilon"], c["epsilon_text"], c["sparsity"], c["layer"]]),
+                w.HBox(
+                    [c["epsilon"], c["epsilon_text"], c["sparsity"], c["goal"], c["goal_value"], c["layer"]]
+                ),
                 self.readout,
                 self.progress,
                 self.message,
@@ -183,6 +216,8 @@ class Dashboard:
         self._observe(c["epsilon"], lambda _: self.on_threshold_change())
         self._observe(c["sparsity"], lambda _: self.on_threshold_change())
         self._observe(c["epsilon_text"], lambda change: self.on_typed_epsilon(change["new"]))
+        self._observe(c["goal"], lambda _: self.on_goal_change())
+        self._observe(c["goal_value"], lambda _: self.on_setting_change())
         self._observe(c["layer"], lambda _: self.on_layer_change())
         c["finetune"].on_click(lambda _: self.on_finetune())
 
@@ -233,6 +268,9 @@ class Dashboard:
     @_reports_errors
     def on_setting_change(self) -> None:
         """Criterion, scope, granularity or mode changed: the explorer gives the new spec and range."""
+        if self.controls["mode"].value == "goal":
+            self._answer_goal()
+            return
         keep = self.point.result.sparsity if self.point is not None else None
         self.curves.cancel()  # the old setting's curve is obsolete, and the progress bar is needed
         with self._progress_shown(f"scores {self.spec().criterion}") as report:
@@ -274,6 +312,22 @@ class Dashboard:
         self._set_controls(epsilon=value)
 
     @_reports_errors
+    def on_goal_change(self) -> None:
+        """Another goal: its knob's range and default come from the explorer, then the allocation."""
+        self._set_goal_knob(self.controls["goal"].value)
+        self.on_setting_change()
+
+    def _set_goal_knob(self, goal: str, value: float | None = None) -> None:
+        """Copy ``goal``'s knob range (``GOAL_KNOBS``) and ``value`` (default: its own) into the controls."""
+        low, high, step, default, label = GOAL_KNOBS[goal]
+        slider = self.controls["goal_value"]
+        with self._quiet():
+            self.controls["goal"].value = goal
+            slider.max = max(high, slider.max)  # widen first: ipywidgets refuses min > max
+            slider.min, slider.max, slider.step = low, high, step
+            slider.value, slider.description = default if value is None else value, label
+
+    @_reports_errors
     def on_layer_change(self) -> None:
         """Show the chosen layer's mask; an unknown name gives a message listing the layers."""
         if self.layer not in self.explorer.layers:
@@ -311,12 +365,66 @@ class Dashboard:
             if spec.epsilon is not None:
                 slider.value = spec.epsilon
                 self.controls["epsilon_text"].value = f"{spec.epsilon:.3g}"
-        by_epsilon = spec.sparsity is None
-        for name in ("epsilon", "epsilon_text"):
-            self.controls[name].layout.display = None if by_epsilon else "none"
-        self.controls["sparsity"].layout.display = None if not by_epsilon else "none"
+        self._show_knobs("epsilon" if spec.sparsity is None else "sparsity")
         self._start_curve(spec)
         self._answer(spec, given=given, redraw=True)
+
+    def _show_knobs(self, mode: str) -> None:
+        """Show the knobs of ``mode`` ("epsilon", "sparsity" or "goal") and hide the others."""
+        knobs = {
+            "epsilon": ("epsilon", "epsilon_text"),
+            "sparsity": ("sparsity",),
+            "goal": ("goal", "goal_value"),
+        }
+        for owner, names in knobs.items():
+            for name in names:
+                self.controls[name].layout.display = None if owner == mode else "none"
+        self.controls["scope"].layout.display = "none" if mode == "goal" else None  # allocations are per row
+
+    def _answer_goal(self) -> None:
+        """Ask the explorer for the goal's point; its first sensitivity table computes with a progress bar.
+
+        The table is slow the first time, so in the background the dashboard stays live meanwhile;
+        any other setting change cancels it between grid columns (finished cells stay on disk).
+        """
+        c = self.controls
+        goal, value = c["goal"].value, c["goal_value"].value
+        granularity = c["granularity"].value if goal == "tolerance" else None  # budgets imply theirs
+        self._show_knobs("goal")
+        self.points.cancel()  # an exact answer still refining belongs to the old mode
+        ticket = self.curves.begin()
+        self.progress.description = "sensitivity"
+        self.progress.value, self.progress.layout.display = 0, None
+
+        def work(ticket: Ticket) -> GoalPoint | ValueError:
+            def report(done: int, total: int) -> None:
+                ticket.check()
+                self.progress.max, self.progress.value = total, done
+
+            try:
+                return self.explorer.goal_point(
+                    goal,
+                    value,
+                    criterion=c["criterion"].value,
+                    granularity=granularity,
+                    grid=self.goal_grid,
+                    progress=report,
+                )
+            except ValueError as err:  # a budget the grid can't reach: a message, also from the background
+                return err
+
+        self.curves.submit(ticket, work, self._show_goal)
+
+    def _show_goal(self, answer: GoalPoint | ValueError) -> None:
+        self.progress.layout.display = "none"
+        if isinstance(answer, ValueError):
+            self.show_message(f"ValueError: {answer}", error=True)
+            return
+        self.point = answer
+        self._set_controls(granularity=answer.spec.granularity)
+        layer = self.layer if self.layer in self.explorer.layers else self.explorer.layers[0]
+        self.image.value = self.figure.draw_goal(answer, layer)
+        self._update_text()
 
     def _answer(self, spec: PruneSpec, *, given: Point | None = None, redraw: bool = False) -> None:
         """Show ``given`` or a quick answer now; refine an estimate to the exact point in the background."""
@@ -413,7 +521,12 @@ def status(point: Point) -> str:
 def readout_html(point: Point, dense: dict) -> str:
     """Sparsity, ε and status, then dense and pruned metrics side by side."""
     m, result, spec = point.metrics, point.result, point.spec
-    setting = f"ε = {spec.epsilon:.3g}" if spec.epsilon is not None else f"target {spec.sparsity:.0%}"
+    if isinstance(point, GoalPoint):
+        setting = goal_text(point)
+    elif spec.epsilon is not None:
+        setting = f"ε = {spec.epsilon:.3g}"
+    else:
+        setting = f"target {spec.sparsity:.0%}"
     guard = f" · guard kept a weight in: {', '.join(result.guarded)}" if result.guarded else ""
     head = (
         f"<b>sparsity {result.sparsity:.1%}</b> at {setting} · {status(point)} · "
@@ -427,6 +540,16 @@ def readout_html(point: Point, dense: dict) -> str:
         for label, values in (("dense", dense), ("pruned", m))
     )
     return f"{head}<table><tr><th></th>{cells}</tr>{rows}</table>{evidence_html(m)}"
+
+
+def goal_text(point: GoalPoint) -> str:
+    """The goal and what the allocation achieved: FLOPs and parameter fractions, validation AUC drop."""
+    a = point.allocation
+    goal = f"AUC drop ≤ {a.value:g}" if a.goal == "tolerance" else f"{a.goal} ≤ {a.value:.0%} of dense"
+    return (
+        f"goal {goal} ({a.granularity}, {point.spec.criterion}): achieved FLOPs {a.flops:.1%} and "
+        f"params {a.params:.1%} of dense, validation AUC drop {a.val_drop:+.3f}"
+    )
 
 
 def evidence_html(m: dict) -> str:
