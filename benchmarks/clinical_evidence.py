@@ -23,6 +23,7 @@ import time
 import numpy as np
 from _common import pneumonia
 
+from workbench.curves import Evaluator, compiled_forward, evaluate_model, predict_splits, stacked_images
 from workbench.evaluate import EVIDENCE_KEYS, OperatingPoint, compare_to_dense, settle
 from workbench.masks import overall_sparsity
 from workbench.prune import (
@@ -35,7 +36,6 @@ from workbench.prune import (
 )
 from workbench.registry import get_kernels
 from workbench.scores import Scorer
-from workbench.sweep import Evaluator, compiled_forward, evaluate_model, predict_splits, stacked_images
 from workbench.train import Recipe, baseline
 
 SPARSITIES = (0.5, 0.75, 0.9, 0.95)

@@ -17,10 +17,10 @@ import time
 import pandas as pd
 from _common import pneumonia
 
+from workbench.curves import Evaluator, evaluate_model
 from workbench.masks import overall_sparsity
 from workbench.prune import PruneSpec, apply_masks, fine_tune, make_masks, masks_from_weights
 from workbench.scores import CRITERIA, Scorer
-from workbench.sweep import Evaluator, evaluate_model
 from workbench.train import Recipe, baseline
 
 SPARSITIES = (0.5, 0.75, 0.9, 0.95)

@@ -34,6 +34,7 @@ import pandas as pd
 from _common import pneumonia
 
 from workbench.compat import keras, tf
+from workbench.curves import evaluate_model
 from workbench.evaluate import flops, parameter_counts
 from workbench.export import TFLiteModel, export_all, file_metrics
 from workbench.models import seed_cnn
@@ -42,7 +43,6 @@ from workbench.prune import PruneSpec, apply_masks, fine_tune, make_masks, masks
 from workbench.registry import prunable_layers
 from workbench.scores import Scorer
 from workbench.slim import couple_masks, slim_model
-from workbench.sweep import evaluate_model
 from workbench.train import Recipe, baseline
 
 SPARSITIES = (0.5, 0.75, 0.9, 0.95)

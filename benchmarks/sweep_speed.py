@@ -14,10 +14,10 @@ import time
 import numpy as np
 from _common import pneumonia, report_target, timings_ms
 
+from workbench.curves import Evaluator, curve, log_grid
 from workbench.masks import epsilon_range
 from workbench.prune import PruneSpec, make_masks
 from workbench.scores import Scorer
-from workbench.sweep import Evaluator, curve, log_grid
 from workbench.train import Recipe, baseline
 
 

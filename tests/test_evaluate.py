@@ -282,10 +282,10 @@ def _same(fast: dict, slow: dict) -> None:
 
 @pytest.mark.parametrize("structured", [False, True])
 def test_evaluator_AndEvaluateModel_IdenticalMetrics_EvenWithEveryKernelPruned(trained_tiny, structured):
+    from workbench.curves import Evaluator, evaluate_model
     from workbench.prune import PruneSpec, make_masks
     from workbench.registry import get_kernels
     from workbench.scores import Scorer
-    from workbench.sweep import Evaluator, evaluate_model
 
     model, data = trained_tiny
     evaluator = Evaluator(model, data.val, data.test)
@@ -301,7 +301,7 @@ def test_evaluator_AndEvaluateModel_IdenticalMetrics_EvenWithEveryKernelPruned(t
 
 
 def test_evaluator_TargetSensitivity_FlowsThroughToTheResult(trained_tiny):
-    from workbench.sweep import Evaluator, evaluate_model
+    from workbench.curves import Evaluator, evaluate_model
 
     model, data = trained_tiny
     operating = OperatingPoint("sensitivity", 0.95)

@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 from conftest import write_npz
 
+from workbench.curves import Evaluator
 from workbench.data import Split, load_npz
 from workbench.explorer import Explorer
 from workbench.explorer_figure import ExplorerFigure
 from workbench.prune import PruneSpec, copy_model
 from workbench.registry import kernel_variables
-from workbench.sweep import Evaluator
 from workbench.widgets import Dashboard
 
 WAIT = 60  # seconds: a bound for hangs only
@@ -24,12 +24,6 @@ WAIT = 60  # seconds: a bound for hangs only
 
 def _explorer(model, data, **options):
     return Explorer(model, data, calibration_size=32, grid_points=6, **options)
-
-
-def test_sweep_StillExportsTheExplorer():
-    from workbench import sweep
-
-    assert sweep.Explorer is Explorer
 
 
 def test_setting_CarriesSparsityOver_AndNamesTheThreshold(trained_tiny):

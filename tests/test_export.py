@@ -7,6 +7,7 @@ import pytest
 from conftest import tiny_cnn
 
 from workbench.compat import tf
+from workbench.curves import evaluate_model
 from workbench.export import (
     TFLiteModel,
     export_all,
@@ -19,7 +20,6 @@ from workbench.export import (
 from workbench.prune import PruneSpec, apply_masks, make_masks
 from workbench.scores import Scorer
 from workbench.slim import couple_masks, slim_model
-from workbench.sweep import evaluate_model
 
 
 def _all_images(data) -> np.ndarray:

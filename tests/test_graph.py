@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from workbench.compat import keras
+from workbench.curves import Evaluator
 from workbench.graph import Graph, flops, planned_parameters
 from workbench.prune import apply_masks
 from workbench.registry import KINDS, prunable_layers
 from workbench.slim import couple_masks, slim_model, slim_report
-from workbench.sweep import Evaluator
 
 layers = keras.layers
 TOLERANCE = 1e-5

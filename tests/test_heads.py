@@ -8,11 +8,11 @@ from conftest import assert_sparsity_pinned, multilabel_dataset, tiny_head_model
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from workbench.compat import keras, tf
+from workbench.curves import Evaluator, curve, evaluate_model, log_grid
 from workbench.heads import Head, detect_head
 from workbench.models import check_model_fits, load_user_model
 from workbench.prune import PruneSpec, apply_masks, fine_tune, make_masks
 from workbench.scores import Scorer
-from workbench.sweep import Evaluator, curve, evaluate_model, log_grid
 from workbench.train import Recipe, compile_model, fit
 
 

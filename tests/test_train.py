@@ -92,8 +92,8 @@ def test_baseline_LoadedFromCache_GivesTheSameScoresAndMetrics_AsInAnotherProces
     import subprocess
     import sys
 
+    from workbench.curves import Evaluator
     from workbench.scores import Scorer
-    from workbench.sweep import Evaluator
 
     npz = tmp_path / "tiny.npz"
     write_npz(npz)
@@ -105,7 +105,7 @@ def test_baseline_LoadedFromCache_GivesTheSameScoresAndMetrics_AsInAnotherProces
 import numpy as np
 from workbench.data import load_npz
 from workbench.scores import Scorer
-from workbench.sweep import Evaluator
+from workbench.curves import Evaluator
 from workbench.train import Recipe, baseline
 data = load_npz({str(npz)!r}, class_names=("plain", "square"))
 recipe = Recipe(epochs=1, batch_size=16, seed=0)

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from workbench.explorer import Explorer
 from workbench.models import build_model
 from workbench.prune import PruneSpec, apply_masks, fine_tune, make_masks
 from workbench.registry import get_kernels, prunable_layers
-from workbench.sweep import Explorer
 from workbench.train import Recipe, baseline
 
 pytestmark = pytest.mark.slow

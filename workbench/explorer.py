@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.budget import Allocation, allocate, check_goal
+from workbench.curves import Evaluator, curve, evaluate_model, log_grid, point_row
 from workbench.data import stratified_sample
 from workbench.evaluate import YOUDEN, OperatingPoint, layer_table
 from workbench.heads import Head
@@ -33,7 +34,6 @@ from workbench.progressive import fingerprint, read_cached_curve, write_cached_c
 from workbench.prune import PruneSpec, apply_masks, fine_tune, make_masks
 from workbench.scores import Progress, Scorer
 from workbench.sensitivity import DEFAULT_GRID, Sensitivity, Subject, check_grid, sensitivity
-from workbench.sweep import Evaluator, curve, evaluate_model, log_grid, point_row
 from workbench.train import Recipe
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """Which layers can lose what: prune one layer at a time over a sparsity grid, record the AUC drop.
 
-    scores (Scorer) -> one row's keep-mask (masks.select) -> fast evaluation (sweep.Evaluator)
+    scores (Scorer) -> one row's keep-mask (masks.select) -> fast evaluation (curves.Evaluator)
     -> validation AUC with its interval (stats.auc_ci) -> one cell of the layer x sparsity table
 
 A *row* is what gets pruned together. Unstructured: one prunable layer. Structured: one channel
@@ -25,13 +25,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from workbench.curves import Evaluator
 from workbench.data import Dataset, Split
 from workbench.fs import write_atomically
 from workbench.masks import Masks, check_sparsity, normalise_per_layer, select
 from workbench.paths import cache_dir
 from workbench.registry import LayerInfo
 from workbench.scores import Scorer, check_criterion, check_granularity
-from workbench.sweep import Evaluator
 
 log = logging.getLogger(__name__)
 

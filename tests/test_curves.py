@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from workbench.curves import Evaluator, curve, log_grid
 from workbench.evaluate import clinical_metrics, operating_threshold
 from workbench.masks import epsilon_range
 from workbench.prune import PruneSpec, apply_masks, make_masks
 from workbench.scores import Scorer
-from workbench.sweep import Evaluator, curve, log_grid
 
 
 @pytest.fixture

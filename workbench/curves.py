@@ -232,12 +232,3 @@ def log_grid(low: float, high: float, points: int = 50) -> np.ndarray:
     if not 0 < low < high:
         raise ValueError(f"need 0 < low < high for a log grid, got low={low}, high={high}")
     return np.concatenate([[0.0], np.geomspace(low, high, points - 1)])
-
-
-def __getattr__(name: str):
-    # Explorer and Point moved to workbench.explorer; kept importable from here for old code.
-    if name in ("Explorer", "Point"):
-        from workbench import explorer
-
-        return getattr(explorer, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
