@@ -5,7 +5,7 @@
 On ../shared/data/pneumoniamnist.npz, from cached trained baselines (one per model and seed):
 FLOPs budgets of 50/25/10% of dense (structured, Taylor filter scores) and parameter budgets of
 10/5% (unstructured, Taylor weight scores). Each allocation is followed by the same 3-epoch masked
-fine-tune (``FINE_TUNE_RECIPE``; structured ones with dead units pinned, ``fine_tune_structured``).
+fine-tune (``FINE_TUNE_RECIPE``; structured ones with dead units pinned, ``fine_tune(structured=True)``).
 Prints test AUC with DeLong's 95% interval per allocation, and the paired DeLong difference of the
 sensitivity allocation against the better of the two references.
 
@@ -33,7 +33,6 @@ from _common import pneumonia, report_target
 from workbench.budget import allocate
 from workbench.prune import FINE_TUNE_RECIPE, apply_masks, fine_tune
 from workbench.sensitivity import Subject, sensitivity
-from workbench.slim import fine_tune_structured
 from workbench.stats import auc_ci, compare_auc
 from workbench.train import Recipe, baseline
 
@@ -46,11 +45,8 @@ CRITERION = "taylor"
 def test_probabilities(model, keep, data, structured: bool, seed: int) -> np.ndarray:
     """Fine-tune a pruned copy with the shared recipe; return p(pneumonia) on the test images."""
     recipe = replace(FINE_TUNE_RECIPE, seed=seed)
-    if structured:
-        tuned, _ = fine_tune_structured(model, keep, data, recipe, progress=False)
-    else:
-        tuned = apply_masks(model, keep)
-        fine_tune(tuned, keep, data, recipe, progress=False)
+    tuned = apply_masks(model, keep, structured=structured)
+    fine_tune(tuned, keep, data, recipe, structured=structured, progress=False)
     return tuned.predict(data.test.images, batch_size=512, verbose=0)[:, 1]
 
 

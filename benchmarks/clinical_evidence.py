@@ -24,6 +24,7 @@ import numpy as np
 from _common import pneumonia
 
 from workbench.curves import Evaluator, compiled_forward, evaluate_model, predict_splits, stacked_images
+from workbench.data import stratified_sample
 from workbench.evaluate import EVIDENCE_KEYS, OperatingPoint, compare_to_dense, settle
 from workbench.masks import overall_sparsity
 from workbench.prune import (
@@ -107,7 +108,8 @@ def main() -> int:
     model, _ = baseline(data, "seed_cnn", Recipe(), progress=False)
     operating = OperatingPoint("sensitivity", args.sensitivity)
     evaluator = Evaluator(model, data.val, data.test, operating=operating, margin=args.margin)
-    scorer = Scorer(model, data.train.images[:512], data.train.labels[:512])
+    calibration = stratified_sample(data.train, 512, seed=0)  # the X-ray file is sorted by class
+    scorer = Scorer(model, calibration.images, calibration.labels)
     recipe = Recipe(epochs=args.finetune_epochs, learning_rate=FINE_TUNE_RECIPE.learning_rate)
     failures: list[str] = []
     check_dense_against_itself(evaluator, failures)

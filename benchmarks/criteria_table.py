@@ -18,6 +18,7 @@ import pandas as pd
 from _common import pneumonia
 
 from workbench.curves import Evaluator, evaluate_model
+from workbench.data import stratified_sample
 from workbench.masks import overall_sparsity
 from workbench.prune import PruneSpec, apply_masks, fine_tune, make_masks, masks_from_weights
 from workbench.scores import CRITERIA, Scorer
@@ -30,7 +31,8 @@ METRICS = ("auc", "accuracy", "sensitivity", "specificity")
 
 def one_seed(data, seed: int, finetune_epochs: int) -> list[dict]:
     model, _ = baseline(data, "seed_cnn", Recipe(seed=seed), progress=False)
-    scorer = Scorer(model, data.train.images[:512], data.train.labels[:512], seed=seed)
+    calibration = stratified_sample(data.train, 512, seed)  # the X-ray file is sorted by class
+    scorer = Scorer(model, calibration.images, calibration.labels, seed=seed)
     evaluator = Evaluator(model, data.val, data.test)
     rows = [
         dict(

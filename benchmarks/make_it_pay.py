@@ -35,6 +35,7 @@ from _common import pneumonia
 
 from workbench.compat import keras, tf
 from workbench.curves import evaluate_model
+from workbench.data import stratified_sample
 from workbench.evaluate import flops, parameter_counts
 from workbench.export import TFLiteModel, export_all, file_metrics
 from workbench.models import seed_cnn
@@ -57,17 +58,23 @@ CALIBRATION = 512  # training images for scores and for int8 calibration
 
 def workbench_unstructured(model, data, sparsity: float, recipe: Recipe):
     """The workbench's best recipe: gradual Taylor pruning, global scope. Returns (model, keep)."""
-    images, labels = data.train.images[:CALIBRATION], data.train.labels[:CALIBRATION]
+    calibration = stratified_sample(data.train, CALIBRATION, recipe.seed)  # the X-ray file is sorted by class
     spec = replace(BEST_UNSTRUCTURED, sparsity=sparsity)
     pruned, _, _ = prune_gradually(
-        model, lambda m: Scorer(m, images, labels, seed=recipe.seed), spec, data, recipe, progress=False
+        model,
+        lambda m: Scorer(m, calibration.images, calibration.labels, seed=recipe.seed),
+        spec,
+        data,
+        recipe,
+        progress=False,
     )
     return pruned, masks_from_weights(pruned)
 
 
 def workbench_structured(model, data, sparsity: float, recipe: Recipe):
     """Remove ``sparsity`` of each layer's filters (one-shot Taylor), fine-tune, slim."""
-    scorer = Scorer(model, data.train.images[:CALIBRATION], data.train.labels[:CALIBRATION], seed=recipe.seed)
+    calibration = stratified_sample(data.train, CALIBRATION, recipe.seed)
+    scorer = Scorer(model, calibration.images, calibration.labels, seed=recipe.seed)
     spec = replace(STRUCTURED, sparsity=sparsity)
     keep = couple_masks(model, make_masks(scorer, spec).keep)
     masked = apply_masks(model, keep, structured=True)
@@ -143,7 +150,7 @@ def interleaved_medians(runners: dict[str, callable], repeats: int, rounds: int 
 
 def costs(name: str, model, flop_count: int, data, folder: Path) -> dict:
     """Parameters, FLOPs, file sizes and the exported files' own test metrics of one model."""
-    paths = export_all(model, folder, name, calibration=data.train.images[:CALIBRATION])
+    paths = export_all(model, folder, name, calibration=stratified_sample(data.train, CALIBRATION).images)
     metrics = {fmt: file_metrics(path, data.val, data.test) for fmt, path in paths.items()}
     params = parameter_counts(model)
     return {

@@ -29,7 +29,7 @@ import pandas as pd
 from _common import pneumonia
 
 from workbench.compat import keras, tf
-from workbench.data import Dataset, Split
+from workbench.data import Dataset, Split, stratified_sample
 from workbench.evaluate import auc, flops
 from workbench.export import TFLiteModel, to_tflite
 from workbench.models import seed_cnn, small_resnet
@@ -96,9 +96,9 @@ def benchmark(name: str, data: Dataset, args) -> list[dict]:
     """One model: train briefly, score, then prune/slim/time/fine-tune at each sparsity."""
     model = compile_model(build(name, data.image_shape, data.num_classes))
     fit(model, data, RECIPE, progress=False)
-    calibration = data.train.images[: args.calibration], data.train.labels[: args.calibration]
+    calibration = stratified_sample(data.train, args.calibration)  # the X-ray file is sorted by class
     start = time.perf_counter()
-    scorer = Scorer(model, *calibration)
+    scorer = Scorer(model, calibration.images, calibration.labels)
     scorer.scores(STRUCTURED.criterion, STRUCTURED.granularity)
     scoring = time.perf_counter() - start
     dense_lite, dense_flops = to_tflite(model), flops(model)["dense"]

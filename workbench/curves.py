@@ -28,6 +28,7 @@ from workbench.heads import Head, as_head
 from workbench.masks import (
     MaskResult,
     Masks,
+    check_masks,
 )
 from workbench.prune import PruneSpec, copy_model, masks_from_scores
 from workbench.registry import get_kernels, kernel_variables
@@ -63,6 +64,7 @@ class Evaluator:
         self.head = as_head(model, head)  # outputs -> probabilities, and which metrics apply
         self.work = copy_model(model)
         self.dense_kernels = get_kernels(model)
+        self.shapes = {name: kernel.shape for name, kernel in self.dense_kernels.items()}
         self.variables = kernel_variables(self.work)
         self._reference = None  # structured mode's biases and BN γ/β: built on first use
         self.positive, self.operating, self.margin, self.level = positive, operating, margin, level
@@ -77,6 +79,7 @@ class Evaluator:
         ``structured`` gives the exact masked reference of ``apply_masks(structured=True)``:
         dead channels' biases and BatchNorm γ/β are zeroed too (``graph.reference_factors``).
         """
+        check_masks(keep, self.shapes)
         for name, variable in self.variables.items():
             variable.assign(self.dense_kernels[name] * keep[name])
         if structured and self._reference is None:

@@ -149,6 +149,8 @@ class Explorer:
         operating: OperatingPoint = YOUDEN,
         margin: float = 0.02,
     ):
+        if isinstance(grid_points, bool) or not isinstance(grid_points, int) or grid_points < 2:
+            raise ValueError(f"grid_points must be an integer >= 2 (points on a curve), got {grid_points!r}")
         if not estimate_budget > 0:
             raise ValueError(f"estimate_budget must be a number of seconds > 0, got {estimate_budget!r}")
         if estimate_images is not None and estimate_images < 2:
@@ -268,7 +270,7 @@ class Explorer:
         return table
 
     def cache_fingerprint(self, spec: PruneSpec) -> str:
-        """A key for the disk cache: weights, data, calibration images, grid and spec."""
+        """A key for the disk cache: weights, data, calibration images, grid, spec, head, operating point."""
         return fingerprint(
             self.scorer.fingerprint(),
             self._data_key,
@@ -277,6 +279,9 @@ class Explorer:
             self.seed,
             self.grid_points,
             self.curve_key(spec),
+            str(self._evaluation["operating"]),  # curve rows hold metrics at the operating threshold
+            self.evaluator.head.kind,
+            self._evaluation["margin"],
         )
 
     # --- points ---------------------------------------------------------------------------

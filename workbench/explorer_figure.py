@@ -63,7 +63,7 @@ class ExplorerFigure:
             _clear(ax)
         self._left_margin(LEFT)
         self.x, self.grid = x, curve[x].to_numpy()
-        row = point_row(point)
+        row = point.row()
         heatmap = plots.sparsity_heatmap(
             curve, x=x, current=row[x], ax=self.axes["heatmap"], threshold_name=threshold_name
         )
@@ -78,12 +78,20 @@ class ExplorerFigure:
             f"{point.spec.criterion}, {point.spec.scope}: test metrics", fontsize="small"
         )
         self.axes["vs_sparsity"].set_title("test metrics against overall sparsity", fontsize="small")
-        plots.confusion(point.metrics["confusion"], self.class_names, ax=self.axes["confusion"])
-        self.axes["confusion"].set_title("test confusion at the current setting", fontsize="small")
+        self._draw_confusion(point, "test confusion at the current setting")
         self._draw_mask(point, layer)
         for artist in self._moving():
             artist.set_animated(True)
         return self.blitter.full()
+
+    def _draw_confusion(self, point: Point, title: str) -> None:
+        ax = self.axes["confusion"]
+        if "confusion" not in point.metrics:  # multi-label: one decision per label, no single matrix
+            ax.text(0.5, 0.5, "multi-label: per-label\nmetrics in the readout", ha="center", va="center")
+            ax.set_axis_off()
+            return
+        plots.confusion(point.metrics["confusion"], self.class_names, ax=ax)
+        ax.set_title(title, fontsize="small")
 
     def draw_goal(self, point: GoalPoint, layer: str) -> bytes:
         """Draw a goal point's sensitivity table (allocation circled), row sparsities, confusion and mask.
@@ -105,8 +113,7 @@ class ExplorerFigure:
         bars.set_xlim(0, 1)
         bars.set_title("allocated sparsity per row", fontsize="small")
         self._draw_costs(point)
-        plots.confusion(point.metrics["confusion"], self.class_names, ax=self.axes["confusion"])
-        self.axes["confusion"].set_title("test confusion at the allocation", fontsize="small")
+        self._draw_confusion(point, "test confusion at the allocation")
         self._draw_mask(point, layer)
         self.heat_line, self.dots = None, {}
         return self.blitter.full()
@@ -145,13 +152,14 @@ class ExplorerFigure:
 
     def move(self, point: Point, layer: str) -> bytes:
         """Move the artists that follow the point; returns the blitted PNG."""
-        row = point_row(point)
+        row = point.row()
         for name, column in (("vs_grid", self.x), ("vs_sparsity", "sparsity")):
             for dot, metric in zip(self.dots[name], METRICS, strict=True):
                 dot.set_data([row[column]], [row[metric]])
         position = plots.grid_position(self.grid, row[self.x])
         self.heat_line.set_xdata([position, position])
-        plots.update_confusion(self.axes["confusion"], point.metrics["confusion"])
+        if "confusion" in point.metrics:
+            plots.update_confusion(self.axes["confusion"], point.metrics["confusion"])
         self.axes["mask"].images[0].set_data(
             plots.kernel_as_image(point.result.keep[layer]).astype(np.float32)
         )
@@ -173,13 +181,6 @@ class ExplorerFigure:
     def png(self) -> bytes:
         """The current frame as PNG bytes."""
         return self.blitter.png()
-
-
-def point_row(point: Point) -> dict:
-    """The point as a curve row, with the target sparsity under ``target`` (the sparsity grid's x)."""
-    row = point.row()
-    row["target"] = point.spec.sparsity
-    return row
 
 
 def _clear(ax) -> None:

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.curves import Evaluator
-from workbench.data import Dataset, Split
+from workbench.data import Dataset, Split, stratified_sample
 from workbench.fs import write_atomically
 from workbench.masks import Masks, check_sparsity, normalise_per_layer, select
 from workbench.paths import cache_dir
@@ -104,11 +104,9 @@ class Subject:
     def build(
         cls, model, dataset: Dataset, *, calibration_size: int = 256, seed: int = 0, test: bool = True
     ) -> Subject:
-        """Score on the first ``calibration_size`` training images, as ``Explorer`` does."""
-        calibration = slice(0, calibration_size)
-        scorer = Scorer(
-            model, dataset.train.images[calibration], dataset.train.labels[calibration], seed=seed
-        )
+        """Score on a seeded, class-stratified sample of training images, as ``Explorer`` does."""
+        calibration = stratified_sample(dataset.train, calibration_size, seed)
+        scorer = Scorer(model, calibration.images, calibration.labels, seed=seed)
         test_split = dataset.test if test else _first(dataset.val)
         return cls(model, dataset.val, scorer, Evaluator(model, dataset.val, test_split))
 
@@ -160,7 +158,13 @@ def cell_metrics(subject: Subject, keep: Masks, structured: bool) -> dict:
 
 
 def _binary_labels(subject: Subject) -> np.ndarray:
-    labels = np.asarray(subject.evaluator.val.labels).reshape(-1)
+    labels = np.asarray(subject.evaluator.val.labels)
+    if labels.ndim > 1 and labels.shape[1] > 1:
+        raise ValueError(
+            f"sensitivity needs a binary task (AUC with DeLong intervals); got multi-label labels of shape "
+            f"{labels.shape}"
+        )
+    labels = labels.reshape(-1)
     if len(np.unique(labels)) != 2:
         raise ValueError(
             f"sensitivity needs a binary task (AUC with DeLong intervals); the validation labels hold "

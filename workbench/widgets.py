@@ -29,7 +29,7 @@ import ipywidgets as w
 import pandas as pd
 
 from workbench.explorer import GOAL_KNOBS, Explorer, GoalPoint, Point, Setting
-from workbench.explorer_figure import ExplorerFigure, point_row
+from workbench.explorer_figure import ExplorerFigure
 from workbench.progressive import Latest, Ticket
 from workbench.prune import PruneSpec
 from workbench.scores import CRITERIA, GRANULARITIES
@@ -348,7 +348,8 @@ class Dashboard:
         with self.points.lock:
             self.image.value = self.figure.mark(point.result.sparsity, metrics)
         self.show_message(
-            f"fine-tuned {recipe.epochs} epochs: accuracy {metrics['accuracy']:.3f}, AUC {metrics['auc']:.3f}"
+            f"fine-tuned {recipe.epochs} epochs: accuracy {_number(metrics['accuracy'])}, "
+            f"AUC {_number(metrics['auc'])}"
         )
 
     # --- answering ----------------------------------------------------------------------------
@@ -449,7 +450,7 @@ class Dashboard:
         self._update_text()
 
     def _draw(self) -> None:
-        curve = self.curve if self.curve is not None else pd.DataFrame([point_row(self.point)])
+        curve = self.curve if self.curve is not None else pd.DataFrame([self.point.row()])
         layer = self.layer if self.layer in self.explorer.layers else self.explorer.layers[0]
         self.image.value = self.figure.draw(
             curve,
