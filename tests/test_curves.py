@@ -91,3 +91,18 @@ def test_evaluator_Structured_MatchesApplyMasksStructured(setup):
     np.testing.assert_allclose(fast["test_probs"], slow, atol=1e-5)
     unstructured = evaluator.evaluate(keep)["test_probs"]  # biases of dead units still on
     assert not np.allclose(unstructured, slow, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (lambda keep: {**keep, "nope": keep[next(iter(keep))]}, "unknown layers"),
+        (lambda keep: {name: mask.astype(float) * 0.5 for name, mask in keep.items()}, "boolean"),
+        (lambda keep: {name: mask[..., :1] for name, mask in keep.items()}, "shape"),
+    ],
+)
+def test_evaluator_BadMasks_RaiseValueErrorNamingTheProblem(setup, bad, message):
+    model, _, _, evaluator = setup
+    keep = {name: np.ones(kernel.shape, bool) for name, kernel in evaluator.dense_kernels.items()}
+    with pytest.raises(ValueError, match=message):
+        evaluator.evaluate(bad(keep))

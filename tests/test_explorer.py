@@ -245,3 +245,9 @@ def test_criterion_switch_ShowsProgress_WhileScoring(trained_tiny, monkeypatch):
     assert dashboard.point.spec.criterion == "snip" and progress.layout.display == "none"
     dashboard.controls["criterion"].value = "taylor"  # same gradients: no pass, no progress
     assert calls.count("pass") == 1
+
+
+@pytest.mark.parametrize("points", [0, 1, 2.5, True])
+def test_explorer_BadGridPoints_RaiseValueErrorNamingIt(trained_tiny, points):
+    with pytest.raises(ValueError, match="grid_points must be an integer >= 2"):
+        Explorer(*trained_tiny, grid_points=points)

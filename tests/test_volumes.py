@@ -66,3 +66,15 @@ def test_seed_cnn_MultilabelData_ExplorerGivesPerLabelAucs(tiny_multilabel_datas
     labels = tiny_multilabel_dataset.test.labels
     expected = [roc_auc_score(labels[:, j], probs[:, j]) for j in range(3)]
     np.testing.assert_allclose(metrics["auc_per_label"], expected, atol=1e-5)
+
+
+def test_dashboard_MultilabelModel_DrawsWithoutAConfusionMatrix(tiny_multilabel_dataset, tmp_path):
+    from workbench.widgets import Dashboard
+
+    model, _ = baseline(tiny_multilabel_dataset, "seed_cnn", Recipe(epochs=1, seed=0), cache_dir=tmp_path)
+    explorer = Explorer(model, tiny_multilabel_dataset, calibration_size=16, grid_points=3)
+    dash = Dashboard(explorer, point=explorer.point(PruneSpec(criterion="gradient", epsilon=0.0)))
+    assert (
+        dash.image.value[:4] == b"\x89PNG"
+        and "multi-label" in dash.figure.axes["confusion"].texts[0].get_text()
+    )
