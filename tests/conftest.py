@@ -71,22 +71,8 @@ def tiny_dataset(tmp_path_factory):
 
 
 def tiny_cnn(input_shape=(24, 24, 1), classes=2, seed=0):
-    """A fast Conv-Pool-Conv-Flatten-Dense-Dense model for engine tests."""
-    from workbench.compat import keras
-
-    keras.utils.set_random_seed(seed)
-    layers = keras.layers
-    return keras.Sequential(
-        [
-            keras.Input(input_shape),
-            layers.Conv2D(4, 3, activation="relu", name="conv1"),
-            layers.MaxPooling2D(name="pool"),
-            layers.Conv2D(8, 3, activation="relu", name="conv2"),
-            layers.Flatten(name="flat"),
-            layers.Dense(16, activation="relu", name="fc"),
-            layers.Dense(classes, activation="softmax", name="out"),
-        ]
-    )
+    """A fast Conv-Pool-Conv-Flatten-Dense-Dense model for engine tests (a softmax head)."""
+    return tiny_head_model(classes, "softmax", input_shape, seed)
 
 
 def tiny_head_model(
