@@ -60,6 +60,7 @@ class Evaluator:
         operating: OperatingPoint = YOUDEN,
         margin: float = 0.02,
         level: float = 0.95,
+        evidence: bool = True,
     ):
         self.head = as_head(model, head)  # outputs -> probabilities, and which metrics apply
         self.work = copy_model(model)
@@ -68,6 +69,7 @@ class Evaluator:
         self.variables = kernel_variables(self.work)
         self._reference = None  # structured mode's biases and BN γ/β: built on first use
         self.positive, self.operating, self.margin, self.level = positive, operating, margin, level
+        self.evidence = evidence  # False: metrics without intervals, for curve points and estimates
         self.val, self.test = val, test
         self._forward, self._images = compiled_forward(self.work, self.head), stacked_images(val, test)
         self.dense_val, self.dense_test = predict_splits(self._forward, self._images, len(val.labels))
@@ -107,6 +109,7 @@ class Evaluator:
             operating=self.operating,
             margin=self.margin,
             level=self.level,
+            evidence=self.evidence,
         )
 
     def evaluate(self, keep: Masks, structured: bool = False) -> dict:

@@ -27,7 +27,7 @@ import pandas as pd
 from workbench.budget import Allocation, allocate, check_goal
 from workbench.curves import Evaluator, curve, evaluate_model, log_grid, point_row
 from workbench.data import stratified_sample
-from workbench.evaluate import YOUDEN, OperatingPoint, layer_table
+from workbench.evaluate import YOUDEN, OperatingPoint, auc_ci, layer_table
 from workbench.heads import Head
 from workbench.masks import MaskResult, epsilon_for_sparsity, epsilon_range, normalise_per_layer
 from workbench.progressive import fingerprint, read_cached_curve, write_cached_curve
@@ -259,7 +259,7 @@ class Explorer:
         with self._curve_lock:
             if self._curve_evaluator is None:
                 self._curve_evaluator = Evaluator(
-                    self.model, self.dataset.val, self.dataset.test, **self._evaluation
+                    self.model, self.dataset.val, self.dataset.test, **self._evaluation, evidence=False
                 )
             table = curve(
                 self.scorer, self._curve_evaluator, spec, **{grid_argument: grid}, progress=progress
@@ -326,7 +326,7 @@ class Explorer:
         evaluator, labels = self._subset_evaluator(size)
         result = make_masks(self.scorer, spec)
         metrics = evaluator.evaluate(result.keep, structured=spec.granularity == "structured")
-        interval = _half_width(metrics)
+        interval = _half_width(metrics["test_probs"], labels, evaluator.positive)
         table = layer_table(self.model, result)
         return Point(spec, result, metrics, table, exact=False, n=len(labels), interval=interval)
 
@@ -338,7 +338,7 @@ class Explorer:
                 stratified_sample(split, max(8, round(share * len(split))), self.seed)
                 for split in (self.dataset.val, self.dataset.test)
             )
-            evaluator = Evaluator(self.model, val, test, **self._evaluation)
+            evaluator = Evaluator(self.model, val, test, **self._evaluation, evidence=False)
             self._subset_evaluators[size] = evaluator, np.asarray(test.labels).reshape(-1)
         return self._subset_evaluators[size]
 
@@ -441,7 +441,9 @@ class Explorer:
         return Subject(self.model, self.dataset.val, self.scorer, self._curve_evaluator)
 
 
-def _half_width(metrics: dict) -> float:
+def _half_width(probs: np.ndarray, labels: np.ndarray, positive: int) -> float:
     """Half the AUC's 95% DeLong interval; NaN where it is undefined (a class absent, multi-label)."""
-    low, high = metrics.get("auc_low"), metrics.get("auc_high")
-    return float("nan") if low is None or high is None else (high - low) / 2
+    if probs.ndim != 2 or probs.shape[1] != 2 or len(np.unique(labels)) < 2:
+        return float("nan")
+    _, low, high = auc_ci(labels == positive, probs[:, positive])
+    return (high - low) / 2
