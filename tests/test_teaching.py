@@ -42,7 +42,8 @@ WARM_UPS = ["prune_mask", "sparsity", "epsilon_for", "filter_scores"]
 
 @pytest.mark.parametrize("exercise", WARM_UPS)
 def test_check_PassesTheTeachersSolution_OnFreshCasesEveryTime(solutions, exercise):
-    for _ in range(5):
+    # Many draws: a rare random case that rejects a correct answer once made CI fail.
+    for _ in range(500):
         teaching.CHECKS[exercise](solutions[exercise])
 
 
