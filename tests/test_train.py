@@ -9,8 +9,9 @@ import pytest
 from conftest import write_npz
 
 from workbench import train
+from workbench.compat import keras
 from workbench.data import load_npz
-from workbench.train import Recipe, baseline
+from workbench.train import Recipe, baseline, recalibrate_batchnorm
 
 QUICK = Recipe(epochs=1, batch_size=16, seed=0)
 
@@ -148,3 +149,21 @@ def test_baseline_LearnsTheTinyTask(tmp_path, tiny_dataset):
 def test_recipe_BadValues_RaiseValueErrorNamingField(field, value):
     with pytest.raises(ValueError, match=field):
         Recipe(**{field: value})
+
+
+def test_recalibrate_batchnorm_NestedModel_MovingMeanIsTheImagesMean_WeightsUntouched():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    conv = keras.layers.Conv2D(4, 3)
+    inner = keras.Model(inputs, keras.layers.BatchNormalization()(conv(inputs)))
+    outer_inputs = keras.Input((8, 8, 3))
+    model = keras.Model(outer_inputs, keras.layers.Flatten()(inner(outer_inputs)))
+    norm = inner.layers[-1]
+    images = np.random.default_rng(0).normal(3, 2, size=(100, 8, 8, 3)).astype("float32")
+    kernel = conv.kernel.numpy().copy()
+
+    assert recalibrate_batchnorm(model, images, batch_size=32) == 1
+
+    np.testing.assert_allclose(norm.moving_mean.numpy(), conv(images).numpy().mean(axis=(0, 1, 2)), atol=1e-4)
+    assert norm.momentum == 0.99  # restored
+    np.testing.assert_array_equal(conv.kernel.numpy(), kernel)

@@ -95,6 +95,32 @@ def fit(
     return {key: [float(v) for v in values] for key, values in history.history.items()}
 
 
+def recalibrate_batchnorm(model: keras.Model, images, batch_size: int = 64) -> int:
+    """Set every BatchNormalization's moving mean and variance to the statistics of ``images``.
+
+    A briefly trained (or freshly pruned) network's moving statistics still hold their initial
+    values or the unpruned network's, so inference differs from training (the remedy of
+    "adaptive BN", Li et al., EagleEye 2020). Weights are not touched. Returns how many layers
+    were recalibrated.
+    """
+    from workbench.registry import flat_layers
+
+    norms = [layer for layer in flat_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
+    if not norms or len(images) == 0:
+        return 0
+    momenta = [layer.momentum for layer in norms]
+    try:
+        for start in range(0, len(images), batch_size):
+            batch = images[start : start + batch_size]
+            for layer in norms:  # a running average in which every image counts equally
+                layer.momentum = start / (start + len(batch))
+            model(batch, training=True)
+    finally:
+        for layer, momentum in zip(norms, momenta, strict=True):
+            layer.momentum = momentum
+    return len(norms)
+
+
 def progress_bar() -> keras.callbacks.Callback:
     """Return a tqdm progress bar over epochs and batches that works in notebooks and terminals."""
     from tqdm.keras import TqdmCallback
