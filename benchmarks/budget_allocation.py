@@ -7,7 +7,9 @@ FLOPs budgets of 50/25/10% of dense (structured, Taylor filter scores) and param
 10/5% (unstructured, Taylor weight scores). Each allocation is followed by the same 3-epoch masked
 fine-tune (``FINE_TUNE_RECIPE``; structured ones with dead units pinned, ``fine_tune(structured=True)``).
 Prints test AUC with DeLong's 95% interval per allocation, and the paired DeLong difference of the
-sensitivity allocation against the better of the two references.
+sensitivity allocation against the better of the two references. The sensitivity allocation keeps
+the best on validation of the table's answer and the two one-knob answers; the column
+``candidate`` says which it kept (when it kept a reference, its test AUC is that reference's).
 
 Targets (exit 1 on a miss):
 - the allocation is never significantly worse than the better reference (paired CI high >= 0);
@@ -87,6 +89,7 @@ def run_seed(name: str, seed: int, data, budgets, epochs: int, folder: Path) -> 
                     goal=goal,
                     value=value,
                     method=method,
+                    candidate=allocation.candidate,
                     flops=allocation.flops,
                     params=allocation.params,
                     val_drop=allocation.val_drop,
@@ -98,7 +101,8 @@ def run_seed(name: str, seed: int, data, budgets, epochs: int, folder: Path) -> 
                 )
             )
             print(
-                f"  {name} seed {seed} {goal}={value:<5} {method:11s} flops {allocation.flops:.3f} "
+                f"  {name} seed {seed} {goal}={value:<5} {method:11s} ({allocation.candidate:7s}) "
+                f"flops {allocation.flops:.3f} "
                 f"params {allocation.params:.3f} val drop {allocation.val_drop:+.3f} "
                 f"test AUC {auc:.3f} [{low:.3f}, {high:.3f}]",
                 flush=True,
@@ -117,6 +121,7 @@ def paired(results: pd.DataFrame, labels: np.ndarray) -> pd.DataFrame:
             dict(
                 zip(("model", "seed", "goal", "value"), key, strict=True),
                 best=best,
+                candidate=by.loc["sensitivity", "candidate"],
                 difference=test["difference"],
                 ci_low=test["ci_low"],
                 ci_high=test["ci_high"],

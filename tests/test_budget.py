@@ -7,7 +7,7 @@ import pytest
 from conftest import tiny_resnet
 from sklearn.metrics import roc_auc_score
 
-from workbench.budget import allocate
+from workbench.budget import allocate, allocate_from_table
 from workbench.evaluate import flops
 from workbench.prune import apply_masks
 from workbench.sensitivity import Subject, sensitivity
@@ -79,10 +79,35 @@ def test_params_budget_IsMet_AndEveryLayerKeepsMinKeep(cnn, method):
     assert all(mask.sum() >= 1 for mask in allocation.keep.values())
 
 
-def test_params_budget_Sensitivity_SpendsItsBudgetUnevenly(cnn):
+def test_params_budget_TheTablesAnswer_SpendsItsBudgetUnevenly(cnn):
     subject, table = cnn
-    allocation = allocate(subject, "params", 0.2, table=table)
+    allocation = allocate_from_table(table, subject, "params", 0.2)
+    assert allocation.candidate == "table"
     assert len({round(s, 2) for s in allocation.layer_sparsity.values()}) > 1
+
+
+@pytest.mark.parametrize("goal, value", [("flops", 0.5), ("flops", 0.25)])
+def test_sensitivity_Budget_IsNeverWorseOnValidation_ThanEitherReference(resnet, goal, value):
+    subject, table = resnet
+    chosen = allocate(subject, goal, value, table=table)
+    references = [allocate(subject, goal, value, method=m) for m in ("uniform", "global")]
+    table_answer = allocate_from_table(table, subject, goal, value)
+    assert chosen.method == "sensitivity"
+    assert chosen.val_auc >= max(a.val_auc for a in [*references, table_answer]) - 1e-12
+    assert chosen.flops <= value
+    winner = {"table": table_answer, "uniform": references[0], "global": references[1]}[chosen.candidate]
+    assert all(np.array_equal(chosen.keep[n], winner.keep[n]) for n in chosen.keep)
+
+
+def test_sensitivity_Tolerance_KeepsTheCheapestCandidateWithinIt(cnn):
+    subject, table = cnn
+    options = dict(granularity="unstructured")
+    chosen = allocate(subject, "tolerance", 0.02, table=table, **options)
+    others = [allocate(subject, "tolerance", 0.02, method=m, **options) for m in ("uniform", "global")]
+    assert chosen.cost <= min(
+        a.cost for a in [*others, allocate_from_table(table, subject, "tolerance", 0.02)]
+    )
+    assert chosen.val_drop <= 0.02 + 1e-9
 
 
 @pytest.mark.parametrize("method", ["sensitivity", "uniform", "global"])

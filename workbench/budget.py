@@ -21,6 +21,13 @@ A tolerance is checked on the real joint mask, not on the table's sum: the disti
 along λ are measured, and the cheapest whose validation drop is within it wins. Coupled channel
 groups are rows, so they are pruned as one; the collapse guard (``min_keep``) holds in every row.
 
+The table only knows single-row drops. At tight budgets every row's drop saturates (alone, each
+already breaks the model), the table stops telling rows apart and the Lagrangian answer is driven by
+cost alone. So ``allocate(method="sensitivity")`` measures the table's answer beside the two
+one-knob answers below on the real joint masks and keeps the best on validation: the highest
+validation AUC within a budget, the cheapest within a tolerance. ``Allocation.candidate`` says
+which won ("table", "uniform" or "global"); ``allocate_from_table`` is the table's answer alone.
+
 Two reference allocations answer the same goals with one sparsity knob, found by bisection:
 ``uniform`` (every layer the same sparsity) and ``global`` (one ranking over all layers).
 """
@@ -65,6 +72,7 @@ class Allocation:
     params: float
     val_auc: float
     val_drop: float
+    candidate: str = "table"  # which candidate the "sensitivity" method kept (see the module docstring)
 
     @property
     def cost(self) -> float:
@@ -81,6 +89,7 @@ class Allocation:
             params=self.params,
             val_auc=self.val_auc,
             val_drop=self.val_drop,
+            candidate=self.candidate,
         )
 
 
@@ -278,7 +287,9 @@ def _give_back(levels: dict[str, int], envelope: dict, cost: Callable[[dict], fl
         levels[max(options)[1]] -= 1
 
 
-def _finish(method, goal, value, granularity, subject: Subject, keep: Masks, dense_auc: float) -> Allocation:
+def _finish(
+    method, goal, value, granularity, subject: Subject, keep: Masks, dense_auc: float, candidate="table"
+) -> Allocation:
     structured = granularity == "structured"
     flops_fraction, params_fraction = costs(subject.model, keep, granularity)
     auc = _validation_auc(subject, keep, structured)[0]
@@ -294,6 +305,7 @@ def _finish(method, goal, value, granularity, subject: Subject, keep: Masks, den
         params_fraction,
         auc,
         dense_auc - auc,
+        candidate,
     )
 
 
@@ -345,7 +357,9 @@ def scope_allocation(
             raise ValueError(f"value {value} for goal {goal!r} is below what {scope} pruning reaches")
         index = _first_within(len(sparsities), lambda i: cost(build(sparsities[i])) <= value)
     method = "uniform" if scope == "layerwise" else "global"
-    return _finish(method, goal, value, granularity, subject, build(sparsities[index]), dense_auc)
+    candidate = "uniform" if scope == "layerwise" else "global"
+    keep = build(sparsities[index])
+    return _finish(method, goal, value, granularity, subject, keep, dense_auc, candidate)
 
 
 def _first_within(n: int, ok: Callable[[int], bool]) -> int:
@@ -388,8 +402,9 @@ def allocate(
             model together with ``dataset``.
         goal: ``"tolerance"`` (``value`` = tolerated validation AUC drop), ``"flops"`` (fraction of
             dense FLOPs, structured) or ``"params"`` (fraction of prunable weights, unstructured).
-        method: ``"sensitivity"`` (greedy over the sensitivity table, computed or reopened from the
-            cache), or the references ``"uniform"`` and ``"global"``.
+        method: ``"sensitivity"`` (the Lagrangian over the sensitivity table, computed or reopened
+            from the cache, measured beside the one-knob answers: the best on validation wins), or
+            the references ``"uniform"`` and ``"global"`` alone.
         table: a ready sensitivity table (its criterion and granularity are used).
 
     Example:
@@ -420,7 +435,30 @@ def allocate(
             dask_address=dask_address,
             progress=progress,
         )
-    return allocate_from_table(table, subject, goal, value)
+    candidates = [allocate_from_table(table, subject, goal, value)]
+    for scope in ("layerwise", "global"):
+        try:
+            candidates.append(
+                scope_allocation(
+                    subject,
+                    scope,
+                    goal,
+                    value,
+                    table.criterion,
+                    granularity=granularity,
+                    min_keep=table.min_keep,
+                )
+            )
+        except ValueError as err:  # a budget one knob cannot reach: the other candidates remain
+            log.info("%s candidate skipped: %s", scope, err)
+    return replace(best_on_validation(candidates), method="sensitivity")
+
+
+def best_on_validation(candidates: list[Allocation]) -> Allocation:
+    """Within a budget the highest validation AUC, within a tolerance the cheapest; ties keep the earlier."""
+    if candidates[0].goal == "tolerance":
+        return min(candidates, key=lambda a: a.cost)
+    return max(candidates, key=lambda a: (a.val_auc, -a.cost))
 
 
 def _subject(source, dataset) -> Subject:
