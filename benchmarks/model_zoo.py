@@ -1,16 +1,16 @@
 """Model zoo: structured pruning and slimming of users' backbones, with LiteRT latency.
 
-    .venv/bin/python benchmarks/model_zoo.py [--train 512] [--epochs 3] [--threads 1] [--models MobileNetV2 ...]
+    .venv/bin/python benchmarks/model_zoo.py [--train 512] [--epochs 3] [--models MobileNetV2 ...]
 
 On ../shared/data/pneumoniamnist.npz (seeded random subsets; images upsampled to 64x64x3 for the
 keras.applications backbones, 28x28x1 for small_resnet and seed_cnn): MobileNetV2, DenseNet121,
 ResNet50, EfficientNetB0 (weights=None, nested under GlobalAveragePooling + Dense(2, softmax)),
 small_resnet and seed_cnn, each trained for ``--epochs`` epochs from scratch, then its BatchNorm
-statistics recalibrated on the training images (``train.recalibrate_batchnorm``). For each it prints parameters, Taylor
-scoring time, and at 50% and 75% structured (per layer, coupled "any"): parameters, FLOPs, the
-LiteRT latency speedup of the slim model against the dense one at batch 1 and 32, and test AUC
-after one epoch of structured fine-tuning (dead units pinned) and BatchNorm recalibration, with the slim model checked
-against the fine-tuned masked reference.
+statistics recalibrated on the training images (``train.recalibrate_batchnorm``). For each it
+prints parameters, Taylor scoring time, and at 50% and 75% structured (per layer, coupled "any"):
+parameters, FLOPs, the LiteRT latency speedup of the slim model against the dense one at batch 1
+and 32, and test AUC after one epoch of structured fine-tuning (dead units pinned) and BatchNorm
+recalibration, with the slim model checked against the fine-tuned masked reference.
 
 Latency: LiteRT interpreter (ai-edge-litert, XNNPACK), ``--threads`` threads, 3 warm-up calls,
 then dense and slim timed round-robin; medians. Targets (exit 1 on a miss): every model slims
