@@ -54,6 +54,21 @@ def test_estimate_AgreesWithTheExactAUC_WithinItsInterval(trained_tiny, tmp_path
         np.testing.assert_array_equal(estimate.result.keep["fc"], exact.result.keep["fc"])
 
 
+def test_estimate_size_FollowsTheQuickestPassSeen_ExactWhenTheWholeSetIsAffordable(trained_tiny, tmp_path):
+    model, _ = trained_tiny
+    data = load_npz(write_npz(tmp_path / "big.npz", sizes=(40, 400, 600)), class_names=("plain", "square"))
+    explorer = _explorer(model, data, estimate_budget=0.1)
+    evaluator = explorer.evaluator
+    evaluator.fastest_pass = 1.0  # a pass slowed down by other work: 1000 images per second
+    assert explorer.estimate_size() == 96  # 100 affordable, rounded down to a subset size
+    assert not explorer.estimate(PruneSpec(epsilon=1e-4)).exact
+    evaluator.probabilities(explorer.point(PruneSpec(epsilon=0.0)).result.keep)
+    assert evaluator.fastest_pass < 1.0, "a quicker pass replaces the slow one"
+    evaluator.fastest_pass = 0.05  # the whole set fits the budget: the estimate is the exact point
+    assert explorer.estimate_size() == explorer.evaluation_size
+    assert explorer.estimate(PruneSpec(epsilon=1e-4)).exact
+
+
 def test_curve_cache_IsReused_AndInvalidatedByWeightsDataCalibrationOrSpec(trained_tiny, tmp_path):
     model, data = trained_tiny
     spec = PruneSpec(epsilon=1e-4)

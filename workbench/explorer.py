@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -303,16 +302,23 @@ class Explorer:
         return len(self.dataset.val) + len(self.dataset.test)
 
     def estimate_size(self) -> int:
-        """Evaluation images an ``estimate`` can afford within ``estimate_budget`` (timed once)."""
-        if self._estimate_size is None:
+        """Evaluation images an ``estimate`` can afford within ``estimate_budget``.
+
+        Sized from the quickest full pass seen so far (one is timed if none was), so a pass slowed
+        by a curve computing beside it does not shrink every later estimate; rounded down to a
+        few sizes (64, 96, 128, 192, ...) so that few subset evaluators are built.
+        """
+        if self._estimate_size is not None:
+            return self._estimate_size
+        if self.evaluator.fastest_pass is None:
             keep = {info.name: np.ones(info.shape, bool) for info in self.scorer.infos}
-            start = time.perf_counter()
             with self._point_lock:
                 self.evaluator.probabilities(keep)
-            per_image = (time.perf_counter() - start) / self.evaluation_size
-            self._estimate_size = int(max(64, self.estimate_budget / max(per_image, 1e-9)))
-            log.info("estimates use %d of %d evaluation images", self._estimate_size, self.evaluation_size)
-        return self._estimate_size
+        per_image = self.evaluator.fastest_pass / self.evaluation_size
+        affordable = self.estimate_budget / max(per_image, 1e-9)
+        if affordable >= self.evaluation_size:
+            return self.evaluation_size
+        return max(64, _round_down_to_size(affordable))
 
     def estimate(self, spec: PruneSpec, size: int | None = None) -> Point:
         """A quick point from a seeded class-stratified subset of ``size`` val + test images.
@@ -439,6 +445,17 @@ class Explorer:
                 self.model, self.dataset.val, self.dataset.test, **self._evaluation
             )
         return Subject(self.model, self.dataset.val, self.scorer, self._curve_evaluator)
+
+
+def _round_down_to_size(n: float) -> int:
+    """The largest of 64, 96, 128, 192, 256, 384, ... (powers of two and 1.5 times them) at most ``n``."""
+    size, power = 64, 64
+    while power * 3 // 2 <= n:
+        size = power * 3 // 2
+        if power * 2 > n:
+            break
+        size = power = power * 2
+    return size
 
 
 def _half_width(probs: np.ndarray, labels: np.ndarray, positive: int) -> float:

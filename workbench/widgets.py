@@ -117,9 +117,7 @@ class Dashboard:
             self._show_knobs("goal")
             self._show_goal(point)
         else:
-            self._show_setting(explorer.setting(start), given=point)
-        self._set_controls(layer=self.point.most_pruned_layer())  # the layer with the most to see
-        self.image.value = self.figure.show_layer(self.point, self.layer)
+            self._show_setting(explorer.setting(start), given=point, choose_layer=True)
 
     # --- layout -------------------------------------------------------------------------------
 
@@ -354,8 +352,12 @@ class Dashboard:
 
     # --- answering ----------------------------------------------------------------------------
 
-    def _show_setting(self, setting: Setting, given: Point | None = None) -> None:
-        """Copy a setting into the controls, start its curve, and show its point."""
+    def _show_setting(self, setting: Setting, given: Point | None = None, choose_layer: bool = False) -> None:
+        """Copy a setting into the controls, show its point, then start its curve.
+
+        The first figure is drawn before a curve starts computing in the background, so the two
+        do not compete for the CPU. ``choose_layer`` shows the most pruned layer's mask (at open).
+        """
         self.setting = setting
         spec = setting.spec
         slider = self.controls["epsilon"]
@@ -367,8 +369,13 @@ class Dashboard:
                 slider.value = spec.epsilon
                 self.controls["epsilon_text"].value = f"{spec.epsilon:.3g}"
         self._show_knobs("epsilon" if spec.sparsity is None else "sparsity")
-        self._start_curve(spec)
-        self._answer(spec, given=given, redraw=True)
+        self.curves.cancel()
+        self.curve = self.explorer.cached_curve(spec)
+        if self.curve is None and not self.curves.background:
+            self._start_curve(spec)  # inline: the figure is then drawn once, with its curve
+        self._answer(spec, given=given, redraw=True, choose_layer=choose_layer)
+        if self.curve is None:
+            self._start_curve(spec)
 
     def _show_knobs(self, mode: str) -> None:
         """Show the knobs of ``mode`` ("epsilon", "sparsity" or "goal") and hide the others."""
@@ -427,12 +434,16 @@ class Dashboard:
         self.image.value = self.figure.draw_goal(answer, layer)
         self._update_text()
 
-    def _answer(self, spec: PruneSpec, *, given: Point | None = None, redraw: bool = False) -> None:
+    def _answer(
+        self, spec: PruneSpec, *, given: Point | None = None, redraw: bool = False, choose_layer: bool = False
+    ) -> None:
         """Show ``given`` or a quick answer now; refine an estimate to the exact point in the background."""
         first = given or (
             self.explorer.estimate(spec) if self.points.background else self.explorer.point(spec)
         )
         ticket = self.points.begin()  # only now: a spec the engine refuses leaves older work running
+        if choose_layer:
+            self._set_controls(layer=first.most_pruned_layer())  # the layer with the most to see
         with self.points.lock:
             self._show_point(first, redraw=redraw)
         if not first.exact:
@@ -462,11 +473,8 @@ class Dashboard:
         )
 
     def _start_curve(self, spec: PruneSpec) -> None:
-        """Use a cached curve at once; otherwise compute it (in the background) with a progress bar."""
+        """Compute ``spec``'s curve (in the background) with a progress bar."""
         ticket = self.curves.begin()
-        self.curve = self.explorer.cached_curve(spec)
-        if self.curve is not None:
-            return
         self.progress.description = f"curve {spec.criterion}"
         self.progress.value, self.progress.layout.display = 0, None
         work = functools.partial(self._compute_curve, spec)
