@@ -107,6 +107,12 @@ def test_cache_SecondCall_ComputesNothing_AndNewWeights_Recompute(subject, tmp_p
     assert sensitivity(changed, "snip", "unstructured", GRID, cache=tmp_path, progress=False).computed > 0
 
 
+def test_cache_FromOlderCode_IsNotReopened(subject, tmp_path, monkeypatch):
+    sensitivity(subject, "snip", "unstructured", GRID, cache=tmp_path, progress=False)
+    monkeypatch.setattr("workbench.sensitivity.CELL_FORMAT", 999)  # what a code change that alters cells does
+    assert sensitivity(subject, "snip", "unstructured", GRID, cache=tmp_path, progress=False).computed > 0
+
+
 def test_bad_input_NamesTheArgument(subject, tmp_path):
     with pytest.raises(ValueError, match="grid"):
         sensitivity(subject, "snip", grid=[0.5, 1.0], cache=tmp_path)

@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98)
 BASELINE = "random"  # the criterion every real one must beat
+# Part of the cache key: raise it when a cell's meaning changes (how rows are pruned or scored),
+# so tables computed by older code are not reopened as if they were current.
+CELL_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,7 @@ class Subject:
         digest = hashlib.sha256(self.scorer.fingerprint().encode())
         for array in (self.val.images, self.val.labels, self.scorer.images, self.scorer.labels):
             digest.update(np.ascontiguousarray(array).tobytes())
-        digest.update(f"{granularity} min_keep={min_keep} seed={self.scorer.seed}".encode())
+        digest.update(f"{granularity} min_keep={min_keep} seed={self.scorer.seed} v{CELL_FORMAT}".encode())
         return digest.hexdigest()[:20]
 
 
