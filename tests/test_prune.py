@@ -138,3 +138,27 @@ def test_prune_spec_Replace_IsValidatedToo():
 
     with pytest.raises(ValueError, match="sparsity"):
         replace(PruneSpec(sparsity=0.5), sparsity=1.5)
+
+
+def test_gradual_structured_StaysTheExactMaskedReference_BiasesAndBatchNormPinned(tiny_dataset):
+    from conftest import tiny_resnet
+
+    from workbench.prune import Gradual, copy_model
+    from workbench.train import compile_model, fit
+
+    model = compile_model(tiny_resnet())
+    fit(model, tiny_dataset, Recipe(epochs=1, batch_size=8), progress=False)
+    spec = PruneSpec(criterion="magnitude", granularity="structured", sparsity=0.5, scope="layerwise")
+    pruned = copy_model(model)
+    dense = {name: np.ones(kernel.shape, bool) for name, kernel in get_kernels(pruned).items()}
+    schedule = Gradual(lambda m: _scorer(m, tiny_dataset), spec)
+    recipe = Recipe(epochs=2, batch_size=8)
+    fine_tune(pruned, dense, tiny_dataset, recipe, schedule=schedule, structured=True, progress=False)
+
+    keep = masks_from_weights(pruned)
+    assert any(not k.reshape(-1, k.shape[-1]).any(axis=0).all() for k in keep.values()), "units were pruned"
+    reference = apply_masks(pruned, keep, structured=True)  # dead units' biases and γ/β zeroed
+    images = tiny_dataset.test.images
+    np.testing.assert_allclose(
+        pruned.predict(images, verbose=0), reference.predict(images, verbose=0), atol=1e-6
+    )

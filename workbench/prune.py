@@ -151,16 +151,21 @@ def zero_pruned_weights(model: keras.Model, keep: Masks, *, structured: bool = F
     for name, variable in kernel_variables(model).items():
         variable.assign(np.asarray(variable) * keep[name])
     if structured:
-        for variable, factor in _reference_constraints(model, keep):
+        for _, variable, factor in _reference_constraints(model, keep):
             variable.assign(np.asarray(variable) * factor)
 
 
-def _reference_constraints(model: keras.Model, keep: Masks) -> list[tuple[keras.Variable, np.ndarray]]:
-    """(variable, 0/1 factor) for the biases and BatchNorm γ/β a structured mask zeroes."""
+def _reference_constraints(
+    model: keras.Model, keep: Masks, *, every: bool = False
+) -> list[tuple[tuple[str, str], keras.Variable, np.ndarray]]:
+    """((layer, attribute), variable, 0/1 factor) for the biases and BatchNorm γ/β a structured mask zeroes.
+
+    ``every`` includes the variables whose factor is all ones (a gradual schedule may zero them later).
+    """
     graph = Graph(model)
     variables = reference_variables(graph, model)
     factors = reference_factors(graph, keep)
-    return [(variables[key], factor) for key, factor in factors.items() if not factor.all()]
+    return [(key, variables[key], f) for key, f in factors.items() if every or not f.all()]
 
 
 def _check_masks_fit(model: keras.Model, keep: Masks) -> None:
@@ -198,15 +203,16 @@ def attach_masks(model: keras.Model, keep: Masks, *, structured: bool = False) -
     the model stays the exact masked reference (and slimmable) through training.
 
     Returns:
-        {layer: the constraint on its kernel}, for schedules that tighten the masks later.
+        {layer: the constraint on its kernel}, for schedules that tighten the masks later; with
+        ``structured``, also {(layer, "bias" | "gamma" | "beta"): the constraint on that variable}.
     """
     zero_pruned_weights(model, keep, structured=structured)
     constraints = {}
     for name, variable in kernel_variables(model).items():
         constraints[name] = variable.constraint = MaskConstraint(keep[name])
     if structured:
-        for variable, factor in _reference_constraints(model, keep):
-            variable.constraint = MaskConstraint(factor)
+        for key, variable, factor in _reference_constraints(model, keep, every=True):
+            constraints[key] = variable.constraint = MaskConstraint(factor)
     return constraints
 
 
@@ -233,7 +239,9 @@ class GradualPruning(keras.callbacks.Callback):
     """Raise the sparsity along ``polynomial_sparsity`` every ``frequency`` steps during training.
 
     ``mask_at(sparsity, previous_keep)`` returns new keep-masks; pruned weights never come back
-    (the ramp only tightens), and the masks are written into the constraints in place.
+    (the ramp only tightens), and the masks are written into the constraints in place. With
+    ``structured``, dead channels' biases and BatchNorm γ/β are zeroed and pinned at each step
+    too, so the model stays the exact masked reference of its masks.
     """
 
     def __init__(
@@ -246,9 +254,12 @@ class GradualPruning(keras.callbacks.Callback):
         begin_step: int,
         end_step: int,
         frequency: int,
+        structured: bool = False,
     ):
         super().__init__()
-        self.constraints, self.mask_at = constraints, mask_at
+        self.constraints = {key: c for key, c in constraints.items() if isinstance(key, str)}  # kernels
+        self.references = {key: c for key, c in constraints.items() if not isinstance(key, str)}
+        self.mask_at, self.structured = mask_at, structured
         self.ramp = dict(initial=initial, final=final, begin_step=begin_step, end_step=end_step)
         self.frequency, self.step, self.log = max(1, frequency), 0, []
 
@@ -262,7 +273,11 @@ class GradualPruning(keras.callbacks.Callback):
         keep = self.mask_at(sparsity, previous)
         for name, constraint in self.constraints.items():
             constraint.update(keep[name] & previous[name])
-        zero_pruned_weights(self.model, {n: c.mask.numpy().astype(bool) for n, c in self.constraints.items()})
+        current = {n: c.mask.numpy().astype(bool) for n, c in self.constraints.items()}
+        zero_pruned_weights(self.model, current, structured=self.structured)
+        if self.structured:
+            for key, _, factor in _reference_constraints(self.model, current, every=True):
+                self.references[key].update(factor)
         self.log.append((self.step, sparsity))
 
 
@@ -312,7 +327,8 @@ def fine_tune(
         raise ValueError(f"schedule must be OneShot() or Gradual(...), got {schedule!r}")
     constraints = attach_masks(model, keep, structured=structured)
     callbacks = list(callbacks or [])
-    ramp = _ramp(model, constraints, schedule, dataset, recipe) if isinstance(schedule, Gradual) else None
+    gradual = isinstance(schedule, Gradual)
+    ramp = _ramp(model, constraints, schedule, dataset, recipe, structured) if gradual else None
     compile_model(model, recipe.learning_rate)  # a fresh optimizer: no momentum from before pruning
     history = fit(model, dataset, recipe, callbacks=callbacks + ([ramp] if ramp else []), progress=progress)
     if ramp is not None:
@@ -320,7 +336,9 @@ def fine_tune(
     return history
 
 
-def _ramp(model, constraints, schedule: Gradual, dataset: Dataset, recipe: Recipe) -> GradualPruning:
+def _ramp(
+    model, constraints, schedule: Gradual, dataset: Dataset, recipe: Recipe, structured: bool
+) -> GradualPruning:
     spec = schedule.spec
     final = check_sparsity(spec.sparsity if spec.sparsity is not None else 0.0)
     steps = recipe.epochs * int(np.ceil(len(dataset.train) / recipe.batch_size))
@@ -341,6 +359,7 @@ def _ramp(model, constraints, schedule: Gradual, dataset: Dataset, recipe: Recip
         begin_step=0,
         end_step=end_step,
         frequency=schedule.frequency or max(1, end_step // 8),
+        structured=structured,
     )
 
 
