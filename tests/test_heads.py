@@ -12,6 +12,7 @@ from workbench.curves import Evaluator, curve, evaluate_model, log_grid
 from workbench.heads import Head, detect_head
 from workbench.models import check_model_fits, load_user_model
 from workbench.prune import PruneSpec, apply_masks, fine_tune, make_masks
+from workbench.registry import get_kernels
 from workbench.scores import Scorer
 from workbench.train import Recipe, compile_model, fit
 
@@ -37,6 +38,16 @@ def test_detect_head_OneLinearUnit_IsRefused_UnlessTheCompileConfigSaysLogits():
         detect_head(model)
     model.compile(loss=keras.losses.BinaryCrossentropy(from_logits=True))
     assert detect_head(model).kind == "sigmoid_logits"
+
+
+def test_copies_KeepAHeadReadFromTheLoss_SoTheyNeedNoHeadArgument(tiny_dataset):
+    model = tiny_head_model(1, None)
+    model.compile(loss=keras.losses.BinaryCrossentropy(from_logits=True))
+    keep = {name: np.ones(k.shape, bool) for name, k in get_kernels(model).items()}
+    pruned = apply_masks(model, keep)
+    assert detect_head(pruned).kind == "sigmoid_logits" and pruned.optimizer is None
+    fine_tune(pruned, keep, tiny_dataset, Recipe(epochs=1, batch_size=8), progress=False)
+    assert evaluate_model(pruned, tiny_dataset.val, tiny_dataset.test)["auc"] is not None
 
 
 def test_detect_head_LinearUnitsCompiledWithBinaryLogits_AreMultilabelLogits():

@@ -122,13 +122,17 @@ def masks_from_scores(scores: Scores, spec: PruneSpec, infos: list[LayerInfo]) -
 
 
 def copy_model(model: keras.Model) -> keras.Model:
-    """Return an independent, uncompiled copy: same architecture and weights, no optimizer state.
+    """Return an independent copy: same architecture, weights and loss, no optimizer.
 
     Not ``keras.models.clone_model``, which compiles the copy like the original, so a saved copy
     would carry the baseline's Adam moments (three times the file) and fine-tuning would reuse them.
+    The loss is kept (compiled without an optimizer) because a head may only be readable from it,
+    e.g. one linear unit trained with ``BinaryCrossentropy(from_logits=True)`` (``workbench.heads``).
     """
     copy = type(model).from_config(model.get_config())
     copy.set_weights(model.get_weights())
+    if getattr(model, "compiled", False) and getattr(model, "loss", None) is not None:
+        copy.compile(optimizer=None, loss=model.loss)
     return copy
 
 
