@@ -141,3 +141,20 @@ def test_bad_goals_NameTheArgument(cnn):
         allocate(subject, "params", 0.5, method="best")
     with pytest.raises(ValueError, match="below what the grid reaches"):
         allocate(subject, "params", 0.01, table=table)
+
+
+def test_recipe_Budget_KeepsTheCandidateWithTheBestValidationAUC_AfterFineTuning(resnet, tiny_dataset):
+    from workbench.budget import tuned_validation_auc
+    from workbench.train import Recipe
+
+    subject, table = resnet
+    recipe = Recipe(epochs=1, batch_size=8)
+    chosen = allocate(subject, "flops", 0.5, table=table, dataset=tiny_dataset, recipe=recipe)
+    others = [allocate_from_table(table, subject, "flops", 0.5)] + [
+        allocate(subject, "flops", 0.5, method=m) for m in ("uniform", "global")
+    ]
+    tuned = [tuned_validation_auc(subject.model, a, tiny_dataset, recipe) for a in others]
+    assert chosen.tuned_val_auc == pytest.approx(max(tuned))  # fine-tuning is seeded: the same numbers
+    assert chosen.flops <= 0.5
+    with pytest.raises(ValueError, match="dataset="):
+        allocate(subject, "flops", 0.5, table=table, recipe=recipe)
