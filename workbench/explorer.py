@@ -121,8 +121,8 @@ class Explorer:
         cache_dir: if given, finished curves and the gradient statistics are kept there, keyed
             by weights, data, calibration and spec, so reopening a notebook neither recomputes
             gradients nor curves.
-        estimate_budget: seconds an ``estimate`` may take; its subset of the evaluation images
-            is sized from the time of one full forward pass.
+        estimate_budget: seconds an estimate's forward pass may take (drawing comes on top); its
+            subset of the evaluation images is sized from the time of one full forward pass.
         estimate_images: the subset's size, overriding ``estimate_budget`` (for tests and scripts).
         head: the model's output head when it cannot be read from the model (``workbench.heads``).
         operating: how the decision threshold is chosen on validation (Youden's J, or a target
@@ -142,7 +142,7 @@ class Explorer:
         grid_points: int = 30,
         seed: int = 0,
         cache_dir: str | Path | None = None,
-        estimate_budget: float = 0.1,
+        estimate_budget: float = 0.03,
         estimate_images: int | None = None,
         head: Head | str | None = None,
         operating: OperatingPoint = YOUDEN,
