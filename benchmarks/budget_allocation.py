@@ -10,6 +10,8 @@ Prints test AUC with DeLong's 95% interval per allocation, and the paired DeLong
 sensitivity allocation against the better of the two references. The sensitivity allocation keeps
 the best on validation of the table's answer and the two one-knob answers; the column
 ``candidate`` says which it kept (when it kept a reference, its test AUC is that reference's).
+With ``--select-after-fine-tune`` it compares them on validation after the same fine-tune
+(``allocate(recipe=...)``). ``--tightest`` runs only FLOPs 10% and params 5%.
 
 Targets (exit 1 on a miss):
 - the allocation is never significantly worse than the better reference (paired CI high >= 0);
@@ -65,7 +67,9 @@ def time_matrix(subject: Subject, folder: Path) -> tuple[float, float]:
     return computed, time.perf_counter() - start
 
 
-def run_seed(name: str, seed: int, data, budgets, epochs: int, folder: Path) -> tuple[list[dict], dict]:
+def run_seed(
+    name: str, seed: int, data, budgets, epochs: int, folder: Path, after_fine_tune: bool = False
+) -> tuple[list[dict], dict]:
     model, _ = baseline(data, name, Recipe(epochs=epochs, seed=seed), progress=False)
     subject = Subject.build(model, data, calibration_size=512, seed=seed)
     timings = dict(
@@ -75,8 +79,19 @@ def run_seed(name: str, seed: int, data, budgets, epochs: int, folder: Path) -> 
     rows = []
     for goal, value in budgets:
         for method in METHODS:
+            selection = (
+                dict(dataset=data, recipe=replace(FINE_TUNE_RECIPE, seed=seed))
+                if after_fine_tune and method == "sensitivity"
+                else {}
+            )
             allocation = allocate(
-                subject, goal, value, method=method, criterion=CRITERION, cache=folder / f"{name}-{seed}"
+                subject,
+                goal,
+                value,
+                method=method,
+                criterion=CRITERION,
+                cache=folder / f"{name}-{seed}",
+                **selection,
             )
             probs = test_probabilities(
                 model, allocation.keep, data, allocation.granularity == "structured", seed
@@ -136,6 +151,14 @@ def main() -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=12, help="baseline training epochs (cached)")
     parser.add_argument("--quick", action="store_true", help="one seed; seed_cnn all budgets, resnet two")
+    parser.add_argument(
+        "--tightest", action="store_true", help="only the tightest budgets (FLOPs 10%%, params 5%%)"
+    )
+    parser.add_argument(
+        "--select-after-fine-tune",
+        action="store_true",
+        help="the sensitivity method fine-tunes its candidates and keeps the best validation AUC after it",
+    )
     args = parser.parse_args()
     data = pneumonia()
     labels = data.test.labels.reshape(-1)
@@ -144,9 +167,12 @@ def main() -> int:
     rows, timings = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
-            budgets = BUDGETS if not (args.quick and name != "seed_cnn") else [BUDGETS[2], BUDGETS[4]]
+            tight = args.tightest or (args.quick and name != "seed_cnn")
+            budgets = [b for b in BUDGETS if b in TIGHTEST] if tight else BUDGETS
             for seed in seeds:
-                seed_rows, timings[name, seed] = run_seed(name, seed, data, budgets, args.epochs, Path(tmp))
+                seed_rows, timings[name, seed] = run_seed(
+                    name, seed, data, budgets, args.epochs, Path(tmp), args.select_after_fine_tune
+                )
                 rows += seed_rows
     results = pd.DataFrame(rows)
     summary = results.groupby(["model", "goal", "value", "method"], sort=False)[
