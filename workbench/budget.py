@@ -460,15 +460,13 @@ def allocate(
             )
         except ValueError as err:  # a budget one knob cannot reach: the other candidates remain
             log.info("%s candidate skipped: %s", scope, err)
-    if recipe is not None and goal != "tolerance":
+    tuned = recipe is not None and goal != "tolerance"
+    if tuned:
         candidates = [
             replace(c, tuned_val_auc=tuned_validation_auc(subject.model, c, dataset, recipe))
             for c in candidates
         ]
-        best = max(candidates, key=lambda a: (a.tuned_val_auc, -a.cost))
-    else:
-        best = best_on_validation(candidates)
-    return replace(best, method="sensitivity")
+    return replace(best_on_validation(candidates, tuned=tuned), method="sensitivity")
 
 
 def tuned_validation_auc(model, allocation: Allocation, dataset, recipe) -> float:
@@ -479,11 +477,17 @@ def tuned_validation_auc(model, allocation: Allocation, dataset, recipe) -> floa
     return evaluate_model(tuned, dataset.val, dataset.val)["auc"]
 
 
-def best_on_validation(candidates: list[Allocation]) -> Allocation:
-    """Within a budget the highest validation AUC, within a tolerance the cheapest; ties keep the earlier."""
+def best_on_validation(candidates: list[Allocation], *, tuned: bool = False) -> Allocation:
+    """Within a budget the highest validation AUC (after fine-tuning if ``tuned``), within a tolerance
+    the cheapest; ties keep the cheaper, then the earlier. An undefined AUC ranks last."""
     if candidates[0].goal == "tolerance":
         return min(candidates, key=lambda a: a.cost)
-    return max(candidates, key=lambda a: (a.val_auc, -a.cost))
+
+    def auc(a: Allocation) -> float:
+        value = a.tuned_val_auc if tuned else a.val_auc
+        return -np.inf if value is None or np.isnan(value) else value
+
+    return max(candidates, key=lambda a: (auc(a), -a.cost))
 
 
 def _subject(source, dataset) -> Subject:
