@@ -405,3 +405,30 @@ def test_one_line_UnexpectedError_IsNamedAndPointsToVerbose():
         == "RuntimeError: boom second line (run with -v for the traceback)"
     )
     assert one_line(PermissionError(13, "Permission denied", "/x/runs")) == "/x/runs: Permission denied"
+
+
+def test_execute_KernelThatDiesWhileStarting_IsStartedAgain_ButANotebookErrorIsNot(tmp_path, monkeypatch):
+    import papermill
+
+    from workbench import runs
+
+    calls = []
+
+    def flaky(notebook, output, **kwargs):
+        calls.append(output)
+        if len(calls) == 1:
+            raise RuntimeError("Kernel died before replying to kernel_info")
+
+    monkeypatch.setattr(papermill, "execute_notebook", flaky)
+    monkeypatch.setattr(runs.time, "sleep", lambda seconds: None)
+    assert runs._execute("nb.ipynb", {}, tmp_path, "python3") == {}
+    assert len(calls) == 2
+
+    def broken(notebook, output, **kwargs):
+        calls.append(output)
+        raise RuntimeError("something else")
+
+    calls.clear()
+    monkeypatch.setattr(papermill, "execute_notebook", broken)
+    assert runs._execute("nb.ipynb", {}, tmp_path, "python3")["evalue"] == "something else"
+    assert len(calls) == 1

@@ -43,6 +43,7 @@ from workbench.fs import PARTIAL_PREFIX
 log = logging.getLogger(__name__)
 
 RESULTS_PARAMETER = "results_dir"
+KERNEL_START_ATTEMPTS = 3  # a kernel that dies before its first reply is started again
 DEFAULT_RESULTS = ("metrics.json",)
 LOCKS_FOLDER = ".locks"
 OWNER_FILE = ".owner.json"
@@ -309,14 +310,24 @@ def _execute(notebook: str, params: dict, partial: Path, kernel_name: str) -> di
 
     try:
         _use_this_environments_kernel()
-        papermill.execute_notebook(
-            notebook,
-            str(partial / "notebook.ipynb"),
-            parameters={**params, RESULTS_PARAMETER: str(partial)},
-            kernel_name=kernel_name,
-            cwd=str(Path(notebook).resolve().parent),
-            progress_bar=False,
-        )
+        for attempt in range(KERNEL_START_ATTEMPTS):
+            try:
+                papermill.execute_notebook(
+                    notebook,
+                    str(partial / "notebook.ipynb"),
+                    parameters={**params, RESULTS_PARAMETER: str(partial)},
+                    kernel_name=kernel_name,
+                    cwd=str(Path(notebook).resolve().parent),
+                    progress_bar=False,
+                )
+                break
+            except RuntimeError as err:
+                # Kernels started at once can pick the same free TCP port (jupyter_client's race);
+                # the loser dies before its first reply, having run nothing: start it again.
+                if "kernel_info" not in str(err) or attempt == KERNEL_START_ATTEMPTS - 1:
+                    raise
+                log.warning("kernel for %s died while starting (%s); starting it again", notebook, err)
+                time.sleep(1 + attempt)
     except papermill.PapermillExecutionError as err:
         return {
             "ename": err.ename,
