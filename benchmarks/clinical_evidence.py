@@ -23,7 +23,7 @@ import time
 import numpy as np
 from _common import pneumonia
 
-from workbench.curves import Evaluator, compiled_forward, evaluate_model, predict_splits, stacked_images
+from workbench.curves import Evaluator, evaluate_model, split_probabilities, stacked_images
 from workbench.data import stratified_sample
 from workbench.evaluate import EVIDENCE_KEYS, OperatingPoint, compare_to_dense, settle
 from workbench.heads import as_head
@@ -79,8 +79,8 @@ def check_paths_agree(model, data, evaluator: Evaluator, failures: list[str]) ->
 def check_validation_target(
     model, data, metrics: dict, target: float, label: str, failures: list[str]
 ) -> None:
-    forward = compiled_forward(model, as_head(model))
-    val_probs, _ = predict_splits(forward, stacked_images(data.val, data.test), len(data.val))
+    images = stacked_images(data.val, data.test)
+    val_probs, _ = split_probabilities(model, as_head(model), images, len(data.val))
     positives = data.val.labels == 1
     achieved = float((settle(val_probs)[positives, 1] >= metrics["threshold"]).mean())
     check(achieved >= target, f"{label}: validation sensitivity {achieved:.3f} < target {target}", failures)

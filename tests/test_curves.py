@@ -106,3 +106,45 @@ def test_evaluator_BadMasks_RaiseValueErrorNamingTheProblem(setup, bad, message)
     keep = {name: np.ones(kernel.shape, bool) for name, kernel in evaluator.dense_kernels.items()}
     with pytest.raises(ValueError, match=message):
         evaluator.evaluate(bad(keep))
+
+
+def test_evaluators_SharingAForward_TraceOnceAndLeaveTheModelUntouched(setup):
+    model, data, scorer, evaluator = setup
+    before = [np.array(v) for v in model.weights]
+    subset = Evaluator(model, data.val, data.val, forward=evaluator.forward)  # another batch size
+    keep = make_masks(scorer, PruneSpec(criterion="magnitude", sparsity=0.9)).keep
+    evaluator.evaluate(keep)
+    subset.evaluate(keep, structured=True)
+    assert evaluator.forward._function.experimental_get_tracing_count() == 1
+    for old, new in zip(before, model.weights, strict=True):
+        np.testing.assert_array_equal(old, np.asarray(new))  # masks are arguments, never assigned
+
+
+def test_evaluator_ModelEditedAfterwards_KeepsItsSnapshot(setup):
+    model, data, _, evaluator = setup
+    dense = evaluator.dense_metrics["test_probs"].copy()
+    kernel = model.layers[0].kernel
+    original = np.asarray(kernel)
+    kernel.assign(np.zeros_like(original))
+    try:
+        keep = {name: np.ones(shape, bool) for name, shape in evaluator.shapes.items()}
+        np.testing.assert_array_equal(evaluator.evaluate(keep)["test_probs"], dense)
+    finally:
+        kernel.assign(original)
+
+
+def test_evaluator_BetweenChunksRaises_StopsThePass(setup, monkeypatch):
+    from workbench.curves import Forward
+
+    _, data, _, evaluator = setup
+    monkeypatch.setattr(Forward, "CHUNK", 4)
+    calls = []
+
+    def stop():
+        calls.append(1)
+        raise KeyboardInterrupt("overtaken")
+
+    keep = {name: np.ones(shape, bool) for name, shape in evaluator.shapes.items()}
+    with pytest.raises(KeyboardInterrupt):
+        evaluator.evaluate(keep, between=stop)
+    assert calls == [1], "stopped before the second chunk"

@@ -1,13 +1,14 @@
 """Curves over ε (or sparsity) grids, fast enough to drive an interactive view.
 
-Scores come from a cached ``Scorer``; each point only thresholds (NumPy), writes the masked
-kernels into one reusable work copy of the model, and runs one compiled forward pass over the
-validation and test images together. No model is rebuilt per point.
+Scores come from a cached ``Scorer``; each point only thresholds (NumPy) and runs one compiled
+forward pass (``Forward``) over the validation and test images together, with the masked kernels
+passed in as arguments. No model is rebuilt or copied per point.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -31,11 +32,70 @@ from workbench.masks import (
     Masks,
     check_masks,
 )
-from workbench.prune import PruneSpec, copy_model, masks_from_scores
-from workbench.registry import get_kernels, kernel_variables
+from workbench.prune import PruneSpec, masks_from_scores
+from workbench.registry import kernel_variables
 from workbench.scores import Scorer
 
 log = logging.getLogger(__name__)
+
+
+class Forward:
+    """A model's inference pass as probabilities, with the weights passed in (Keras ``stateless_call``).
+
+    Masked weights are arguments, never assigned, so no work copy of the model is needed: one
+    compiled function (traced once, for any batch size) serves every evaluator of a model, and
+    any thread. The weights are a snapshot taken here; later edits of the model do not leak in.
+
+    Images go through in chunks of ``CHUNK`` rows aligned from the first row, so a row always
+    meets the same neighbours (batched kernels round with a row's batch) and a caller can stop
+    a pass between chunks.
+    """
+
+    CHUNK = 128
+
+    def __init__(self, model, head: Head):
+        self.model, self.head = model, head
+        variables = [*model.trainable_variables, *model.non_trainable_variables]
+        self._trainable = len(model.trainable_variables)
+        self._positions = {id(variable): i for i, variable in enumerate(variables)}
+        self.dense = [tf.constant(np.asarray(variable)) for variable in variables]
+        self._function = None
+        self._lock = threading.Lock()
+
+    def position(self, variable) -> int:
+        """Where ``variable`` (one of the model's) sits in the list of weights a pass takes."""
+        return self._positions[id(variable)]
+
+    def compile(self, images: tf.Tensor):
+        """Trace the pass for images shaped like ``images`` (any count); later calls reuse it."""
+        with self._lock:
+            if self._function is None:
+                specs = [tf.TensorSpec(value.shape, value.dtype) for value in self.dense]
+                batch = tf.TensorSpec((None, *images.shape[1:]), images.dtype)
+                self._function = tf.function(self._call, input_signature=[specs, batch])
+                self._function.get_concrete_function()
+        return self._function
+
+    def _call(self, values, images):
+        outputs, _ = self.model.stateless_call(
+            values[: self._trainable], values[self._trainable :], images, training=False
+        )
+        return self.head.probabilities(outputs)
+
+    def __call__(self, images: tf.Tensor, values: list | None = None, between=None) -> np.ndarray:
+        """Probabilities of ``images`` under ``values`` (default: the dense weights).
+
+        ``between``, if given, is called before every chunk after the first; an exception it
+        raises (a cancellation) stops the pass.
+        """
+        function = self.compile(images)
+        values = self.dense if values is None else values
+        parts = []
+        for start in range(0, len(images), self.CHUNK):
+            if parts and between is not None:
+                between()
+            parts.append(function(values, images[start : start + self.CHUNK]).numpy())
+        return np.concatenate(parts)
 
 
 class Evaluator:
@@ -44,6 +104,7 @@ class Evaluator:
     Each result holds the clinical metrics (``validated_metrics``) and the evidence against the
     dense model (``compare_to_dense``: AUC and its paired difference with intervals, the
     non-inferiority verdict at ``margin``, Wilson intervals, ECE interval, McNemar's p).
+    Evaluators of one model can share a ``Forward`` (one compiled pass); they are thread-safe.
 
     Example:
         >>> ev = Evaluator(model, data.val, data.test)                        # doctest: +SKIP
@@ -62,46 +123,61 @@ class Evaluator:
         margin: float = 0.02,
         level: float = 0.95,
         evidence: bool = True,
+        forward: Forward | None = None,
     ):
         self.head = as_head(model, head)  # outputs -> probabilities, and which metrics apply
-        self.work = copy_model(model)
-        self.dense_kernels = get_kernels(model)
+        self.forward = forward if forward is not None else Forward(model, self.head)
+        self.model = model
+        self._kernels = {
+            name: self.forward.position(variable) for name, variable in kernel_variables(model).items()
+        }
+        self.dense_kernels = {name: self.forward.dense[i].numpy() for name, i in self._kernels.items()}
         self.shapes = {name: kernel.shape for name, kernel in self.dense_kernels.items()}
-        self.variables = kernel_variables(self.work)
         self._reference = None  # structured mode's biases and BN γ/β: built on first use
         self.positive, self.operating, self.margin, self.level = positive, operating, margin, level
         self.evidence = evidence  # False: metrics without intervals, for curve points and estimates
         self.val, self.test = val, test
-        self._forward, self._images = compiled_forward(self.work, self.head), stacked_images(val, test)
-        self.dense_val, self.dense_test = predict_splits(self._forward, self._images, len(val.labels))
-        self.dense_metrics = self._metrics(self.dense_val, self.dense_test)
-        self.fastest_pass: float | None = None  # seconds: the quickest masked pass (not the traced first)
+        self._images = stacked_images(val, test)
+        self.forward.compile(self._images)  # traced apart, so the dense pass below is timed alone
+        self.fastest_pass: float | None = None  # seconds: the quickest full pass seen
+        self.dense_val, self.dense_test = self._timed_pass(self.forward.dense)
+        self.dense_metrics = self._metrics(self.dense_val, self.dense_test, evidence)
 
-    def probabilities(self, keep: Masks, structured: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def probabilities(
+        self, keep: Masks, structured: bool = False, *, between=None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(val, test) probabilities with ``keep`` applied to the kernels.
 
         ``structured`` gives the exact masked reference of ``apply_masks(structured=True)``:
         dead channels' biases and BatchNorm γ/β are zeroed too (``graph.reference_factors``).
+        ``between`` is called between chunks of the pass (see ``Forward``).
         """
         check_masks(keep, self.shapes)
+        values = list(self.forward.dense)
+        for name, position in self._kernels.items():
+            values[position] = self.dense_kernels[name] * keep[name]
+        if structured:
+            graph, positions = self._reference_positions()
+            for key, factor in reference_factors(graph, keep).items():
+                values[positions[key]] = self.forward.dense[positions[key]].numpy() * factor
+        return self._timed_pass(values, between)
+
+    def _timed_pass(self, values: list, between=None) -> tuple[np.ndarray, np.ndarray]:
         start = time.perf_counter()
-        for name, variable in self.variables.items():
-            variable.assign(self.dense_kernels[name] * keep[name])
-        if structured and self._reference is None:
-            graph = Graph(self.work)
-            variables = reference_variables(graph, self.work)
-            self._reference = graph, variables, {key: np.asarray(v) for key, v in variables.items()}
-        if self._reference is not None:
-            graph, variables, dense = self._reference
-            factors = reference_factors(graph, keep) if structured else {}
-            for key, variable in variables.items():
-                variable.assign(dense[key] * factors.get(key, 1.0))
-        probs = predict_splits(self._forward, self._images, len(self.val.labels))
+        probs = self.forward(self._images, values, between)
         seconds = time.perf_counter() - start
         self.fastest_pass = seconds if self.fastest_pass is None else min(self.fastest_pass, seconds)
-        return probs
+        val_size = len(self.val.labels)
+        return probs[:val_size], probs[val_size:]
 
-    def _metrics(self, val_probs: np.ndarray, test_probs: np.ndarray) -> dict:
+    def _reference_positions(self) -> tuple[Graph, dict]:
+        if self._reference is None:
+            graph = Graph(self.model)
+            variables = reference_variables(graph, self.model)
+            self._reference = graph, {key: self.forward.position(v) for key, v in variables.items()}
+        return self._reference
+
+    def _metrics(self, val_probs: np.ndarray, test_probs: np.ndarray, evidence: bool) -> dict:
         if self.head.multilabel:
             return multilabel_evidence(
                 (self.dense_val, self.dense_test), (val_probs, test_probs), self.val, self.test
@@ -115,12 +191,18 @@ class Evaluator:
             operating=self.operating,
             margin=self.margin,
             level=self.level,
-            evidence=self.evidence,
+            evidence=evidence,
         )
 
-    def evaluate(self, keep: Masks, structured: bool = False) -> dict:
-        """Clinical metrics and evidence on test (threshold chosen on val), and the changed decisions."""
-        return self._metrics(*self.probabilities(keep, structured))
+    def evaluate(
+        self, keep: Masks, structured: bool = False, *, evidence: bool | None = None, between=None
+    ) -> dict:
+        """Clinical metrics and evidence on test (threshold chosen on val), and the changed decisions.
+
+        ``evidence`` overrides the evaluator's own setting (False: no intervals, for curve points).
+        """
+        probs = self.probabilities(keep, structured, between=between)
+        return self._metrics(*probs, self.evidence if evidence is None else evidence)
 
 
 def multilabel_evidence(dense: tuple, pruned: tuple, val, test) -> dict:
@@ -131,23 +213,14 @@ def multilabel_evidence(dense: tuple, pruned: tuple, val, test) -> dict:
     return metrics
 
 
-def compiled_forward(model, head: Head):
-    """The model's inference pass, as probabilities, in one compiled function (every evaluation path)."""
-    return tf.function(lambda x: head.probabilities(model(x, training=False)))
-
-
 def stacked_images(val, test):
-    """Validation and test images as one tensor: every evaluation path runs them in one batch."""
+    """Validation and test images as one tensor: every evaluation path runs them the same way."""
     return tf.constant(np.concatenate([val.images, test.images]), tf.float32)
 
 
-def predict_splits(forward, images, val_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(val, test) probabilities from one forward pass over ``stacked_images``.
-
-    One pass, always the same batch: softmax and batched kernels round differently with a row's
-    position in a batch, and every evaluation path must see the same numbers.
-    """
-    probs = forward(images).numpy()
+def split_probabilities(model, head: Head, images, val_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(val, test) probabilities of ``model`` (as it is now) over ``stacked_images``."""
+    probs = Forward(model, head)(images)
     return probs[:val_size], probs[val_size:]
 
 
@@ -172,12 +245,12 @@ def evaluate_model(
     """
     head = as_head(model, head)
     images = stacked_images(val, test)
-    probs = predict_splits(compiled_forward(model, head), images, len(val.labels))
+    probs = split_probabilities(model, head, images, len(val.labels))
     if dense is None and head.multilabel:
         return multilabel_metrics(probs[0], val.labels, probs[1], test.labels)
     if dense is None:
         return validated_metrics(probs[0], val.labels, probs[1], test.labels, positive, operating=operating)
-    reference = predict_splits(compiled_forward(dense, as_head(dense, head)), images, len(val.labels))
+    reference = split_probabilities(dense, as_head(dense, head), images, len(val.labels))
     if head.multilabel:
         return multilabel_evidence(reference, probs, val, test)
     options = dict(positive=positive, operating=operating, margin=margin, level=level)
@@ -195,6 +268,7 @@ def curve(
     epsilons: np.ndarray | None = None,
     sparsities: np.ndarray | None = None,
     progress: Callable[[int, int], None] | None = None,
+    between: Callable[[], None] | None = None,
 ) -> pd.DataFrame:
     """Evaluate ``spec`` at every ε (or target sparsity) of a grid.
 
@@ -203,8 +277,9 @@ def curve(
         metrics in ``SCALAR_METRICS``, ``changed`` (count of flipped test predictions),
         ``guarded`` (layers the collapse guard rescued), and ``sparsity/<layer>`` per layer.
 
-    ``progress``, if given, is called with (points done, points in all) after each point; an
-    exception it raises (e.g. a cancellation) stops the curve.
+    ``progress``, if given, is called with (points done, points in all) after each point, and
+    ``between`` between chunks of a point's forward pass; an exception either raises (e.g. a
+    cancellation) stops the curve.
     """
     if (epsilons is None) == (sparsities is None):
         raise ValueError("give exactly one of epsilons= or sparsities=")
@@ -217,7 +292,8 @@ def curve(
         result = masks_from_scores(scores, point, scorer.infos)
         if previous is None or not _same_masks(previous.keep, result.keep):
             # flat stretches of a curve reuse the last point
-            metrics = evaluator.evaluate(result.keep, structured=spec.granularity == "structured")
+            structured = spec.granularity == "structured"
+            metrics = evaluator.evaluate(result.keep, structured, evidence=False, between=between)
         previous = result
         rows.append(point_row(result, metrics, **{"epsilon" if key == "epsilon" else "target": float(value)}))
         if progress is not None:

@@ -162,11 +162,10 @@ class Explorer:
             model, calibration.images, calibration.labels, seed=seed, head=head, cache_dir=cache_dir
         )
         self._evaluation = dict(head=head, operating=operating, margin=margin)
+        # One evaluator (one compiled pass, weights as arguments) for points, curves and goals:
+        # it is thread-safe, so a curve computing in the background never blocks a point.
         self.evaluator = Evaluator(model, dataset.val, dataset.test, **self._evaluation)
-        # Curves evaluate on their own work copy of the model, so a curve computing in the
-        # background never races a point; each copy is used by one thread at a time.
-        self._curve_evaluator: Evaluator | None = None
-        self._point_lock, self._curve_lock = threading.Lock(), threading.Lock()
+        self._curve_lock = threading.Lock()  # one thread computes a curve or a goal table at a time
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self._data_key = dataset.fingerprint() if cache_dir is not None else ""  # hashes every image: once
         self._curves: dict[tuple, pd.DataFrame] = {}
@@ -245,10 +244,11 @@ class Explorer:
                 self._curves[key] = found
         return self._curves.get(key)
 
-    def curve(self, spec: PruneSpec, *, progress=None) -> pd.DataFrame:
+    def curve(self, spec: PruneSpec, *, progress=None, between=None) -> pd.DataFrame:
         """The curve for ``spec``'s criterion/scope/granularity/mode (cached; ε itself ignored).
 
-        ``progress``, if given, is called with (points done, points in all) as the curve fills in.
+        ``progress``, if given, is called with (points done, points in all) as the curve fills in;
+        ``between`` between chunks of each forward pass (to cancel quickly).
         """
         found = self.cached_curve(spec)
         if found is not None:
@@ -256,12 +256,13 @@ class Explorer:
         kind, grid = self.grid(spec)
         grid_argument = "epsilons" if kind == "epsilon" else "sparsities"
         with self._curve_lock:
-            if self._curve_evaluator is None:
-                self._curve_evaluator = Evaluator(
-                    self.model, self.dataset.val, self.dataset.test, **self._evaluation, evidence=False
-                )
             table = curve(
-                self.scorer, self._curve_evaluator, spec, **{grid_argument: grid}, progress=progress
+                self.scorer,
+                self.evaluator,
+                spec,
+                **{grid_argument: grid},
+                progress=progress,
+                between=between,
             )
         self._curves[self.curve_key(spec)] = table
         if self.cache_dir is not None:
@@ -285,15 +286,17 @@ class Explorer:
 
     # --- points ---------------------------------------------------------------------------
 
-    def point(self, spec: PruneSpec) -> Point:
+    def point(self, spec: PruneSpec, *, between=None) -> Point:
         """Masks, metrics and the per-layer table at one setting, on every evaluation image.
+
+        ``between`` is called between chunks of the forward pass; an exception it raises (a
+        cancellation) stops the point.
 
         Raises:
             ValueError: from the engine, for a spec it refuses (e.g. a negative ε).
         """
         result = make_masks(self.scorer, spec)
-        with self._point_lock:
-            metrics = self.evaluator.evaluate(result.keep, structured=spec.granularity == "structured")
+        metrics = self.evaluator.evaluate(result.keep, spec.structured, between=between)
         return Point(spec, result, metrics, layer_table(self.model, result), n=len(self.dataset.test))
 
     @property
@@ -304,16 +307,12 @@ class Explorer:
     def estimate_size(self) -> int:
         """Evaluation images an ``estimate`` can afford within ``estimate_budget``.
 
-        Sized from the quickest full pass seen so far (one is timed if none was), so a pass slowed
-        by a curve computing beside it does not shrink every later estimate; rounded down to a
-        few sizes (64, 96, 128, 192, ...) so that few subset evaluators are built.
+        Sized from the quickest full pass seen so far (the dense pass is the first), so a pass
+        slowed by a curve computing beside it does not shrink every later estimate; rounded down
+        to a few sizes (64, 96, 128, 192, ...) so that few subset evaluators are built.
         """
         if self._estimate_size is not None:
             return self._estimate_size
-        if self.evaluator.fastest_pass is None:
-            keep = {info.name: np.ones(info.shape, bool) for info in self.scorer.infos}
-            with self._point_lock:
-                self.evaluator.probabilities(keep)
         per_image = self.evaluator.fastest_pass / self.evaluation_size
         affordable = self.estimate_budget / max(per_image, 1e-9)
         if affordable >= self.evaluation_size:
@@ -331,7 +330,7 @@ class Explorer:
             return self.point(spec)
         evaluator, labels = self._subset_evaluator(size)
         result = make_masks(self.scorer, spec)
-        metrics = evaluator.evaluate(result.keep, structured=spec.granularity == "structured")
+        metrics = evaluator.evaluate(result.keep, spec.structured)
         interval = _half_width(metrics["test_probs"], labels, evaluator.positive)
         table = layer_table(self.model, result)
         return Point(spec, result, metrics, table, exact=False, n=len(labels), interval=interval)
@@ -344,7 +343,9 @@ class Explorer:
                 stratified_sample(split, max(8, round(share * len(split))), self.seed)
                 for split in (self.dataset.val, self.dataset.test)
             )
-            evaluator = Evaluator(self.model, val, test, **self._evaluation, evidence=False)
+            evaluator = Evaluator(
+                self.model, val, test, **self._evaluation, evidence=False, forward=self.evaluator.forward
+            )
             self._subset_evaluators[size] = evaluator, np.asarray(test.labels).reshape(-1)
         return self._subset_evaluators[size]
 
@@ -383,7 +384,7 @@ class Explorer:
         if key in tables:
             return tables[key]
         cache = self.cache_dir / "sensitivity" if self.cache_dir is not None else None
-        with self._curve_lock:  # the curves' work copy of the model: points stay free meanwhile
+        with self._curve_lock:
             subject = self._goal_subject()
             for done, sparsity in enumerate(grid):
                 if progress is not None:
@@ -418,14 +419,12 @@ class Explorer:
         """
         granularity = check_goal(goal, value, granularity)
         table = self.goal_table(criterion, granularity, grid=grid, progress=progress)
-        with self._curve_lock:
-            allocation = allocate(self._goal_subject(), goal, value, table=table)
+        allocation = allocate(self._goal_subject(), goal, value, table=table)
         spec = PruneSpec(
             criterion=criterion, granularity=granularity, scope="layerwise", min_keep=table.min_keep
         )
         result = MaskResult(allocation.keep, {name: float("nan") for name in allocation.keep})
-        with self._point_lock:
-            metrics = self.evaluator.evaluate(result.keep, structured=spec.structured)
+        metrics = self.evaluator.evaluate(result.keep, structured=spec.structured)
         rows = {row.name: allocation.layer_sparsity[row.layers[0]] for row in table.rows}
         return GoalPoint(
             spec,
@@ -439,12 +438,8 @@ class Explorer:
         )
 
     def _goal_subject(self) -> Subject:
-        """The sensitivity subject on the curves' work copy of the model (hold ``_curve_lock``)."""
-        if self._curve_evaluator is None:
-            self._curve_evaluator = Evaluator(
-                self.model, self.dataset.val, self.dataset.test, **self._evaluation
-            )
-        return Subject(self.model, self.dataset.val, self.scorer, self._curve_evaluator)
+        """The sensitivity subject: the explorer's model, scorer and evaluator."""
+        return Subject(self.model, self.dataset.val, self.scorer, self.evaluator)
 
 
 def _round_down_to_size(n: float) -> int:

@@ -447,7 +447,7 @@ class Dashboard:
         with self.points.lock:
             self._show_point(first, redraw=redraw)
         if not first.exact:
-            self.points.submit(ticket, lambda t: self.explorer.point(spec), self._show_exact)
+            self.points.submit(ticket, lambda t: self.explorer.point(spec, between=t.check), self._show_exact)
 
     def _show_exact(self, point: Point) -> None:
         self._show_point(point, redraw=False)
@@ -489,7 +489,7 @@ class Dashboard:
             ticket.check()  # a newer setting stops this curve between points
             self.progress.max, self.progress.value = total, done
 
-        return self.explorer.curve(spec, progress=report)
+        return self.explorer.curve(spec, progress=report, between=ticket.check)
 
     def _curve_ready(self, spec: PruneSpec, curve: pd.DataFrame) -> None:
         self.curve = curve
