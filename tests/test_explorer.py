@@ -82,6 +82,10 @@ def test_curve_cache_IsReused_AndInvalidatedByWeightsDataCalibrationOrSpec(train
     kernel = kernel_variables(changed)["fc"]
     kernel.assign(np.asarray(kernel) * 1.001)
     assert _explorer(changed, data, cache_dir=tmp_path).cached_curve(spec) is None
+    bias_only = copy_model(model)  # e.g. BatchNorm recalibrated: no kernel changes
+    bias = next(w for w in bias_only.weights if "bias" in w.path)
+    bias.assign(np.asarray(bias) + 0.01)
+    assert _explorer(bias_only, data, cache_dir=tmp_path).cached_curve(spec) is None
 
     images = data.test.images.copy()
     images[0, 0, 0, 0] = 1.0 - images[0, 0, 0, 0]
@@ -243,6 +247,30 @@ def test_reopened_explorer_ReadsGradientsFromDisk_WithoutAGradientPass(trained_t
     kernel.assign(np.asarray(kernel) * 1.001)
     _explorer(changed, data, cache_dir=tmp_path).point(spec)
     assert calls == ["pass", "pass"]
+
+
+def test_reopened_explorer_ReadsDensePassAndShownPointsFromDisk_WithoutAForwardPass(
+    trained_tiny, tmp_path, monkeypatch
+):
+    from workbench.curves import Forward
+
+    model, data = trained_tiny
+    spec = PruneSpec(epsilon=1e-4)
+    first = _explorer(model, data, cache_dir=tmp_path)
+    exact = first.point(spec)
+
+    def no_pass(*args, **kwargs):
+        raise AssertionError("a forward pass ran on reopening")
+
+    monkeypatch.setattr(Forward, "__call__", no_pass)
+    monkeypatch.setattr(Forward, "compile", no_pass)
+    reopened = _explorer(model, data, cache_dir=tmp_path)
+    assert reopened.dense_metrics["auc"] == first.dense_metrics["auc"]
+    again = reopened.estimate(spec)  # the known exact point, not an estimate
+    assert again.exact
+    np.testing.assert_array_equal(again.metrics["test_probs"], exact.metrics["test_probs"])
+    with pytest.raises(AssertionError, match="forward pass"):
+        reopened.point(replace(spec, epsilon=2e-4))  # an unknown point still computes
 
 
 def test_criterion_switch_ShowsProgress_WhileScoring(trained_tiny, monkeypatch):

@@ -105,6 +105,8 @@ class Evaluator:
     dense model (``compare_to_dense``: AUC and its paired difference with intervals, the
     non-inferiority verdict at ``margin``, Wilson intervals, ECE interval, McNemar's p).
     Evaluators of one model can share a ``Forward`` (one compiled pass); they are thread-safe.
+    ``dense`` = (val probabilities, test probabilities, seconds) of an earlier dense pass of the
+    same weights and images (a disk cache) skips that pass.
 
     Example:
         >>> ev = Evaluator(model, data.val, data.test)                        # doctest: +SKIP
@@ -124,6 +126,7 @@ class Evaluator:
         level: float = 0.95,
         evidence: bool = True,
         forward: Forward | None = None,
+        dense: tuple[np.ndarray, np.ndarray, float] | None = None,
     ):
         self.head = as_head(model, head)  # outputs -> probabilities, and which metrics apply
         self.forward = forward if forward is not None else Forward(model, self.head)
@@ -138,9 +141,12 @@ class Evaluator:
         self.evidence = evidence  # False: metrics without intervals, for curve points and estimates
         self.val, self.test = val, test
         self._images = stacked_images(val, test)
-        self.forward.compile(self._images)  # traced apart, so the dense pass below is timed alone
         self.fastest_pass: float | None = None  # seconds: the quickest full pass seen
-        self.dense_val, self.dense_test = self._timed_pass(self.forward.dense)
+        if dense is None:
+            self.forward.compile(self._images)  # traced apart, so the dense pass below is timed alone
+            self.dense_val, self.dense_test = self._timed_pass(self.forward.dense)
+        else:  # a cached dense pass: (val, test probabilities, its seconds); the trace waits for a pass
+            self.dense_val, self.dense_test, self.fastest_pass = dense
         self.dense_metrics = self._metrics(self.dense_val, self.dense_test, evidence)
 
     def probabilities(
@@ -161,6 +167,10 @@ class Evaluator:
             for key, factor in reference_factors(graph, keep).items():
                 values[positions[key]] = self.forward.dense[positions[key]].numpy() * factor
         return self._timed_pass(values, between)
+
+    def warm_up(self) -> None:
+        """Trace the compiled pass now (it is otherwise traced by the first pass that needs it)."""
+        self.forward.compile(self._images)
 
     def _timed_pass(self, values: list, between=None) -> tuple[np.ndarray, np.ndarray]:
         start = time.perf_counter()

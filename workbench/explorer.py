@@ -14,7 +14,9 @@ An ``Explorer`` answers the questions a dashboard asks, as plain function calls:
 
 from __future__ import annotations
 
+import io
 import logging
+import pickle
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -27,7 +29,8 @@ from workbench.budget import Allocation, allocate, check_goal
 from workbench.curves import Evaluator, curve, evaluate_model, log_grid, point_row
 from workbench.data import stratified_sample
 from workbench.evaluate import YOUDEN, OperatingPoint, auc_ci, layer_table
-from workbench.heads import Head
+from workbench.fs import write_atomically
+from workbench.heads import Head, as_head
 from workbench.masks import MaskResult, epsilon_for_sparsity, epsilon_range, normalise_per_layer
 from workbench.progressive import fingerprint, read_cached_curve, write_cached_curve
 from workbench.prune import PruneSpec, apply_masks, fine_tune, make_masks
@@ -118,9 +121,9 @@ class Explorer:
         model: the trained Keras model, explored as given.
         dataset: a ``workbench.data.Dataset``; scores use ``calibration_size`` training images,
             metrics use the whole validation and test sets.
-        cache_dir: if given, finished curves and the gradient statistics are kept there, keyed
-            by weights, data, calibration and spec, so reopening a notebook neither recomputes
-            gradients nor curves.
+        cache_dir: if given, finished curves, exact points, the dense pass and the gradient
+            statistics are kept there, keyed by weights, data, calibration and spec, so reopening
+            a notebook recomputes none of them.
         estimate_budget: seconds an estimate's forward pass may take (drawing comes on top); its
             subset of the evaluation images is sized from the time of one full forward pass.
         estimate_images: the subset's size, overriding ``estimate_budget`` (for tests and scripts).
@@ -161,17 +164,67 @@ class Explorer:
         self.scorer = Scorer(
             model, calibration.images, calibration.labels, seed=seed, head=head, cache_dir=cache_dir
         )
-        self._evaluation = dict(head=head, operating=operating, margin=margin)
-        # One evaluator (one compiled pass, weights as arguments) for points, curves and goals:
-        # it is thread-safe, so a curve computing in the background never blocks a point.
-        self.evaluator = Evaluator(model, dataset.val, dataset.test, **self._evaluation)
-        self._curve_lock = threading.Lock()  # one thread computes a curve or a goal table at a time
+        self._evaluation = dict(head=as_head(model, head), operating=operating, margin=margin)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self._data_key = dataset.fingerprint() if cache_dir is not None else ""  # hashes every image: once
+        # every weight (BatchNorm statistics too), as the evaluator snapshots them
+        self._weights_key = fingerprint(*(np.asarray(w) for w in model.weights)) if cache_dir else ""
+        # One evaluator (one compiled pass, weights as arguments) for points, curves and goals:
+        # it is thread-safe, so a curve computing in the background never blocks a point.
+        self.evaluator = self._open_evaluator()
+        self._curve_lock = threading.Lock()  # one thread computes a curve or a goal table at a time
+        self._subset_lock = threading.Lock()
+        self._points: dict[PruneSpec, dict] = {}  # exact metrics of every point shown (and on disk)
         self._curves: dict[tuple, pd.DataFrame] = {}
         self.estimate_budget = estimate_budget
         self._estimate_size = estimate_images
         self._subset_evaluators: dict[int, tuple[Evaluator, np.ndarray]] = {}
+
+    def _open_evaluator(self) -> Evaluator:
+        """The evaluator, with its dense pass from the disk cache when these weights and data had one."""
+        data = self.dataset
+        path = self._cache_file("dense", "npz")
+        if path is not None and path.is_file():
+            try:
+                with np.load(path) as saved:
+                    dense = (saved["val"], saved["test"], float(saved["seconds"]))
+                return Evaluator(self.model, data.val, data.test, **self._evaluation, dense=dense)
+            except (OSError, ValueError, KeyError) as err:
+                log.warning("ignoring unreadable cached dense pass %s: %s", path, err)
+        evaluator = Evaluator(self.model, data.val, data.test, **self._evaluation)
+        if path is not None:
+            buffer = io.BytesIO()
+            seconds = evaluator.fastest_pass
+            np.savez(buffer, val=evaluator.dense_val, test=evaluator.dense_test, seconds=seconds)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomically(path, buffer.getvalue())
+        return evaluator
+
+    def _cache_file(self, kind: str, suffix: str, *parts) -> Path | None:
+        """The disk cache's file for ``kind`` under these weights, data and evaluation (None: no cache)."""
+        if self.cache_dir is None:
+            return None
+        evaluation = self._evaluation
+        key = fingerprint(
+            self._weights_key,
+            self._data_key,
+            evaluation["head"].kind,
+            str(evaluation["operating"]),
+            evaluation["margin"],
+            *parts,
+        )
+        return self.cache_dir / f"{kind}-{key}.{suffix}"
+
+    def warm_up(self) -> None:
+        """Do the one-off work of the first estimate now (trace the pass, build the subset evaluator).
+
+        A dashboard calls it in the background after opening from the disk cache, so that the
+        first slider move does not pay for it.
+        """
+        self.evaluator.warm_up()
+        size = self.estimate_size()
+        if size < self.evaluation_size:
+            self._subset_evaluator(size)
 
     @property
     def layers(self) -> list[str]:
@@ -273,6 +326,7 @@ class Explorer:
         """A key for the disk cache: weights, data, calibration images, grid, spec, head, operating point."""
         return fingerprint(
             self.scorer.fingerprint(),
+            self._weights_key,
             self._data_key,
             self.scorer.images,
             self.scorer.labels,
@@ -296,8 +350,37 @@ class Explorer:
             ValueError: from the engine, for a spec it refuses (e.g. a negative ε).
         """
         result = make_masks(self.scorer, spec)
-        metrics = self.evaluator.evaluate(result.keep, spec.structured, between=between)
+        metrics = self._known_metrics(spec)
+        if metrics is None:
+            metrics = self.evaluator.evaluate(result.keep, spec.structured, between=between)
+            self._remember(spec, metrics)
         return Point(spec, result, metrics, layer_table(self.model, result), n=len(self.dataset.test))
+
+    def known_point(self, spec: PruneSpec) -> Point | None:
+        """The exact point of ``spec`` if it was evaluated before (in memory or on disk), else None."""
+        return self.point(spec) if self._known_metrics(spec) is not None else None
+
+    def _point_file(self, spec: PruneSpec) -> Path | None:
+        return self._cache_file("point", "pkl", self.scorer.fingerprint(), self.seed, repr(spec))
+
+    def _known_metrics(self, spec: PruneSpec) -> dict | None:
+        if spec not in self._points:
+            path = self._point_file(spec)
+            if path is None or not path.is_file():
+                return None
+            try:
+                self._points[spec] = pickle.loads(path.read_bytes())  # our own cache files
+            except (OSError, pickle.UnpicklingError, EOFError) as err:
+                log.warning("ignoring unreadable cached point %s: %s", path, err)
+                return None
+        return self._points[spec]
+
+    def _remember(self, spec: PruneSpec, metrics: dict) -> None:
+        self._points[spec] = metrics
+        path = self._point_file(spec)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomically(path, pickle.dumps(metrics))
 
     @property
     def evaluation_size(self) -> int:
@@ -323,8 +406,12 @@ class Explorer:
         """A quick point from a seeded class-stratified subset of ``size`` val + test images.
 
         The point has ``exact=False``, ``n`` test images and ``interval``, the half-width of its
-        AUC's 95% interval. If the subset would be the whole set, this is ``point(spec)``.
+        AUC's 95% interval. If the subset would be the whole set, or the exact point is already
+        known (``known_point``), this is ``point(spec)``.
         """
+        known = self.known_point(spec)
+        if known is not None:
+            return known
         size = self.estimate_size() if size is None else int(size)
         if size >= self.evaluation_size:
             return self.point(spec)
@@ -337,6 +424,10 @@ class Explorer:
 
     def _subset_evaluator(self, size: int) -> tuple[Evaluator, np.ndarray]:
         """An evaluator on a stratified subset of ``size`` images, and its test labels (cached)."""
+        with self._subset_lock:
+            return self._build_subset_evaluator(size)
+
+    def _build_subset_evaluator(self, size: int) -> tuple[Evaluator, np.ndarray]:
         if size not in self._subset_evaluators:
             share = size / self.evaluation_size
             val, test = (

@@ -80,6 +80,11 @@ class Latest:
         self.future = self._executor.submit(self._run, ticket, work, done)
         return self.future
 
+    def idle(self, work: Callable[[], object]) -> None:
+        """Run ``work`` on the worker when it is free (background only): one-off preparation."""
+        if self.background:
+            self._executor.submit(work)
+
     def _run(self, ticket: Ticket, work, done):
         try:
             ticket.check()

@@ -118,6 +118,7 @@ class Dashboard:
             self._show_goal(point)
         else:
             self._show_setting(explorer.setting(start), given=point, choose_layer=True)
+        self.points.idle(explorer.warm_up)  # so that the first slider move does not pay for it
 
     # --- layout -------------------------------------------------------------------------------
 
