@@ -85,17 +85,21 @@ def ms(start: float) -> float:
 
 def measure(name: str, model, data: Dataset, targets: Targets, moves: int) -> bool:
     """Drive one dashboard; print the issue's rows for it; return whether every target was met."""
-    foreground = []  # every call that blocks the kernel with no progress shown, in s
+    foreground = []  # every stretch the kernel is busy with no progress shown, in s
     with tempfile.TemporaryDirectory() as cache:
         start = time.perf_counter()
-        explorer = Explorer(model, data, cache_dir=cache)
-        built = time.perf_counter() - start
+        marks = [start]  # opening reports progress (a tqdm bar): busy stretches are the gaps
+        explorer = Explorer(
+            model, data, cache_dir=cache, progress=lambda *_: marks.append(time.perf_counter())
+        )
+        marks.append(time.perf_counter())
+        foreground.append(float(np.diff(marks).max()))
         scoring = time.perf_counter()
         explorer.scorer.scores("gradient", "unstructured")  # the first gradient pass: a tqdm bar shows it
         scoring = time.perf_counter() - scoring
         start_dashboard = time.perf_counter()
         dashboard = Dashboard(explorer, background=True)
-        foreground.append(built + time.perf_counter() - start_dashboard)
+        foreground.append(time.perf_counter() - start_dashboard)
         dashboard.wait()  # the first curve, in the background, then on disk
         opened = time.perf_counter() - start
         slider = dashboard.controls["epsilon"]
@@ -120,6 +124,9 @@ def measure(name: str, model, data: Dataset, targets: Targets, moves: int) -> bo
         Dashboard(Explorer(model, data, cache_dir=cache), background=True)
         reopen = time.perf_counter() - start
     foreground += [t / 1000 for t in first + switches] + [reopen]
+    busiest = int(np.argmax(foreground))
+    stretches = ["opening the explorer", "opening the dashboard"] + ["ε move"] * len(first)
+    stretches += ["criterion switch"] * len(switches) + ["reopening"]
     params = model.count_params() / 1e6
     print(f"\n{name} ({params:.1f} M parameters), {data.name}: {len(data.val)} val + {len(data.test)} test")
     print(f"{'first open: scores, first figure, 30-point curve in the background':62s} {opened:8.2f} s")
@@ -130,7 +137,7 @@ def measure(name: str, model, data: Dataset, targets: Targets, moves: int) -> bo
         ("ε move to the exact full-set answer, p50", np.median(exact), targets.exact_p50, "ms"),
         ("criterion switch to first redrawn figure (max of 2)", max(switches), targets.criterion, "ms"),
         ("reopen with cached curves: first figure (TF imported)", reopen, targets.reopen, "s"),
-        ("longest time busy without showing progress", max(foreground), targets.busy, "s"),
+        (f"longest busy without progress ({stretches[busiest]})", max(foreground), targets.busy, "s"),
     ]
     ok = True
     for label, value, limit, unit in rows:

@@ -294,3 +294,42 @@ def test_criterion_switch_ShowsProgress_WhileScoring(trained_tiny, monkeypatch):
 def test_explorer_BadGridPoints_RaiseValueErrorNamingIt(trained_tiny, points):
     with pytest.raises(ValueError, match="grid_points must be an integer >= 2"):
         Explorer(*trained_tiny, grid_points=points)
+
+
+def test_opening_ReportsProgress_ThroughTheTraceAndEveryChunk(trained_tiny, monkeypatch):
+    from workbench.curves import Forward
+
+    model, data = trained_tiny
+    monkeypatch.setattr(Forward, "CHUNK", 4)
+    reports = []
+    _explorer(model, data, progress=lambda done, total: reports.append((done, total)))
+    chunks = -(-(len(data.val) + len(data.test)) // 4)
+    assert reports == [(done, chunks + 1) for done in range(chunks + 2)]
+
+
+def test_figure_CriterionSwitch_UpdatesInPlace_AsADrawFromScratchWould(trained_tiny):
+    explorer = _explorer(*trained_tiny)
+    gradient, magnitude = PruneSpec(epsilon=1e-4), PruneSpec(criterion="magnitude", epsilon=1e-2)
+    dense = explorer.dense_metrics
+
+    def draw(figure, spec):
+        return figure.draw(
+            explorer.curve(spec), explorer.point(spec), dense, x="epsilon", layer="fc", threshold_name="|w|"
+        )
+
+    switched = ExplorerFigure(("plain", "square"))
+    draw(switched, gradient)
+    heatmap = switched.axes["heatmap"].images[0]
+    after_switch = draw(switched, magnitude)
+    assert switched.axes["heatmap"].images[0] is heatmap, "updated in place, not rebuilt"
+    fresh = draw(ExplorerFigure(("plain", "square")), magnitude)
+    assert _pixels(after_switch).shape == _pixels(fresh).shape
+    assert np.abs(_pixels(after_switch) - _pixels(fresh)).mean() < 0.5  # grey levels out of 255
+
+
+def _pixels(png: bytes) -> np.ndarray:
+    import io
+
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=float)

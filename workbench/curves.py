@@ -7,6 +7,7 @@ passed in as arguments. No model is rebuilt or copied per point.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -32,6 +33,7 @@ from workbench.masks import (
     Masks,
     check_masks,
 )
+from workbench.progressive import reporter
 from workbench.prune import PruneSpec, masks_from_scores
 from workbench.registry import kernel_variables
 from workbench.scores import Scorer
@@ -106,7 +108,8 @@ class Evaluator:
     non-inferiority verdict at ``margin``, Wilson intervals, ECE interval, McNemar's p).
     Evaluators of one model can share a ``Forward`` (one compiled pass); they are thread-safe.
     ``dense`` = (val probabilities, test probabilities, seconds) of an earlier dense pass of the
-    same weights and images (a disk cache) skips that pass.
+    same weights and images (a disk cache) skips that pass; else ``progress`` is called with
+    (steps done, steps) through it (the trace, then each chunk), or a tqdm bar shows after 1 s.
 
     Example:
         >>> ev = Evaluator(model, data.val, data.test)                        # doctest: +SKIP
@@ -127,6 +130,7 @@ class Evaluator:
         evidence: bool = True,
         forward: Forward | None = None,
         dense: tuple[np.ndarray, np.ndarray, float] | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ):
         self.head = as_head(model, head)  # outputs -> probabilities, and which metrics apply
         self.forward = forward if forward is not None else Forward(model, self.head)
@@ -143,8 +147,7 @@ class Evaluator:
         self._images = stacked_images(val, test)
         self.fastest_pass: float | None = None  # seconds: the quickest full pass seen
         if dense is None:
-            self.forward.compile(self._images)  # traced apart, so the dense pass below is timed alone
-            self.dense_val, self.dense_test = self._timed_pass(self.forward.dense)
+            self.dense_val, self.dense_test = self._dense_pass(progress)
         else:  # a cached dense pass: (val, test probabilities, its seconds); the trace waits for a pass
             self.dense_val, self.dense_test, self.fastest_pass = dense
         self.dense_metrics = self._metrics(self.dense_val, self.dense_test, evidence)
@@ -167,6 +170,17 @@ class Evaluator:
             for key, factor in reference_factors(graph, keep).items():
                 values[positions[key]] = self.forward.dense[positions[key]].numpy() * factor
         return self._timed_pass(values, between)
+
+    def _dense_pass(self, progress) -> tuple[np.ndarray, np.ndarray]:
+        steps = 1 + -(-len(self._images) // Forward.CHUNK)  # the trace, then every chunk
+        with reporter(progress, steps, "dense pass", "step") as report:
+            report(0, steps)
+            self.forward.compile(self._images)  # traced apart, so the pass below is timed alone
+            report(1, steps)
+            chunks = itertools.count(2)
+            probs = self._timed_pass(self.forward.dense, lambda: report(next(chunks), steps))
+            report(steps, steps)
+        return probs
 
     def warm_up(self) -> None:
         """Trace the compiled pass now (it is otherwise traced by the first pass that needs it)."""

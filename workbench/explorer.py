@@ -130,6 +130,8 @@ class Explorer:
         head: the model's output head when it cannot be read from the model (``workbench.heads``).
         operating: how the decision threshold is chosen on validation (Youden's J, or a target
             sensitivity or specificity); ``margin``: the non-inferiority margin in AUC.
+        progress: called with (steps done, steps) through the dense pass when it is not cached
+            (the trace, then each chunk of images); by default a tqdm bar shows after 1 s.
 
     Example:
         >>> explorer = Explorer(model, data)                              # doctest: +SKIP
@@ -150,6 +152,7 @@ class Explorer:
         head: Head | str | None = None,
         operating: OperatingPoint = YOUDEN,
         margin: float = 0.02,
+        progress: Progress | None = None,
     ):
         if isinstance(grid_points, bool) or not isinstance(grid_points, int) or grid_points < 2:
             raise ValueError(f"grid_points must be an integer >= 2 (points on a curve), got {grid_points!r}")
@@ -171,7 +174,7 @@ class Explorer:
         self._weights_key = fingerprint(*(np.asarray(w) for w in model.weights)) if cache_dir else ""
         # One evaluator (one compiled pass, weights as arguments) for points, curves and goals:
         # it is thread-safe, so a curve computing in the background never blocks a point.
-        self.evaluator = self._open_evaluator()
+        self.evaluator = self._open_evaluator(progress)
         self._curve_lock = threading.Lock()  # one thread computes a curve or a goal table at a time
         self._subset_lock = threading.Lock()
         self._points: dict[PruneSpec, dict] = {}  # exact metrics of every point shown (and on disk)
@@ -180,7 +183,7 @@ class Explorer:
         self._estimate_size = estimate_images
         self._subset_evaluators: dict[int, tuple[Evaluator, np.ndarray]] = {}
 
-    def _open_evaluator(self) -> Evaluator:
+    def _open_evaluator(self, progress: Progress | None) -> Evaluator:
         """The evaluator, with its dense pass from the disk cache when these weights and data had one."""
         data = self.dataset
         path = self._cache_file("dense", "npz")
@@ -191,7 +194,7 @@ class Explorer:
                 return Evaluator(self.model, data.val, data.test, **self._evaluation, dense=dense)
             except (OSError, ValueError, KeyError) as err:
                 log.warning("ignoring unreadable cached dense pass %s: %s", path, err)
-        evaluator = Evaluator(self.model, data.val, data.test, **self._evaluation)
+        evaluator = Evaluator(self.model, data.val, data.test, **self._evaluation, progress=progress)
         if path is not None:
             buffer = io.BytesIO()
             seconds = evaluator.fastest_pass

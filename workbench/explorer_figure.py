@@ -37,6 +37,7 @@ class ExplorerFigure:
         self.heat_line = None
         self.dots: dict[str, list] = {}
         self.mask_label = None
+        self.dense: dict | None = None  # the dense metrics the panels' dashed lines show
 
     def _make_axes(self) -> dict:
         # A fixed layout: constrained layout would cost ~0.5 s on every full redraw.
@@ -57,12 +58,16 @@ class ExplorerFigure:
     ) -> bytes:
         """Draw every panel for ``curve`` and ``point``; returns the PNG of the whole figure.
 
-        ``x`` is the grid column: "epsilon" or "target" (target sparsity).
+        ``x`` is the grid column: "epsilon" or "target" (target sparsity). When the panels
+        already show a curve of the same shape (a criterion or scope switch) their artists are
+        updated in place, which costs a fraction of building them again.
         """
+        if self._same_layout(curve, x, point, layer) and dense is self.dense:
+            return self._refresh(curve, point, x=x, layer=layer, threshold_name=threshold_name)
         for ax in self.axes.values():
             _clear(ax)
         self._left_margin(LEFT)
-        self.x, self.grid = x, curve[x].to_numpy()
+        self.x, self.grid, self.dense = x, curve[x].to_numpy(), dense
         row = point.row()
         heatmap = plots.sparsity_heatmap(
             curve, x=x, current=row[x], ax=self.axes["heatmap"], threshold_name=threshold_name
@@ -82,6 +87,41 @@ class ExplorerFigure:
         self._draw_mask(point, layer)
         for artist in self._moving():
             artist.set_animated(True)
+        return self.blitter.full()
+
+    def _same_layout(self, curve: pd.DataFrame, x: str, point: Point, layer: str) -> bool:
+        """Whether ``curve`` fits the drawn panels: same grid kind and size, same layers, same mask shape."""
+        if self.heat_line is None or x != self.x or len(curve) != len(self.grid):
+            return False
+        image = self.axes["heatmap"].images[0].get_array()
+        mask = self.axes["mask"].images[0].get_array()
+        kernel = plots.kernel_as_image(point.result.keep[layer])
+        return image.shape == (len(plots.layer_columns(curve)), len(curve)) and mask.shape == kernel.shape
+
+    def _refresh(
+        self, curve: pd.DataFrame, point: Point, *, x: str, layer: str, threshold_name: str
+    ) -> bytes:
+        """Update every panel's artists to ``curve`` and ``point`` (same layout), then draw in full."""
+        self.grid = curve[x].to_numpy()
+        heatmap = self.axes["heatmap"]
+        heatmap.images[0].set_data(curve[plots.layer_columns(curve)].to_numpy().T)
+        ticks = heatmap.get_xticks().astype(int)
+        heatmap.set_xticks(ticks, [plots.short_number(self.grid[t]) for t in ticks])
+        heatmap.set_xlabel(plots.grid_label(x, threshold_name))
+        for name, column in (("vs_grid", x), ("vs_sparsity", "sparsity")):
+            ax = self.axes[name]
+            for line in ax.lines:
+                if line.get_label() in METRICS:
+                    line.set_data(curve[column], curve[line.get_label()])
+            if column == "epsilon":
+                plots.epsilon_axis(ax, curve[column].to_numpy())
+            ax.relim()
+            ax.autoscale_view(scaley=False)
+            ax.set_xlabel(plots.grid_label(column, threshold_name))
+        self.axes["vs_grid"].set_title(
+            f"{point.spec.criterion}, {point.spec.scope}: test metrics", fontsize="small"
+        )
+        self._move(point, layer)
         return self.blitter.full()
 
     def _draw_confusion(self, point: Point, title: str) -> None:
@@ -152,6 +192,10 @@ class ExplorerFigure:
 
     def move(self, point: Point, layer: str) -> bytes:
         """Move the artists that follow the point; returns the blitted PNG."""
+        self._move(point, layer)
+        return self.blitter.png()
+
+    def _move(self, point: Point, layer: str) -> None:
         row = point.row()
         for name, column in (("vs_grid", self.x), ("vs_sparsity", "sparsity")):
             for dot, metric in zip(self.dots[name], METRICS, strict=True):
@@ -164,7 +208,6 @@ class ExplorerFigure:
             plots.kernel_as_image(point.result.keep[layer]).astype(np.float32)
         )
         self.mask_label.set_text(_mask_title(point, layer))
-        return self.blitter.png()
 
     def show_layer(self, point: Point, layer: str) -> bytes:
         """Show ``layer``'s mask (its shape may differ, so the panel is redrawn)."""

@@ -49,6 +49,9 @@ def short_number(value: float) -> str:
     return f"{value:.2g}"
 
 
+MAX_ROW_LABELS = 24  # layer names a heatmap writes; with more rows it labels every k-th
+
+
 def sparsity_heatmap(
     table: pd.DataFrame,
     x: str = "epsilon",
@@ -66,7 +69,9 @@ def sparsity_heatmap(
     image = ax.imshow(
         table[columns].to_numpy().T, aspect="auto", cmap="magma", vmin=0, vmax=1, interpolation="nearest"
     )
-    ax.set_yticks(range(len(columns)), [c.split("/", 1)[1] for c in columns])
+    names = [c.split("/", 1)[1] for c in columns]
+    rows = range(0, len(names), -(-len(names) // MAX_ROW_LABELS))  # more would overlap: every k-th
+    ax.set_yticks(rows, [names[row] for row in rows], fontsize="small" if len(names) > 12 else None)
     ticks = np.unique(np.linspace(0, len(grid) - 1, min(6, len(grid))).astype(int))
     ax.set_xticks(ticks, [short_number(grid[t]) for t in ticks])
     ax.set_xlabel(grid_label(x, threshold_name))

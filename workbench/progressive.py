@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
@@ -112,6 +113,18 @@ def _shared_executor() -> ThreadPoolExecutor:
     if _EXECUTOR is None:
         _EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="workbench-background")
     return _EXECUTOR
+
+
+@contextlib.contextmanager
+def reporter(progress: Callable[[int, int], None] | None, total: int, description: str, unit: str):
+    """Yield ``progress``, or one that moves a tqdm bar shown only once the work has taken 1 s."""
+    if progress is not None:
+        yield progress
+        return
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, desc=description, unit=unit, delay=1.0, leave=False) as bar:
+        yield lambda done, _: bar.update(done - bar.n)
 
 
 # --- the curve cache on disk ------------------------------------------------------------------

@@ -9,7 +9,6 @@ calibration images and labels, the head and the batch size, so a reopened notebo
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from workbench.compat import keras, tf
 from workbench.fs import atomic_path
 from workbench.heads import Head, as_head
 from workbench.masks import Scores, unit_scores
-from workbench.progressive import fingerprint
+from workbench.progressive import fingerprint, reporter
 from workbench.registry import LayerInfo, get_kernels, kernel_variables, prunable_layers
 
 log = logging.getLogger(__name__)
@@ -129,7 +128,7 @@ def gradient_stats(
     kernels = get_kernels(model)
     sums = {key: {i.name: 0.0 for i in infos} for key in ("abs", "sq", "unit")}
     starts = range(0, len(images), batch_size)
-    with _reporter(progress, len(starts)) as report:
+    with reporter(progress, len(starts), "gradients", "batch") as report:
         report(0, len(starts))  # before the first batch, which also traces the graph
         for done, start in enumerate(starts, 1):
             x = tf.constant(images[start : start + batch_size], tf.float32)
@@ -143,18 +142,6 @@ def gradient_stats(
     )
     _check_finite(stats)
     return stats
-
-
-@contextlib.contextmanager
-def _reporter(progress: Progress | None, total: int):
-    """Yield ``progress``, or one that moves a tqdm bar shown only once the work has taken 1 s."""
-    if progress is not None:
-        yield progress
-        return
-    from tqdm.auto import tqdm
-
-    with tqdm(total=total, desc="gradients", unit="batch", delay=1.0, leave=False) as bar:
-        yield lambda done, _: bar.update(done - bar.n)
 
 
 def _accumulate(sums: dict, info: LayerInfo, grad: np.ndarray, kernel: np.ndarray) -> None:
