@@ -115,12 +115,14 @@ def test_figure_MoveRedrawsOnlyThePoint_AndMarkAddsAStar(trained_tiny):
 
 
 def _recording(dashboard):
-    """Record (criterion, ε, exact, curve rows) of every frame the figure draws or moves to."""
+    """Record (criterion, ε, exact, curve rows computed) of every frame the figure draws or moves to."""
     frames, figure = [], dashboard.figure
     draw, move = figure.draw, figure.move
 
     def recorded_draw(curve, point, *args, **kwargs):
-        frames.append((point.spec.criterion, point.spec.epsilon, point.exact, len(curve)))
+        frames.append(
+            (point.spec.criterion, point.spec.epsilon, point.exact, int(curve["sparsity"].notna().sum()))
+        )
         return draw(curve, point, *args, **kwargs)
 
     def recorded_move(point, layer):
@@ -333,3 +335,26 @@ def _pixels(png: bytes) -> np.ndarray:
     from PIL import Image
 
     return np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=float)
+
+
+def test_background_curve_FillsInAsItGoes_OnTheFinalLayout(trained_tiny, monkeypatch):
+    explorer = _explorer(*trained_tiny, estimate_images=12)
+    dashboard = Dashboard(explorer, background=True)
+    dashboard.wait(WAIT)
+    monkeypatch.setattr(Dashboard, "REFILL_SECONDS", 0.0)  # every point redraws
+    heatmap, filled = dashboard.figure.axes["heatmap"], []
+    draw = dashboard.figure.draw
+
+    def spy(curve, *args, **kwargs):
+        filled.append(int(curve["sparsity"].notna().sum()))
+        return draw(curve, *args, **kwargs)
+
+    monkeypatch.setattr(dashboard.figure, "draw", spy)
+    dashboard.controls["criterion"].value = "magnitude"  # its curve is not computed yet
+    image = heatmap.images[0]
+    assert image.get_array().shape == (len(explorer.layers), explorer.grid_points), "the final layout at once"
+    dashboard.wait(WAIT)
+    assert filled[0] == 0, "the first figure shows the grid blank"
+    assert filled[-1] == explorer.grid_points
+    assert len(set(filled)) > 2, f"no figure between blank and complete: {filled}"
+    assert heatmap.images[0] is image, "filled in place"

@@ -293,6 +293,7 @@ def curve(
     sparsities: np.ndarray | None = None,
     progress: Callable[[int, int], None] | None = None,
     between: Callable[[], None] | None = None,
+    on_row: Callable[[int, dict], None] | None = None,
 ) -> pd.DataFrame:
     """Evaluate ``spec`` at every ε (or target sparsity) of a grid.
 
@@ -303,7 +304,7 @@ def curve(
 
     ``progress``, if given, is called with (points done, points in all) after each point, and
     ``between`` between chunks of a point's forward pass; an exception either raises (e.g. a
-    cancellation) stops the curve.
+    cancellation) stops the curve. ``on_row(index, row)`` sees each row as it is made.
     """
     if (epsilons is None) == (sparsities is None):
         raise ValueError("give exactly one of epsilons= or sparsities=")
@@ -320,6 +321,8 @@ def curve(
             metrics = evaluator.evaluate(result.keep, structured, evidence=False, between=between)
         previous = result
         rows.append(point_row(result, metrics, **{"epsilon" if key == "epsilon" else "target": float(value)}))
+        if on_row is not None:
+            on_row(len(rows) - 1, rows[-1])
         if progress is not None:
             progress(len(rows), len(grid))
     return pd.DataFrame(rows)

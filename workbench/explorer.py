@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.budget import Allocation, allocate, check_goal
-from workbench.curves import Evaluator, curve, evaluate_model, log_grid, point_row
+from workbench.curves import SCALAR_METRICS, Evaluator, curve, evaluate_model, log_grid, point_row
 from workbench.data import stratified_sample
 from workbench.evaluate import YOUDEN, OperatingPoint, auc_ci, layer_table
 from workbench.fs import write_atomically
@@ -280,6 +280,14 @@ class Explorer:
             return "sparsity", np.linspace(0.0, 0.99, self.grid_points)
         return "epsilon", log_grid(*self.epsilon_bounds(spec), points=self.grid_points)
 
+    def placeholder_curve(self, spec: PruneSpec) -> pd.DataFrame:
+        """``spec``'s curve before it is computed: its grid, every value NaN (drawn blank, then filled in)."""
+        kind, grid = self.grid(spec)
+        columns = ["sparsity", *SCALAR_METRICS, *(f"sparsity/{name}" for name in self.layers)]
+        table = pd.DataFrame(np.nan, index=range(len(grid)), columns=columns)
+        table.insert(0, "epsilon" if kind == "epsilon" else "target", grid)
+        return table
+
     def curve_key(self, spec: PruneSpec) -> tuple:
         """What a curve depends on besides the model and data (ε/sparsity itself excluded)."""
         return (
@@ -300,17 +308,26 @@ class Explorer:
                 self._curves[key] = found
         return self._curves.get(key)
 
-    def curve(self, spec: PruneSpec, *, progress=None, between=None) -> pd.DataFrame:
+    def curve(self, spec: PruneSpec, *, progress=None, between=None, partial=None) -> pd.DataFrame:
         """The curve for ``spec``'s criterion/scope/granularity/mode (cached; ε itself ignored).
 
         ``progress``, if given, is called with (points done, points in all) as the curve fills in;
-        ``between`` between chunks of each forward pass (to cancel quickly).
+        ``between`` between chunks of each forward pass (to cancel quickly); ``partial`` with the
+        curve so far after each point (the placeholder's rows filled in up to that point).
         """
         found = self.cached_curve(spec)
         if found is not None:
             return found
         kind, grid = self.grid(spec)
         grid_argument = "epsilons" if kind == "epsilon" else "sparsities"
+        on_row = None
+        if partial is not None:
+            filled = self.placeholder_curve(spec)
+
+            def on_row(index: int, row: dict) -> None:
+                filled.loc[index, filled.columns] = [row[column] for column in filled.columns]
+                partial(filled)
+
         with self._curve_lock:
             table = curve(
                 self.scorer,
@@ -319,6 +336,7 @@ class Explorer:
                 **{grid_argument: grid},
                 progress=progress,
                 between=between,
+                on_row=on_row,
             )
         self._curves[self.curve_key(spec)] = table
         if self.cache_dir is not None:

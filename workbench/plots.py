@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -49,6 +50,7 @@ def short_number(value: float) -> str:
     return f"{value:.2g}"
 
 
+HEATMAP = matplotlib.colormaps["magma"].with_extremes(bad="0.85")  # grey: not computed yet
 MAX_ROW_LABELS = 24  # layer names a heatmap writes; with more rows it labels every k-th
 
 
@@ -67,7 +69,7 @@ def sparsity_heatmap(
     columns = layer_columns(table)
     grid = table[x].to_numpy()
     image = ax.imshow(
-        table[columns].to_numpy().T, aspect="auto", cmap="magma", vmin=0, vmax=1, interpolation="nearest"
+        table[columns].to_numpy().T, aspect="auto", cmap=HEATMAP, vmin=0, vmax=1, interpolation="nearest"
     )
     names = [c.split("/", 1)[1] for c in columns]
     rows = range(0, len(names), -(-len(names) // MAX_ROW_LABELS))  # more would overlap: every k-th

@@ -23,6 +23,7 @@ import functools
 import html
 import logging
 import threading
+import time
 from dataclasses import replace
 
 import ipywidgets as w
@@ -68,6 +69,8 @@ def _reports_errors(callback):
 class Dashboard:
     """Controls, live figure, per-layer table and a fine-tune button for one model and dataset.
 
+    A curve computing in the background redraws its filled-in part every ``REFILL_SECONDS``.
+
     Args:
         explorer: the engine every control change asks.
         point: show the dashboard at this evaluated point (from ``explorer.point(spec)``), exactly
@@ -82,6 +85,8 @@ class Dashboard:
         >>> dash = Dashboard(explorer, point=point)            # doctest: +SKIP
         >>> dash.controls["epsilon"].value = 1e-3              # what a slider move does  # doctest: +SKIP
     """
+
+    REFILL_SECONDS = 1.5  # not more often: each redraw takes CPU from the curve it shows
 
     def __init__(
         self,
@@ -461,8 +466,11 @@ class Dashboard:
             self.image.value = self.figure.move(point, self.layer)
         self._update_text()
 
-    def _draw(self) -> None:
-        curve = self.curve if self.curve is not None else pd.DataFrame([self.point.row()])
+    def _draw(self, curve: pd.DataFrame | None = None) -> None:
+        # before its curve is computed the figure shows the curve's grid blank (or filled in so
+        # far), so the layout is final and the finished curve only updates the artists in place
+        if curve is None:
+            curve = self.curve if self.curve is not None else self.explorer.placeholder_curve(self.point.spec)
         layer = self.layer if self.layer in self.explorer.layers else self.explorer.layers[0]
         self.image.value = self.figure.draw(
             curve,
@@ -490,13 +498,28 @@ class Dashboard:
             ticket.check()  # a newer setting stops this curve between points
             self.progress.max, self.progress.value = total, done
 
-        return self.explorer.curve(spec, progress=report, between=ticket.check)
+        drawn = [time.perf_counter()]
+
+        def fill_in(table: pd.DataFrame) -> None:  # the curve so far, every REFILL_SECONDS
+            if time.perf_counter() - drawn[0] < self.REFILL_SECONDS:
+                return
+            with self.curves.lock:
+                if ticket.current and self._showing(spec):
+                    self._draw(table)
+            drawn[0] = time.perf_counter()
+
+        partial = fill_in if self.curves.background else None
+        return self.explorer.curve(spec, progress=report, between=ticket.check, partial=partial)
+
+    def _showing(self, spec: PruneSpec) -> bool:
+        """Whether the shown point has ``spec``'s curve (same criterion, scope, granularity, mode)."""
+        key = self.explorer.curve_key
+        return self.point is not None and key(self.point.spec) == key(spec)
 
     def _curve_ready(self, spec: PruneSpec, curve: pd.DataFrame) -> None:
         self.curve = curve
         self.progress.layout.display = "none"
-        key = self.explorer.curve_key
-        if self.point is not None and key(self.point.spec) == key(spec):  # else the point's answer draws it
+        if self._showing(spec):  # else the point's answer draws it
             self._draw()
 
     # --- text ---------------------------------------------------------------------------------
