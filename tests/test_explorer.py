@@ -358,3 +358,28 @@ def test_background_curve_FillsInAsItGoes_OnTheFinalLayout(trained_tiny, monkeyp
     assert filled[-1] == explorer.grid_points
     assert len(set(filled)) > 2, f"no figure between blank and complete: {filled}"
     assert heatmap.images[0] is image, "filled in place"
+
+
+def test_first_answer_WhenEvenASubsetOverrunsTheBudget_ReadsTheCurvesNearestPoint(trained_tiny):
+    explorer = _explorer(*trained_tiny, estimate_images=12, estimate_budget=1e-9)
+    spec = PruneSpec(epsilon=1e-4)
+    estimate = explorer.first_answer(spec)
+    assert estimate.nearest is None and 0 < estimate.n < len(explorer.dataset.test), "no curve yet: a subset"
+    curve = explorer.curve(spec)
+    grid = curve["epsilon"].to_numpy()
+    epsilon = float(np.sqrt(grid[3] * grid[4]) * 0.99)  # nearer grid[3] on the log scale
+    answer = explorer.first_answer(replace(spec, epsilon=epsilon))
+    assert not answer.exact and answer.nearest == grid[3]
+    assert answer.metrics["auc"] == curve["auc"].iloc[3]
+    exact = explorer.point(replace(spec, epsilon=epsilon))
+    for name, mask in exact.result.keep.items():
+        np.testing.assert_array_equal(answer.result.keep[name], mask)  # the spec's own masks
+
+    dashboard = Dashboard(explorer, background=True)
+    dashboard.wait(WAIT)
+    frames = _recording(dashboard)
+    dashboard.controls["epsilon"].value = float(np.sqrt(grid[2] * grid[3]) * 1.01)
+    assert "nearest point" in dashboard.readout.value
+    dashboard.wait(WAIT)
+    assert [exact for _, _, exact, _ in frames] == [False, True]
+    assert "exact" in dashboard.readout.value

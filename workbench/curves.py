@@ -336,7 +336,8 @@ def point_row(result: MaskResult, metrics: dict, **grid_value) -> dict:
     """Flatten one curve point into a table row."""
     row = dict(grid_value, sparsity=result.sparsity)
     row.update({name: metrics[name] for name in SCALAR_METRICS})
-    row["changed"] = len(metrics["changed"])
+    changed = metrics["changed"]  # the test cases, or their count (a point read from a curve)
+    row["changed"] = changed if isinstance(changed, int) else len(changed)
     row["guarded"] = ",".join(result.guarded)
     row.update({f"sparsity/{name}": value for name, value in result.layer_sparsity().items()})
     return row

@@ -56,6 +56,8 @@ class Point:
 
     ``exact`` is False for an estimate from a subset of the evaluation images; ``interval`` is
     then the half-width of the AUC's 95% interval and ``n`` the number of test images used.
+    An answer read from the curve has ``nearest``, the grid value whose metrics it shows (its
+    masks and sparsity are the spec's own; its metrics hold no confusion matrix or evidence).
     """
 
     spec: PruneSpec
@@ -65,6 +67,7 @@ class Point:
     exact: bool = True
     n: int = 0
     interval: float = 0.0
+    nearest: float | None = None
 
     def row(self) -> dict:
         """The point as a curve row (grid value, sparsity, metrics, per-layer sparsity)."""
@@ -442,6 +445,41 @@ class Explorer:
         interval = _half_width(metrics["test_probs"], labels, evaluator.positive)
         table = layer_table(self.model, result)
         return Point(spec, result, metrics, table, exact=False, n=len(labels), interval=interval)
+
+    def first_answer(self, spec: PruneSpec, *, from_curve: bool = True) -> Point:
+        """The quickest good answer for a control change, to be refined by ``point(spec)``.
+
+        The exact point when it is known or affordable within ``estimate_budget``; else, when
+        ``from_curve`` and the spec's curve is cached and even the smallest subset would overrun
+        the budget, the spec's own masks with the metrics of the curve's nearest grid point (no
+        forward pass at all); else an ``estimate`` on a subset.
+        """
+        known = self.known_point(spec)
+        if known is not None:
+            return known
+        size = self.estimate_size()
+        if size >= self.evaluation_size:
+            return self.point(spec)
+        per_image = self.evaluator.fastest_pass / self.evaluation_size
+        curve = self.cached_curve(spec)
+        if from_curve and curve is not None and per_image * size > self.estimate_budget:
+            return self.nearest_curve_point(spec, curve)
+        return self.estimate(spec, size)
+
+    def nearest_curve_point(self, spec: PruneSpec, curve: pd.DataFrame) -> Point:
+        """``spec``'s masks with the metrics of the nearest point of its (cached) ``curve``."""
+        column, value = ("epsilon", spec.epsilon) if spec.sparsity is None else ("target", spec.sparsity)
+        grid = curve[column].to_numpy(dtype=float)
+        if column == "epsilon":  # nearest on the log scale the grid is spaced on; 0 is below all
+            distance = np.abs(np.log(np.maximum(grid, 1e-300)) - np.log(max(value, 1e-300)))
+        else:
+            distance = np.abs(grid - value)
+        row = curve.iloc[int(np.argmin(distance))]
+        metrics = {name: float(row[name]) for name in SCALAR_METRICS}
+        metrics["changed"] = int(row["changed"])  # a count: which images is not kept on a curve
+        result = make_masks(self.scorer, spec)
+        table = layer_table(self.model, result)
+        return Point(spec, result, metrics, table, exact=False, nearest=float(row[column]))
 
     def _subset_evaluator(self, size: int) -> tuple[Evaluator, np.ndarray]:
         """An evaluator on a stratified subset of ``size`` images, and its test labels (cached)."""

@@ -204,6 +204,9 @@ class ExplorerFigure:
         self.heat_line.set_xdata([position, position])
         if "confusion" in point.metrics:
             plots.update_confusion(self.axes["confusion"], point.metrics["confusion"])
+        elif self.axes["confusion"].images:  # an answer read from a curve: counts come with the exact one
+            for text in self.axes["confusion"].texts:
+                text.set_text("…")
         self.axes["mask"].images[0].set_data(
             plots.kernel_as_image(point.result.keep[layer]).astype(np.float32)
         )

@@ -444,9 +444,9 @@ class Dashboard:
         self, spec: PruneSpec, *, given: Point | None = None, redraw: bool = False, choose_layer: bool = False
     ) -> None:
         """Show ``given`` or a quick answer now; refine an estimate to the exact point in the background."""
-        first = given or (
-            self.explorer.estimate(spec) if self.points.background else self.explorer.point(spec)
-        )
+        # a full redraw draws the confusion matrix, which an answer read from a curve lacks
+        quick = functools.partial(self.explorer.first_answer, from_curve=not redraw)
+        first = given or (quick(spec) if self.points.background else self.explorer.point(spec))
         ticket = self.points.begin()  # only now: a spec the engine refuses leaves older work running
         if choose_layer:
             self._set_controls(layer=first.most_pruned_layer())  # the layer with the most to see
@@ -547,8 +547,12 @@ class Dashboard:
 
 
 def status(point: Point) -> str:
-    """'exact', or 'estimate (n=96, ±0.04)' with the AUC's interval half-width."""
-    return "exact" if point.exact else f"estimate (n={point.n}, ±{point.interval:.2f})"
+    """'exact', 'estimate (n=96, ±0.04)' with the AUC's interval half-width, or the curve point shown."""
+    if point.exact:
+        return "exact"
+    if point.nearest is not None:
+        return f"metrics of the curve's nearest point ({point.nearest:.3g}), exact answer coming"
+    return f"estimate (n={point.n}, ±{point.interval:.2f})"
 
 
 def readout_html(point: Point, dense: dict) -> str:
@@ -563,7 +567,7 @@ def readout_html(point: Point, dense: dict) -> str:
     guard = f" · guard kept a weight in: {', '.join(result.guarded)}" if result.guarded else ""
     head = (
         f"<b>sparsity {result.sparsity:.1%}</b> at {setting} · {status(point)} · "
-        f"{len(m['changed'])} test predictions changed{html.escape(guard)}"
+        f"{point.row()['changed']} test predictions changed{html.escape(guard)}"
     )
     cells = "".join(f"<th style='padding:0 8px'>{name}</th>" for name in SIDE_BY_SIDE)
     rows = "".join(
