@@ -169,8 +169,8 @@ def test_overtaken_exact_answer_IsNeverDrawn(live_dashboard):
     explorer.point = _gated(explorer.point, lambda spec: spec.epsilon == first, gate, started)
     frames = _recording(live_dashboard)
     slider.value = first
+    assert started.wait(WAIT)  # the estimate is drawn, the exact answer is being computed
     assert "estimate (n=" in live_dashboard.readout.value
-    assert started.wait(WAIT)
     slider.value = second  # overtakes the first value's exact answer, still being computed
     gate.set()
     live_dashboard.wait(WAIT)
@@ -377,9 +377,24 @@ def test_first_answer_WhenEvenASubsetOverrunsTheBudget_ReadsTheCurvesNearestPoin
 
     dashboard = Dashboard(explorer, background=True)
     dashboard.wait(WAIT)
-    frames = _recording(dashboard)
+    frames, readouts = _recording(dashboard), []
+    dashboard.readout.observe(lambda change: readouts.append(change["new"]), names="value")
     dashboard.controls["epsilon"].value = float(np.sqrt(grid[2] * grid[3]) * 1.01)
-    assert "nearest point" in dashboard.readout.value
     dashboard.wait(WAIT)
     assert [exact for _, _, exact, _ in frames] == [False, True]
-    assert "exact" in dashboard.readout.value
+    assert "nearest point" in readouts[0] and "exact" in readouts[-1]
+
+
+def test_figure_DrawsACurveReadPoint_ThenTheExactCounts(trained_tiny):
+    explorer = _explorer(*trained_tiny)
+    spec = PruneSpec(epsilon=1e-4)
+    curve = explorer.curve(spec)
+    figure = ExplorerFigure(("plain", "square"))
+    figure.draw(
+        curve, explorer.nearest_curve_point(spec, curve), explorer.dense_metrics, x="epsilon", layer="fc"
+    )
+    assert [text.get_text() for text in figure.axes["confusion"].texts] == ["…"] * 4
+    exact = explorer.point(spec)
+    figure.move(exact, "fc")
+    counts = [int(text.get_text()) for text in figure.axes["confusion"].texts]
+    assert counts == list(np.asarray(exact.metrics["confusion"]).ravel())

@@ -231,3 +231,18 @@ def test_gradient_pass_WithoutACallback_MovesATqdmBarShownAfterOneSecond(tiny_da
     gradient_stats(tiny_cnn(), val.images, val.labels, batch_size=5)
     (bar,) = bars
     assert bar.options["delay"] <= 1.0 and bar.n == bar.options["total"] == -(-len(val.images) // 5)
+
+
+def test_fingerprint_Frozen_HashesOnce_ElseFollowsTheWeights(trained_tiny):
+    from workbench.prune import copy_model
+    from workbench.scores import Scorer
+
+    model, data = trained_tiny
+    model = copy_model(model)
+    following = Scorer(model, data.val.images, data.val.labels)
+    frozen = Scorer(model, data.val.images, data.val.labels, frozen=True)
+    before = (following.fingerprint(), frozen.fingerprint())
+    kernel = model.layers[0].kernel
+    kernel.assign(np.asarray(kernel) * 2)
+    assert following.fingerprint() != before[0]
+    assert frozen.fingerprint() == before[1]

@@ -121,7 +121,8 @@ class Explorer:
     """Everything an ε explorer needs, without widgets: scores, curves and points, all cached.
 
     Args:
-        model: the trained Keras model, explored as given.
+        model: the trained Keras model, explored as it is now: its weights are read once (build a
+            new Explorer after changing them).
         dataset: a ``workbench.data.Dataset``; scores use ``calibration_size`` training images,
             metrics use the whole validation and test sets.
         cache_dir: if given, finished curves, exact points, the dense pass and the gradient
@@ -168,7 +169,13 @@ class Explorer:
         # training images would all be one class
         calibration = stratified_sample(dataset.train, calibration_size, seed)
         self.scorer = Scorer(
-            model, calibration.images, calibration.labels, seed=seed, head=head, cache_dir=cache_dir
+            model,
+            calibration.images,
+            calibration.labels,
+            seed=seed,
+            head=head,
+            cache_dir=cache_dir,
+            frozen=True,  # explored as given: see the class docstring
         )
         self._evaluation = dict(head=as_head(model, head), operating=operating, margin=margin)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
@@ -446,13 +453,13 @@ class Explorer:
         table = layer_table(self.model, result)
         return Point(spec, result, metrics, table, exact=False, n=len(labels), interval=interval)
 
-    def first_answer(self, spec: PruneSpec, *, from_curve: bool = True) -> Point:
+    def first_answer(self, spec: PruneSpec) -> Point:
         """The quickest good answer for a control change, to be refined by ``point(spec)``.
 
-        The exact point when it is known or affordable within ``estimate_budget``; else, when
-        ``from_curve`` and the spec's curve is cached and even the smallest subset would overrun
-        the budget, the spec's own masks with the metrics of the curve's nearest grid point (no
-        forward pass at all); else an ``estimate`` on a subset.
+        The exact point when it is known or affordable within ``estimate_budget``; else, when the
+        spec's curve is cached and even the smallest subset would overrun the budget, the spec's
+        own masks with the metrics of the curve's nearest grid point (no forward pass at all; not
+        for multi-label heads, whose curves keep no per-label metrics); else an ``estimate``.
         """
         known = self.known_point(spec)
         if known is not None:
@@ -462,7 +469,8 @@ class Explorer:
             return self.point(spec)
         per_image = self.evaluator.fastest_pass / self.evaluation_size
         curve = self.cached_curve(spec)
-        if from_curve and curve is not None and per_image * size > self.estimate_budget:
+        overrun = per_image * size > self.estimate_budget
+        if curve is not None and overrun and not self.evaluator.head.multilabel:
             return self.nearest_curve_point(spec, curve)
         return self.estimate(spec, size)
 

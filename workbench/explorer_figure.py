@@ -126,6 +126,13 @@ class ExplorerFigure:
 
     def _draw_confusion(self, point: Point, title: str) -> None:
         ax = self.axes["confusion"]
+        if point.nearest is not None:  # read from a curve: the counts come with the exact answer
+            size = len(self.class_names)
+            plots.confusion(np.zeros((size, size), int), self.class_names, ax=ax)
+            ax.set_title(title, fontsize="small")
+            for text in ax.texts:
+                text.set_text("…")
+            return
         if "confusion" not in point.metrics:  # multi-label: one decision per label, no single matrix
             ax.text(0.5, 0.5, "multi-label: per-label\nmetrics in the readout", ha="center", va="center")
             ax.set_axis_off()

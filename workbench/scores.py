@@ -235,11 +235,15 @@ class Scorer:
         batch_size: int = 64,
         head: Head | str | None = None,
         cache_dir: str | Path | None = None,
+        frozen: bool = False,
     ):
         """Check the calibration data and read the model's head (``head=`` overrides it).
 
         ``cache_dir``, if given, keeps the gradient statistics on disk (``gradients-<key>.npz``),
         keyed by every weight, the calibration images and labels, the head and ``batch_size``.
+        Scores follow the model's current weights (hashed on every call), unless ``frozen``
+        promises that the weights no longer change: then they are hashed once (an explorer's
+        snapshot, where hashing a large model on every slider move would cost more than the move).
 
         Raises:
             ValueError: for images of the wrong shape or outside [0, 1], labels that don't fit
@@ -257,12 +261,18 @@ class Scorer:
         )
         self._stats: dict[str, GradientStats] = {}
         self._scores: dict[tuple[str, str, str], Scores] = {}
+        self._frozen, self._fingerprint = frozen, None
 
     def fingerprint(self) -> str:
-        digest = hashlib.sha1()
-        for kernel in get_kernels(self.model).values():
-            digest.update(kernel.tobytes())
-        return digest.hexdigest()
+        """A hash of the model's kernels (once only when ``frozen``)."""
+        if self._fingerprint is None:
+            digest = hashlib.sha1()
+            for kernel in get_kernels(self.model).values():
+                digest.update(kernel.tobytes())
+            if not self._frozen:
+                return digest.hexdigest()
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
 
     def stats(self, progress: Progress | None = None) -> GradientStats:
         """The gradient statistics of the current weights: from memory, the disk cache, or one pass.

@@ -147,7 +147,7 @@ class Dashboard:
                 step=0.02,
                 description="ε",
                 readout_format=".2e",
-                continuous_update=False,
+                continuous_update=True,  # throttled: the worker skips overtaken values
             ),
             "epsilon_text": w.Text(
                 description="type ε", placeholder="e.g. 3e-4, Enter", continuous_update=False
@@ -158,7 +158,7 @@ class Dashboard:
                 max=0.99,
                 step=0.01,
                 description="sparsity",
-                continuous_update=False,
+                continuous_update=True,
             ),
             "goal": w.ToggleButtons(
                 options=[
@@ -296,11 +296,19 @@ class Dashboard:
 
     @_reports_errors
     def on_threshold_change(self) -> None:
-        """ε or target sparsity moved: answer (estimate, then exact); only moving artists redraw."""
+        """ε or target sparsity moved: answer (quick, then exact); only moving artists redraw.
+
+        In the background the whole answer runs on the worker, so the kernel takes the slider's
+        next value at once; the worker skips values overtaken meanwhile, so a drag (continuous
+        updates) shows as many frames as the machine can draw and always ends on the last value.
+        """
         spec = self.spec()
         if spec.epsilon is not None:
             self._set_controls(epsilon_text=f"{spec.epsilon:.3g}")
-        self._answer(spec)
+        if self.points.background:
+            self._answer_later(spec)
+        else:
+            self._answer(spec)
 
     @_reports_errors
     def on_typed_epsilon(self, text: str) -> None:
@@ -444,9 +452,8 @@ class Dashboard:
         self, spec: PruneSpec, *, given: Point | None = None, redraw: bool = False, choose_layer: bool = False
     ) -> None:
         """Show ``given`` or a quick answer now; refine an estimate to the exact point in the background."""
-        # a full redraw draws the confusion matrix, which an answer read from a curve lacks
-        quick = functools.partial(self.explorer.first_answer, from_curve=not redraw)
-        first = given or (quick(spec) if self.points.background else self.explorer.point(spec))
+        quick = self.explorer.first_answer if self.points.background else self.explorer.point
+        first = given or quick(spec)
         ticket = self.points.begin()  # only now: a spec the engine refuses leaves older work running
         if choose_layer:
             self._set_controls(layer=first.most_pruned_layer())  # the layer with the most to see
@@ -455,8 +462,25 @@ class Dashboard:
         if not first.exact:
             self.points.submit(ticket, lambda t: self.explorer.point(spec, between=t.check), self._show_exact)
 
-    def _show_exact(self, point: Point) -> None:
-        self._show_point(point, redraw=False)
+    def _answer_later(self, spec: PruneSpec) -> None:
+        """Answer a slider move on the worker: the quick answer, then the exact one if that was not."""
+
+        def work(ticket: Ticket) -> Point | None:
+            try:
+                first = self.explorer.first_answer(spec)
+            except ValueError as err:
+                self.show_message(f"ValueError: {err}", error=True)
+                return None
+            with self.points.lock:
+                ticket.check()
+                self._show_point(first, redraw=False)
+            return None if first.exact else self.explorer.point(spec, between=ticket.check)
+
+        self.points.submit(self.points.begin(), work, self._show_exact)
+
+    def _show_exact(self, point: Point | None) -> None:
+        if point is not None:
+            self._show_point(point, redraw=False)
 
     def _show_point(self, point: Point, *, redraw: bool) -> None:
         self.point = point
