@@ -401,7 +401,7 @@ class Explorer:
                 return None
             try:
                 self._points[spec] = pickle.loads(path.read_bytes())  # our own cache files
-            except (OSError, pickle.UnpicklingError, EOFError) as err:
+            except Exception as err:  # noqa: BLE001 - any unreadable cache file is recomputed
                 log.warning("ignoring unreadable cached point %s: %s", path, err)
                 return None
         return self._points[spec]
