@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from workbench import plots
 from workbench.explorer import GoalPoint, Point
@@ -79,6 +80,7 @@ class ExplorerFigure:
                 threshold_name=threshold_name,
             )  # fmt: skip
             self.dots[name] = [line for line in ax.lines if line.get_marker() == "o"]
+        self._declutter()
         self.axes["vs_grid"].set_title(
             f"{point.spec.criterion}, {point.spec.scope}: test metrics", fontsize="small"
         )
@@ -123,6 +125,15 @@ class ExplorerFigure:
         )
         self._move(point, layer)
         return self.blitter.full()
+
+    def _declutter(self) -> None:
+        """Drop text the figure repeats: every label costs drawing time on each full redraw."""
+        right = self.axes["vs_sparsity"]  # the same metrics and y range as the panel on its left
+        right.tick_params(labelleft=False)
+        right.get_legend().remove()
+        for ax in self.figure.axes:
+            if ax not in self.axes.values():  # the heatmap's colorbar
+                ax.set_yticks([0, 0.5, 1])
 
     def _draw_confusion(self, point: Point, title: str) -> None:
         ax = self.axes["confusion"]
@@ -193,6 +204,8 @@ class ExplorerFigure:
         ax = self.axes["mask"]
         _clear(ax)
         plots.mask_image(point.result.keep[layer].astype(np.float32), ax=ax)
+        for axis in (ax.xaxis, ax.yaxis):  # a few unit and input numbers are enough to find one
+            axis.set_major_locator(MaxNLocator(4, integer=True))
         self.mask_label = ax.text(
             0.5, 1.02, _mask_title(point, layer), transform=ax.transAxes, ha="center", fontsize="small"
         )

@@ -64,6 +64,7 @@ class Latest:
         self.lock = lock if lock is not None else threading.RLock()
         self._executor = executor if executor is not None else (_shared_executor() if background else None)
         self.future: Future | None = None
+        self.preparing: Future | None = None
 
     def begin(self) -> Ticket:
         with self.lock:
@@ -81,10 +82,10 @@ class Latest:
         self.future = self._executor.submit(self._run, ticket, work, done)
         return self.future
 
-    def idle(self, work: Callable[[], object]) -> None:
-        """Run ``work`` on the worker when it is free (background only): one-off preparation."""
+    def prepare(self, work: Callable[[], object]) -> None:
+        """Queue one-off preparation on the worker (background only); ``preparing`` is its future."""
         if self.background:
-            self._executor.submit(work)
+            self.preparing = self._executor.submit(work)
 
     def _run(self, ticket: Ticket, work, done):
         try:

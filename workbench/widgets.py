@@ -123,7 +123,6 @@ class Dashboard:
             self._show_goal(point)
         else:
             self._show_setting(explorer.setting(start), given=point, choose_layer=True)
-        self.points.idle(explorer.warm_up)  # so that the first slider move does not pay for it
 
     # --- layout -------------------------------------------------------------------------------
 
@@ -388,6 +387,8 @@ class Dashboard:
         if self.curve is None and not self.curves.background:
             self._start_curve(spec)  # inline: the figure is then drawn once, with its curve
         self._answer(spec, given=given, redraw=True, choose_layer=choose_layer)
+        # after the first figure, before the curve: so that the first slider move need not trace
+        self.points.prepare(self.explorer.warm_up)
         if self.curve is None:
             self._start_curve(spec)
 
@@ -565,9 +566,9 @@ class Dashboard:
 
     def wait(self, timeout: float | None = None) -> None:
         """Block until background work (curve, exact answer) is done: for scripts and benchmarks."""
-        for lane in (self.curves, self.points):
-            if lane.future is not None:
-                lane.future.result(timeout)
+        for future in (self.points.preparing, self.curves.future, self.points.future):
+            if future is not None:
+                future.result(timeout)
 
 
 def status(point: Point) -> str:
