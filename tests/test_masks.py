@@ -169,3 +169,15 @@ def test_epsilon_range_SpansThePositiveScores():
     low, high = epsilon_range(_scores())
     positive = np.concatenate([s[s > 0] for s in _scores().values()])
     assert positive.min() <= low < high <= positive.max()
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_top_k_keep_EqualsPruningTheStableArgsortsFirstEntries(seed):
+    from workbench.masks import _top_k_keep
+
+    rng = np.random.default_rng(seed)
+    values = rng.integers(0, 5, size=(7, 6)).astype(float)  # many ties
+    for n_prune in (0, 1, 5, 20, 41, 42, 50):
+        reference = np.ones(values.size, bool)
+        reference[np.argsort(values, axis=None, kind="stable")[:n_prune]] = False
+        np.testing.assert_array_equal(_top_k_keep(values, n_prune), reference.reshape(values.shape))
