@@ -30,7 +30,7 @@ from workbench.compat import keras, tf
 from workbench.data import Dataset, Split, stratified_sample
 from workbench.explorer import Explorer
 from workbench.paths import cache_dir
-from workbench.train import Recipe, baseline, compile_model, fit
+from workbench.train import Recipe, baseline, compile_model, fit, recalibrate_batchnorm
 from workbench.widgets import Dashboard
 
 BACKBONES = {"mobilenetv2": keras.applications.MobileNetV2, "densenet121": keras.applications.DenseNet121}
@@ -67,8 +67,13 @@ def upsampled(data: Dataset, size: int = 64, counts=(600, 200, 300), seed: int =
 
 
 def nested_backbone(name: str, data: Dataset) -> keras.Model:
-    """``name`` (weights=None) nested under a softmax head, trained one epoch; cached on disk."""
-    path = cache_dir() / f"bench-{name}-{data.fingerprint()}.keras"
+    """``name`` (weights=None) nested under a softmax head, trained one epoch; cached on disk.
+
+    BatchNorm statistics are then recalibrated on the training images: after one epoch from
+    scratch the moving statistics are still near their initial values, and the model would
+    answer one class for every image (AUC 0.5), which is not the model a user explores.
+    """
+    path = cache_dir() / f"bench-{name}-bn-{data.fingerprint()}.keras"
     if path.is_file():
         return keras.models.load_model(path)
     keras.utils.set_random_seed(0)
@@ -77,6 +82,7 @@ def nested_backbone(name: str, data: Dataset) -> keras.Model:
     outputs = keras.layers.Dense(data.num_classes, activation="softmax", name="head")(backbone(inputs))
     model = compile_model(keras.Model(inputs, outputs, name=name), 1e-3)
     fit(model, data, Recipe(epochs=1, batch_size=32), progress=False)
+    recalibrate_batchnorm(model, data.train.images)
     path.parent.mkdir(parents=True, exist_ok=True)
     model.save(path)
     return model
