@@ -67,7 +67,7 @@ class ExplorerFigure:
             return self._refresh(curve, point, x=x, layer=layer, threshold_name=threshold_name)
         for ax in self.axes.values():
             _clear(ax)
-        self._left_margin(LEFT)
+        self._left_margin(_room_for(plots.layer_columns(curve)))
         self.x, self.grid, self.dense = x, curve[x].to_numpy(), dense
         row = point.row()
         heatmap = plots.sparsity_heatmap(
@@ -205,7 +205,7 @@ class ExplorerFigure:
         _clear(ax)
         plots.mask_image(point.result.keep[layer].astype(np.float32), ax=ax)
         for axis in (ax.xaxis, ax.yaxis):  # a few unit and input numbers are enough to find one
-            axis.set_major_locator(MaxNLocator(4, integer=True))
+            axis.set_major_locator(MaxNLocator(4, integer=True, min_n_ticks=1))
         self.mask_label = ax.text(
             0.5, 1.02, _mask_title(point, layer), transform=ax.transAxes, ha="center", fontsize="small"
         )
@@ -247,6 +247,12 @@ class ExplorerFigure:
     def png(self) -> bytes:
         """The current frame as PNG bytes."""
         return self.blitter.png()
+
+
+def _room_for(columns: list[str]) -> float:
+    """A left margin that fits the heatmap's longest layer name (small font, ~5 px a character)."""
+    longest = max((len(column.split("/", 1)[1]) for column in columns), default=0)
+    return float(np.clip(0.012 + 0.0058 * longest, LEFT, GOAL_LEFT))
 
 
 def _clear(ax) -> None:
