@@ -169,8 +169,8 @@ def test_overtaken_exact_answer_IsNeverDrawn(live_dashboard):
     explorer.point = _gated(explorer.point, lambda spec: spec.epsilon == first, gate, started)
     frames = _recording(live_dashboard)
     slider.value = first
-    assert started.wait(WAIT)  # the estimate is drawn, the exact answer is being computed
-    assert "estimate (n=" in live_dashboard.readout.value
+    assert started.wait(WAIT)  # the quick answer is drawn, the exact one is being computed
+    assert "nearest point" in live_dashboard.readout.value  # the curve is cached
     slider.value = second  # overtakes the first value's exact answer, still being computed
     gate.set()
     live_dashboard.wait(WAIT)
@@ -360,8 +360,8 @@ def test_background_curve_FillsInAsItGoes_OnTheFinalLayout(trained_tiny, monkeyp
     assert heatmap.images[0] is image, "filled in place"
 
 
-def test_first_answer_WhenEvenASubsetOverrunsTheBudget_ReadsTheCurvesNearestPoint(trained_tiny):
-    explorer = _explorer(*trained_tiny, estimate_images=12, estimate_budget=1e-9)
+def test_first_answer_WithACachedCurve_ReadsItsNearestPoint(trained_tiny):
+    explorer = _explorer(*trained_tiny, estimate_images=12)
     spec = PruneSpec(epsilon=1e-4)
     estimate = explorer.first_answer(spec)
     assert estimate.nearest is None and 0 < estimate.n < len(explorer.dataset.test), "no curve yet: a subset"

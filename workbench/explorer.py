@@ -457,9 +457,9 @@ class Explorer:
         """The quickest good answer for a control change, to be refined by ``point(spec)``.
 
         The exact point when it is known or affordable within ``estimate_budget``; else, when the
-        spec's curve is cached and even the smallest subset would overrun the budget, the spec's
-        own masks with the metrics of the curve's nearest grid point (no forward pass at all; not
-        for multi-label heads, whose curves keep no per-label metrics); else an ``estimate``.
+        spec's curve is cached, the spec's own masks with the metrics of the curve's nearest grid
+        point (no forward pass: during a drag the dot moves along the drawn curve; not for
+        multi-label heads, whose curves keep no per-label metrics); else an ``estimate`` on a subset.
         """
         known = self.known_point(spec)
         if known is not None:
@@ -467,10 +467,8 @@ class Explorer:
         size = self.estimate_size()
         if size >= self.evaluation_size:
             return self.point(spec)
-        per_image = self.evaluator.fastest_pass / self.evaluation_size
         curve = self.cached_curve(spec)
-        overrun = per_image * size > self.estimate_budget
-        if curve is not None and overrun and not self.evaluator.head.multilabel:
+        if curve is not None and not self.evaluator.head.multilabel:
             return self.nearest_curve_point(spec, curve)
         return self.estimate(spec, size)
 
