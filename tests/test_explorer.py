@@ -268,7 +268,7 @@ def test_reopened_explorer_ReadsDensePassAndShownPointsFromDisk_WithoutAForwardP
     monkeypatch.setattr(Forward, "compile", no_pass)
     reopened = _explorer(model, data, cache_dir=tmp_path)
     assert reopened.dense_metrics["auc"] == first.dense_metrics["auc"]
-    again = reopened.estimate(spec)  # the known exact point, not an estimate
+    again = reopened.first_answer(spec)  # the known exact point, not an estimate
     assert again.exact
     np.testing.assert_array_equal(again.metrics["test_probs"], exact.metrics["test_probs"])
     with pytest.raises(AssertionError, match="forward pass"):

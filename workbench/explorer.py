@@ -231,8 +231,8 @@ class Explorer:
     def warm_up(self) -> None:
         """Do the one-off work of the first estimate now (trace the pass, build the subset evaluator).
 
-        A dashboard calls it in the background after opening from the disk cache, so that the
-        first slider move does not pay for it.
+        A dashboard queues it on its worker after drawing a setting's first figure, so that the
+        first slider move does not pay for it; when already done it costs nothing.
         """
         self.evaluator.warm_up()
         size = self.estimate_size()
@@ -437,12 +437,8 @@ class Explorer:
         """A quick point from a seeded class-stratified subset of ``size`` val + test images.
 
         The point has ``exact=False``, ``n`` test images and ``interval``, the half-width of its
-        AUC's 95% interval. If the subset would be the whole set, or the exact point is already
-        known (``known_point``), this is ``point(spec)``.
+        AUC's 95% interval. If the subset would be the whole set, this is ``point(spec)``.
         """
-        known = self.known_point(spec)
-        if known is not None:
-            return known
         size = self.estimate_size() if size is None else int(size)
         if size >= self.evaluation_size:
             return self.point(spec)
