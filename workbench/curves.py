@@ -166,9 +166,10 @@ class Evaluator:
         for name, position in self._kernels.items():
             values[position] = self.dense_kernels[name] * keep[name]
         if structured:
-            graph, positions = self._reference_positions()
+            graph, references = self._references()
             for key, factor in reference_factors(graph, keep).items():
-                values[positions[key]] = self.forward.dense[positions[key]].numpy() * factor
+                position, dense = references[key]
+                values[position] = dense * factor
         return self._timed_pass(values, between)
 
     def _dense_pass(self, progress) -> tuple[np.ndarray, np.ndarray]:
@@ -194,11 +195,15 @@ class Evaluator:
         val_size = len(self.val.labels)
         return probs[:val_size], probs[val_size:]
 
-    def _reference_positions(self) -> tuple[Graph, dict]:
+    def _references(self) -> tuple[Graph, dict]:
+        """The graph, and {(layer, attribute): (position in a pass's weights, dense value)} of the
+        biases and BN γ/β a structured mask may zero: read once, not on every pass."""
         if self._reference is None:
             graph = Graph(self.model)
-            variables = reference_variables(graph, self.model)
-            self._reference = graph, {key: self.forward.position(v) for key, v in variables.items()}
+            positions = {
+                key: self.forward.position(v) for key, v in reference_variables(graph, self.model).items()
+            }
+            self._reference = graph, {key: (i, self.forward.dense[i].numpy()) for key, i in positions.items()}
         return self._reference
 
     def _metrics(self, val_probs: np.ndarray, test_probs: np.ndarray, evidence: bool) -> dict:

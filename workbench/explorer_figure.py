@@ -141,8 +141,7 @@ class ExplorerFigure:
             size = len(self.class_names)
             plots.confusion(np.zeros((size, size), int), self.class_names, ax=ax)
             ax.set_title(title, fontsize="small")
-            for text in ax.texts:
-                text.set_text("…")
+            _counts_pending(ax)
             return
         if "confusion" not in point.metrics:  # multi-label: one decision per label, no single matrix
             ax.text(0.5, 0.5, "multi-label: per-label\nmetrics in the readout", ha="center", va="center")
@@ -225,8 +224,7 @@ class ExplorerFigure:
         if "confusion" in point.metrics:
             plots.update_confusion(self.axes["confusion"], point.metrics["confusion"])
         elif self.axes["confusion"].images:  # an answer read from a curve: counts come with the exact one
-            for text in self.axes["confusion"].texts:
-                text.set_text("…")
+            _counts_pending(self.axes["confusion"])
         self.axes["mask"].images[0].set_data(
             plots.kernel_as_image(point.result.keep[layer]).astype(np.float32)
         )
@@ -247,6 +245,12 @@ class ExplorerFigure:
     def png(self) -> bytes:
         """The current frame as PNG bytes."""
         return self.blitter.png()
+
+
+def _counts_pending(ax) -> None:
+    """Show "…" in a drawn confusion matrix's cells until the exact answer brings the counts."""
+    for text in ax.texts:
+        text.set_text("…")
 
 
 def _room_for(columns: list[str]) -> float:
