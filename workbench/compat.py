@@ -8,6 +8,12 @@ import os
 
 # Must be set before TensorFlow is imported: hide the C++ INFO banners (oneDNN, CUDA probing).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow turns its oneDNN kernels on by default only on CPUs it lists (recent Intel ones); on
+# others, such as this AMD EPYC, convolutions fall back to Eigen's. With oneDNN on, seed_cnn's
+# forward pass over 738 X-rays takes 74 ms instead of 118 ms (its 1-channel first convolution
+# 11 ms instead of 51 ms), DenseNet121's over 500 images at 64 px 4.0 s instead of 4.5 s. A
+# user's own choice (the variable set to 0) wins. Numbers differ from Eigen's in the last bits.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402

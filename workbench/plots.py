@@ -230,11 +230,13 @@ def score_histogram(
 
 
 class Blitter:
-    """Redraw only the moving artists of a figure, over a cached background, and return PNG bytes.
+    """Redraw only the artists that changed, over cached pictures, and return PNG bytes.
 
-    ``full()`` draws everything and caches the picture without the animated artists; ``png()``
-    restores that picture, draws the animated artists on top and encodes it. This is
-    matplotlib's blitting recipe, for an Agg canvas shown as an image.
+    Two layers of animated artists lie over the static picture: ``changing`` ones, which
+    ``refresh()`` redraws (a curve replaced in place by another of the same layout), and the
+    other animated ones, which every ``png()`` redraws (the artists that follow a slider).
+    ``full()`` draws everything. This is matplotlib's blitting recipe, for an Agg canvas shown
+    as an image, with one more cached picture.
     """
 
     def __init__(self, figure):
@@ -242,14 +244,33 @@ class Blitter:
 
         self.figure = figure
         self.canvas = FigureCanvasAgg(figure)
-        self._background = None
+        self.changing: list = []  # animated artists in drawing order, e.g. a curve panel's lines and axis
+        self._static = None  # the picture without any animated artist
+        self._background = None  # the static picture with the changing artists
 
     def animated(self) -> list:
-        return [a for ax in self.figure.axes for a in (*ax.lines, *ax.images, *ax.texts) if a.get_animated()]
+        """The animated artists ``png()`` redraws: every animated line, image and text not ``changing``."""
+        changing = {id(artist) for artist in self.changing}
+        return [
+            a
+            for ax in self.figure.axes
+            for a in (*ax.lines, *ax.images, *ax.texts)
+            if a.get_animated() and id(a) not in changing
+        ]
 
     def full(self) -> bytes:
-        """Draw the whole figure, cache the static background, return the PNG."""
+        """Draw the whole figure, cache the static picture, return the PNG."""
         self.canvas.draw()
+        self._static = self.canvas.copy_from_bbox(self.figure.bbox)
+        return self.refresh()
+
+    def refresh(self) -> bytes:
+        """Redraw the changing artists over the static picture, cache that, return the PNG."""
+        if self._static is None:
+            return self.full()
+        self.canvas.restore_region(self._static)
+        for artist in self.changing:
+            self.figure.draw_artist(artist)
         self._background = self.canvas.copy_from_bbox(self.figure.bbox)
         return self.png()
 
