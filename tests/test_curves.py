@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workbench.curves import Evaluator, curve, log_grid
+from workbench.curves import Evaluator, Forward, curve, log_grid
 from workbench.evaluate import clinical_metrics, operating_threshold
 from workbench.masks import epsilon_range
 from workbench.prune import PruneSpec, apply_masks, make_masks
@@ -131,6 +131,13 @@ def test_evaluator_ModelEditedAfterwards_KeepsItsSnapshot(setup):
         np.testing.assert_array_equal(evaluator.evaluate(keep)["test_probs"], dense)
     finally:
         kernel.assign(original)
+
+
+def test_forward_Rows_FewLargeImagesOrManySmallOnesPerChunk(setup):
+    forward = setup[3].forward
+    assert forward.rows(np.zeros((1, 64, 64, 3))) == 128
+    assert forward.rows(np.zeros((1, 224, 224, 3))) == 10  # a backbone's activations stay small
+    assert forward.rows(np.zeros((1, 28, 28, 1))) == Forward.CHUNK  # capped
 
 
 def test_evaluator_BetweenChunksRaises_StopsThePass(setup, monkeypatch):

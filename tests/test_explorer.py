@@ -398,3 +398,28 @@ def test_figure_DrawsACurveReadPoint_ThenTheExactCounts(trained_tiny):
     figure.move(exact, "fc")
     counts = [int(text.get_text()) for text in figure.axes["confusion"].texts]
     assert counts == list(np.asarray(exact.metrics["confusion"]).ravel())
+
+
+def test_criterion_switch_WithASlowEstimate_ShowsTheMasksFirst_ThenItsMetrics(trained_tiny):
+    explorer = _explorer(*trained_tiny, estimate_budget=1e-9)  # every forward pass is over budget
+    dashboard = Dashboard(explorer, background=True)
+    dashboard.wait(WAIT)
+    frames, readouts = _recording(dashboard), []
+    dashboard.readout.observe(lambda change: readouts.append(change["new"]), names="value")
+    dashboard.controls["criterion"].value = "magnitude"
+    first = dashboard.figure.axes["confusion"].texts
+    assert [text.get_text() for text in first] == ["…"] * 4, "no counts before the metrics"
+    assert "metrics are coming" in readouts[0] and "…" in readouts[0]
+    shown = {name: mask.copy() for name, mask in dashboard.point.result.keep.items()}
+    dashboard.wait(WAIT)
+    assert frames[0][:3] == ("magnitude", dashboard.point.spec.epsilon, False)
+    assert [frame[2] for frame in frames if frame[3] is None][-1], "the exact answer follows"
+    assert "exact" in readouts[-1] and "nan" not in readouts[-1]
+    for name, mask in dashboard.point.result.keep.items():
+        np.testing.assert_array_equal(shown[name], mask)  # the first frame's masks were the spec's own
+
+
+def test_setting_answer_WithinTheBudget_IsTheQuickAnswer_NotMasksOnly(trained_tiny):
+    explorer = _explorer(*trained_tiny, estimate_budget=10.0)
+    answer = explorer.setting_answer(PruneSpec(criterion="magnitude", epsilon=1e-2))
+    assert not answer.pending and answer.exact  # the whole (tiny) set is affordable

@@ -96,6 +96,25 @@ def test_blitter_ChangesOnlyWhenAnimatedArtistsMove():
     assert blitter.png() != first
 
 
+def test_blitter_Refresh_RedrawsTheChangingArtists_AsAFullDrawWould():
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(3, 2))
+    ax = fig.add_subplot()
+    (curve,) = ax.plot([0, 1], [0, 1], animated=True)
+    (dot,) = ax.plot([0.5], [0.5], "o", animated=True)
+    blitter = plots.Blitter(fig)
+    blitter.changing = [curve]
+    first = blitter.full()
+    curve.set_ydata([1, 0])
+    assert blitter.png() == first, "a move leaves the changing layer as it was"
+    refreshed = blitter.refresh()
+    assert refreshed != first
+    assert blitter.full() == refreshed
+    dot.set_data([0.9], [0.1])
+    assert blitter.png() not in (first, refreshed)
+
+
 def test_score_histogram_and_training_curves_ReturnTheirAxes():
     fig, (a, b) = plt.subplots(1, 2)
     assert plots.score_histogram({"w": np.array([0.0, 1e-3, 1e-2, 0.1])}, epsilon=1e-3, ax=a) is a

@@ -173,3 +173,15 @@ def test_evidence_html_ShowsIntervalDifferencePValueAndVerdict():
         assert piece in text, piece
     assert "undefined" in evidence_html({**metrics, "auc_difference": None})
     assert evidence_html({"auc": 0.9}) == ""
+
+
+def test_table_html_ShowsEveryRowAndColumn_FloatsTo3Digits_Escaped():
+    import pandas as pd
+
+    from workbench.widgets import table_html
+
+    table = pd.DataFrame({"layer": ["a<b", "conv"], "weights": [10, 2000], "sparsity": [0.123456, 1e-5]})
+    html = table_html(table)
+    assert html.count("<tr>") == 3 and html.count("<td>") == 6
+    assert "<th>sparsity</th>" in html and "<td>a&lt;b</td>" in html
+    assert "<td>0.123</td>" in html and "<td>1e-05</td>" in html and "<td>2000</td>" in html

@@ -151,8 +151,9 @@ def epsilon_for_sparsity(values: np.ndarray, sparsity: float) -> float:
     more than asked; ``select`` in target-sparsity mode is exact regardless.
     """
     sparsity = check_sparsity(sparsity)
-    ordered = np.sort(values, axis=None)
-    return float(ordered[min(int(round(sparsity * ordered.size)), ordered.size - 1)])
+    flat = np.ravel(values)
+    position = min(int(round(sparsity * flat.size)), flat.size - 1)
+    return float(np.partition(flat, position)[position])  # the sorted value there, in linear time
 
 
 def epsilon_range(
