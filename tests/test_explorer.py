@@ -298,7 +298,7 @@ def test_explorer_BadGridPoints_RaiseValueErrorNamingIt(trained_tiny, points):
         Explorer(*trained_tiny, grid_points=points)
 
 
-def test_opening_ReportsProgress_ThroughTheTraceAndEveryChunk(trained_tiny, monkeypatch):
+def test_opening_ReportsProgress_ThroughTheTraceTheFirstCallAndEveryChunk(trained_tiny, monkeypatch):
     from workbench.curves import Forward
 
     model, data = trained_tiny
@@ -306,7 +306,7 @@ def test_opening_ReportsProgress_ThroughTheTraceAndEveryChunk(trained_tiny, monk
     reports = []
     _explorer(model, data, progress=lambda done, total: reports.append((done, total)))
     chunks = -(-(len(data.val) + len(data.test)) // 4)
-    assert reports == [(done, chunks + 1) for done in range(chunks + 2)]
+    assert reports == [(done, chunks + 2) for done in range(chunks + 3)]  # trace, first call, chunks
 
 
 def test_figure_CriterionSwitch_UpdatesInPlace_AsADrawFromScratchWould(trained_tiny):

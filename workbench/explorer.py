@@ -184,7 +184,7 @@ class Explorer:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self._data_key = dataset.fingerprint() if cache_dir is not None else ""  # hashes every image: once
         # every weight (BatchNorm statistics too), as the evaluator snapshots them
-        self._weights_key = fingerprint(*(np.asarray(w) for w in model.weights)) if cache_dir else ""
+        self._weights_key = self.scorer.fingerprint() if cache_dir else ""
         # One evaluator (one compiled pass, weights as arguments) for points, curves and goals:
         # it is thread-safe, so a curve computing in the background never blocks a point.
         self.evaluator = self._open_evaluator(progress)

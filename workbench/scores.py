@@ -264,11 +264,13 @@ class Scorer:
         self._frozen, self._fingerprint = frozen, None
 
     def fingerprint(self) -> str:
-        """A hash of the model's kernels (once only when ``frozen``)."""
+        """A hash of every weight of the model, BatchNorm statistics too (once only when ``frozen``)."""
         if self._fingerprint is None:
             digest = hashlib.sha1()
-            for kernel in get_kernels(self.model).values():
-                digest.update(kernel.tobytes())
+            for variable in self.model.weights:  # not their paths: Keras numbers a process's models
+                value = np.ascontiguousarray(variable)
+                digest.update(repr(value.shape).encode())
+                digest.update(value.tobytes())
             if not self._frozen:
                 return digest.hexdigest()
             self._fingerprint = digest.hexdigest()
@@ -297,8 +299,7 @@ class Scorer:
         """Where the disk cache keeps this model's statistics (every weight counts, BN statistics too)."""
         if self.cache_dir is None:
             return None
-        weights = [part for v in self.model.weights for part in (v.path, np.asarray(v))]
-        key = fingerprint(STATS_FORMAT, self._calibration_key, *weights)
+        key = fingerprint(STATS_FORMAT, self._calibration_key, self.fingerprint())
         return self.cache_dir / f"gradients-{key}.npz"
 
     def scores(
