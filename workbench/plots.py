@@ -126,6 +126,8 @@ def metric_curves(
             ax.plot([current[x]], [current[metric]], "o", color=color, ms=6)
     if x == "epsilon":
         epsilon_axis(ax, table[x].to_numpy())
+    else:  # a fraction: the whole range, the same for every criterion (curves compare by eye)
+        ax.set_xlim(-0.02, 1.02)
     ax.set_xlabel(grid_label(x, threshold_name))
     ax.set_ylim(0.0, 1.02)
     handles = ax.get_legend_handles_labels()[0]
