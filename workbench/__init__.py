@@ -2,8 +2,8 @@
 
 The pipeline, one module per step::
 
-    data / phantom / medmnist -> models / train -> scores -> masks -> prune -> evaluate -> sweep
-        -> plots -> widgets -> notebooks
+    data / phantom / medmnist -> models / train -> scores -> masks -> prune -> evaluate
+        -> curves / explorer -> plots / explorer_figure -> widgets -> notebooks   (runs beside)
 
 Import the step you need, e.g. ``from workbench import data``; importing the package itself
 does not import TensorFlow.
