@@ -115,6 +115,25 @@ def test_blitter_Refresh_RedrawsTheChangingArtists_AsAFullDrawWould():
     assert blitter.png() not in (first, refreshed)
 
 
+def test_metric_curves_AgainstAFraction_SpanTheWholeRange_AgainstEpsilonTheGrid():
+    table = pd.DataFrame(
+        {"sparsity": [0.2, 0.4], "epsilon": [1e-3, 1e-2], "accuracy": [0.9, 0.8], "auc": [0.9, 0.7]}
+    )
+    fig, (a, b) = plt.subplots(1, 2)
+    assert plots.metric_curves(table, x="sparsity", ax=a).get_xlim() == (-0.02, 1.02)
+    # ε: a margin left of the smallest ε (the symlog axis is linear below it), up to its top decade
+    assert plots.metric_curves(table, x="epsilon", ax=b).get_xlim() == pytest.approx((-3e-4, 1e-2))
+    plt.close(fig)
+
+
+def test_update_confusion_RescalesTheColours_FromAPlaceholderOfZeros():
+    fig, ax = plt.subplots()
+    plots.confusion(np.zeros((2, 2), int), ("a", "b"), ax=ax)
+    plots.update_confusion(ax, np.array([[30, 5], [2, 40]]))
+    assert ax.images[0].get_clim() == (0, 42) and [t.get_text() for t in ax.texts] == ["30", "5", "2", "40"]
+    plt.close(fig)
+
+
 def test_score_histogram_and_training_curves_ReturnTheirAxes():
     fig, (a, b) = plt.subplots(1, 2)
     assert plots.score_histogram({"w": np.array([0.0, 1e-3, 1e-2, 0.1])}, epsilon=1e-3, ax=a) is a

@@ -49,8 +49,8 @@ class Forward:
     any thread. The weights are a snapshot taken here; later edits of the model do not leak in.
 
     Images go through in chunks (``rows``) aligned from the first row, so a row always meets the
-    same neighbours (batched kernels round with a row's batch) and a caller can stop a pass
-    between chunks.
+    same neighbours (batched kernels round with a row's batch) and a caller can stop a pass of
+    several chunks between them (up to 1024 small images make one chunk).
     """
 
     CHUNK = 1024  # rows at most in a chunk
@@ -69,28 +69,32 @@ class Forward:
         self._trainable = len(model.trainable_variables)
         self._positions = {id(variable): i for i, variable in enumerate(variables)}
         self.dense = [tf.constant(np.asarray(variable)) for variable in variables]
-        self._function = None
+        self._function, self._called = None, False
         self._lock = threading.Lock()
 
     def position(self, variable) -> int:
         """Where ``variable`` (one of the model's) sits in the list of weights a pass takes."""
         return self._positions[id(variable)]
 
-    def compile(self, images: tf.Tensor, traced: Callable[[], None] | None = None):
-        """Trace the pass for images shaped like ``images`` (any count), then run it on one image:
-        TensorFlow optimises a graph on its first call (DenseNet121: a 2.0 s trace, then 1.2 s),
-        so no later pass pays for that. ``traced`` is called between the two. Later calls reuse it."""
+    def trace(self, images: tf.Tensor):
+        """Trace the pass for images shaped like ``images`` (any count); later calls reuse it."""
         with self._lock:
             if self._function is None:
                 specs = [tf.TensorSpec(value.shape, value.dtype) for value in self.dense]
                 batch = tf.TensorSpec((None, *images.shape[1:]), images.dtype)
-                function = tf.function(self._call, input_signature=[specs, batch])
-                function.get_concrete_function()
-                if traced is not None:
-                    traced()
-                function(self.dense, images[:1])
-                self._function = function
+                self._function = tf.function(self._call, input_signature=[specs, batch])
+                self._function.get_concrete_function()
         return self._function
+
+    def compile(self, images: tf.Tensor):
+        """``trace``, then run the pass once on one image: TensorFlow optimises a graph on its
+        first call (DenseNet121: a 2.0 s trace, then 1.2 s), so that no timed pass pays for it."""
+        function = self.trace(images)
+        with self._lock:
+            if not self._called:
+                function(self.dense, images[:1])
+                self._called = True
+        return function
 
     def _call(self, values, images):
         outputs, _ = self.model.stateless_call(
@@ -123,7 +127,8 @@ class Evaluator:
     Evaluators of one model can share a ``Forward`` (one compiled pass); they are thread-safe.
     ``dense`` = (val probabilities, test probabilities, seconds) of an earlier dense pass of the
     same weights and images (a disk cache) skips that pass; else ``progress`` is called with
-    (steps done, steps) through it (the trace, then each chunk), or a tqdm bar shows after 1 s.
+    (steps done, steps) through it (the trace, the graph's first call, then each chunk), or a
+    tqdm bar shows after 1 s.
 
     Example:
         >>> ev = Evaluator(model, data.val, data.test)                        # doctest: +SKIP
@@ -191,8 +196,9 @@ class Evaluator:
         steps = 2 + -(-len(self._images) // self.forward.rows(self._images))
         with reporter(progress, steps, "dense pass", "step") as report:
             report(0, steps)
-            # compiled apart, so the pass below is timed alone
-            self.forward.compile(self._images, traced=lambda: report(1, steps))
+            self.forward.trace(self._images)  # apart, so the pass below is timed alone
+            report(1, steps)
+            self.forward.compile(self._images)
             report(2, steps)
             chunks = itertools.count(3)
             probs = self._timed_pass(self.forward.dense, lambda: report(next(chunks), steps))

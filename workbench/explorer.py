@@ -133,12 +133,14 @@ class Explorer:
             a notebook recomputes none of them.
         estimate_budget: seconds an estimate's forward pass may take (drawing comes on top); its
             subset of the evaluation images is sized from the time of one full forward pass.
-        estimate_images: the subset's size, overriding ``estimate_budget`` (for tests and scripts).
+        estimate_images: the subset's size, overriding the one ``estimate_budget`` gives (for tests
+            and scripts); whether a pass fits the budget is still judged by its time.
         head: the model's output head when it cannot be read from the model (``workbench.heads``).
         operating: how the decision threshold is chosen on validation (Youden's J, or a target
             sensitivity or specificity); ``margin``: the non-inferiority margin in AUC.
         progress: called with (steps done, steps) through the dense pass when it is not cached
-            (the trace, then each chunk of images); by default a tqdm bar shows after 1 s.
+            (the trace, the graph's first call, then each chunk of images); by default a tqdm bar
+            shows after 1 s.
 
     Example:
         >>> explorer = Explorer(model, data)                              # doctest: +SKIP
@@ -183,8 +185,8 @@ class Explorer:
         self._evaluation = dict(head=as_head(model, head), operating=operating, margin=margin)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self._data_key = dataset.fingerprint() if cache_dir is not None else ""  # hashes every image: once
-        # every weight (BatchNorm statistics too), as the evaluator snapshots them
-        self._weights_key = self.scorer.fingerprint() if cache_dir else ""
+        # every weight (BatchNorm statistics too), as the evaluator snapshots them: hashed once
+        self._weights_key = self.scorer.fingerprint() if cache_dir is not None else ""
         # One evaluator (one compiled pass, weights as arguments) for points, curves and goals:
         # it is thread-safe, so a curve computing in the background never blocks a point.
         self.evaluator = self._open_evaluator(progress)
@@ -367,7 +369,6 @@ class Explorer:
     def cache_fingerprint(self, spec: PruneSpec) -> str:
         """A key for the disk cache: weights, data, calibration images, grid, spec, head, operating point."""
         return fingerprint(
-            self.scorer.fingerprint(),
             self._weights_key,
             self._data_key,
             self.scorer.images,
@@ -403,7 +404,7 @@ class Explorer:
         return self.point(spec) if self._known_metrics(spec) is not None else None
 
     def _point_file(self, spec: PruneSpec) -> Path | None:
-        return self._cache_file("point", "pkl", self.scorer.fingerprint(), self.seed, repr(spec))
+        return self._cache_file("point", "pkl", self.seed, repr(spec))
 
     def _known_metrics(self, spec: PruneSpec) -> dict | None:
         if spec not in self._points:
@@ -460,40 +461,35 @@ class Explorer:
         table = layer_table(self.model, result)
         return Point(spec, result, metrics, table, exact=False, n=len(labels), interval=interval)
 
-    def first_answer(self, spec: PruneSpec) -> Point:
+    def first_answer(self, spec: PruneSpec, *, masks_if_slow: bool = False) -> Point:
         """The quickest good answer for a control change, to be refined by ``point(spec)``.
 
         The exact point when it is known or affordable within ``estimate_budget``; else, when the
         spec's curve is cached, the spec's own masks with the metrics of the curve's nearest grid
         point (no forward pass: during a drag the dot moves along the drawn curve; not for
         multi-label heads, whose curves keep no per-label metrics); else an ``estimate`` on a subset.
+        With ``masks_if_slow`` (a new setting: a criterion or scope switch, the opening figure) a
+        forward pass longer than ``estimate_budget`` is not made here: ``masks_first`` instead.
         """
         known = self.known_point(spec)
         if known is not None:
             return known
         size = self.estimate_size()
-        if size >= self.evaluation_size:
+        slow = masks_if_slow and self._pass_seconds(size) > self.estimate_budget
+        if size >= self.evaluation_size and not slow:
             return self.point(spec)
         curve = self.cached_curve(spec)
         if curve is not None and not self.evaluator.head.multilabel:
             return self.nearest_curve_point(spec, curve)
-        return self.estimate(spec, size)
+        return self.masks_first(spec) if slow else self.estimate(spec, size)
 
-    def setting_answer(self, spec: PruneSpec) -> Point:
-        """The first answer for a new setting (a criterion or scope switch, the opening figure).
-
-        ``first_answer``'s when that needs no forward pass longer than ``estimate_budget`` (a known
-        point, a cached curve, an affordable subset); else ``masks_first``: the new heatmap and
-        masks show at once, the estimate and the exact answer follow.
-        """
-        seconds = self.estimate_size() * self.evaluator.fastest_pass / self.evaluation_size
-        quick = seconds <= self.estimate_budget or self._known_metrics(spec) is not None
-        if quick or self.cached_curve(spec) is not None:
-            return self.first_answer(spec)
-        return self.masks_first(spec)
+    def _pass_seconds(self, images: int) -> float:
+        """The expected seconds of a forward pass over ``images`` evaluation images (at most all)."""
+        return min(images, self.evaluation_size) * self.evaluator.fastest_pass / self.evaluation_size
 
     def masks_first(self, spec: PruneSpec) -> Point:
-        """``spec``'s masks, sparsity and per-layer table, its metrics still to come (``pending``)."""
+        """``spec``'s masks, sparsity and per-layer table, its metrics still to come (``pending``:
+        NaN, and ``changed`` 0 until they come)."""
         result = make_masks(self.scorer, spec)
         metrics = dict.fromkeys(SCALAR_METRICS, float("nan")) | {"changed": 0}
         return Point(spec, result, metrics, layer_table(self.model, result), exact=False, pending=True)

@@ -87,9 +87,7 @@ class ExplorerFigure:
         self.axes["vs_sparsity"].set_title("test metrics against overall sparsity", fontsize="small")
         self._draw_confusion(point, "test confusion at the current setting")
         self._draw_mask(point, layer)
-        self.blitter.changing = self._changing()
-        for artist in [*self.blitter.changing, *self._moving()]:
-            artist.set_animated(True)
+        self._animate()
         return self.blitter.full()
 
     def _clear_panels(self) -> None:
@@ -122,10 +120,8 @@ class ExplorerFigure:
             for line in ax.lines:
                 if line.get_label() in METRICS:
                     line.set_data(curve[column], curve[line.get_label()])
-            if column == "epsilon":
+            if column == "epsilon":  # limits from the grid; a fraction's axis is fixed (0 to 1)
                 plots.epsilon_axis(ax, curve[column].to_numpy())
-            ax.relim()
-            ax.autoscale_view(scaley=False)  # a fraction's axis stays fixed (``plots.metric_curves``)
             ax.set_xlabel(plots.grid_label(column, threshold_name))
         self.axes["vs_grid"].set_title(
             f"{point.spec.criterion}, {point.spec.scope}: test metrics", fontsize="small"
@@ -200,18 +196,31 @@ class ExplorerFigure:
 
     def _changing(self) -> list:
         """What a criterion or scope switch changes in the same layout, in drawing order: the
-        heatmap's image and the grid panel's curve with their x axes (ε grids differ), titles and
-        the legends drawn over them, and the sparsity panel's curve (its axis is fixed, 0 to 1).
-        Redrawing only these skips the ~160 static labels (a full draw: ~230 ms on seed_cnn)."""
+        heatmap's image, the metric panels' lines (curves, dense lines, fine-tune stars), the ε axis
+        and titles (grids differ per criterion), the legends and spines drawn over them. The sparsity
+        panel's axis is fixed (0 to 1). Redrawing only these skips the ~160 static labels (a full
+        draw: ~230 ms on seed_cnn)."""
+        moving = {id(artist) for artist in self._moving()}
         artists = []
         for name in ("heatmap", "vs_grid", "vs_sparsity"):
             ax = self.axes[name]
-            curves = [line for line in ax.lines if line.get_label() in METRICS]
+            lines = [line for line in ax.lines if id(line) not in moving]
             legend = [ax.get_legend()] if ax.get_legend() is not None else []
             frame = [ax.xaxis, ax.title] if name != "vs_sparsity" else []
-            found = [*ax.images, *curves, *frame, *legend]
-            artists += sorted(found, key=lambda artist: artist.get_zorder())  # stable: ties keep this order
+            wanted = {id(a) for a in [*ax.images, *lines, *legend, *frame, *ax.spines.values()]}
+            in_order = [
+                artist for artist in ax.get_children() if id(artist) in wanted
+            ]  # as Axes.draw has them
+            artists += sorted(
+                in_order, key=lambda artist: artist.get_zorder()
+            )  # stable: ties keep that order
         return artists
+
+    def _animate(self) -> None:
+        """Hand the changing and moving artists to the blitter (animated: not in the static picture)."""
+        self.blitter.changing = self._changing()
+        for artist in [*self.blitter.changing, *self._moving()]:
+            artist.set_animated(True)
 
     def _moving(self) -> list:
         confusion = self.axes["confusion"]
@@ -262,6 +271,8 @@ class ExplorerFigure:
     def mark(self, sparsity: float, metrics: dict) -> bytes:
         """Add a fine-tuned result to the sparsity panel as a star; returns the PNG."""
         self.axes["vs_sparsity"].plot([sparsity], [metrics["accuracy"]], "*", color="tab:purple", ms=12)
+        if self.heat_line is not None:  # an ε or sparsity view: the star is drawn over the curves
+            self._animate()
         return self.blitter.full()
 
     def png(self) -> bytes:
@@ -286,7 +297,7 @@ def _clear(ax) -> None:
         if image.colorbar is not None:
             image.colorbar.remove()
     ax.clear()
-    for artist in (ax.xaxis, ax.title):  # clear() keeps them, and a figure may have animated them
+    for artist in (ax.xaxis, *ax.spines.values()):  # clear() keeps them; a figure may have animated them
         artist.set_animated(False)
 
 

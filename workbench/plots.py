@@ -126,7 +126,7 @@ def metric_curves(
             ax.plot([current[x]], [current[metric]], "o", color=color, ms=6)
     if x == "epsilon":
         epsilon_axis(ax, table[x].to_numpy())
-    else:  # a fraction: the whole range, the same for every criterion (curves compare by eye)
+    elif x in ("sparsity", "target"):  # fractions: the whole range, the same for every criterion
         ax.set_xlim(-0.02, 1.02)
     ax.set_xlabel(grid_label(x, threshold_name))
     ax.set_ylim(0.0, 1.02)
@@ -151,6 +151,7 @@ def epsilon_axis(ax: Axes, values: np.ndarray, most: int = 5) -> None:
     decades = list(range(last, first - 1, -step))[::-1]
     ticks = ([0.0] if (values == 0).any() else []) + [10.0**d for d in decades]
     ax.set_xticks(ticks, [short_number(t) for t in ticks])
+    ax.set_xlim(-0.3 * low, ticks[-1])  # fixed by the grid alone, not by what the axes showed before
     ax.xaxis.set_minor_locator(NullLocator())
 
 
@@ -176,8 +177,10 @@ def confusion(matrix: np.ndarray, class_names: tuple[str, ...], ax: Axes | None 
 
 
 def update_confusion(ax: Axes, matrix: np.ndarray) -> None:
-    """Refresh the cells of a matrix drawn by ``confusion``."""
+    """Refresh the cells of a matrix drawn by ``confusion`` (its colour scale too: the matrix
+    first drawn may have been a placeholder of zeros)."""
     ax.images[0].set_data(matrix)
+    ax.images[0].set_clim(0, max(int(matrix.sum(axis=1).max()), 1))
     for text, count in zip(ax.texts, matrix.ravel(), strict=True):
         text.set_text(str(count))
 

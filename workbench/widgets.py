@@ -457,8 +457,12 @@ class Dashboard:
         A redraw (a new setting) may show the masks first: their metrics then follow on the
         worker, as for a slider move (an estimate, then the exact answer).
         """
-        quick = self.explorer.setting_answer if redraw else self.explorer.first_answer
-        first = given or (quick(spec) if self.points.background else self.explorer.point(spec))
+        if given is not None:
+            first = given
+        elif self.points.background:
+            first = self.explorer.first_answer(spec, masks_if_slow=redraw)
+        else:
+            first = self.explorer.point(spec)
         ticket = self.points.begin()  # only now: a spec the engine refuses leaves older work running
         if choose_layer:
             self._set_controls(layer=first.most_pruned_layer())  # the layer with the most to see
@@ -470,7 +474,8 @@ class Dashboard:
             self.points.submit(ticket, lambda t: self.explorer.point(spec, between=t.check), self._show_exact)
 
     def _answer_later(self, spec: PruneSpec) -> None:
-        """Answer a slider move on the worker: the quick answer, then the exact one if that was not."""
+        """Answer on the worker (a slider move, or a new setting shown masks first): the quick
+        answer, then the exact one if that was not."""
 
         def work(ticket: Ticket) -> Point | None:
             try:
@@ -578,7 +583,8 @@ class Dashboard:
 
 
 def status(point: Point) -> str:
-    """'exact', 'estimate (n=96, ±0.04)' with the AUC's interval half-width, or the curve point shown."""
+    """'exact', 'estimate (n=96, ±0.04)' with the AUC's interval half-width, the curve point shown,
+    or that the metrics of a point shown masks first are coming."""
     if point.exact:
         return "exact"
     if point.nearest is not None:
