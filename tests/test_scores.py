@@ -246,3 +246,18 @@ def test_fingerprint_Frozen_HashesOnce_ElseFollowsTheWeights(trained_tiny):
     kernel.assign(np.asarray(kernel) * 2)
     assert following.fingerprint() != before[0]
     assert frozen.fingerprint() == before[1]
+
+
+def test_fingerprint_NamesTheKernelsThatCompute_AndEveryWeightNotItsName(trained_tiny, monkeypatch):
+    from workbench.prune import copy_model
+
+    model, data = trained_tiny
+    key = Scorer(model, data.val.images, data.val.labels).fingerprint()
+    renamed = copy_model(model)  # same weights; Keras numbers the copy's variable paths anew
+    assert Scorer(renamed, data.val.images, data.val.labels).fingerprint() == key
+    monkeypatch.setattr("workbench.scores.NUMERICS", "oneDNN=0")  # results differ in the last bits
+    assert Scorer(model, data.val.images, data.val.labels).fingerprint() != key
+    monkeypatch.undo()
+    batchnorm_or_bias = model.weights[1]
+    batchnorm_or_bias.assign(np.asarray(batchnorm_or_bias) + 1.0)
+    assert Scorer(model, data.val.images, data.val.labels).fingerprint() != key

@@ -14,6 +14,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # 11 ms instead of 51 ms), DenseNet121's over 500 images at 64 px 4.0 s instead of 4.5 s. A
 # user's own choice (the variable set to 0) wins. Numbers differ from Eigen's in the last bits.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+# Which kernels computed a result: part of every cache key that holds computed numbers.
+NUMERICS = f"oneDNN={os.environ['TF_ENABLE_ONEDNN_OPTS']}"
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -29,4 +31,4 @@ if int(keras.__version__.split(".")[0]) < 3:
 # determinism on) and one that loaded it from the cache, and the ε grid moved between runs.
 tf.config.experimental.enable_op_determinism()
 
-__all__ = ["keras", "tf"]
+__all__ = ["NUMERICS", "keras", "tf"]

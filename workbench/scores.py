@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from workbench.compat import keras, tf
+from workbench.compat import NUMERICS, keras, tf
 from workbench.fs import atomic_path
 from workbench.heads import Head, as_head
 from workbench.masks import Scores, unit_scores
@@ -264,9 +264,11 @@ class Scorer:
         self._frozen, self._fingerprint = frozen, None
 
     def fingerprint(self) -> str:
-        """A hash of every weight of the model, BatchNorm statistics too (once only when ``frozen``)."""
+        """A hash of every weight of the model, BatchNorm statistics too, and of the kernels that
+        compute with them (``compat.NUMERICS``): it keys every cache of computed numbers. Hashed
+        once only when ``frozen``."""
         if self._fingerprint is None:
-            digest = hashlib.sha1()
+            digest = hashlib.sha1(NUMERICS.encode())
             for variable in self.model.weights:  # not their paths: Keras numbers a process's models
                 value = np.ascontiguousarray(variable)
                 digest.update(repr(value.shape).encode())
