@@ -273,9 +273,7 @@ class Blitter:
         """Redraw the changing artists over the static picture, cache that, return the PNG."""
         if self._static is None:
             return self.full()
-        self.canvas.restore_region(self._static)
-        for artist in self.changing:
-            self.figure.draw_artist(artist)
+        self._draw_over(self._static, self.changing)
         self._background = self.canvas.copy_from_bbox(self.figure.bbox)
         return self.png()
 
@@ -283,10 +281,13 @@ class Blitter:
         """Restore the background, draw the animated artists, and encode the frame."""
         if self._background is None:
             return self.full()
-        self.canvas.restore_region(self._background)
-        for artist in self.animated():
-            self.figure.draw_artist(artist)
+        self._draw_over(self._background, self.animated())
         return _encode_png(np.asarray(self.canvas.buffer_rgba()))
+
+    def _draw_over(self, picture, artists: list) -> None:
+        self.canvas.restore_region(picture)
+        for artist in artists:
+            self.figure.draw_artist(artist)
 
 
 def _encode_png(rgba: np.ndarray) -> bytes:
