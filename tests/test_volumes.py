@@ -78,3 +78,19 @@ def test_dashboard_MultilabelModel_DrawsWithoutAConfusionMatrix(tiny_multilabel_
         dash.image.value[:4] == b"\x89PNG"
         and "multi-label" in dash.figure.axes["confusion"].texts[0].get_text()
     )
+
+
+def test_dashboard_MultilabelModel_WithSlowPasses_ShowsMasksFirst_WithoutAConfusionMatrix(
+    tiny_multilabel_dataset, tmp_path
+):
+    from workbench.widgets import Dashboard
+
+    model, _ = baseline(tiny_multilabel_dataset, "seed_cnn", Recipe(epochs=1, seed=0), cache_dir=tmp_path)
+    slow = dict(calibration_size=16, grid_points=3, estimate_budget=1e-9)  # every pass is over budget
+    explorer = Explorer(model, tiny_multilabel_dataset, **slow)
+    dash = Dashboard(explorer, background=True)
+    assert dash.point.pending, "the masks come first"
+    dash.wait(60)
+    assert dash.point.exact and "exact" in dash.readout.value
+    texts = [text.get_text() for text in dash.figure.axes["confusion"].texts]
+    assert texts == ["multi-label: per-label\nmetrics in the readout"], texts

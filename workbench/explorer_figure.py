@@ -28,8 +28,8 @@ class ExplorerFigure:
         >>> png = figure.move(explorer.point(spec), layer="conv1")                # doctest: +SKIP
     """
 
-    def __init__(self, class_names: tuple[str, ...], *, dpi: int = 72):
-        self.class_names = class_names
+    def __init__(self, class_names: tuple[str, ...], *, multilabel: bool = False, dpi: int = 72):
+        self.class_names, self.multilabel = class_names, multilabel  # multi-label: no confusion matrix
         self.figure = Figure(figsize=(13, 6.5), dpi=dpi)
         self.axes = self._make_axes()
         self.blitter = plots.Blitter(self.figure)
@@ -140,15 +140,16 @@ class ExplorerFigure:
 
     def _draw_confusion(self, point: Point, title: str) -> None:
         ax = self.axes["confusion"]
-        if point.nearest is not None or point.pending:  # the counts come with the exact answer
+        coming = point.nearest is not None or point.pending  # the counts come with the exact answer
+        if self.multilabel or not (coming or "confusion" in point.metrics):  # one decision per label
+            ax.text(0.5, 0.5, "multi-label: per-label\nmetrics in the readout", ha="center", va="center")
+            ax.set_axis_off()
+            return
+        if coming:
             size = len(self.class_names)
             plots.confusion(np.zeros((size, size), int), self.class_names, ax=ax)
             ax.set_title(title, fontsize="small")
             _counts_pending(ax)
-            return
-        if "confusion" not in point.metrics:  # multi-label: one decision per label, no single matrix
-            ax.text(0.5, 0.5, "multi-label: per-label\nmetrics in the readout", ha="center", va="center")
-            ax.set_axis_off()
             return
         plots.confusion(point.metrics["confusion"], self.class_names, ax=ax)
         ax.set_title(title, fontsize="small")

@@ -106,7 +106,9 @@ class Dashboard:
         self.kernel_lost = w.HTML(KERNEL_LOST)
         self.progress = w.IntProgress(value=0, min=0, max=1, description="", layout=w.Layout(display="none"))
         self.finetune_output = w.Output()
-        self.figure = ExplorerFigure(explorer.dataset.class_names, dpi=dpi)
+        self.figure = ExplorerFigure(
+            explorer.dataset.class_names, multilabel=explorer.evaluator.head.multilabel, dpi=dpi
+        )
         lock = threading.RLock()  # one lock for drawing: foreground and background answers take turns
         self.points = Latest(background=background, lock=lock)
         self.curves = Latest(background=background, lock=lock)
