@@ -82,6 +82,17 @@ def test_mask_image_LaysKernelsOutAsInputsByUnits():
     plt.close(fig)
 
 
+def test_kernel_as_image_Depthwise_ColumnsAreChannels_RowsTheTaps():
+    mask = np.ones((3, 3, 5, 1), bool)
+    mask[:, :, 2, 0] = False  # channel 2 pruned whole
+    image = plots.kernel_as_image(mask, unit_axes=2)
+    assert image.shape == (9, 5) and not image[:, 2].any() and image[:, [0, 1, 3, 4]].all()
+    assert plots.kernel_as_image(np.ones((3, 3, 4, 8), bool)).shape == (
+        36,
+        8,
+    )  # a Conv2D: one column a filter
+
+
 def test_blitter_ChangesOnlyWhenAnimatedArtistsMove():
     from matplotlib.figure import Figure
 

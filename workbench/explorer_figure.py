@@ -28,8 +28,16 @@ class ExplorerFigure:
         >>> png = figure.move(explorer.point(spec), layer="conv1")                # doctest: +SKIP
     """
 
-    def __init__(self, class_names: tuple[str, ...], *, multilabel: bool = False, dpi: int = 72):
+    def __init__(
+        self,
+        class_names: tuple[str, ...],
+        *,
+        multilabel: bool = False,
+        unit_axes: dict[str, int] | None = None,
+        dpi: int = 72,
+    ):
         self.class_names, self.multilabel = class_names, multilabel  # multi-label: no confusion matrix
+        self.unit_axes = unit_axes or {}  # per layer, for its mask's layout (depthwise kernels: 2)
         self.figure = Figure(figsize=(13, 6.5), dpi=dpi)
         self.axes = self._make_axes()
         self.blitter = plots.Blitter(self.figure)
@@ -102,7 +110,7 @@ class ExplorerFigure:
             return False
         image = self.axes["heatmap"].images[0].get_array()
         mask = self.axes["mask"].images[0].get_array()
-        kernel = plots.kernel_as_image(point.result.keep[layer])
+        kernel = self._mask_of(point, layer)
         return image.shape == (len(plots.layer_columns(curve)), len(curve)) and mask.shape == kernel.shape
 
     def _refresh(
@@ -228,13 +236,18 @@ class ExplorerFigure:
         dots = [dot for name in self.dots for dot in self.dots[name]]
         return [self.heat_line, *confusion.images, *confusion.texts, *dots, *self._mask_artists()]
 
+    def _mask_of(self, point: Point, layer: str) -> np.ndarray:
+        return plots.kernel_as_image(point.result.keep[layer], self.unit_axes.get(layer, 1))
+
     def _mask_artists(self) -> list:
         return [*self.axes["mask"].images, self.mask_label]
 
     def _draw_mask(self, point: Point, layer: str) -> None:
         ax = self.axes["mask"]
         _clear(ax)
-        plots.mask_image(point.result.keep[layer].astype(np.float32), ax=ax)
+        plots.mask_image(
+            point.result.keep[layer].astype(np.float32), ax=ax, unit_axes=self.unit_axes.get(layer, 1)
+        )
         for axis in (ax.xaxis, ax.yaxis):  # a few unit and input numbers are enough to find one
             axis.set_major_locator(MaxNLocator(4, integer=True, min_n_ticks=1))
         self.mask_label = ax.text(
@@ -257,9 +270,7 @@ class ExplorerFigure:
             plots.update_confusion(self.axes["confusion"], point.metrics["confusion"])
         elif self.axes["confusion"].images:  # an answer read from a curve: counts come with the exact one
             _counts_pending(self.axes["confusion"])
-        self.axes["mask"].images[0].set_data(
-            plots.kernel_as_image(point.result.keep[layer]).astype(np.float32)
-        )
+        self.axes["mask"].images[0].set_data(self._mask_of(point, layer).astype(np.float32))
         self.mask_label.set_text(_mask_title(point, layer))
 
     def show_layer(self, point: Point, layer: str) -> bytes:

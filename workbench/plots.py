@@ -185,15 +185,23 @@ def update_confusion(ax: Axes, matrix: np.ndarray) -> None:
         text.set_text(str(count))
 
 
-def kernel_as_image(mask: np.ndarray) -> np.ndarray:
-    """Lay a kernel mask out in 2D: rows are the inputs (fan-in), columns the units."""
-    return mask.reshape(-1, mask.shape[-1]) if mask.ndim > 1 else mask[np.newaxis]
+def kernel_as_image(mask: np.ndarray, unit_axes: int = 1) -> np.ndarray:
+    """Lay a kernel mask out in 2D: rows are a unit's inputs (fan-in), columns the units.
+
+    ``unit_axes`` trailing axes index one unit (``registry.LayerInfo.unit_axes``): 1 for a Conv or
+    Dense kernel; 2 for a depthwise kernel (k, k, channels, multiplier), whose columns are then
+    its channels and rows its k·k taps, not one column of k·k·channels.
+    """
+    if mask.ndim < 2:
+        return mask[np.newaxis]
+    return mask.reshape(-1, int(np.prod(mask.shape[-unit_axes:])))
 
 
-def mask_image(mask: np.ndarray, title: str = "", ax: Axes | None = None) -> Axes:
-    """Show a layer's keep-mask: white = kept weight, black = pruned."""
+def mask_image(mask: np.ndarray, title: str = "", ax: Axes | None = None, unit_axes: int = 1) -> Axes:
+    """Show a layer's keep-mask: white = kept weight, black = pruned (layout: ``kernel_as_image``)."""
     ax = _axes(ax)
-    ax.imshow(kernel_as_image(mask), cmap="gray", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
+    image = kernel_as_image(mask, unit_axes)
+    ax.imshow(image, cmap="gray", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
     ax.set_title(title, fontsize="small")
     ax.set_xlabel("unit")
     ax.set_ylabel("input weight")

@@ -107,7 +107,10 @@ class Dashboard:
         self.progress = w.IntProgress(value=0, min=0, max=1, description="", layout=w.Layout(display="none"))
         self.finetune_output = w.Output()
         self.figure = ExplorerFigure(
-            explorer.dataset.class_names, multilabel=explorer.evaluator.head.multilabel, dpi=dpi
+            explorer.dataset.class_names,
+            multilabel=explorer.evaluator.head.multilabel,
+            unit_axes={info.name: info.unit_axes for info in explorer.scorer.infos},
+            dpi=dpi,
         )
         lock = threading.RLock()  # one lock for drawing: foreground and background answers take turns
         self.points = Latest(background=background, lock=lock)
