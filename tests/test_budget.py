@@ -144,7 +144,8 @@ def test_bad_goals_NameTheArgument(cnn):
 
 
 def test_recipe_Budget_KeepsTheCandidateWithTheBestValidationAUC_AfterFineTuning(resnet, tiny_dataset):
-    from workbench.budget import tuned_validation_auc
+    from workbench.budget import fine_tuned
+    from workbench.curves import evaluate_model
     from workbench.train import Recipe
 
     subject, table = resnet
@@ -153,8 +154,16 @@ def test_recipe_Budget_KeepsTheCandidateWithTheBestValidationAUC_AfterFineTuning
     others = [allocate_from_table(table, subject, "flops", 0.5)] + [
         allocate(subject, "flops", 0.5, method=m) for m in ("uniform", "global")
     ]
-    tuned = [tuned_validation_auc(subject.model, a, tiny_dataset, recipe) for a in others]
+    tuned = [fine_tuned(subject.model, a, tiny_dataset, recipe).tuned_val_auc for a in others]
     assert chosen.tuned_val_auc == pytest.approx(max(tuned))  # fine-tuning is seeded: the same numbers
     assert chosen.flops <= 0.5
+    assert [a.candidate for a in chosen.measured] == ["table", "uniform", "global"]
+    assert [a.tuned_val_auc for a in chosen.measured] == pytest.approx(tuned)
+    # the winner's fine-tuned model is handed back: its validation AUC is the one it won with
+    assert evaluate_model(chosen.tuned_model, tiny_dataset.val, tiny_dataset.val)["auc"] == pytest.approx(
+        chosen.tuned_val_auc
+    )
+    pruned = [w for w in chosen.tuned_model.weights if w.path.endswith("kernel")]
+    assert any(np.any(np.asarray(w) == 0) for w in pruned), "the tuned model keeps its pruned weights at 0"
     with pytest.raises(ValueError, match="dataset="):
         allocate(subject, "flops", 0.5, table=table, recipe=recipe)

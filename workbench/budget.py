@@ -36,9 +36,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from workbench.curves import evaluate_model
 from workbench.evaluate import flops
@@ -75,6 +76,8 @@ class Allocation:
     val_drop: float
     candidate: str = "table"  # which candidate the "sensitivity" method kept (see the module docstring)
     tuned_val_auc: float | None = None  # validation AUC after fine-tuning, if ``allocate`` had a recipe
+    tuned_model: object = field(default=None, repr=False, compare=False)  # that fine-tuned Keras model
+    measured: tuple = field(default=(), repr=False, compare=False)  # every candidate compared, winner too
 
     @property
     def cost(self) -> float:
@@ -411,8 +414,10 @@ def allocate(
         table: a ready sensitivity table (its criterion and granularity are used).
         recipe: a ``Recipe`` (with ``dataset``, whose training images it uses): for a budget, each
             candidate is fine-tuned with it, pruned weights pinned, and the highest validation AUC
-            *after* fine-tuning wins (``Allocation.tuned_val_auc``). Slower (one fine-tune per
-            candidate), but the masks that prune best are not always the ones that recover best.
+            *after* fine-tuning wins (``Allocation.tuned_val_auc``; its fine-tuned model is
+            ``tuned_model``). Slower (one fine-tune per candidate, with a progress bar if
+            ``progress``), but the masks that prune best are not always the ones that recover best.
+            ``Allocation.measured`` holds every candidate compared, for a comparison table.
 
     Example:
         >>> allocation = allocate(explorer, goal="flops", value=0.25)   # doctest: +SKIP
@@ -462,19 +467,20 @@ def allocate(
             log.info("%s candidate skipped: %s", scope, err)
     tuned = recipe is not None and goal != "tolerance"
     if tuned:
-        candidates = [
-            replace(c, tuned_val_auc=tuned_validation_auc(subject.model, c, dataset, recipe))
-            for c in candidates
-        ]
-    return replace(best_on_validation(candidates, tuned=tuned), method="sensitivity")
+        steps = tqdm(candidates, desc="fine-tuning each candidate", disable=not progress, leave=False)
+        candidates = [fine_tuned(subject.model, c, dataset, recipe) for c in steps]
+    best = best_on_validation(candidates, tuned=tuned)
+    return replace(best, method="sensitivity", measured=tuple(candidates))
 
 
-def tuned_validation_auc(model, allocation: Allocation, dataset, recipe) -> float:
-    """Validation AUC of ``model`` pruned by ``allocation`` and fine-tuned with ``recipe`` (a copy)."""
+def fine_tuned(model, allocation: Allocation, dataset, recipe) -> Allocation:
+    """``allocation`` with ``model`` pruned by it and fine-tuned with ``recipe`` (a copy), and that
+    copy's validation AUC (``tuned_model``, ``tuned_val_auc``)."""
     structured = allocation.granularity == "structured"
     tuned = apply_masks(model, allocation.keep, structured=structured)
     fine_tune(tuned, allocation.keep, dataset, recipe, structured=structured, progress=False)
-    return evaluate_model(tuned, dataset.val, dataset.val)["auc"]
+    auc = evaluate_model(tuned, dataset.val, dataset.val)["auc"]
+    return replace(allocation, tuned_val_auc=auc, tuned_model=tuned)
 
 
 def best_on_validation(candidates: list[Allocation], *, tuned: bool = False) -> Allocation:
