@@ -37,13 +37,20 @@ def _units_alive(mask):
     return mask.reshape(-1, mask.shape[-1]).any(axis=0)
 
 
-@pytest.mark.parametrize("method", ["sensitivity", "uniform", "global"])
+def _answer(subject, table, method, goal, value, **options):
+    """``allocate``'s answer for a method, or the table's answer over the output distortion alone."""
+    if method == "distortion":
+        return allocate_from_table(table, subject, goal, value, "distortion")
+    return allocate(
+        subject, goal, value, method=method, table=table if method == "sensitivity" else None, **options
+    )
+
+
+@pytest.mark.parametrize("method", ["sensitivity", "distortion", "uniform", "global"])
 @pytest.mark.parametrize("budget", [0.5, 0.25])
 def test_flops_budget_IsMet_GuardHolds_AndCoupledChannelsAgree(resnet, method, budget):
     subject, table = resnet
-    allocation = allocate(
-        subject, "flops", budget, method=method, table=table if method == "sensitivity" else None
-    )
+    allocation = _answer(subject, table, method, "flops", budget)
     counts = flops(subject.model, allocation.keep)  # the reference, recomputed from the masks alone
     assert counts["filter_pruned"] / counts["dense"] == pytest.approx(allocation.flops)
     assert allocation.flops <= budget
@@ -67,12 +74,10 @@ def test_flops_allocation_Validation_MatchesTheMaskedReference(resnet):
     assert mask_structured(subject.model, allocation.keep) is not None  # slim accepts it as structured
 
 
-@pytest.mark.parametrize("method", ["sensitivity", "uniform", "global"])
+@pytest.mark.parametrize("method", ["sensitivity", "distortion", "uniform", "global"])
 def test_params_budget_IsMet_AndEveryLayerKeepsMinKeep(cnn, method):
     subject, table = cnn
-    allocation = allocate(
-        subject, "params", 0.2, method=method, table=table if method == "sensitivity" else None, min_keep=2
-    )
+    allocation = _answer(subject, table, method, "params", 0.2, min_keep=2)
     kept = sum(int(m.sum()) for m in allocation.keep.values())
     assert kept / sum(m.size for m in allocation.keep.values()) == pytest.approx(allocation.params)
     assert allocation.params <= 0.2
@@ -92,10 +97,13 @@ def test_sensitivity_Budget_IsNeverWorseOnValidation_ThanEitherReference(resnet,
     chosen = allocate(subject, goal, value, table=table)
     references = [allocate(subject, goal, value, method=m) for m in ("uniform", "global")]
     table_answer = allocate_from_table(table, subject, goal, value)
+    distortion_answer = allocate_from_table(table, subject, goal, value, "distortion")
+    assert distortion_answer.candidate == "distortion"
     assert chosen.method == "sensitivity"
-    assert chosen.val_auc >= max(a.val_auc for a in [*references, table_answer]) - 1e-12
+    answers = [*references, table_answer, distortion_answer]
+    assert chosen.val_auc >= max(a.val_auc for a in answers) - 1e-12
     assert chosen.flops <= value
-    winner = {"table": table_answer, "uniform": references[0], "global": references[1]}[chosen.candidate]
+    winner = dict(zip(("uniform", "global", "table", "distortion"), answers, strict=True))[chosen.candidate]
     assert all(np.array_equal(chosen.keep[n], winner.keep[n]) for n in chosen.keep)
 
 
@@ -104,9 +112,8 @@ def test_sensitivity_Tolerance_KeepsTheCheapestCandidateWithinIt(cnn):
     options = dict(granularity="unstructured")
     chosen = allocate(subject, "tolerance", 0.02, table=table, **options)
     others = [allocate(subject, "tolerance", 0.02, method=m, **options) for m in ("uniform", "global")]
-    assert chosen.cost <= min(
-        a.cost for a in [*others, allocate_from_table(table, subject, "tolerance", 0.02)]
-    )
+    tables = [allocate_from_table(table, subject, "tolerance", 0.02, m) for m in ("drop", "distortion")]
+    assert chosen.cost <= min(a.cost for a in [*others, *tables])
     assert chosen.val_drop <= 0.02 + 1e-9
 
 
@@ -141,6 +148,8 @@ def test_bad_goals_NameTheArgument(cnn):
         allocate(subject, "params", 0.5, method="best")
     with pytest.raises(ValueError, match="below what the grid reaches"):
         allocate(subject, "params", 0.01, table=table)
+    with pytest.raises(ValueError, match="measure must be one of"):
+        allocate_from_table(table, subject, "params", 0.5, "loss")
 
 
 def test_recipe_Budget_KeepsTheCandidateWithTheBestValidationAUC_AfterFineTuning(resnet, tiny_dataset):
@@ -151,13 +160,13 @@ def test_recipe_Budget_KeepsTheCandidateWithTheBestValidationAUC_AfterFineTuning
     subject, table = resnet
     recipe = Recipe(epochs=1, batch_size=8)
     chosen = allocate(subject, "flops", 0.5, table=table, dataset=tiny_dataset, recipe=recipe)
-    others = [allocate_from_table(table, subject, "flops", 0.5)] + [
+    others = [allocate_from_table(table, subject, "flops", 0.5, m) for m in ("drop", "distortion")] + [
         allocate(subject, "flops", 0.5, method=m) for m in ("uniform", "global")
     ]
     tuned = [fine_tuned(subject.model, a, tiny_dataset, recipe).tuned_val_auc for a in others]
     assert chosen.tuned_val_auc == pytest.approx(max(tuned))  # fine-tuning is seeded: the same numbers
     assert chosen.flops <= 0.5
-    assert [a.candidate for a in chosen.measured] == ["table", "uniform", "global"]
+    assert [a.candidate for a in chosen.measured] == ["table", "distortion", "uniform", "global"]
     assert [a.tuned_val_auc for a in chosen.measured] == pytest.approx(tuned)
     # the winner's fine-tuned model is handed back: its validation AUC is the one it won with
     assert evaluate_model(chosen.tuned_model, tiny_dataset.val, tiny_dataset.val)["auc"] == pytest.approx(

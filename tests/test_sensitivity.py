@@ -24,6 +24,7 @@ from workbench.prune import apply_masks  # noqa: E402
 from workbench.sensitivity import (  # noqa: E402
     Subject,
     dense_keep,
+    output_distortion,
     row_keep,
     sensitivity,
     sensitivity_rows,
@@ -82,6 +83,36 @@ def test_cell_AUC_EqualsSklearnOnTheReallyPrunedModel(subject, tmp_path):
     assert cell["low"] <= cell["auc"] <= cell["high"]
     assert cell["drop_low"] <= cell["drop"] <= cell["drop_high"]
     assert cell["drop"] == pytest.approx(table.dense["auc"] - cell["auc"], abs=1e-9)
+    dense = apply_masks(subject.model, dense_keep(subject.scorer.infos)).predict(
+        subject.val.images, verbose=0
+    )
+    assert cell["distortion"] == pytest.approx(
+        output_distortion(dense, probs_of(subject.model, keep, subject))
+    )
+
+
+def probs_of(model, keep, subject):
+    return apply_masks(model, keep).predict(subject.val.images, verbose=0)
+
+
+def test_output_distortion_IsTheMeanSquaredChangeOfCentredLogits():
+    dense = np.array([[0.5, 0.5], [0.2, 0.8]])
+    assert output_distortion(dense, dense) == 0.0
+    # first image: logits 0, 0 -> ±log(9)/2; second image unchanged
+    pruned = np.array([[0.1, 0.9], [0.2, 0.8]])
+    assert output_distortion(dense, pruned) == pytest.approx((np.log(9) / 2) ** 2 / 2)
+    # it keeps growing where an AUC would have saturated: a confidently wrong output costs more
+    worse = np.array([[0.001, 0.999], [0.2, 0.8]])
+    assert output_distortion(dense, worse) > output_distortion(dense, pruned)
+
+
+def test_distortion_IsRecordedInEveryCell_AndGrowsWithSparsity(subject, tmp_path):
+    table = sensitivity(
+        subject, "magnitude", "unstructured", (0.1, 0.9, 0.99), baseline=False, cache=tmp_path, progress=False
+    )
+    distortion = table.matrix(value="distortion")
+    assert (distortion.to_numpy() >= 0).all()
+    assert (distortion[0.99] > distortion[0.1]).all(), "every layer distorts more when pruned harder"
 
 
 def test_table_HasEveryCell_WithTheRandomBaselineRow(subject, tmp_path):

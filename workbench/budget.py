@@ -21,12 +21,15 @@ A tolerance is checked on the real joint mask, not on the table's sum: the disti
 along λ are measured, and the cheapest whose validation drop is within it wins. Coupled channel
 groups are rows, so they are pruned as one; the collapse guard (``min_keep``) holds in every row.
 
-The table only knows single-row drops. At tight budgets every row's drop saturates (alone, each
-already breaks the model), the table stops telling rows apart and the Lagrangian answer is driven by
-cost alone. So ``allocate(method="sensitivity")`` measures the table's answer beside the two
-one-knob answers below on the real joint masks and keeps the best on validation: the highest
-validation AUC within a budget, the cheapest within a tolerance. ``Allocation.candidate`` says
-which won ("table", "uniform" or "global"); ``allocate_from_table`` is the table's answer alone.
+The table only knows single-row drops. At tight budgets every row's AUC drop saturates (alone,
+each already breaks the model), the table stops telling rows apart and the Lagrangian answer is
+driven by cost alone. The table's cells also hold the output distortion (mean squared change of the
+logits), which does not saturate and adds up over rows; the same Lagrangian over it is a second
+answer. ``allocate(method="sensitivity")`` measures both table answers beside the two one-knob
+answers below on the real joint masks and keeps the best on validation (after fine-tuning, given a
+recipe): the highest validation AUC within a budget, the cheapest within a tolerance.
+``Allocation.candidate`` says which won ("table", "distortion", "uniform" or "global");
+``allocate_from_table`` is one table answer alone.
 
 Two reference allocations answer the same goals with one sparsity knob, found by bisection:
 ``uniform`` (every layer the same sparsity) and ``global`` (one ranking over all layers).
@@ -148,9 +151,12 @@ def _row_costs(subject: Subject, masks: dict, cost: Callable[[Masks], float]) ->
 LAMBDAS = np.concatenate([[0.0], np.geomspace(1e-5, 1e5, 300)])
 
 
-def _drop_envelopes(table: Sensitivity) -> dict[str, np.ndarray]:
-    """Per row, the running maximum of the (non-negative) drop over levels 0 (dense), 1.. (grid)."""
-    matrix = table.matrix()
+MEASURES = {"drop": "table", "distortion": "distortion"}  # a table column -> the candidate it gives
+
+
+def _drop_envelopes(table: Sensitivity, measure: str = "drop") -> dict[str, np.ndarray]:
+    """Per row, the running maximum of the (non-negative) ``measure`` over levels 0 (dense), 1.. (grid)."""
+    matrix = table.matrix(value=measure)
     return {
         name: np.maximum.accumulate(np.maximum(np.concatenate([[0.0], matrix.loc[name].to_numpy()]), 0.0))
         for name in matrix.index
@@ -193,16 +199,26 @@ def _last_within(n: int, ok: Callable[[int], bool]) -> int:
     return low
 
 
-def allocate_from_table(table: Sensitivity, subject: Subject, goal: str, value: float) -> Allocation:
+def allocate_from_table(
+    table: Sensitivity, subject: Subject, goal: str, value: float, measure: str = "drop"
+) -> Allocation:
     """Choose each row's grid level to meet the goal at the least estimated drop; see the module docstring.
 
+    ``measure`` is the table's column the rows' losses are read from: the validation AUC ``drop``
+    (candidate ``"table"``) or the output ``distortion`` (candidate ``"distortion"``), which keeps
+    telling rows apart at budgets where every row's AUC drop has saturated.
+
     Raises:
-        ValueError: if a budget is below what the grid's largest sparsity reaches.
+        ValueError: if a budget is below what the grid's largest sparsity reaches, or for an
+            unknown ``measure``.
     """
+    if measure not in MEASURES:
+        raise ValueError(f"measure must be one of {tuple(MEASURES)}, got {measure!r}")
     granularity = check_goal(goal, value, table.granularity)
     structured = granularity == "structured"
     cost = _cost_fn(subject.model, granularity)
-    masks, envelope = _row_masks(table, subject), _drop_envelopes(table)
+    masks, envelope = _row_masks(table, subject), _drop_envelopes(table, measure)
+    candidate = MEASURES[measure]
     row_costs = _row_costs(subject, masks, cost)
 
     def state(i: int) -> Masks:
@@ -215,7 +231,7 @@ def allocate_from_table(table: Sensitivity, subject: Subject, goal: str, value: 
             cost,
             lambda keep: _val_drop(subject, keep, structured, dense_auc) <= value,
         )
-        return _finish("sensitivity", goal, value, granularity, subject, keep, dense_auc)
+        return _finish("sensitivity", goal, value, granularity, subject, keep, dense_auc, candidate)
     if cost(state(len(LAMBDAS) - 1)) > value + 1e-12:
         raise ValueError(
             f"value {value} for goal {goal!r} is below what the grid reaches (up to sparsity "
@@ -225,7 +241,7 @@ def allocate_from_table(table: Sensitivity, subject: Subject, goal: str, value: 
     levels = lagrangian_levels(envelope, row_costs, LAMBDAS[index])
     levels = _give_back(levels, envelope, lambda lv: cost(_joint(subject, masks, lv)), value)
     keep = _fill(table, subject, _joint(subject, masks, levels), levels, envelope, cost, value)
-    return _finish("sensitivity", goal, value, granularity, subject, keep, dense_auc)
+    return _finish("sensitivity", goal, value, granularity, subject, keep, dense_auc, candidate)
 
 
 def _distinct(envelope: dict, row_costs: dict) -> list[int]:
@@ -449,7 +465,7 @@ def allocate(
             dask_address=dask_address,
             progress=progress,
         )
-    candidates = [allocate_from_table(table, subject, goal, value)]
+    candidates = [allocate_from_table(table, subject, goal, value, measure) for measure in MEASURES]
     for scope in ("layerwise", "global"):
         try:
             candidates.append(

@@ -39,7 +39,7 @@ DEFAULT_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98)
 BASELINE = "random"  # the criterion every real one must beat
 # Part of the cache key: raise it when a cell's meaning changes (how rows are pruned or scored),
 # so tables computed by older code are not reopened as if they were current.
-CELL_FORMAT = 2
+CELL_FORMAT = 3  # 3: cells also hold the output distortion
 
 
 @dataclass(frozen=True)
@@ -143,13 +143,15 @@ def validation_auc(subject: Subject, keep: Masks, structured: bool) -> tuple[flo
 
 
 def cell_metrics(subject: Subject, keep: Masks, structured: bool) -> dict:
-    """Validation AUC with its interval, and the drop from dense with DeLong's paired interval."""
+    """Validation AUC with its interval, the drop from dense with DeLong's paired interval, and the
+    output distortion (``output_distortion``)."""
     from workbench.stats import auc_ci, compare_auc
 
-    labels, scores = _binary_labels(subject), validation_scores(subject, keep, structured)
+    evaluator, labels = subject.evaluator, _binary_labels(subject)
+    probs, _ = evaluator.probabilities(keep, structured)
+    scores = probs[:, evaluator.positive]
     auc, low, high = auc_ci(labels, scores)
-    dense = subject.evaluator.dense_val[:, subject.evaluator.positive]
-    paired = compare_auc(labels, dense, scores)  # difference = pruned - dense
+    paired = compare_auc(labels, evaluator.dense_val[:, evaluator.positive], scores)  # pruned - dense
     return dict(
         auc=auc,
         low=low,
@@ -157,7 +159,24 @@ def cell_metrics(subject: Subject, keep: Masks, structured: bool) -> dict:
         drop=-paired["difference"],
         drop_low=-paired["ci_high"],
         drop_high=-paired["ci_low"],
+        distortion=output_distortion(evaluator.dense_val, probs),
     )
+
+
+def output_distortion(dense: np.ndarray, pruned: np.ndarray) -> float:
+    """Mean squared change of the logits from ``dense`` to ``pruned`` class probabilities (images x classes).
+
+    Logits are log-probabilities centred per image (softmax logits up to their free constant), clipped
+    at ±16. Unlike an AUC drop this does not saturate once a layer alone breaks the model, and the
+    distortions of layers pruned together add up nearly exactly (the additivity behind Xu et al.'s
+    layer-adaptive pruning, ICCV 2023), so a sum over rows predicts a joint mask at tight budgets too.
+    """
+
+    def logits(probs: np.ndarray) -> np.ndarray:
+        log_probs = np.log(np.clip(probs, 1e-7, 1.0))
+        return log_probs - log_probs.mean(axis=1, keepdims=True)
+
+    return float(np.mean((logits(pruned) - logits(dense)) ** 2))
 
 
 def _binary_labels(subject: Subject) -> np.ndarray:
@@ -205,8 +224,9 @@ class Sensitivity:
     """The layer x sparsity table of one model, criterion and granularity, plus the random baseline.
 
     ``cells`` has one row per (criterion, row, target): the achieved ``sparsity`` of that row,
-    the validation ``auc`` and its DeLong interval ``low``..``high``, and ``drop`` = dense AUC - AUC
-    with its paired DeLong interval ``drop_low``..``drop_high`` (same images, so much narrower).
+    the validation ``auc`` and its DeLong interval ``low``..``high``, ``drop`` = dense AUC - AUC
+    with its paired DeLong interval ``drop_low``..``drop_high`` (same images, so much narrower), and
+    the ``distortion`` of the outputs (``output_distortion``).
     """
 
     cells: pd.DataFrame
