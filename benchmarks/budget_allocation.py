@@ -123,6 +123,9 @@ def run_seed(
                 f"test AUC {auc:.3f} [{low:.3f}, {high:.3f}]",
                 flush=True,
             )
+        if after_fine_tune:
+            tuned = ", ".join(f"{c.candidate} {c.tuned_val_auc:.3f}" for c in answers["sensitivity"].measured)
+            print(f"    validation AUC after the fine-tune: {tuned}", flush=True)
     return rows, timings
 
 

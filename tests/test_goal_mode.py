@@ -153,3 +153,39 @@ def test_background_LeavingGoalMode_DropsTheGoalAnswer(explorer, monkeypatch):
     gate.set()
     dash.wait(WAIT)
     assert not isinstance(dash.point, GoalPoint) and dash.point.spec.sparsity is not None
+
+
+def test_goal_point_Recipe_PicksTheBestCandidateAfterFineTuning_WithProgress(explorer):
+    from workbench.train import Recipe
+
+    calls = []
+    point = explorer.goal_point(
+        "params", 0.3, grid=GRID, recipe=Recipe(epochs=1, batch_size=16), progress=lambda *a: calls.append(a)
+    )
+    a = point.allocation
+    assert a.tuned_val_auc == max(c.tuned_val_auc for c in a.measured)
+    assert {c.candidate for c in a.measured} == {"table", "distortion", "uniform", "global"}
+    tuning = [call for call in calls if call[2:] == ("fine-tune",)]
+    assert tuning[0] == (0, 4, "fine-tune") and tuning[-1] == (4, 4, "fine-tune")
+    assert point.cost <= 0.3
+    from workbench.curves import evaluate_model
+    from workbench.prune import apply_masks
+
+    pruned = apply_masks(explorer.model, point.result.keep)  # the metrics are the pruned model's, not tuned
+    data = explorer.dataset
+    assert point.metrics["auc"] == pytest.approx(evaluate_model(pruned, data.val, data.test)["auc"], abs=1e-6)
+
+
+def test_dashboard_GoalMode_PickAfterFineTuning_SaysSoInTheReadout(dashboard):
+    c = dashboard.controls
+    assert c["goal_tune"].layout.display == "none"  # a goal-mode control only
+    c["mode"].value = "goal"
+    c["goal"].value = "params"
+    c["goal_value"].value = 0.3
+    assert c["goal_tune"].layout.display is None
+    assert "after fine-tuning" not in dashboard.readout.value
+    c["epochs"].value = 1
+    c["goal_tune"].value = True
+    assert dashboard.point.allocation.tuned_val_auc is not None
+    assert "the best validation AUC after fine-tuning (table " in dashboard.readout.value
+    assert dashboard.message.value == ""

@@ -414,7 +414,7 @@ def allocate(
     table: Sensitivity | None = None,
     cache=None,
     dask_address: str | None = None,
-    progress: bool = False,
+    progress: bool | Callable[[int, int], None] = False,
     recipe=None,
 ) -> Allocation:
     """Choose per-layer sparsities that meet a goal, and return them with their masks and results.
@@ -428,6 +428,8 @@ def allocate(
             from the cache, measured beside the one-knob answers: the best on validation wins), or
             the references ``"uniform"`` and ``"global"`` alone.
         table: a ready sensitivity table (its criterion and granularity are used).
+        progress: True for tqdm bars (the table, the candidates' fine-tunes); or a callable, called
+            with (candidates fine-tuned, candidates) while they fine-tune (it may raise to stop).
         recipe: a ``Recipe`` (with ``dataset``, whose training images it uses): for a budget, each
             candidate is fine-tuned with it, pruned weights pinned, and the highest validation AUC
             *after* fine-tuning wins (``Allocation.tuned_val_auc``; its fine-tuned model is
@@ -463,7 +465,7 @@ def allocate(
             min_keep=min_keep,
             cache=cache,
             dask_address=dask_address,
-            progress=progress,
+            progress=progress is True,
         )
     candidates = [allocate_from_table(table, subject, goal, value, measure) for measure in MEASURES]
     for scope in ("layerwise", "global"):
@@ -483,10 +485,23 @@ def allocate(
             log.info("%s candidate skipped: %s", scope, err)
     tuned = recipe is not None and goal != "tolerance"
     if tuned:
-        steps = tqdm(candidates, desc="fine-tuning each candidate", disable=not progress, leave=False)
-        candidates = [fine_tuned(subject.model, c, dataset, recipe) for c in steps]
+        candidates = _fine_tune_each(subject.model, candidates, dataset, recipe, progress)
     best = best_on_validation(candidates, tuned=tuned)
     return replace(best, method="sensitivity", measured=tuple(candidates))
+
+
+def _fine_tune_each(model, candidates: list[Allocation], dataset, recipe, progress) -> list[Allocation]:
+    """``fine_tuned`` for every candidate, with a tqdm bar (``progress`` True) or reporting
+    (candidates done, candidates) to ``progress`` (a callable, which may raise to stop)."""
+    if not callable(progress):
+        steps = tqdm(candidates, desc="fine-tuning each candidate", disable=not progress, leave=False)
+        return [fine_tuned(model, c, dataset, recipe) for c in steps]
+    tuned = []
+    for candidate in candidates:
+        progress(len(tuned), len(candidates))
+        tuned.append(fine_tuned(model, candidate, dataset, recipe))
+    progress(len(tuned), len(candidates))
+    return tuned
 
 
 def fine_tuned(model, allocation: Allocation, dataset, recipe) -> Allocation:

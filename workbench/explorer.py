@@ -581,7 +581,8 @@ class Explorer:
         criterion: str = "taylor",
         granularity: str | None = None,
         grid=DEFAULT_GRID,
-        progress: Callable[[int, int], None] | None = None,
+        recipe: Recipe | None = None,
+        progress: Callable[..., None] | None = None,
     ) -> GoalPoint:
         """The point whose masks are ``allocate``'s answer to a goal, with exact test metrics.
 
@@ -589,7 +590,12 @@ class Explorer:
             goal: ``"tolerance"`` (``value`` = tolerated validation AUC drop), ``"flops"`` (fraction
                 of dense FLOPs, structured) or ``"params"`` (fraction of weights, unstructured).
             granularity: only for ``"tolerance"`` (default structured); the budgets imply theirs.
-            progress: called with (grid columns done, columns) while the table is computed.
+            recipe: for a budget, fine-tune every candidate allocation with it and keep the best
+                validation AUC after fine-tuning (``allocate(recipe=)``); the point's metrics are the
+                pruned model's before fine-tuning, as everywhere in the explorer.
+            progress: called with (grid columns done, columns) while the table is computed, then
+                with (candidates done, candidates, "fine-tune") while they fine-tune; it may raise
+                to stop.
 
         Raises:
             ValueError: from ``workbench.budget``, for a bad goal or value, or a budget the grid
@@ -597,7 +603,11 @@ class Explorer:
         """
         granularity = check_goal(goal, value, granularity)
         table = self.goal_table(criterion, granularity, grid=grid, progress=progress)
-        allocation = allocate(self._goal_subject(), goal, value, table=table)
+        tuning = {}
+        if recipe is not None:
+            report = (lambda done, total: progress(done, total, "fine-tune")) if progress else False
+            tuning = dict(dataset=self.dataset, recipe=recipe, progress=report)
+        allocation = allocate(self._goal_subject(), goal, value, table=table, **tuning)
         spec = PruneSpec(
             criterion=criterion, granularity=granularity, scope="layerwise", min_keep=table.min_keep
         )

@@ -182,6 +182,12 @@ class Dashboard:
                 readout_format=".3f",
                 continuous_update=False,
             ),
+            "goal_tune": w.Checkbox(
+                value=False,
+                description="pick after fine-tuning (slower)",
+                tooltip="fine-tune every candidate allocation (epochs below); keep the best on validation",
+                indent=False,
+            ),
             "layer": w.Combobox(
                 options=layer_names, value=layer_names[0], description="layer", ensure_option=False
             ),
@@ -197,7 +203,15 @@ class Dashboard:
                 w.HBox([c["mode"], c["criterion"]]),
                 w.HBox([c["scope"], c["granularity"]]),
                 w.HBox(
-                    [c["epsilon"], c["epsilon_text"], c["sparsity"], c["goal"], c["goal_value"], c["layer"]]
+                    [
+                        c["epsilon"],
+                        c["epsilon_text"],
+                        c["sparsity"],
+                        c["goal"],
+                        c["goal_value"],
+                        c["goal_tune"],
+                        c["layer"],
+                    ]
                 ),
                 self.readout,
                 self.progress,
@@ -226,6 +240,7 @@ class Dashboard:
         self._observe(c["epsilon_text"], lambda change: self.on_typed_epsilon(change["new"]))
         self._observe(c["goal"], lambda _: self.on_goal_change())
         self._observe(c["goal_value"], lambda _: self.on_setting_change())
+        self._observe(c["goal_tune"], lambda _: self.on_setting_change())
         self._observe(c["layer"], lambda _: self.on_layer_change())
         c["finetune"].on_click(lambda _: self.on_finetune())
 
@@ -353,10 +368,14 @@ class Dashboard:
         self.show_message("")
 
     @_reports_errors
+    def _recipe(self) -> Recipe:
+        """The fine-tune the controls ask for: the fine-tune button's, and goal mode's candidates'."""
+        return Recipe(epochs=self.controls["epochs"].value, learning_rate=5e-4)
+
     def on_finetune(self) -> None:
         """Fine-tune the current mask (Keras progress below) and mark the recovered point."""
         self.finetune_output.clear_output()
-        recipe = Recipe(epochs=self.controls["epochs"].value, learning_rate=5e-4)
+        recipe = self._recipe()
         point = self.point
         with self.finetune_output:
             metrics, _ = self.explorer.fine_tuned(point, recipe)
@@ -402,7 +421,7 @@ class Dashboard:
         knobs = {
             "epsilon": ("epsilon", "epsilon_text"),
             "sparsity": ("sparsity",),
-            "goal": ("goal", "goal_value"),
+            "goal": ("goal", "goal_value", "goal_tune"),
         }
         for owner, names in knobs.items():
             for name in names:
@@ -424,9 +443,13 @@ class Dashboard:
         self.progress.description = "sensitivity"
         self.progress.value, self.progress.layout.display = 0, None
 
+        tune = c["goal_tune"].value and goal != "tolerance"  # a tolerance keeps the cheapest: no fine-tune
+        recipe = self._recipe() if tune else None
+
         def work(ticket: Ticket) -> GoalPoint | ValueError:
-            def report(done: int, total: int) -> None:
+            def report(done: int, total: int, what: str = "sensitivity") -> None:
                 ticket.check()
+                self.progress.description = "fine-tuning" if what == "fine-tune" else "sensitivity"
                 self.progress.max, self.progress.value = total, done
 
             try:
@@ -436,6 +459,7 @@ class Dashboard:
                     criterion=c["criterion"].value,
                     granularity=granularity,
                     grid=self.goal_grid,
+                    recipe=recipe,
                     progress=report,
                 )
             except ValueError as err:  # a budget the grid can't reach: a message, also from the background
@@ -629,10 +653,14 @@ def goal_text(point: GoalPoint) -> str:
     """The goal and what the allocation achieved: FLOPs and parameter fractions, validation AUC drop."""
     a = point.allocation
     goal = f"AUC drop ≤ {a.value:g}" if a.goal == "tolerance" else f"{a.goal} ≤ {a.value:.0%} of dense"
-    return (
+    text = (
         f"goal {goal} ({a.granularity}, {point.spec.criterion}): achieved FLOPs {a.flops:.1%} and "
-        f"params {a.params:.1%} of dense, validation AUC drop {a.val_drop:+.3f}"
+        f"params {a.params:.1%} of dense, validation AUC drop {a.val_drop:+.3f}; answer: {a.candidate}"
     )
+    if a.tuned_val_auc is not None:
+        others = ", ".join(f"{c.candidate} {c.tuned_val_auc:.3f}" for c in a.measured)
+        text += f", the best validation AUC after fine-tuning ({others})"
+    return text
 
 
 def evidence_html(m: dict) -> str:
