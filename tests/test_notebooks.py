@@ -108,6 +108,17 @@ def test_explorer_notebook_WritesItsResults(shared_data, tmp_path):
 
 
 @pytest.mark.slow
+def test_budgets_notebook_WritesItsResults_WithTheAllocationPickedAfterFineTuning(shared_data, tmp_path):
+    name = "06_sensitivity_and_budgets.ipynb"
+    _run(name, tmp_path, **SMALL[name], results_dir=str(tmp_path / "out"))
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert {a["method"] for a in metrics["allocations"]} == {"sensitivity", "uniform", "global"}
+    picked = metrics["picked_after_fine_tune"]
+    assert picked["flops"] <= SMALL[name]["flops_budget"] and 0.0 <= picked["tuned_val_auc"] <= 1.0
+    assert (tmp_path / "out" / "layers.csv").read_text().startswith("criterion,row,target,sparsity")
+
+
+@pytest.mark.slow
 def test_teaching_notebook_StudentVersion_FailsAtTheFirstExercise(shared_data, tmp_path):
     from workbench.classroom import write_student_version
 
