@@ -7,11 +7,13 @@ FLOPs budgets of 50/25/10% of dense (structured, Taylor filter scores) and param
 10/5% (unstructured, Taylor weight scores). Each allocation is followed by the same 3-epoch masked
 fine-tune (``FINE_TUNE_RECIPE``; structured ones with dead units pinned, ``fine_tune(structured=True)``).
 Prints test AUC with DeLong's 95% interval per allocation, and the paired DeLong difference of the
-sensitivity allocation against the better of the two references. The sensitivity allocation keeps
-the best on validation of the table's answer and the two one-knob answers; the column
-``candidate`` says which it kept (when it kept a reference, its test AUC is that reference's).
-With ``--select-after-fine-tune`` it compares them on validation after the same fine-tune
-(``allocate(recipe=...)``). ``--tightest`` runs only FLOPs 10% and params 5%.
+sensitivity allocation against the better of the two references, with the headroom (dense test AUC
+minus that reference's: what any allocation could still win). The sensitivity allocation keeps the
+best on validation of the table's two answers (over the AUC drop and over the output distortion) and
+the two one-knob answers; the column ``candidate`` says which it kept (when it kept a reference, its
+test AUC is that reference's). With ``--select-after-fine-tune`` it compares them on validation
+after the same fine-tune (``allocate(recipe=...)``; the references are then the candidates it
+fine-tuned). ``--tightest`` runs only FLOPs 10% and params 5%.
 
 Targets (exit 1 on a miss):
 - the allocation is never significantly worse than the better reference (paired CI high >= 0);
@@ -34,7 +36,7 @@ import numpy as np
 import pandas as pd
 from _common import pneumonia, report_target
 
-from workbench.budget import allocate, fine_tuned
+from workbench.budget import allocate, fine_tune_allocation
 from workbench.prune import FINE_TUNE_RECIPE
 from workbench.sensitivity import Subject, sensitivity
 from workbench.stats import auc_ci, compare_auc
@@ -46,21 +48,21 @@ METHODS = ("sensitivity", "uniform", "global")
 CRITERION = "taylor"
 
 
-def allocations(subject: Subject, goal: str, value: float, cache: Path, data, recipe) -> dict:
-    """The three methods' answers to a goal. Given ``data``, the sensitivity method selects after the
-    shared fine-tune, and the references are the candidates it fine-tuned (the same recipe and seed:
-    one fine-tune each, not two)."""
-    if data is None:
-        return {
-            m: allocate(subject, goal, value, method=m, criterion=CRITERION, cache=cache) for m in METHODS
-        }
-    chosen = allocate(subject, goal, value, criterion=CRITERION, cache=cache, dataset=data, recipe=recipe)
+def allocations(subject: Subject, goal: str, value: float, cache: Path, data, recipe, after: bool) -> dict:
+    """The three methods' answers to a goal, each fine-tuned with ``recipe`` (``tuned_model``).
+
+    ``after``: the sensitivity method picks its candidate after that fine-tune, and the references
+    are the candidates it fine-tuned (the same recipe and seed: one fine-tune each, not two).
+    """
+    options = dict(criterion=CRITERION, dataset=data, recipe=recipe)
+    if not after:
+        answers = {m: allocate(subject, goal, value, method=m, cache=cache) for m in METHODS}
+        return {m: fine_tune_allocation(subject.model, a, data, recipe) for m, a in answers.items()}
+    chosen = allocate(subject, goal, value, cache=cache, **options)
     measured = {c.candidate: c for c in chosen.measured}
     answers = {"sensitivity": chosen}
     for method in METHODS[1:]:  # a reference that could not reach the budget raises as on its own
-        answers[method] = measured.get(method) or allocate(
-            subject, goal, value, method=method, criterion=CRITERION
-        )
+        answers[method] = measured.get(method) or allocate(subject, goal, value, method=method, **options)
     return answers
 
 
@@ -89,14 +91,9 @@ def run_seed(
     rows = []
     recipe = replace(FINE_TUNE_RECIPE, seed=seed)
     for goal, value in budgets:
-        answers = allocations(
-            subject, goal, value, folder / f"{name}-{seed}", data if after_fine_tune else None, recipe
-        )
+        answers = allocations(subject, goal, value, folder / f"{name}-{seed}", data, recipe, after_fine_tune)
         for method, allocation in answers.items():
-            tuned = allocation.tuned_model
-            if tuned is None:
-                tuned = fine_tuned(model, allocation, data, recipe).tuned_model
-            probs = tuned.predict(data.test.images, batch_size=512, verbose=0)[:, 1]
+            probs = allocation.tuned_model.predict(data.test.images, batch_size=512, verbose=0)[:, 1]
             auc, low, high = auc_ci(data.test.labels, probs)
             rows.append(
                 dict(
@@ -140,8 +137,7 @@ def paired(results: pd.DataFrame, labels: np.ndarray) -> pd.DataFrame:
             dict(
                 zip(("model", "seed", "goal", "value"), key, strict=True),
                 best=best,
-                headroom=by.loc[best, "dense_auc"]
-                - by.loc[best, "auc"],  # what a better allocation could win
+                headroom=by.loc[best, "dense_auc"] - by.loc[best, "auc"],
                 candidate=by.loc["sensitivity", "candidate"],
                 difference=test["difference"],
                 ci_low=test["ci_low"],

@@ -74,14 +74,22 @@ def test_flops_allocation_Validation_MatchesTheMaskedReference(resnet):
     assert mask_structured(subject.model, allocation.keep) is not None  # slim accepts it as structured
 
 
+@pytest.fixture
+def guarded(trained_tiny, tmp_path):
+    """The tiny CNN's unstructured table with a guard of 2 weights per layer."""
+    subject = Subject.build(*trained_tiny)
+    table = sensitivity(subject, "taylor", "unstructured", GRID, min_keep=2, cache=tmp_path, progress=False)
+    return subject, table
+
+
 @pytest.mark.parametrize("method", ["sensitivity", "distortion", "uniform", "global"])
-def test_params_budget_IsMet_AndEveryLayerKeepsMinKeep(cnn, method):
-    subject, table = cnn
+def test_params_budget_IsMet_AndEveryLayerKeepsMinKeep(guarded, method):
+    subject, table = guarded
     allocation = _answer(subject, table, method, "params", 0.2, min_keep=2)
     kept = sum(int(m.sum()) for m in allocation.keep.values())
     assert kept / sum(m.size for m in allocation.keep.values()) == pytest.approx(allocation.params)
     assert allocation.params <= 0.2
-    assert all(mask.sum() >= 1 for mask in allocation.keep.values())
+    assert all(mask.sum() >= 2 for mask in allocation.keep.values()), "a layer lost its guard of 2"
 
 
 def test_params_budget_TheTablesAnswer_SpendsItsBudgetUnevenly(cnn):
@@ -153,7 +161,7 @@ def test_bad_goals_NameTheArgument(cnn):
 
 
 def test_recipe_Budget_KeepsTheCandidateWithTheBestValidationAUC_AfterFineTuning(resnet, tiny_dataset):
-    from workbench.budget import fine_tuned
+    from workbench.budget import fine_tune_allocation
     from workbench.curves import evaluate_model
     from workbench.train import Recipe
 
@@ -163,7 +171,7 @@ def test_recipe_Budget_KeepsTheCandidateWithTheBestValidationAUC_AfterFineTuning
     others = [allocate_from_table(table, subject, "flops", 0.5, m) for m in ("drop", "distortion")] + [
         allocate(subject, "flops", 0.5, method=m) for m in ("uniform", "global")
     ]
-    tuned = [fine_tuned(subject.model, a, tiny_dataset, recipe).tuned_val_auc for a in others]
+    tuned = [fine_tune_allocation(subject.model, a, tiny_dataset, recipe).tuned_val_auc for a in others]
     assert chosen.tuned_val_auc == pytest.approx(max(tuned))  # fine-tuning is seeded: the same numbers
     assert chosen.flops <= 0.5
     assert [a.candidate for a in chosen.measured] == ["table", "distortion", "uniform", "global"]
@@ -176,3 +184,42 @@ def test_recipe_Budget_KeepsTheCandidateWithTheBestValidationAUC_AfterFineTuning
     assert any(np.any(np.asarray(w) == 0) for w in pruned), "the tuned model keeps its pruned weights at 0"
     with pytest.raises(ValueError, match="dataset="):
         allocate(subject, "flops", 0.5, table=table, recipe=recipe)
+
+
+def test_recipe_References_AreFineTunedToo_AndATolerance_DoesNotUseIt(cnn, trained_tiny):
+    from workbench.train import Recipe
+
+    subject, table = cnn
+    data, recipe = trained_tiny[1], Recipe(epochs=1, batch_size=16)
+    uniform = allocate(subject, "params", 0.3, method="uniform", dataset=data, recipe=recipe)
+    assert uniform.tuned_model is not None and uniform.tuned_val_auc is not None
+    within = allocate(
+        subject, "tolerance", 0.05, granularity="unstructured", table=table, dataset=data, recipe=recipe
+    )
+    assert within.tuned_model is None and within.tuned_val_auc is None
+
+
+def test_recipe_ProgressCallable_IsCalledDuringEachFineTune_AndStopsItByRaising(cnn, trained_tiny):
+    from workbench.train import Recipe
+
+    subject, table = cnn
+    calls = []
+
+    def progress(done, total, what):
+        calls.append((done, total, what))
+        if len(calls) == 3:  # the first candidate's second training batch: stop there
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        allocate(
+            subject,
+            "params",
+            0.3,
+            table=table,
+            dataset=trained_tiny[1],
+            recipe=Recipe(epochs=1, batch_size=8),
+            progress=progress,
+        )
+    assert calls == [(0, 4, "fine-tune")] * 3, (
+        "reported before the candidate and after each batch, then stopped"
+    )

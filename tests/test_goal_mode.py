@@ -189,3 +189,24 @@ def test_dashboard_GoalMode_PickAfterFineTuning_SaysSoInTheReadout(dashboard):
     assert dashboard.point.allocation.tuned_val_auc is not None
     assert "the best validation AUC after fine-tuning (table " in dashboard.readout.value
     assert dashboard.message.value == ""
+
+
+def test_dashboard_GoalMode_EpochsReachThePick_AndATolerance_CannotAskForIt(dashboard, monkeypatch):
+    c, asked = dashboard.controls, []
+    real = dashboard.explorer.goal_point
+
+    def recording(*args, recipe=None, **kwargs):
+        asked.append(None if recipe is None else recipe.epochs)
+        return real(*args, recipe=recipe, **kwargs)
+
+    monkeypatch.setattr(dashboard.explorer, "goal_point", recording)
+    c["mode"].value = "goal"
+    c["goal"].value = "params"
+    c["goal_value"].value = 0.3
+    c["epochs"].value = 1
+    assert asked[-1] is None and not c["goal_tune"].disabled  # epochs alone ask nothing new
+    c["goal_tune"].value = True
+    c["epochs"].value = 2  # asked again, with the new epochs
+    assert asked[-2:] == [1, 2]
+    c["goal"].value = "tolerance"
+    assert c["goal_tune"].disabled and asked[-1] is None

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from tqdm.auto import tqdm
 
+from workbench.compat import keras
 from workbench.curves import evaluate_model
 from workbench.evaluate import flops
 from workbench.masks import Masks
@@ -154,13 +155,17 @@ LAMBDAS = np.concatenate([[0.0], np.geomspace(1e-5, 1e5, 300)])
 MEASURES = {"drop": "table", "distortion": "distortion"}  # a table column -> the candidate it gives
 
 
-def _drop_envelopes(table: Sensitivity, measure: str = "drop") -> dict[str, np.ndarray]:
-    """Per row, the running maximum of the (non-negative) ``measure`` over levels 0 (dense), 1.. (grid)."""
+def _envelopes(table: Sensitivity, measure: str = "drop") -> dict[str, np.ndarray]:
+    """Per row, the running maximum of the (non-negative) ``measure`` over levels 0 (dense), 1.. (grid),
+    divided by its largest value over all rows: the answer along λ does not change, and ``LAMBDAS``
+    spans every trade-off whatever the measure's scale (a distortion can reach hundreds)."""
     matrix = table.matrix(value=measure)
-    return {
+    envelopes = {
         name: np.maximum.accumulate(np.maximum(np.concatenate([[0.0], matrix.loc[name].to_numpy()]), 0.0))
         for name in matrix.index
     }
+    scale = max((float(e.max()) for e in envelopes.values()), default=0.0)
+    return {name: e / scale for name, e in envelopes.items()} if scale > 0 else envelopes
 
 
 def _row_masks(table: Sensitivity, subject: Subject) -> dict[str, list[Masks]]:
@@ -217,7 +222,7 @@ def allocate_from_table(
     granularity = check_goal(goal, value, table.granularity)
     structured = granularity == "structured"
     cost = _cost_fn(subject.model, granularity)
-    masks, envelope = _row_masks(table, subject), _drop_envelopes(table, measure)
+    masks, envelope = _row_masks(table, subject), _envelopes(table, measure)
     candidate = MEASURES[measure]
     row_costs = _row_costs(subject, masks, cost)
 
@@ -414,7 +419,7 @@ def allocate(
     table: Sensitivity | None = None,
     cache=None,
     dask_address: str | None = None,
-    progress: bool | Callable[[int, int], None] = False,
+    progress: bool | Callable[[int, int, str], None] = False,
     recipe=None,
 ) -> Allocation:
     """Choose per-layer sparsities that meet a goal, and return them with their masks and results.
@@ -428,14 +433,16 @@ def allocate(
             from the cache, measured beside the one-knob answers: the best on validation wins), or
             the references ``"uniform"`` and ``"global"`` alone.
         table: a ready sensitivity table (its criterion and granularity are used).
-        progress: True for tqdm bars (the table, the candidates' fine-tunes); or a callable, called
-            with (candidates fine-tuned, candidates) while they fine-tune (it may raise to stop).
+        progress: True for tqdm bars (the table, the fine-tunes); or a callable, called with
+            (candidates fine-tuned, candidates, "fine-tune") before each candidate and after every
+            training batch (the table is then computed quietly). It may raise to stop.
         recipe: a ``Recipe`` (with ``dataset``, whose training images it uses): for a budget, each
             candidate is fine-tuned with it, pruned weights pinned, and the highest validation AUC
             *after* fine-tuning wins (``Allocation.tuned_val_auc``; its fine-tuned model is
-            ``tuned_model``). Slower (one fine-tune per candidate, with a progress bar if
-            ``progress``), but the masks that prune best are not always the ones that recover best.
-            ``Allocation.measured`` holds every candidate compared, for a comparison table.
+            ``tuned_model``). Slower (one fine-tune per candidate), but the masks that prune best
+            are not always the ones that recover best. ``Allocation.measured`` holds every
+            candidate compared. ``uniform`` and ``global`` alone are fine-tuned too. A tolerance
+            keeps the cheapest candidate within it, before fine-tuning: the recipe is not used.
 
     Example:
         >>> allocation = allocate(explorer, goal="flops", value=0.25)   # doctest: +SKIP
@@ -451,11 +458,15 @@ def allocate(
         raise ValueError("recipe needs dataset= (its training images fine-tune each candidate)")
     granularity = check_goal(goal, value, granularity if table is None else table.granularity)
     subject = _subject(source, dataset)
+    tuned = recipe is not None and goal != "tolerance"
+    if recipe is not None and not tuned:
+        log.info("recipe not used: a tolerance keeps the cheapest candidate within it")
     if method != "sensitivity":
         scope = "layerwise" if method == "uniform" else "global"
-        return scope_allocation(
+        answer = scope_allocation(
             subject, scope, goal, value, criterion, granularity=granularity, min_keep=min_keep
         )
+        return _fine_tune_each(subject.model, [answer], dataset, recipe, progress)[0] if tuned else answer
     if table is None:
         table = sensitivity(
             subject,
@@ -467,23 +478,18 @@ def allocate(
             dask_address=dask_address,
             progress=progress is True,
         )
-    candidates = [allocate_from_table(table, subject, goal, value, measure) for measure in MEASURES]
-    for scope in ("layerwise", "global"):
+    candidates = [allocate_from_table(table, subject, goal, value)]  # a budget the grid can't reach raises
+    options = dict(granularity=granularity, min_keep=table.min_keep)
+    others = {
+        "distortion": lambda: allocate_from_table(table, subject, goal, value, "distortion"),
+        "uniform": lambda: scope_allocation(subject, "layerwise", goal, value, table.criterion, **options),
+        "global": lambda: scope_allocation(subject, "global", goal, value, table.criterion, **options),
+    }
+    for name, answer in others.items():
         try:
-            candidates.append(
-                scope_allocation(
-                    subject,
-                    scope,
-                    goal,
-                    value,
-                    table.criterion,
-                    granularity=granularity,
-                    min_keep=table.min_keep,
-                )
-            )
+            candidates.append(answer())
         except ValueError as err:  # a budget one knob cannot reach: the other candidates remain
-            log.info("%s candidate skipped: %s", scope, err)
-    tuned = recipe is not None and goal != "tolerance"
+            log.info("%s candidate skipped: %s", name, err)
     if tuned:
         candidates = _fine_tune_each(subject.model, candidates, dataset, recipe, progress)
     best = best_on_validation(candidates, tuned=tuned)
@@ -491,25 +497,32 @@ def allocate(
 
 
 def _fine_tune_each(model, candidates: list[Allocation], dataset, recipe, progress) -> list[Allocation]:
-    """``fine_tuned`` for every candidate, with a tqdm bar (``progress`` True) or reporting
-    (candidates done, candidates) to ``progress`` (a callable, which may raise to stop)."""
+    """``fine_tune_allocation`` for every candidate, with a tqdm bar (``progress`` True) or reporting
+    to ``progress`` (a callable; see ``allocate``)."""
     if not callable(progress):
         steps = tqdm(candidates, desc="fine-tuning each candidate", disable=not progress, leave=False)
-        return [fine_tuned(model, c, dataset, recipe) for c in steps]
+        return [fine_tune_allocation(model, c, dataset, recipe) for c in steps]
     tuned = []
+
+    def report(*_, **__) -> None:
+        progress(len(tuned), len(candidates), "fine-tune")
+
+    each_batch = keras.callbacks.LambdaCallback(on_train_batch_end=report)
     for candidate in candidates:
-        progress(len(tuned), len(candidates))
-        tuned.append(fine_tuned(model, candidate, dataset, recipe))
-    progress(len(tuned), len(candidates))
+        report()
+        tuned.append(fine_tune_allocation(model, candidate, dataset, recipe, callbacks=[each_batch]))
+    report()
     return tuned
 
 
-def fine_tuned(model, allocation: Allocation, dataset, recipe) -> Allocation:
+def fine_tune_allocation(model, allocation: Allocation, dataset, recipe, *, callbacks=None) -> Allocation:
     """``allocation`` with ``model`` pruned by it and fine-tuned with ``recipe`` (a copy), and that
-    copy's validation AUC (``tuned_model``, ``tuned_val_auc``)."""
+    copy's validation AUC (``tuned_model``, ``tuned_val_auc``). ``callbacks``: Keras callbacks."""
     structured = allocation.granularity == "structured"
     tuned = apply_masks(model, allocation.keep, structured=structured)
-    fine_tune(tuned, allocation.keep, dataset, recipe, structured=structured, progress=False)
+    fine_tune(
+        tuned, allocation.keep, dataset, recipe, structured=structured, callbacks=callbacks, progress=False
+    )
     auc = evaluate_model(tuned, dataset.val, dataset.val)["auc"]
     return replace(allocation, tuned_val_auc=auc, tuned_model=tuned)
 

@@ -594,8 +594,8 @@ class Explorer:
                 validation AUC after fine-tuning (``allocate(recipe=)``); the point's metrics are the
                 pruned model's before fine-tuning, as everywhere in the explorer.
             progress: called with (grid columns done, columns) while the table is computed, then
-                with (candidates done, candidates, "fine-tune") while they fine-tune; it may raise
-                to stop.
+                with (candidates done, candidates, "fine-tune") before each candidate and after
+                every training batch while they fine-tune; it may raise to stop.
 
         Raises:
             ValueError: from ``workbench.budget``, for a bad goal or value, or a budget the grid
@@ -605,8 +605,7 @@ class Explorer:
         table = self.goal_table(criterion, granularity, grid=grid, progress=progress)
         tuning = {}
         if recipe is not None:
-            report = (lambda done, total: progress(done, total, "fine-tune")) if progress else False
-            tuning = dict(dataset=self.dataset, recipe=recipe, progress=report)
+            tuning = dict(dataset=self.dataset, recipe=recipe, progress=progress or False)
         allocation = allocate(self._goal_subject(), goal, value, table=table, **tuning)
         spec = PruneSpec(
             criterion=criterion, granularity=granularity, scope="layerwise", min_keep=table.min_keep

@@ -241,6 +241,7 @@ class Dashboard:
         self._observe(c["goal"], lambda _: self.on_goal_change())
         self._observe(c["goal_value"], lambda _: self.on_setting_change())
         self._observe(c["goal_tune"], lambda _: self.on_setting_change())
+        self._observe(c["epochs"], lambda _: self.on_epochs_change())
         self._observe(c["layer"], lambda _: self.on_layer_change())
         c["finetune"].on_click(lambda _: self.on_finetune())
 
@@ -352,6 +353,7 @@ class Dashboard:
         """Copy ``goal``'s knob range (``GOAL_KNOBS``) and ``value`` (default: its own) into the controls."""
         low, high, step, default, label = GOAL_KNOBS[goal]
         slider = self.controls["goal_value"]
+        self.controls["goal_tune"].disabled = goal == "tolerance"  # a tolerance keeps the cheapest candidate
         with self._quiet():
             self.controls["goal"].value = goal
             slider.max = max(high, slider.max)  # widen first: ipywidgets refuses min > max
@@ -367,11 +369,17 @@ class Dashboard:
             self.image.value = self.figure.show_layer(self.point, self.layer)
         self.show_message("")
 
-    @_reports_errors
+    def on_epochs_change(self) -> None:
+        """Goal mode picking after fine-tuning uses these epochs: its answer is asked again."""
+        c = self.controls
+        if c["mode"].value == "goal" and c["goal_tune"].value and c["goal"].value != "tolerance":
+            self.on_setting_change()
+
     def _recipe(self) -> Recipe:
         """The fine-tune the controls ask for: the fine-tune button's, and goal mode's candidates'."""
         return Recipe(epochs=self.controls["epochs"].value, learning_rate=5e-4)
 
+    @_reports_errors
     def on_finetune(self) -> None:
         """Fine-tune the current mask (Keras progress below) and mark the recovered point."""
         self.finetune_output.clear_output()
@@ -443,7 +451,7 @@ class Dashboard:
         self.progress.description = "sensitivity"
         self.progress.value, self.progress.layout.display = 0, None
 
-        tune = c["goal_tune"].value and goal != "tolerance"  # a tolerance keeps the cheapest: no fine-tune
+        tune = c["goal_tune"].value and goal != "tolerance"
         recipe = self._recipe() if tune else None
 
         def work(ticket: Ticket) -> GoalPoint | ValueError:
