@@ -169,10 +169,11 @@ def cell_metrics(subject: Subject, keep: Masks, structured: bool) -> dict:
 def output_distortion(dense: np.ndarray, pruned: np.ndarray) -> float:
     """Mean squared change of the logits from ``dense`` to ``pruned`` class probabilities (images x classes).
 
-    Logits are log-probabilities centred per image (softmax logits up to their free constant), clipped
-    at ±16. Unlike an AUC drop this does not saturate once a layer alone breaks the model, and the
-    distortions of layers pruned together add up nearly exactly (the additivity behind Xu et al.'s
-    layer-adaptive pruning, ICCV 2023), so a sum over rows predicts a joint mask at tight budgets too.
+    Logits are log-probabilities centred per image (softmax logits up to their free constant), the
+    probabilities clipped at 1e-7 first (a two-class logit then stays within about ±8). Unlike an
+    AUC drop this does not saturate once a layer alone breaks the model, and the distortions of
+    layers pruned together add up nearly (the additivity behind Xu et al.'s layer-adaptive pruning,
+    ICCV 2023), so a sum over rows still ranks joint masks at tight budgets.
     """
 
     def logits(probs: np.ndarray) -> np.ndarray:
