@@ -193,9 +193,10 @@ def test_recipe_References_AreFineTunedToo_AndATolerance_DoesNotUseIt(cnn, train
     data, recipe = trained_tiny[1], Recipe(epochs=1, batch_size=16)
     uniform = allocate(subject, "params", 0.3, method="uniform", dataset=data, recipe=recipe)
     assert uniform.tuned_model is not None and uniform.tuned_val_auc is not None
-    within = allocate(
-        subject, "tolerance", 0.05, granularity="unstructured", table=table, dataset=data, recipe=recipe
-    )
+    with pytest.warns(UserWarning, match="recipe not used"):
+        within = allocate(
+            subject, "tolerance", 0.05, granularity="unstructured", table=table, dataset=data, recipe=recipe
+        )
     assert within.tuned_model is None and within.tuned_val_auc is None
 
 

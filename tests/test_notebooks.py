@@ -113,6 +113,7 @@ def test_budgets_notebook_WritesItsResults_WithTheAllocationPickedAfterFineTunin
     _run(name, tmp_path, **SMALL[name], results_dir=str(tmp_path / "out"))
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert {a["method"] for a in metrics["allocations"]} == {"sensitivity", "uniform", "global"}
+    assert 0.0 <= metrics["dense_test_auc"] <= 1.0
     picked = metrics["picked_after_fine_tune"]
     assert picked["flops"] <= SMALL[name]["flops_budget"] and 0.0 <= picked["tuned_val_auc"] <= 1.0
     assert (tmp_path / "out" / "layers.csv").read_text().startswith("criterion,row,target,sparsity")

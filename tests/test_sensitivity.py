@@ -140,6 +140,12 @@ def test_cache_FromOlderCode_IsNotReopened(subject, tmp_path, monkeypatch):
 def test_bad_input_NamesTheArgument(subject, tmp_path):
     with pytest.raises(ValueError, match="grid"):
         sensitivity(subject, "snip", grid=[0.5, 1.0], cache=tmp_path)
+    with pytest.raises(
+        ValueError, match=r"grid must be a list .* got the text '\[0.5, 0.9\]' \(with papermill"
+    ):
+        sensitivity(subject, "snip", grid="[0.5, 0.9]", cache=tmp_path)  # what papermill's -p passes
+    with pytest.raises(ValueError, match="grid must be a list of sparsities"):
+        sensitivity(subject, "snip", grid=[0.5, "most"], cache=tmp_path)
     with pytest.raises(ValueError, match="criterion"):
         sensitivity(subject, "bogus", cache=tmp_path)
     with pytest.raises(ValueError, match="min_keep"):

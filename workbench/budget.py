@@ -38,6 +38,7 @@ Two reference allocations answer the same goals with one sparsity knob, found by
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -460,7 +461,7 @@ def allocate(
     subject = _subject(source, dataset)
     tuned = recipe is not None and goal != "tolerance"
     if recipe is not None and not tuned:
-        log.info("recipe not used: a tolerance keeps the cheapest candidate within it")
+        warnings.warn("recipe not used: a tolerance keeps the cheapest candidate within it", stacklevel=2)
     if method != "sensitivity":
         scope = "layerwise" if method == "uniform" else "global"
         answer = scope_allocation(

@@ -258,7 +258,15 @@ class Sensitivity:
 
 def check_grid(grid) -> tuple[float, ...]:
     """Return the grid sorted and deduplicated, or raise ValueError unless it is non-empty and in [0, 1)."""
-    values = tuple(sorted({float(s) for s in grid}))
+    if isinstance(grid, str):  # papermill's -p passes a list as text
+        raise ValueError(
+            f"grid must be a list of sparsities in [0, 1), got the text {grid!r} "
+            "(with papermill, pass a list with -y, e.g. -y 'grid: [0.5, 0.9]')"
+        )
+    try:
+        values = tuple(sorted({float(s) for s in grid}))
+    except (TypeError, ValueError):
+        raise ValueError(f"grid must be a list of sparsities in [0, 1), got {grid!r}") from None
     if not values or not all(0.0 <= s < 1.0 for s in values):
         raise ValueError(f"grid must hold one or more sparsities in [0, 1), got {list(grid)!r}")
     return values

@@ -667,7 +667,10 @@ def goal_text(point: GoalPoint) -> str:
     )
     if a.tuned_val_auc is not None:
         others = ", ".join(f"{c.candidate} {c.tuned_val_auc:.3f}" for c in a.measured)
-        text += f", the best validation AUC after fine-tuning ({others})"
+        text += (
+            f", the best validation AUC after fine-tuning ({others}); the metrics below are the pruned"
+            " model's before fine-tuning"
+        )
     return text
 
 
