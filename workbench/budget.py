@@ -459,7 +459,7 @@ def allocate(
         raise ValueError("recipe needs dataset= (its training images fine-tune each candidate)")
     granularity = check_goal(goal, value, granularity if table is None else table.granularity)
     subject = _subject(source, dataset)
-    tuned = recipe is not None and goal != "tolerance"
+    tuned = recipe is not None and picks_after_fine_tuning(goal)
     if recipe is not None and not tuned:
         warnings.warn("recipe not used: a tolerance keeps the cheapest candidate within it", stacklevel=2)
     if method != "sensitivity":
@@ -495,6 +495,12 @@ def allocate(
         candidates = _fine_tune_each(subject.model, candidates, dataset, recipe, progress)
     best = best_on_validation(candidates, tuned=tuned)
     return replace(best, method="sensitivity", measured=tuple(candidates))
+
+
+def picks_after_fine_tuning(goal: str) -> bool:
+    """Whether a recipe changes the answer to ``goal``: a budget keeps the best candidate after
+    fine-tuning; a tolerance keeps the cheapest within it, measured before fine-tuning."""
+    return goal != "tolerance"
 
 
 def _fine_tune_each(model, candidates: list[Allocation], dataset, recipe, progress) -> list[Allocation]:

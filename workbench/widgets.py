@@ -29,6 +29,7 @@ from dataclasses import replace
 import ipywidgets as w
 import pandas as pd
 
+from workbench.budget import picks_after_fine_tuning
 from workbench.explorer import GOAL_KNOBS, Explorer, GoalPoint, Point, Setting
 from workbench.explorer_figure import ExplorerFigure
 from workbench.progressive import Latest, Ticket
@@ -353,7 +354,7 @@ class Dashboard:
         """Copy ``goal``'s knob range (``GOAL_KNOBS``) and ``value`` (default: its own) into the controls."""
         low, high, step, default, label = GOAL_KNOBS[goal]
         slider = self.controls["goal_value"]
-        self.controls["goal_tune"].disabled = goal == "tolerance"  # a tolerance keeps the cheapest candidate
+        self.controls["goal_tune"].disabled = not picks_after_fine_tuning(goal)
         with self._quiet():
             self.controls["goal"].value = goal
             slider.max = max(high, slider.max)  # widen first: ipywidgets refuses min > max
@@ -372,7 +373,7 @@ class Dashboard:
     def on_epochs_change(self) -> None:
         """Goal mode picking after fine-tuning uses these epochs: its answer is asked again."""
         c = self.controls
-        if c["mode"].value == "goal" and c["goal_tune"].value and c["goal"].value != "tolerance":
+        if c["mode"].value == "goal" and c["goal_tune"].value and picks_after_fine_tuning(c["goal"].value):
             self.on_setting_change()
 
     def _recipe(self) -> Recipe:
@@ -451,7 +452,7 @@ class Dashboard:
         self.progress.description = "sensitivity"
         self.progress.value, self.progress.layout.display = 0, None
 
-        tune = c["goal_tune"].value and goal != "tolerance"
+        tune = c["goal_tune"].value and picks_after_fine_tuning(goal)
         recipe = self._recipe() if tune else None
 
         def work(ticket: Ticket) -> GoalPoint | ValueError:
