@@ -158,6 +158,16 @@ def test_bad_goals_NameTheArgument(cnn):
         allocate(subject, "params", 0.01, table=table)
     with pytest.raises(ValueError, match="measure must be one of"):
         allocate_from_table(table, subject, "params", 0.5, "loss")
+    with pytest.raises(ValueError, match="value for goal 'params' must be a number, got 'half'"):
+        allocate(subject, "params", "half")
+
+
+def test_allocation_Repr_ShowsTheScalars_NotTheMasks(cnn):
+    subject, table = cnn
+    allocation = allocate(subject, "params", 0.5, table=table)
+    text = repr(allocation)
+    assert text.startswith("Allocation(method='sensitivity', goal='params', value=0.5")
+    assert "keep=" not in text and "array(" not in text
 
 
 def test_recipe_Budget_KeepsTheCandidateWithTheBestValidationAUC_AfterFineTuning(resnet, tiny_dataset):

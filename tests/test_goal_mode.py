@@ -41,6 +41,18 @@ def test_goal_point_Params_MasksAreAllocatesAndWithinBudget(explorer):
     assert set(point.row_sparsity) == set(explorer.layers)
 
 
+def test_goal_point_LayerTable_ThresholdIsEachLayersLowestKeptScore_TotalsMatchTheCost(explorer):
+    from workbench.evaluate import overall_counts
+
+    point = explorer.goal_point("params", 0.3, grid=GRID)
+    scores = explorer.scorer.scores("taylor", "unstructured")
+    kernels = point.table.head(len(point.result.keep))  # kernels first, then biases and BatchNorm
+    thresholds = dict(zip(kernels["layer"], kernels["threshold"]))
+    for name, keep in point.result.keep.items():
+        assert thresholds[name] == pytest.approx(float(scores[name][keep].min()))
+    assert overall_counts(point.table)["sparsity"] == pytest.approx(1 - point.cost)
+
+
 def test_goal_table_IsComputedOnce_ThenReadFromMemory(explorer):
     first = explorer.goal_table("taylor", "unstructured", grid=GRID)
     assert first.computed == 0  # the last call only reads: the columns before it computed every cell
@@ -76,6 +88,7 @@ def test_dashboard_GoalMode_FlopsBudget_ReadoutShowsTheAchievedCost_MasksAreAllo
     )
     assert _same_masks(point.result.keep, reference.keep)
     assert point.cost <= 0.5
+    assert point.table["threshold"].notna().sum() == len(dashboard.explorer.layers)  # an allocation has no ε
     assert f"achieved FLOPs {reference.flops:.1%}" in dashboard.readout.value
     assert "<table" in dashboard.table.value and dashboard.message.value == ""
     assert dashboard.progress.layout.display == "none"
@@ -153,6 +166,28 @@ def test_background_LeavingGoalMode_DropsTheGoalAnswer(explorer, monkeypatch):
     gate.set()
     dash.wait(WAIT)
     assert not isinstance(dash.point, GoalPoint) and dash.point.spec.sparsity is not None
+
+
+def test_background_FineTuneButton_WhileGoalModeFineTunesCandidates_IsRefusedWithAMessage(
+    explorer, monkeypatch
+):
+    from workbench.widgets import Dashboard
+
+    dash = Dashboard(explorer, goal_grid=GRID, background=True)
+    dash.wait(WAIT)
+    fitted = []
+    metrics = {"accuracy": 1.0, "auc": 1.0}
+    monkeypatch.setattr(explorer, "fine_tuned", lambda *a: fitted.append(a) or (metrics, None))
+    gate = _gated(explorer, monkeypatch)
+    dash.controls["goal_tune"].value = True
+    dash.controls["mode"].value = "goal"  # a budget: its candidates fine-tune in the background
+    dash.on_finetune()
+    assert "goal mode is fine-tuning" in dash.message.value and not fitted
+    dash.controls["mode"].value = "sparsity"  # overtaken: the button works again
+    dash.on_finetune()
+    assert len(fitted) == 1 and "fine-tuned" in dash.message.value
+    gate.set()
+    dash.wait(WAIT)
 
 
 def test_goal_point_Recipe_PicksTheBestCandidateAfterFineTuning_WithProgress(explorer):

@@ -73,7 +73,7 @@ class Allocation:
     goal: str
     value: float
     granularity: str
-    keep: Masks
+    keep: Masks = field(repr=False)  # a repr shows the scalars, not every layer's mask
     layer_sparsity: dict[str, float]
     flops: float
     params: float
@@ -107,7 +107,10 @@ def check_goal(goal: str, value: float, granularity: str | None) -> str:
     """Return the granularity the goal implies; raise ValueError for an unknown goal or a bad value."""
     if goal not in GOALS:
         raise ValueError(f"goal must be one of {GOALS}, got {goal!r}")
-    value = float(value)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"value for goal {goal!r} must be a number, got {value!r}") from None
     if goal == "tolerance" and not (np.isfinite(value) and value >= 0):
         raise ValueError(f"value for goal 'tolerance' must be an AUC drop >= 0, got {value!r}")
     if goal != "tolerance" and not 0 < value <= 1:

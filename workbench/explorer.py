@@ -31,7 +31,13 @@ from workbench.data import stratified_sample
 from workbench.evaluate import YOUDEN, OperatingPoint, auc_ci, layer_table
 from workbench.fs import write_atomically
 from workbench.heads import Head, as_head
-from workbench.masks import MaskResult, epsilon_for_sparsity, epsilon_range, normalise_per_layer
+from workbench.masks import (
+    MaskResult,
+    epsilon_for_sparsity,
+    epsilon_range,
+    normalise_per_layer,
+    thresholds_of,
+)
 from workbench.progressive import fingerprint, read_cached_curve, write_cached_curve
 from workbench.prune import PruneSpec, apply_masks, fine_tune, make_masks
 from workbench.scores import Progress, Scorer
@@ -610,7 +616,9 @@ class Explorer:
         spec = PruneSpec(
             criterion=criterion, granularity=granularity, scope="layerwise", min_keep=table.min_keep
         )
-        result = MaskResult(allocation.keep, {name: float("nan") for name in allocation.keep})
+        scores = self.scorer.scores(criterion, granularity)
+        thresholds = thresholds_of(scores, allocation.keep, self.scorer.infos, spec.structured)
+        result = MaskResult(allocation.keep, thresholds)
         metrics = self.evaluator.evaluate(result.keep, structured=spec.structured)
         rows = {row.name: allocation.layer_sparsity[row.layers[0]] for row in table.rows}
         return GoalPoint(

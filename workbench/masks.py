@@ -229,7 +229,7 @@ def select(
         flat_keep = _top_k_keep(_flat(scores), int(round(check_sparsity(sparsity) * _flat(scores).size)))
         keep = _unflatten(flat_keep, scores)
     keep, guarded = _guard(scores, keep, min_keep)
-    return MaskResult(keep, _effective_thresholds(scores, keep), guarded)
+    return MaskResult(keep, effective_thresholds(scores, keep), guarded)
 
 
 def _unflatten(flat: np.ndarray, like: Scores) -> Masks:
@@ -251,11 +251,25 @@ def _guard(scores: Scores, keep: Masks, min_keep: int) -> tuple[Masks, tuple[str
     return keep, tuple(guarded)
 
 
-def _effective_thresholds(scores: Scores, keep: Masks) -> dict[str, float]:
+def effective_thresholds(scores: Scores, keep: Masks) -> dict[str, float]:
     """Each layer's lowest kept score: the ε that layer effectively used (inf if all pruned)."""
     return {
         name: float(s[keep[name]].min()) if keep[name].any() else float("inf") for name, s in scores.items()
     }
+
+
+def thresholds_of(scores: Scores, keep: Masks, infos: list, structured: bool) -> dict[str, float]:
+    """``effective_thresholds`` of masks made some other way (an allocation's per-row levels).
+
+    Structured ``scores`` are per unit and ``keep`` kernel-shaped: a unit counts as kept while any
+    of its weights is. The output layer of a structured mask is kept whole (its threshold is 0).
+    """
+    if not structured:
+        return effective_thresholds(scores, keep)
+    units = {
+        i.name: alive_units(keep[i.name], int(np.prod(i.units_shape))).reshape(i.units_shape) for i in infos
+    }
+    return {**effective_thresholds({i.name: scores[i.name] for i in infos[:-1]}, units), infos[-1].name: 0.0}
 
 
 # --- structured units -------------------------------------------------------------------------

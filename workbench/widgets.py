@@ -24,6 +24,7 @@ import html
 import logging
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import replace
 
 import ipywidgets as w
@@ -120,6 +121,7 @@ class Dashboard:
         self.curve: pd.DataFrame | None = None
         self.setting: Setting | None = None
         self.recovered: list[tuple[float, dict]] = []
+        self._goal_fine_tunes: tuple[Ticket, Future] | None = None  # goal mode fine-tuning in the background
         self._handlers: list[tuple[w.Widget, object]] = []
         self._wire()
         if isinstance(point, GoalPoint):  # shown as the engine computed it, in goal mode
@@ -384,6 +386,11 @@ class Dashboard:
     def on_finetune(self) -> None:
         """Fine-tune the current mask (Keras progress below) and mark the recovered point."""
         self.finetune_output.clear_output()
+        if self._goal_is_fine_tuning():  # two Keras fits at once would share the CPU and the random seed
+            raise ValueError(
+                "goal mode is fine-tuning its candidates in the background (see the progress bar): "
+                "fine-tune this mask once it has answered, or change a setting to stop it"
+            )
         recipe = self._recipe()
         point = self.point
         with self.finetune_output:
@@ -474,7 +481,15 @@ class Dashboard:
             except ValueError as err:  # a budget the grid can't reach: a message, also from the background
                 return err
 
-        self.curves.submit(ticket, work, self._show_goal)
+        future = self.curves.submit(ticket, work, self._show_goal)
+        self._goal_fine_tunes = (ticket, future) if tune and self.curves.background else None
+
+    def _goal_is_fine_tuning(self) -> bool:
+        """Whether goal mode's background answer, still wanted, fine-tunes candidates and is not done."""
+        if self._goal_fine_tunes is None:
+            return False
+        ticket, future = self._goal_fine_tunes
+        return ticket.current and not future.done()
 
     def _show_goal(self, answer: GoalPoint | ValueError) -> None:
         self.progress.layout.display = "none"
