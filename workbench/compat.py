@@ -26,6 +26,11 @@ if int(keras.__version__.split(".")[0]) < 3:
         "unset TF_USE_LEGACY_KERAS and reinstall with `pip install -e .`"
     )
 
+# Determinism makes TensorFlow refuse a random op without a seed: a user's unseeded ``fit`` (its
+# shuffle) would fail after importing the workbench. Without a global seed yet, one drawn at random
+# lets such ops run, as random as they were; a seed the user set is kept, and ours are explicit.
+if tf.compat.v1.get_seed(None)[0] is None:
+    tf.random.set_seed(int.from_bytes(os.urandom(4), "little") >> 1)
 # Same inputs, same numbers, in every process: without this, gradients summed by multi-threaded
 # kernels differ in the 8th digit between a process that trained a baseline (training turned
 # determinism on) and one that loaded it from the cache, and the ε grid moved between runs.
