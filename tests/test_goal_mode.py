@@ -47,7 +47,7 @@ def test_goal_point_LayerTable_ThresholdIsEachLayersLowestKeptScore_TotalsMatchT
     point = explorer.goal_point("params", 0.3, grid=GRID)
     scores = explorer.scorer.scores("taylor", "unstructured")
     kernels = point.table.head(len(point.result.keep))  # kernels first, then biases and BatchNorm
-    thresholds = dict(zip(kernels["layer"], kernels["threshold"]))
+    thresholds = dict(zip(kernels["layer"], kernels["threshold"], strict=True))
     for name, keep in point.result.keep.items():
         assert thresholds[name] == pytest.approx(float(scores[name][keep].min()))
     assert overall_counts(point.table)["sparsity"] == pytest.approx(1 - point.cost)

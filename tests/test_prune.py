@@ -140,7 +140,8 @@ def test_prune_spec_Replace_IsValidatedToo():
         replace(PruneSpec(sparsity=0.5), sparsity=1.5)
 
 
-def test_gradual_structured_StaysTheExactMaskedReference_BiasesAndBatchNormPinned(tiny_dataset):
+@pytest.mark.parametrize("shorthand", [False, True], ids=["fine_tune", "prune_gradually"])
+def test_gradual_structured_StaysTheExactMaskedReference_BiasesAndBatchNormPinned(tiny_dataset, shorthand):
     from conftest import tiny_resnet
 
     from workbench.prune import Gradual, copy_model
@@ -149,11 +150,14 @@ def test_gradual_structured_StaysTheExactMaskedReference_BiasesAndBatchNormPinne
     model = compile_model(tiny_resnet())
     fit(model, tiny_dataset, Recipe(epochs=1, batch_size=8), progress=False)
     spec = PruneSpec(criterion="magnitude", granularity="structured", sparsity=0.5, scope="layerwise")
-    pruned = copy_model(model)
-    dense = {name: np.ones(kernel.shape, bool) for name, kernel in get_kernels(pruned).items()}
-    schedule = Gradual(lambda m: _scorer(m, tiny_dataset), spec)
     recipe = Recipe(epochs=2, batch_size=8)
-    fine_tune(pruned, dense, tiny_dataset, recipe, schedule=schedule, structured=True, progress=False)
+    scorer_for = lambda m: _scorer(m, tiny_dataset)  # noqa: E731
+    if shorthand:  # neither says structured=True: the structured spec implies it
+        pruned, _, _ = prune_gradually(model, scorer_for, spec, tiny_dataset, recipe, progress=False)
+    else:
+        pruned = copy_model(model)
+        dense = {name: np.ones(kernel.shape, bool) for name, kernel in get_kernels(pruned).items()}
+        fine_tune(pruned, dense, tiny_dataset, recipe, schedule=Gradual(scorer_for, spec), progress=False)
 
     keep = masks_from_weights(pruned)
     assert any(not k.reshape(-1, k.shape[-1]).any(axis=0).all() for k in keep.values()), "units were pruned"

@@ -322,6 +322,7 @@ def fine_tune(
         schedule: ``OneShot()`` keeps ``keep``; ``Gradual(scorer_for, spec)`` tightens it.
         structured: also pin dead channels' biases and BatchNorm γ/β at zero (the exact
             masked reference of ``apply_masks(structured=True)``, which stays slimmable).
+            A ``Gradual`` schedule with a structured spec implies it.
 
     Returns:
         The per-epoch history (loss, accuracy, val_loss, val_accuracy); a gradual schedule adds
@@ -329,9 +330,10 @@ def fine_tune(
     """
     if not isinstance(schedule, OneShot | Gradual):
         raise ValueError(f"schedule must be OneShot() or Gradual(...), got {schedule!r}")
+    gradual = isinstance(schedule, Gradual)
+    structured = structured or (gradual and schedule.spec.structured)
     constraints = attach_masks(model, keep, structured=structured)
     callbacks = list(callbacks or [])
-    gradual = isinstance(schedule, Gradual)
     ramp = _ramp(model, constraints, schedule, dataset, recipe, structured) if gradual else None
     compile_model(model, recipe.learning_rate)  # a fresh optimizer: no momentum from before pruning
     history = fit(model, dataset, recipe, callbacks=callbacks + ([ramp] if ramp else []), progress=progress)
