@@ -441,3 +441,16 @@ def test_first_answer_ForANewSetting_IsMasksFirstOnlyWhenThePassIsOverBudget(tra
     slow = _explorer(*trained_tiny, estimate_budget=1e-9)
     assert slow.first_answer(spec, masks_if_slow=True).pending
     assert not slow.first_answer(spec).pending, "a slider move still gets metrics"
+
+
+def test_first_answer_NearestCurvePoint_TestSplitWithOneClass_AucUndefinedNotAnError(trained_tiny, tmp_path):
+    model, data = trained_tiny  # a small NIfTI folder's test split can hold one class
+    one_class = Split(data.test.images, np.zeros_like(data.test.labels), data.test.sources)
+    explorer = _explorer(model, replace(data, test=one_class), cache_dir=tmp_path, estimate_images=8)
+    explorer.curve(PruneSpec(sparsity=0.5))
+    point = explorer.first_answer(PruneSpec(sparsity=0.45))  # a slider move answered from the curve
+    assert point.nearest is not None and point.metrics["auc"] is None
+    dashboard = Dashboard(explorer, point=point)
+    assert "undefined" in dashboard.readout.value
+    dashboard.controls["sparsity"].value = 0.4  # the figure's dots move to an undefined AUC
+    assert dashboard.message.value == "" and dashboard.point.spec.sparsity == pytest.approx(0.4)

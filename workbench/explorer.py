@@ -509,7 +509,7 @@ class Explorer:
         else:
             distance = np.abs(grid - value)
         row = curve.iloc[int(np.argmin(distance))]
-        metrics = {name: float(row[name]) for name in SCALAR_METRICS}
+        metrics = {name: _number_or_none(row[name]) for name in SCALAR_METRICS}
         metrics["changed"] = int(row["changed"])  # a count: which images is not kept on a curve
         result = make_masks(self.scorer, spec)
         table = layer_table(self.model, result)
@@ -635,6 +635,11 @@ class Explorer:
     def _goal_subject(self) -> Subject:
         """The sensitivity subject: the explorer's model, scorer and evaluator."""
         return Subject(self.model, self.dataset.val, self.scorer, self.evaluator)
+
+
+def _number_or_none(value) -> float | None:
+    """A curve cell as a float; None stays None (an AUC undefined when a class is missing from test)."""
+    return None if value is None or pd.isna(value) else float(value)
 
 
 def _round_down_to_size(n: float) -> int:

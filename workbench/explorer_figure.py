@@ -263,7 +263,7 @@ class ExplorerFigure:
         row = point.row()
         for name, column in (("vs_grid", self.x), ("vs_sparsity", "sparsity")):
             for dot, metric in zip(self.dots[name], METRICS, strict=True):
-                dot.set_data([row[column]], [row[metric]])
+                dot.set_data([row[column]], [plots.plottable(row[metric])])
         position = plots.grid_position(self.grid, row[self.x])
         self.heat_line.set_xdata([position, position])
         if "confusion" in point.metrics:

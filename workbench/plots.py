@@ -101,6 +101,11 @@ def grid_position(grid: np.ndarray, value: float) -> float:
     return upper - 1 + float(frac)
 
 
+def plottable(value) -> float:
+    """A metric as a float to plot: an undefined one (None) is NaN, which matplotlib leaves out."""
+    return float("nan") if value is None else float(value)
+
+
 def metric_curves(
     table: pd.DataFrame,
     x: str = "epsilon",
@@ -120,10 +125,10 @@ def metric_curves(
     for metric in metrics:
         color = METRIC_STYLE.get(metric)
         ax.plot(table[x], table[metric], color=color, label=f"{label}{metric}", lw=1.5)
-        if dense is not None:
+        if dense is not None and dense[metric] is not None:  # None: undefined (a class missing from test)
             ax.axhline(dense[metric], color=color, ls="--", lw=0.8)
         if current is not None:
-            ax.plot([current[x]], [current[metric]], "o", color=color, ms=6)
+            ax.plot([current[x]], [plottable(current[metric])], "o", color=color, ms=6)
     if x == "epsilon":
         epsilon_axis(ax, table[x].to_numpy())
     elif x in ("sparsity", "target"):  # fractions: the whole range, the same for every criterion
