@@ -207,6 +207,15 @@ def test_validated_metrics_SingleClassValidation_WarnsAndSaysArgmax_NoSilentHalf
     assert m["sensitivity"] == pytest.approx(2 / 3)  # argmax decisions, said so
 
 
+def test_validated_metrics_Binary_AccuracyCountsTheSameDecisionsAsTheConfusionMatrix():
+    # every p(positive) below 0.5 but perfectly ranked: argmax says "negative" for all
+    labels = np.arange(20) % 2
+    probs = _binary(0.3 + 0.1 * labels + np.linspace(0, 0.01, 20))
+    m = validated_metrics(probs, labels, probs, labels)
+    assert m["confusion"].tolist() == [[10, 0], [0, 10]]
+    assert m["accuracy"] == 1.0 == np.trace(m["confusion"]) / 20
+
+
 def test_clinical_metrics_SingleClassTest_AucAndSpecificityUndefined_WithWarnings():
     with pytest.warns(UndefinedMetricWarning) as caught:
         m = clinical_metrics(_binary([0.2, 0.9, 0.7]), np.array([1, 1, 1]), threshold=0.5)

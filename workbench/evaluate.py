@@ -55,6 +55,10 @@ class OperatingPoint:
         return self.rule if self.rule == "youden" else f"{self.rule}>={self.target:g}"
 
 
+# Part of every disk cache key that holds metrics. 2: binary accuracy counts the decisions at the
+# validated threshold, as sensitivity, specificity and the confusion matrix do (it was argmax).
+METRICS_VERSION = 2
+
 YOUDEN = OperatingPoint()
 # p >= NEVER is false for every probability: "call nobody positive", a JSON-safe stand-in for inf
 NEVER = float(np.nextafter(np.float32(1.0), np.float32(2.0)))
@@ -150,6 +154,9 @@ def clinical_metrics(
 ) -> dict:
     """Accuracy, AUC, sensitivity/specificity, per-class recall, ECE and the confusion matrix.
 
+    Accuracy, sensitivity, specificity and the confusion matrix all count the same decisions:
+    at ``threshold`` when one is given (binary), else argmax.
+
     Args:
         probs: (N, classes) probabilities.
         threshold: binary operating threshold on p(positive) (see ``operating_threshold``);
@@ -169,7 +176,7 @@ def clinical_metrics(
     )
     is_pos, said_pos = labels == positive, predicted == positive
     return {
-        "accuracy": float((probs.argmax(axis=1) == labels).mean()),
+        "accuracy": float((predicted == labels).mean()),
         "auc": auc(probs, labels),
         "sensitivity": _ratio((is_pos & said_pos).sum(), is_pos.sum(), "sensitivity (no positives in test)"),
         "specificity": _ratio(

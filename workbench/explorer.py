@@ -28,7 +28,7 @@ import pandas as pd
 from workbench.budget import Allocation, allocate, check_goal
 from workbench.curves import SCALAR_METRICS, Evaluator, curve, evaluate_model, log_grid, point_row
 from workbench.data import stratified_sample
-from workbench.evaluate import YOUDEN, OperatingPoint, auc_ci, layer_table
+from workbench.evaluate import METRICS_VERSION, YOUDEN, OperatingPoint, auc_ci, layer_table
 from workbench.fs import write_atomically
 from workbench.heads import Head, as_head
 from workbench.masks import (
@@ -236,6 +236,7 @@ class Explorer:
             evaluation["head"].kind,
             str(evaluation["operating"]),
             evaluation["margin"],
+            METRICS_VERSION,
             *parts,
         )
         return self.cache_dir / f"{kind}-{key}.{suffix}"
@@ -383,6 +384,7 @@ class Explorer:
             self.grid_points,
             self.curve_key(spec),
             str(self._evaluation["operating"]),  # curve rows hold metrics at the operating threshold
+            METRICS_VERSION,
             self.evaluator.head.kind,
             self._evaluation["margin"],
         )
