@@ -92,10 +92,19 @@ def test_load_nifti_folder_SliceLevelLabels_UseListedSlices(tmp_path):
     assert len(labels) == 4 * 8 and labels.sum() == 4 * 4
 
 
-def test_load_nifti_folder_EmptyFolder_RaisesValueError(tmp_path):
+def test_load_nifti_folder_EmptyFolder_RaisesValueError_PointingImagesToNpz(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="no .nii or .nii.gz files"):
+    with pytest.raises(ValueError, match=r"no .nii or .nii.gz files.*PNGs go in a MedMNIST-style .npz"):
         load_nifti_folder(tmp_path / "empty")
+
+
+def test_load_nifti_folder_CsvWithSpacesAfterCommas_IsRead(tmp_path):
+    folder = write_nifti_folder(tmp_path / "vols", n_volumes=4)
+    plain = load_nifti_folder(folder, size=(16, 16), fractions=(0.5, 0.25, 0.25))
+    csv = folder / "labels.csv"
+    csv.write_text(csv.read_text().replace(",", ", "))  # "volume, label", as typed by hand
+    spaced = load_nifti_folder(folder, size=(16, 16), fractions=(0.5, 0.25, 0.25))
+    assert np.array_equal(spaced.train.labels, plain.train.labels) and len(spaced.train) == len(plain.train)
 
 
 def test_load_nifti_folder_CsvNamesMissingVolume_RaisesValueError(tmp_path):
@@ -128,7 +137,7 @@ def test_volume_slices_FourDimensionalNifti_NeedsExplicitFrame(tmp_path):
     volume = np.stack([np.full((10, 10, 4), float(t)) for t in range(3)], axis=-1)
     volume[0, 0, 0, :] = 100.0  # give each frame an intensity range
     path = write_nifti(tmp_path / "fmri.nii.gz", volume)
-    with pytest.raises(ValueError, match="pass frame="):
+    with pytest.raises(ValueError, match=r"load_nifti_folder\(folder, frame=<index>\)"):
         volume_slices(path)
     assert volume_slices(path, frame=2, size=(10, 10)).shape == (4, 10, 10, 1)
     with pytest.raises(ValueError, match=r"frame must be in \[0, 3\)"):

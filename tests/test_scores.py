@@ -261,3 +261,22 @@ def test_fingerprint_NamesTheKernelsThatCompute_AndEveryWeightNotItsName(trained
     batchnorm_or_bias = model.weights[1]
     batchnorm_or_bias.assign(np.asarray(batchnorm_or_bias) + 1.0)
     assert Scorer(model, data.val.images, data.val.labels).fingerprint() != key
+
+
+def test_scorer_ModelWithAConv2DTranspose_WarnsThatItsWeightsAreNotPruned(tiny_dataset, caplog):
+    layers = keras.layers
+    model = keras.Sequential(
+        [
+            keras.Input(tiny_dataset.image_shape),
+            layers.Conv2D(4, 3, padding="same", activation="relu", name="conv"),
+            layers.Conv2DTranspose(4, 3, padding="same", name="upsample"),
+            layers.LayerNormalization(name="norm"),
+            layers.GlobalAveragePooling2D(),
+            layers.Dense(2, activation="softmax", name="fc"),
+        ]
+    )
+    model.compile("adam", "sparse_categorical_crossentropy")
+    with caplog.at_level("WARNING", logger="workbench.scores"):
+        scorer = Scorer(model, tiny_dataset.train.images[:8], tiny_dataset.train.labels[:8])
+    assert [info.name for info in scorer.infos] == ["conv", "fc"]
+    assert "upsample (Conv2DTranspose)" in caplog.text and "norm" not in caplog.text

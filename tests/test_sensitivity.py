@@ -152,6 +152,20 @@ def test_bad_input_NamesTheArgument(subject, tmp_path):
         sensitivity(subject, "snip", grid=GRID, min_keep=0, cache=tmp_path)
 
 
+def test_bad_input_ValidationWithOneClass_SaysBothClassesAreNeeded(trained_tiny, tmp_path):
+    from dataclasses import replace
+
+    from workbench.data import Split
+
+    model, data = trained_tiny
+    one_class = Split(data.val.images, np.zeros_like(data.val.labels), data.val.sources)
+    subject = Subject.build(model, replace(data, val=one_class))
+    with pytest.raises(
+        ValueError, match="needs both classes in the validation labels; they hold only class 0 "
+    ):
+        sensitivity(subject, "snip", grid=GRID, cache=tmp_path)
+
+
 SLOW_RUN = """
 import sys, time
 sys.path.insert(0, {tests!r})

@@ -65,3 +65,10 @@ def test_loadDataset_npzVolumes_needNoMode(tmp_path):
 
     ds = load_dataset(write_volume_npz(tmp_path / "v.npz"))
     assert ds.is_volumetric and np.isclose(ds.train.images.max(), 230 / 255)
+
+
+def test_loadDataset_FolderThatDoesNotExist_SaysNoSuchFolder(tmp_path):
+    from workbench.sources import load_dataset
+
+    with pytest.raises(ValueError, match=r"no file or folder .*my_scans exists"):
+        load_dataset(tmp_path / "my_scans")

@@ -105,7 +105,10 @@ def find_volumes(folder: Path) -> dict[str, Path]:
             )
         volumes[volume_id] = path
     if not volumes:
-        raise ValueError(f"{folder}: no .nii or .nii.gz files found")
+        raise ValueError(
+            f"{folder}: no .nii or .nii.gz files found; a dataset folder holds NIfTI volumes and a "
+            "labels.csv (2-D images such as PNGs go in a MedMNIST-style .npz: see README, 'Your own .npz')"
+        )
     return volumes
 
 
@@ -184,7 +187,7 @@ def read_labels_csv(path: Path, known_volumes: set[str]) -> LabelTable:
         )
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:  # -sig: Excel's byte-order mark
-            rows = list(csv.DictReader(handle))
+            rows = list(csv.DictReader(handle, skipinitialspace=True))  # "volume, label" as written by hand
     except (UnicodeDecodeError, csv.Error) as err:
         raise ValueError(f"{path}: not a readable CSV text file: {err}") from err
     columns = set(rows[0]) if rows else set()
@@ -236,7 +239,10 @@ def read_volume(path: str | Path, frame: int | None = None) -> np.ndarray:
         raise ValueError(f"{path}: not a readable NIfTI file (corrupt or truncated?): {err}") from err
     if data.ndim == 4:
         if frame is None:
-            raise ValueError(f"{path}: 4D volume {data.shape}; pass frame=<index> to pick one frame")
+            raise ValueError(
+                f"{path}: 4D volume {data.shape}; pick one frame with "
+                "workbench.nifti.load_nifti_folder(folder, frame=<index>)"
+            )
         if not 0 <= frame < data.shape[3]:
             raise ValueError(f"frame must be in [0, {data.shape[3]}), got {frame} for {path}")
         data = data[..., frame]

@@ -125,7 +125,13 @@ def reporter(progress: Callable[[int, int], None] | None, total: int, descriptio
     from tqdm.auto import tqdm
 
     with tqdm(total=total, desc=description, unit=unit, delay=1.0, leave=False) as bar:
-        yield lambda done, _: bar.update(done - bar.n)
+
+        def report(done: int, _) -> None:
+            bar.update(done - bar.n)
+            if done >= total:  # tqdm skips updates within mininterval: a log would end part-way
+                bar.refresh()
+
+        yield report
 
 
 # --- the curve cache on disk ------------------------------------------------------------------

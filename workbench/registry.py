@@ -153,6 +153,16 @@ def prunable_layers(model: keras.Model) -> list[LayerInfo]:
     return infos
 
 
+def unpruned_weighted_layers(model: keras.Model) -> list[str]:
+    """Layers that hold weights the table does not prune (e.g. Conv2DTranspose, Embedding, LSTM):
+    their weights stay dense and count in no sparsity. Normalisation layers are left out."""
+    return [
+        f"{layer.name} ({type(layer).__name__})"
+        for layer in flat_layers(model)
+        if layer.weights and kind_of(layer) is None and "Normalization" not in type(layer).__name__
+    ]
+
+
 def flat_layers(model: keras.Model) -> list:
     """All layers, with nested models opened up, in forward order."""
     flat = []

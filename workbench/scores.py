@@ -22,7 +22,13 @@ from workbench.fs import atomic_path
 from workbench.heads import Head, as_head
 from workbench.masks import Scores, unit_scores
 from workbench.progressive import fingerprint, reporter
-from workbench.registry import LayerInfo, get_kernels, kernel_variables, prunable_layers
+from workbench.registry import (
+    LayerInfo,
+    get_kernels,
+    kernel_variables,
+    prunable_layers,
+    unpruned_weighted_layers,
+)
 
 log = logging.getLogger(__name__)
 
@@ -255,6 +261,8 @@ class Scorer:
         self.model, self.images, self.labels = model, np.asarray(images, np.float32), np.asarray(labels)
         self.seed, self.batch_size = seed, batch_size
         self.infos = prunable_layers(model)
+        if unpruned := unpruned_weighted_layers(model):
+            log.warning("weights left unpruned (layer kinds the workbench has no rule for): %s", unpruned)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self._calibration_key = (
             fingerprint(self.images, self.labels, self.head, batch_size) if cache_dir is not None else ""

@@ -191,6 +191,11 @@ def _binary_labels(subject: Subject) -> np.ndarray:
             f"{labels.shape}"
         )
     labels = labels.reshape(-1)
+    if len(np.unique(labels)) == 1:
+        raise ValueError(
+            f"sensitivity needs both classes in the validation labels; they hold only class {labels[0]} "
+            "(an AUC on validation needs both): give the validation split images of both"
+        )
     if len(np.unique(labels)) != 2:
         raise ValueError(
             f"sensitivity needs a binary task (AUC with DeLong intervals); the validation labels hold "

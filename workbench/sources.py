@@ -78,7 +78,8 @@ def load_dataset(
     if not path.exists() and path.suffix in ("", ".gz", ".nii"):
         raise ValueError(
             f"dataset must be 'phantom', 'phantom3d', a MedMNIST name {sorted(CLASS_NAMES)}, a .npz "
-            f"path or a folder of NIfTI volumes; got {spec_text!r}, which is none of these"
+            f"path or a folder of NIfTI volumes; got {spec_text!r}: not one of these names, and no file "
+            f"or folder {path.resolve()} exists"
         )
     raise FileNotFoundError(f"dataset not found: {path}")
 
