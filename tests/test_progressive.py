@@ -70,3 +70,16 @@ def test_fingerprint_ChangesWithAnyPart():
     assert fingerprint(a, "x", 1) == fingerprint(a.copy(), "x", 1)
     assert fingerprint(a, "x", 1) != fingerprint(a + 1e-9, "x", 1)
     assert fingerprint(a, "x", 1) != fingerprint(a, "x", 2)
+
+
+def test_reporter_ABarShown_EndsAt100Percent_AQuickOneIsNeverShown(capsys):
+    import time
+
+    from workbench.progressive import reporter
+
+    with reporter(None, 3, "quick", "step") as report:
+        report(1, 3), report(3, 3)
+    assert "quick" not in capsys.readouterr().err
+    with reporter(None, 3, "slow", "step") as report:
+        report(1, 3), time.sleep(1.1), report(2, 3), report(3, 3)  # shown after its 1 s delay
+    assert "slow: 100%" in capsys.readouterr().err

@@ -124,11 +124,14 @@ def reporter(progress: Callable[[int, int], None] | None, total: int, descriptio
         return
     from tqdm.auto import tqdm
 
-    with tqdm(total=total, desc=description, unit=unit, delay=1.0, leave=False) as bar:
+    delay = 1.0
+    with tqdm(total=total, desc=description, unit=unit, delay=delay, leave=False) as bar:
 
         def report(done: int, _) -> None:
             bar.update(done - bar.n)
-            if done >= total:  # tqdm skips updates within mininterval: a log would end part-way
+            # tqdm skips updates within mininterval, so a log would end part-way; refresh ignores
+            # the delay, so only a bar already shown is refreshed
+            if done >= total and bar.format_dict["elapsed"] >= delay:
                 bar.refresh()
 
         yield report
