@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from workbench.curves import Evaluator, Forward, curve, log_grid
-from workbench.evaluate import clinical_metrics, operating_threshold
+from workbench.evaluate import clinical_metrics, operating_threshold, settle
 from workbench.masks import epsilon_range
 from workbench.prune import PruneSpec, apply_masks, make_masks
 from workbench.scores import Scorer
@@ -34,7 +34,7 @@ def test_evaluator_MatchesPruningACopyAndPredicting(setup):
 def test_evaluator_DenseMetrics_AreTheUnprunedModels(setup):
     model, data, _, evaluator = setup
     probs = model.predict(data.test.images, verbose=0)
-    said = probs[:, 1] >= evaluator.dense_metrics["threshold"]  # the decisions at the validated threshold
+    said = settle(probs)[:, 1] >= evaluator.dense_metrics["threshold"]  # decisions at the validated threshold
     assert evaluator.dense_metrics["accuracy"] == pytest.approx((said == data.test.labels).mean())
 
 

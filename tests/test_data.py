@@ -137,7 +137,7 @@ def test_volume_slices_FourDimensionalNifti_NeedsExplicitFrame(tmp_path):
     volume = np.stack([np.full((10, 10, 4), float(t)) for t in range(3)], axis=-1)
     volume[0, 0, 0, :] = 100.0  # give each frame an intensity range
     path = write_nifti(tmp_path / "fmri.nii.gz", volume)
-    with pytest.raises(ValueError, match=r"load_nifti_folder\(folder, frame=<index>\)"):
+    with pytest.raises(ValueError, match=r"pass frame=<index> .*load_nifti_folder\(folder, frame=<index>\)"):
         volume_slices(path)
     assert volume_slices(path, frame=2, size=(10, 10)).shape == (4, 10, 10, 1)
     with pytest.raises(ValueError, match=r"frame must be in \[0, 3\)"):

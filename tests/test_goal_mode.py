@@ -182,7 +182,7 @@ def test_background_FineTuneButton_WhileGoalModeFineTunesCandidates_IsRefusedWit
     dash.controls["goal_tune"].value = True
     dash.controls["mode"].value = "goal"  # a budget: its candidates fine-tune in the background
     dash.on_finetune()
-    assert "goal mode is fine-tuning" in dash.message.value and not fitted
+    assert "goal mode is picking after fine-tuning" in dash.message.value and not fitted
     dash.controls["mode"].value = "sparsity"  # overtaken: the button works again
     dash.on_finetune()
     assert len(fitted) == 1 and "fine-tuned" in dash.message.value

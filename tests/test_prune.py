@@ -166,3 +166,19 @@ def test_gradual_structured_StaysTheExactMaskedReference_BiasesAndBatchNormPinne
     np.testing.assert_allclose(
         pruned.predict(images, verbose=0), reference.predict(images, verbose=0), atol=1e-6
     )
+
+
+@pytest.mark.parametrize("granularity", ["unstructured", "structured"])
+def test_thresholds_of_MasksMadeByAnotherRoute_EqualTheThresholdsTheSelectionReports(granularity):
+    from workbench.masks import thresholds_of, unit_scores
+    from workbench.prune import masks_from_scores
+    from workbench.registry import LayerInfo
+
+    infos = [LayerInfo("conv", "Conv2D", (3, 3, 2, 8), 1), LayerInfo("fc", "Dense", (8, 3), 1)]
+    rng = np.random.default_rng(0)
+    scores = {info.name: rng.random(info.shape) for info in infos}
+    if granularity == "structured":
+        scores = unit_scores(scores, {info.name: info.units_shape for info in infos})
+    spec = PruneSpec(granularity=granularity, sparsity=0.4, scope="layerwise")
+    result = masks_from_scores(scores, spec, infos)  # kernel-shaped masks, as an allocation's are
+    assert thresholds_of(scores, result.keep, infos, spec.structured) == result.thresholds

@@ -44,11 +44,13 @@ def test_json_safe_HandlesNestedContainers():
 # --- reading runs back and reporting them: hand-written run folders -------------------------------
 
 
-def _write_run(runs_dir, name, params, metrics, status="ok"):
+def _write_run(runs_dir, name, params, metrics, status="ok", metrics_version=None):
     """A finished run folder as a sweep leaves it; ``metrics`` may be a dict or raw text."""
     folder = runs_dir / name
     folder.mkdir(parents=True)
     info = {"run_id": name, "status": status, "started": 0.0, "ended": 1.0, "error": {}, "results": []}
+    if metrics_version is not None:
+        info["metrics_version"] = metrics_version
     (folder / "run.json").write_text(json.dumps(info))
     (folder / "params.json").write_text(json.dumps(params))
     text = metrics if isinstance(metrics, str) else json.dumps(metrics)
@@ -167,3 +169,20 @@ def test_report_ShowsIntervalsPValuesAndVerdictCountsPerGroup(tmp_path, capsys):
     assert not {"auc_low", "auc_high", "auc_difference_p", "sensitivity_low"} & set(table.columns)
     assert main(["report", "--runs", str(tmp_path)]) == 0
     assert "non-inferior 2/3, inconclusive 1/3" in capsys.readouterr().out
+
+
+def test_report_RunsFromAnOlderMetricsVersion_AreFlaggedNotMixedSilently(tmp_path, caplog):
+    _write_run(tmp_path, "old", {"epsilon": 1e-4, "seed": 0}, {"accuracy": 0.5})  # before the field: 1
+    _write_run(tmp_path, "new", {"epsilon": 1e-4, "seed": 1}, {"accuracy": 0.9}, metrics_version=2)
+    report = write_report(tmp_path, tmp_path / "report")
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "mix metric versions [1, 2]" in page and "mix metric versions" in caplog.text
+    assert "metrics_version" not in report.table.columns  # bookkeeping, not a swept parameter
+
+
+def test_report_RunsOfOneMetricsVersion_HaveNoWarning(tmp_path):
+    for seed in (0, 1):
+        params = {"epsilon": 1e-4, "seed": seed}
+        _write_run(tmp_path, f"r{seed}", params, {"accuracy": 0.9}, metrics_version=2)
+    write_report(tmp_path, tmp_path / "report")
+    assert "mix metric versions" not in (tmp_path / "report" / "report.html").read_text()

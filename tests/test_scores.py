@@ -213,6 +213,8 @@ def test_gradient_pass_WithoutACallback_MovesATqdmBarShownAfterOneSecond(tiny_da
     bars = []
 
     class FakeBar:  # records what a real bar would show, and when it would appear
+        format_dict = {"elapsed": 0.0}  # a quick pass: never shown, so never refreshed
+
         def __init__(self, **options):
             self.options, self.n = options, 0
             bars.append(self)
@@ -280,3 +282,7 @@ def test_scorer_ModelWithAConv2DTranspose_WarnsThatItsWeightsAreNotPruned(tiny_d
         scorer = Scorer(model, tiny_dataset.train.images[:8], tiny_dataset.train.labels[:8])
     assert [info.name for info in scorer.infos] == ["conv", "fc"]
     assert "upsample (Conv2DTranspose)" in caplog.text and "norm" not in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="workbench.scores"):
+        Scorer(model, tiny_dataset.train.images[:8], tiny_dataset.train.labels[:8])  # as Gradual does
+    assert "upsample" not in caplog.text  # once per model

@@ -21,6 +21,7 @@ from workbench import runs as run_store
 from workbench.__main__ import main, one_line
 from workbench.report import summarize, write_report
 from workbench.runs import declared_results, describe_error, expand_grid, load, read_grid_file, run_id, sweep
+from workbench.stats import METRICS_VERSION
 
 
 @pytest.fixture
@@ -77,6 +78,7 @@ def test_failing_run_IsRecordedWithItsCell_OthersContinue_AndCliExitsNonZero(not
     assert failed["error"].str.contains(r"RuntimeError: asked to fail at x=.* \(cell 2\)").all()
     info = json.loads((tmp_path / "runs" / failed["run_id"].iloc[0] / "run.json").read_text())
     assert info["error"]["cell_index"] == 2 and "raise RuntimeError" in info["error"]["cell_source"]
+    assert info["metrics_version"] == METRICS_VERSION and set(frame["metrics_version"]) == {METRICS_VERSION}
 
 
 def test_failed_run_IsRetriedNextTime_CompletedOneIsNot(notebook, tmp_path):

@@ -461,6 +461,7 @@ def allocate(
     if recipe is not None and dataset is None:
         raise ValueError("recipe needs dataset= (its training images fine-tune each candidate)")
     granularity = check_goal(goal, value, granularity if table is None else table.granularity)
+    value = float(value)  # checked: a number ("0.5" from a text box would otherwise stay text)
     subject = _subject(source, dataset)
     tuned = recipe is not None and picks_after_fine_tuning(goal)
     if recipe is not None and not tuned:

@@ -29,7 +29,9 @@ if int(keras.__version__.split(".")[0]) < 3:
 # Determinism makes TensorFlow refuse a random op without a seed: a user's unseeded ``fit`` (its
 # shuffle) would fail after importing the workbench. Without a global seed yet, one drawn at random
 # lets such ops run, as random as they were; a seed the user set is kept, and ours are explicit.
-if tf.compat.v1.get_seed(None)[0] is None:
+from tensorflow.python.eager import context  # noqa: E402 - a read-only look: get_seed draws an op seed
+
+if context.global_seed() is None:
     tf.random.set_seed(int.from_bytes(os.urandom(4), "little") >> 1)
 # Same inputs, same numbers, in every process: without this, gradients summed by multi-threaded
 # kernels differ in the 8th digit between a process that trained a baseline (training turned

@@ -25,7 +25,7 @@ from workbench.compat import keras
 from workbench.graph import flops as graph_flops
 from workbench.masks import MaskResult, Masks
 from workbench.registry import other_parameters, prunable_layers
-from workbench.stats import auc_ci, compare_auc  # noqa: F401 - re-exported: evidence beside the metrics
+from workbench.stats import METRICS_VERSION, auc_ci, compare_auc  # noqa: F401 - re-exported beside the metrics
 
 RULES = ("youden", "sensitivity", "specificity")
 UNDEFINED = "undefined"  # the verdict when AUC is undefined (a single class in test)
@@ -54,10 +54,6 @@ class OperatingPoint:
     def __str__(self) -> str:
         return self.rule if self.rule == "youden" else f"{self.rule}>={self.target:g}"
 
-
-# Part of every disk cache key that holds metrics. 2: binary accuracy counts the decisions at the
-# validated threshold, as sensitivity, specificity and the confusion matrix do (it was argmax).
-METRICS_VERSION = 2
 
 YOUDEN = OperatingPoint()
 # p >= NEVER is false for every probability: "call nobody positive", a JSON-safe stand-in for inf

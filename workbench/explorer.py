@@ -236,7 +236,6 @@ class Explorer:
             evaluation["head"].kind,
             str(evaluation["operating"]),
             evaluation["margin"],
-            METRICS_VERSION,
             *parts,
         )
         return self.cache_dir / f"{kind}-{key}.{suffix}"
@@ -412,7 +411,7 @@ class Explorer:
         return self.point(spec) if self._known_metrics(spec) is not None else None
 
     def _point_file(self, spec: PruneSpec) -> Path | None:
-        return self._cache_file("point", "pkl", self.seed, repr(spec))
+        return self._cache_file("point", "pkl", self.seed, repr(spec), METRICS_VERSION)
 
     def _known_metrics(self, spec: PruneSpec) -> dict | None:
         if spec not in self._points:

@@ -240,8 +240,8 @@ def read_volume(path: str | Path, frame: int | None = None) -> np.ndarray:
     if data.ndim == 4:
         if frame is None:
             raise ValueError(
-                f"{path}: 4D volume {data.shape}; pick one frame with "
-                "workbench.nifti.load_nifti_folder(folder, frame=<index>)"
+                f"{path}: 4D volume {data.shape}; pass frame=<index> to pick one frame (for a folder: "
+                "workbench.nifti.load_nifti_folder(folder, frame=<index>))"
             )
         if not 0 <= frame < data.shape[3]:
             raise ValueError(f"frame must be in [0, {data.shape[3]}), got {frame} for {path}")

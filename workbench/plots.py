@@ -214,12 +214,13 @@ def mask_image(mask: np.ndarray, title: str = "", ax: Axes | None = None, unit_a
 
 
 def training_curves(history: dict[str, list[float]], label: str = "", ax: Axes | None = None) -> Axes:
-    """Loss and validation accuracy per epoch."""
+    """Loss and validation accuracy per epoch (Keras's accuracy: argmax, or 0.5 for one sigmoid,
+    not the validated threshold of the workbench's own metrics)."""
     ax = _axes(ax)
     epochs = np.arange(1, len(history["loss"]) + 1)
     ax.plot(epochs, history["loss"], label=f"{label} loss")
     if "val_accuracy" in history:
-        ax.plot(epochs, history["val_accuracy"], ls="--", label=f"{label} val accuracy")
+        ax.plot(epochs, history["val_accuracy"], ls="--", label=f"{label} val accuracy (Keras, argmax)")
     ax.set_xlabel("epoch")
     ax.legend(fontsize="small")
     return ax

@@ -153,13 +153,17 @@ def prunable_layers(model: keras.Model) -> list[LayerInfo]:
     return infos
 
 
+# Layers with weights that are not pruned by design: like BatchNorm's, their weights are per channel.
+NORMALISATIONS = (layers.LayerNormalization, layers.GroupNormalization, layers.Normalization)
+
+
 def unpruned_weighted_layers(model: keras.Model) -> list[str]:
     """Layers that hold weights the table does not prune (e.g. Conv2DTranspose, Embedding, LSTM):
-    their weights stay dense and count in no sparsity. Normalisation layers are left out."""
+    their weights stay dense and count in no sparsity. ``NORMALISATIONS`` are left out."""
     return [
         f"{layer.name} ({type(layer).__name__})"
         for layer in flat_layers(model)
-        if layer.weights and kind_of(layer) is None and "Normalization" not in type(layer).__name__
+        if layer.weights and kind_of(layer) is None and not isinstance(layer, NORMALISATIONS)
     ]
 
 

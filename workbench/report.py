@@ -28,7 +28,7 @@ from workbench.runs import BadRun, scan
 
 log = logging.getLogger(__name__)
 
-RUN_COLUMNS = {"run_id", "status", "seconds", "error", "seed", "results_dir"}
+RUN_COLUMNS = {"run_id", "status", "seconds", "error", "seed", "results_dir", "metrics_version"}
 MANIFEST = ".workbench-report.json"  # the files a report wrote into its folder, so it may rewrite them
 TALLY = " tally"  # summary column suffix for counted text metrics
 _PAGE_HEAD = "<html><head><meta charset='utf-8'><title>Sweep report</title></head><body>"
@@ -210,6 +210,7 @@ def write_report(
     if frame.empty or not (frame["status"] == "ok").any():
         why = f"; skipped {len(skipped)} unreadable, first {skipped[0]}" if skipped else ""
         raise ValueError(f"no successful runs in {runs_dir}{why}")
+    notes = _mixed_versions(frame[frame["status"] == "ok"])
     summary = summarize(frame)
     keys = parameter_columns(frame[frame["status"] == "ok"])
     x = x or ("epsilon" if "epsilon" in keys else keys[0] if keys else None)
@@ -226,7 +227,7 @@ def write_report(
     for name, png in images.items():
         fs.write_atomically(out / name, png)
     failed = frame[frame["status"] == "failed"]
-    fs.write_atomically(out / "report.html", _html(readable, images, failed, skipped))
+    fs.write_atomically(out / "report.html", _html(readable, images, failed, skipped, notes))
     return Report(out / "report.html", readable, skipped)
 
 
@@ -289,10 +290,24 @@ def _x_column(summary: pd.DataFrame, x: str) -> pd.DataFrame:
     )
 
 
-def _html(readable: pd.DataFrame, images: dict[str, bytes], failed: pd.DataFrame, skipped) -> str:
+def _mixed_versions(done: pd.DataFrame) -> list[str]:
+    """A warning when runs were written by versions whose metrics mean different things."""
+    versions = sorted(set(done.get("metrics_version", pd.Series(dtype=int))))
+    if len(versions) < 2:
+        return []
+    note = (
+        f"these runs mix metric versions {versions}: before version 2, binary accuracy was argmax, not "
+        "the decisions at the validated threshold; sweep again into a new runs folder to compare them"
+    )
+    log.warning(note)
+    return [note]
+
+
+def _html(readable: pd.DataFrame, images: dict[str, bytes], failed: pd.DataFrame, skipped, notes=()) -> str:
     parts = [
         _PAGE_HEAD,
         "<h1>Sweep report</h1>",
+        *(f"<p style='color:darkorange'>{html.escape(note)}</p>" for note in notes),
         readable.to_html(index=False),
     ]
     for name, png in images.items():

@@ -39,6 +39,7 @@ import pandas as pd
 
 from workbench import fs
 from workbench.fs import PARTIAL_PREFIX
+from workbench.stats import METRICS_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -291,6 +292,7 @@ def execute_run(
             "ended": time.time(),
             "error": error,
             "results": list(results),
+            "metrics_version": METRICS_VERSION,
         }
         fs.write_json(partial / "run.json", json_safe(info))
         status = _publish(partial, runs_dir / identity, info["status"])
@@ -565,6 +567,7 @@ def _read_run(folder: Path) -> dict:
     if info.get("status") not in ("ok", "failed"):
         raise _Unreadable(f"run.json: status is {info.get('status')!r}, expected 'ok' or 'failed'")
     row = {"run_id": folder.name, "status": info["status"], "seconds": _duration(info)}
+    row["metrics_version"] = info.get("metrics_version", 1)  # runs written before the field: version 1
     row.update(_read_json_object(folder / "params.json"))
     metrics_path = folder / "metrics.json"
     if info["status"] == "ok" or metrics_path.exists():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -261,8 +262,7 @@ class Scorer:
         self.model, self.images, self.labels = model, np.asarray(images, np.float32), np.asarray(labels)
         self.seed, self.batch_size = seed, batch_size
         self.infos = prunable_layers(model)
-        if unpruned := unpruned_weighted_layers(model):
-            log.warning("weights left unpruned (layer kinds the workbench has no rule for): %s", unpruned)
+        _warn_unpruned_once(model)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self._calibration_key = (
             fingerprint(self.images, self.labels, self.head, batch_size) if cache_dir is not None else ""
@@ -330,6 +330,15 @@ class Scorer:
             else:
                 self._scores[key] = weight_scores(criterion, kernels, stats, self.seed)
         return self._scores[key]
+
+
+_WARNED: weakref.WeakSet = weakref.WeakSet()  # models warned about: a Gradual fine-tune scores ~8 times
+
+
+def _warn_unpruned_once(model: keras.Model) -> None:
+    if model not in _WARNED and (unpruned := unpruned_weighted_layers(model)):
+        log.warning("weights left unpruned (layer kinds the workbench has no rule for): %s", unpruned)
+    _WARNED.add(model)
 
 
 # --- the statistics on disk -------------------------------------------------------------------

@@ -15,6 +15,11 @@ from collections.abc import Callable
 import numpy as np
 from scipy import stats
 
+# What the reported metrics mean, for caches and run stores that keep metrics. 2: binary accuracy
+# counts the decisions at the validated threshold, as sensitivity, specificity and the confusion
+# matrix do (it was argmax).
+METRICS_VERSION = 2
+
 NONINFERIOR, INFERIOR, INCONCLUSIVE = "non-inferior", "inferior", "inconclusive"
 
 

@@ -388,8 +388,9 @@ class Dashboard:
         self.finetune_output.clear_output()
         if self._goal_is_fine_tuning():  # two Keras fits at once would share the CPU and the random seed
             raise ValueError(
-                "goal mode is fine-tuning its candidates in the background (see the progress bar): "
-                "fine-tune this mask once it has answered, or change a setting to stop it"
+                "goal mode is picking after fine-tuning in the background (its table, then a fine-tune "
+                "of each candidate: see the progress bar); fine-tune this mask once it has answered, or "
+                "change a setting to stop it"
             )
         recipe = self._recipe()
         point = self.point
