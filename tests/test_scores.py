@@ -103,6 +103,12 @@ def test_scorer_BadInputs_RaiseValueErrorsNamingTheArgument(tiny_dataset):
         Scorer(model, np.zeros((4, 28, 28, 1)), np.zeros(4, int))
     with pytest.raises(ValueError, match="calibration labels must be in"):
         Scorer(model, val.images, val.labels + 5)
+    image, covariates = keras.Input((24, 24, 1)), keras.Input((4,))
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(2, 3)(image))
+    joined = keras.layers.Concatenate()([pooled, covariates])
+    two_inputs = keras.Model([image, covariates], keras.layers.Dense(2, activation="softmax")(joined))
+    with pytest.raises(ValueError, match="has 2 inputs; the workbench prunes models with one image input"):
+        Scorer(two_inputs, val.images, val.labels)
 
 
 def test_model_without_prunable_layers_RaisesValueError(tiny_dataset):

@@ -48,9 +48,10 @@ def load_dataset(
         >>> ds = load_dataset("phantom3d"); print(ds.summary())  # doctest: +SKIP
 
     Raises:
-        FileNotFoundError: for a missing file or folder.
+        FileNotFoundError: for a missing file with a suffix, such as a .npz.
         FileExistsError: if ``data/phantom`` holds files the generator did not make.
-        ValueError: for an unknown name, a bad ``mode`` or data the loaders cannot read correctly.
+        ValueError: for an unknown name (or a folder that does not exist: the two look alike), a
+            bad ``mode`` or data the loaders cannot read correctly.
     """
     spec_text = str(spec)
     if mode is not None and mode not in MODES:
