@@ -103,8 +103,9 @@ class Allocation:
         )
 
 
-def check_goal(goal: str, value: float, granularity: str | None) -> str:
-    """Return the granularity the goal implies; raise ValueError for an unknown goal or a bad value."""
+def check_goal(goal: str, value: float, granularity: str | None) -> tuple[str, float]:
+    """Return (the granularity the goal implies, ``value`` as a float); raise ValueError for an
+    unknown goal or a bad value ("0.5" from a text box is a number)."""
     if goal not in GOALS:
         raise ValueError(f"goal must be one of {GOALS}, got {goal!r}")
     try:
@@ -118,7 +119,7 @@ def check_goal(goal: str, value: float, granularity: str | None) -> str:
     implied = _GRANULARITY.get(goal, granularity or "structured")
     if granularity not in (None, implied):
         raise ValueError(f"goal {goal!r} needs granularity {implied!r}, got granularity={granularity!r}")
-    return implied
+    return implied, value
 
 
 # --- costs ------------------------------------------------------------------------------------
@@ -223,7 +224,7 @@ def allocate_from_table(
     """
     if measure not in MEASURES:
         raise ValueError(f"measure must be one of {tuple(MEASURES)}, got {measure!r}")
-    granularity = check_goal(goal, value, table.granularity)
+    granularity, value = check_goal(goal, value, table.granularity)
     structured = granularity == "structured"
     cost = _cost_fn(subject.model, granularity)
     masks, envelope = _row_masks(table, subject), _envelopes(table, measure)
@@ -327,7 +328,7 @@ def _finish(
     return Allocation(
         method,
         goal,
-        float(value),
+        value,
         granularity,
         keep,
         layer_sparsity,
@@ -359,7 +360,7 @@ def scope_allocation(
     per layer (layers' unit scores differ in scale by orders of magnitude); coupled groups are made
     to agree with ``slim.couple_masks`` (a channel stays if any member keeps it).
     """
-    granularity = check_goal(goal, value, granularity)
+    granularity, value = check_goal(goal, value, granularity)
     structured = granularity == "structured"
     scores = subject.scorer.scores(criterion, granularity)
     spec = PruneSpec(
@@ -460,8 +461,7 @@ def allocate(
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if recipe is not None and dataset is None:
         raise ValueError("recipe needs dataset= (its training images fine-tune each candidate)")
-    granularity = check_goal(goal, value, granularity if table is None else table.granularity)
-    value = float(value)  # checked: a number ("0.5" from a text box would otherwise stay text)
+    granularity, value = check_goal(goal, value, granularity if table is None else table.granularity)
     subject = _subject(source, dataset)
     tuned = recipe is not None and picks_after_fine_tuning(goal)
     if recipe is not None and not tuned:

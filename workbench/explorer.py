@@ -608,7 +608,7 @@ class Explorer:
             ValueError: from ``workbench.budget``, for a bad goal or value, or a budget the grid
                 cannot reach.
         """
-        granularity = check_goal(goal, value, granularity)
+        granularity, value = check_goal(goal, value, granularity)
         table = self.goal_table(criterion, granularity, grid=grid, progress=progress)
         tuning = {}
         if recipe is not None:

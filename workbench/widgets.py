@@ -24,7 +24,6 @@ import html
 import logging
 import threading
 import time
-from concurrent.futures import Future
 from dataclasses import replace
 
 import ipywidgets as w
@@ -121,7 +120,7 @@ class Dashboard:
         self.curve: pd.DataFrame | None = None
         self.setting: Setting | None = None
         self.recovered: list[tuple[float, dict]] = []
-        self._goal_fine_tunes: tuple[Ticket, Future] | None = None  # goal mode fine-tuning in the background
+        self._goal_tuning: Ticket | None = None  # goal mode's background answer, if it fine-tunes
         self._handlers: list[tuple[w.Widget, object]] = []
         self._wire()
         if isinstance(point, GoalPoint):  # shown as the engine computed it, in goal mode
@@ -482,15 +481,13 @@ class Dashboard:
             except ValueError as err:  # a budget the grid can't reach: a message, also from the background
                 return err
 
-        future = self.curves.submit(ticket, work, self._show_goal)
-        self._goal_fine_tunes = (ticket, future) if tune and self.curves.background else None
+        self._goal_tuning = ticket if tune and self.curves.background else None
+        self.curves.submit(ticket, work, self._show_goal)
 
     def _goal_is_fine_tuning(self) -> bool:
         """Whether goal mode's background answer, still wanted, fine-tunes candidates and is not done."""
-        if self._goal_fine_tunes is None:
-            return False
-        ticket, future = self._goal_fine_tunes
-        return ticket.current and not future.done()
+        ticket = self._goal_tuning  # while current, the curves' future is its answer
+        return ticket is not None and ticket.current and not self.curves.future.done()
 
     def _show_goal(self, answer: GoalPoint | ValueError) -> None:
         self.progress.layout.display = "none"
