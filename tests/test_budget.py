@@ -234,3 +234,13 @@ def test_recipe_ProgressCallable_IsCalledDuringEachFineTune_AndStopsItByRaising(
     assert calls == [(0, 4, "fine-tune")] * 3, (
         "reported before the candidate and after each batch, then stopped"
     )
+
+
+def test_a_numeric_string_Value_GivesTheSameAllocation_AtEveryEntryPoint(cnn):
+    subject, table = cnn  # "0.5" as a text box gives it
+    for answer in (
+        lambda value: allocate_from_table(table, subject, "params", value),
+        lambda value: allocate(subject, "params", value, method="global"),
+    ):
+        typed, number = answer("0.5"), answer(0.5)
+        assert typed.value == 0.5 and typed.params == number.params
