@@ -244,3 +244,27 @@ def test_a_numeric_string_Value_GivesTheSameAllocation_AtEveryEntryPoint(cnn):
     ):
         typed, number = answer("0.5"), answer(0.5)
         assert typed.value == 0.5 and typed.params == number.params
+
+
+def test_structured_table_And_FlopsBudget_OnADepthwiseBlock_MeetTheBudget_AndSlim(tiny_dataset, tmp_path):
+    """A conv feeding a depthwise conv is one channel space (MobileNet's blocks): units (C,) and (C, 1)."""
+    from workbench.compat import keras
+    from workbench.slim import slim_model
+
+    layers = keras.layers
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(tiny_dataset.image_shape)
+    x = layers.ReLU()(layers.BatchNormalization()(layers.Conv2D(8, 3, name="expand")(inputs)))
+    x = layers.ReLU()(layers.BatchNormalization()(layers.DepthwiseConv2D(3, name="dw")(x)))
+    x = layers.GlobalAveragePooling2D()(layers.Conv2D(6, 1, name="project")(x))
+    model = keras.Model(inputs, layers.Dense(2, activation="softmax", name="logits")(x))
+    subject = Subject.build(model, tiny_dataset)
+    table = sensitivity(subject, "taylor", "structured", GRID, cache=tmp_path, progress=False)
+    assert "expand+dw" in [row.name for row in table.rows]
+    allocation = allocate(subject, "flops", 0.5, table=table)
+    assert allocation.flops <= 0.5
+    keep = allocation.keep
+    assert np.array_equal(_units_alive(keep["expand"]), _units_alive(keep["dw"].reshape(-1, 8, 1)[..., 0]))
+    masked = apply_masks(model, keep, structured=True).predict(subject.val.images, verbose=0)
+    slim = slim_model(model, keep).predict(subject.val.images, verbose=0)
+    np.testing.assert_allclose(slim, masked, atol=1e-5)

@@ -78,10 +78,15 @@ def row_keep(scores: dict, row: Row, sparsity: float, infos: list[LayerInfo], mi
     """
     check_sparsity(sparsity)
     members = {name: scores[name] for name in row.layers}
-    joint = members[row.layers[0]] if len(row.layers) == 1 else sum(normalise_per_layer(members).values())
+    if len(row.layers) > 1:  # one channel space: a depthwise layer's units are (C, 1), a conv's (C,)
+        members = {name: np.ravel(unit) for name, unit in normalise_per_layer(members).items()}
+    joint = sum(members.values())
     keep = select({row.name: joint}, sparsity=sparsity, scope="layerwise", min_keep=min_keep).keep[row.name]
-    shapes = {i.name: i.shape for i in infos}
-    return {name: np.broadcast_to(keep, shapes[name]).copy() for name in row.layers}
+    info = {i.name: i for i in infos}
+    return {
+        name: np.broadcast_to(keep.reshape(info[name].units_shape), info[name].shape).copy()
+        for name in row.layers
+    }
 
 
 def dense_keep(infos: list[LayerInfo]) -> Masks:
