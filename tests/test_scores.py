@@ -271,6 +271,29 @@ def test_fingerprint_NamesTheKernelsThatCompute_AndEveryWeightNotItsName(trained
     assert Scorer(model, data.val.images, data.val.labels).fingerprint() != key
 
 
+def test_fingerprint_FollowsTheArchitecture_NotTheNamesKerasNumbers(trained_tiny, tmp_path):
+    from conftest import tiny_cnn
+
+    from workbench.sensitivity import Subject, sensitivity
+
+    model, data = trained_tiny
+    key = Scorer(model, data.val.images, data.val.labels).fingerprint()
+    rebuilt = tiny_cnn()  # the same network built again: Keras names its layers anew in this process
+    rebuilt.set_weights(model.get_weights())
+    assert Scorer(rebuilt, data.val.images, data.val.labels).fingerprint() == key
+
+    edited = tiny_cnn()  # the same weights, another network
+    edited.get_layer("conv2").activation = keras.activations.tanh
+    edited.set_weights(model.get_weights())
+    assert Scorer(edited, data.val.images, data.val.labels).fingerprint() != key
+    options = dict(cache=tmp_path, progress=False)
+    tables = [
+        sensitivity(Subject.build(m, data), "magnitude", "unstructured", (0.5,), **options)
+        for m in (model, edited)
+    ]
+    assert tables[1].computed > 0, "the edited network's table is computed, not read from the cache"
+
+
 def test_scorer_ModelWithAConv2DTranspose_WarnsThatItsWeightsAreNotPruned(tiny_dataset, caplog):
     layers = keras.layers
     model = keras.Sequential(

@@ -10,6 +10,7 @@ calibration images and labels, the head and the batch size, so a reopened notebo
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import weakref
 from collections.abc import Callable
@@ -275,13 +276,15 @@ class Scorer:
         self._stats: dict[str, GradientStats] = {}
         self._scores: dict[tuple[str, str, str], Scores] = {}
         self._frozen, self._fingerprint = frozen, None
+        self._architecture = architecture(model)  # a model's layers and wiring never change
 
     def fingerprint(self) -> str:
-        """A hash of every weight of the model, BatchNorm statistics too, and of the kernels that
-        compute with them (``compat.NUMERICS``): it keys every cache of computed numbers. Hashed
-        once only when ``frozen``."""
+        """A hash of the model's architecture, every weight (BatchNorm statistics too) and the
+        kernels that compute with them (``compat.NUMERICS``): it keys every cache of computed
+        numbers. The weights are hashed once only when ``frozen``."""
         if self._fingerprint is None:
             digest = hashlib.sha1(NUMERICS.encode())
+            digest.update(self._architecture.encode())
             for variable in self.model.weights:  # not their paths: Keras numbers a process's models
                 value = np.ascontiguousarray(variable)
                 digest.update(repr(value.shape).encode())
@@ -349,6 +352,37 @@ def _warn_unpruned_once(model: keras.Model) -> None:
 # --- the statistics on disk -------------------------------------------------------------------
 
 _STATS_FIELDS = ("abs_grad", "sq_grad", "unit_taylor")
+
+
+def architecture(model: keras.Model) -> str:
+    """The model's layers, settings and wiring as text, without the names Keras numbers per
+    process ("conv2d_3"): the same network built in another process reads the same, one with
+    another activation or pooling does not."""
+    names = {layer.name for layer in _layers(model)}
+    try:
+        config = model.get_config()
+    except NotImplementedError:  # a subclassed model without get_config: its layers' kinds, in order
+        config = [type(layer).__name__ for layer in _layers(model)]
+    ordinals: dict[str, str] = {}
+
+    def anonymous(node, key=None):
+        if isinstance(node, dict):
+            return {k: anonymous(value, k) for k, value in node.items()}
+        if isinstance(node, list | tuple):
+            return [anonymous(value) for value in node]
+        if isinstance(node, str) and (key == "name" or node in names or node in ordinals):
+            return ordinals.setdefault(node, f"#{len(ordinals)}")  # a Sequential's input layer is unlisted
+        return node
+
+    return json.dumps(anonymous(config), sort_keys=True, default=lambda value: type(value).__name__)
+
+
+def _layers(model) -> list:
+    """The model and every layer in it, nested models' layers too."""
+    found = [model]
+    for layer in getattr(model, "layers", []):
+        found += _layers(layer)
+    return found
 
 
 def write_stats(path: str | Path, stats: GradientStats) -> Path:

@@ -77,16 +77,19 @@ def row_keep(scores: dict, row: Row, sparsity: float, infos: list[LayerInfo], mi
     shared channel is removed from every member at once. ``min_keep`` is the collapse guard.
     """
     check_sparsity(sparsity)
+    coupled = len(row.layers) > 1  # structured, one channel space: units (C,) of a conv, (C, 1) depthwise
     members = {name: scores[name] for name in row.layers}
-    if len(row.layers) > 1:  # one channel space: a depthwise layer's units are (C, 1), a conv's (C,)
+    if coupled:
         members = {name: np.ravel(unit) for name, unit in normalise_per_layer(members).items()}
     joint = sum(members.values())
     keep = select({row.name: joint}, sparsity=sparsity, scope="layerwise", min_keep=min_keep).keep[row.name]
     info = {i.name: i for i in infos}
-    return {
-        name: np.broadcast_to(keep.reshape(info[name].units_shape), info[name].shape).copy()
-        for name in row.layers
-    }
+
+    def kernel_shaped(name: str) -> np.ndarray:
+        units = keep.reshape(info[name].units_shape) if coupled else keep
+        return np.broadcast_to(units, info[name].shape).copy()
+
+    return {name: kernel_shaped(name) for name in row.layers}
 
 
 def dense_keep(infos: list[LayerInfo]) -> Masks:
@@ -122,10 +125,12 @@ class Subject:
         return cls(model, dataset.val, scorer, Evaluator(model, dataset.val, test_split))
 
     def key(self, granularity: str, min_keep: int) -> str:
-        """The cache folder's name: weights, validation and calibration data, granularity, guard, seed."""
+        """The cache folder's name: architecture and weights, validation and calibration data, head,
+        granularity, guard, seed."""
         digest = hashlib.sha256(self.scorer.fingerprint().encode())
         for array in (self.val.images, self.val.labels, self.scorer.images, self.scorer.labels):
             digest.update(np.ascontiguousarray(array).tobytes())
+        digest.update(repr(self.evaluator.head).encode())
         digest.update(f"{granularity} min_keep={min_keep} seed={self.scorer.seed} v{CELL_FORMAT}".encode())
         return digest.hexdigest()[:20]
 
