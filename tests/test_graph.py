@@ -237,3 +237,17 @@ def test_Evaluator_Structured_GivesTheProbabilitiesOfTheMaskedReference(tiny_dat
     np.testing.assert_allclose(structured, reference, atol=1e-5)
     _, dense = evaluator.probabilities(_keep(model, {}))
     np.testing.assert_allclose(dense, model.predict(tiny_dataset.test.images, verbose=0), atol=1e-5)
+
+
+def test_graph_Of_IsBuiltOncePerModel_AndDoesNotKeepTheModelAlive():
+    import gc
+    import weakref
+
+    model = residual_net()
+    graph = Graph.of(model)
+    assert Graph.of(model) is graph and Graph.of(residual_net()) is not graph
+    alive = weakref.ref(model)
+    del model
+    gc.collect()
+    assert alive() is None, "the cache holds graphs by their model weakly"
+    assert graph.coupled_groups(), "a graph outlives its model and still answers"

@@ -221,7 +221,7 @@ class Evaluator:
         """The graph, and {(layer, attribute): (position in a pass's weights, dense value)} of the
         biases and BN γ/β a structured mask may zero: read once, not on every pass."""
         if self._reference is None:
-            graph = Graph(self.model)
+            graph = Graph.of(self.model)
             positions = {
                 key: self.forward.position(v) for key, v in reference_variables(graph, self.model).items()
             }

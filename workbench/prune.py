@@ -166,7 +166,7 @@ def _reference_constraints(
 
     ``every`` includes the variables whose factor is all ones (a gradual schedule may zero them later).
     """
-    graph = Graph(model)
+    graph = Graph.of(model)
     variables = reference_variables(graph, model)
     factors = reference_factors(graph, keep)
     return [(key, variables[key], f) for key, f in factors.items() if every or not f.all()]

@@ -60,7 +60,7 @@ def check_structured(model: keras.Model, keep: Masks) -> None:
 def unit_alive(keep: Masks, model: keras.Model | None = None) -> dict[str, np.ndarray]:
     """Which units (output channels) of each layer a structured mask keeps."""
     if model is not None:
-        return Graph(model).unit_alive(keep)
+        return Graph.of(model).unit_alive(keep)
     return {
         name: np.asarray(mask, bool).reshape(-1, mask.shape[-1]).any(axis=0) for name, mask in keep.items()
     }
@@ -71,7 +71,7 @@ def coupled_groups(model: keras.Model) -> list[tuple[str, ...]]:
 
     A channel of a group can only be removed if every layer of the group prunes it.
     """
-    return Graph(model).coupled_groups()
+    return Graph.of(model).coupled_groups()
 
 
 def couple_masks(model: keras.Model, keep: Masks, rule: str = "any") -> Masks:
@@ -91,7 +91,7 @@ def couple_masks(model: keras.Model, keep: Masks, rule: str = "any") -> Masks:
     if rule not in RULES:
         raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
     check_structured(model, keep)
-    graph = Graph(model)
+    graph = Graph.of(model)
     alive = graph.unit_alive(keep)
     coupled = {name: np.asarray(mask, bool).copy() for name, mask in keep.items()}
     combine = np.any if rule == "any" else np.all
@@ -119,7 +119,7 @@ def mask_structured(model: keras.Model, keep: Masks) -> keras.Model:
 def channel_plan(model: keras.Model, keep: Masks) -> dict[str, np.ndarray]:
     """Return {layer name: which output channels the slim model keeps physically}."""
     check_structured(model, keep)
-    return Graph(model).plan(keep)
+    return Graph.of(model).plan(keep)
 
 
 # --- the slim model ---------------------------------------------------------------------------
@@ -143,7 +143,7 @@ def slim_model(model: keras.Model, keep: Masks) -> keras.Model:
         ValueError: if ``keep`` isn't a structured mask for ``model``.
     """
     check_structured(model, keep)
-    graph = Graph(model)
+    graph = Graph.of(model)
     plan, factors = graph.plan(keep), reference_factors(graph, keep)
     _log_unslimmed(graph)
     config = model.get_config()
@@ -234,4 +234,4 @@ def _log_unslimmed(graph: Graph) -> None:
 
 def slim_report(model: keras.Model) -> dict[str, str]:
     """{layer: why slim keeps it and its channels whole}; empty if every layer can be slimmed."""
-    return Graph(model).opaque()
+    return Graph.of(model).opaque()
