@@ -375,3 +375,17 @@ def test_loadDataset_userFolderNamedPhantom_clearErrorKeepsIt(tmp_path, monkeypa
         user_phantom_folder(tmp_path, monkeypatch)
     assert WORKBENCH in Path(info.traceback[-1].path).parents
     assert (tmp_path / "phantom" / "scan.nii.gz").read_bytes() == b"mine"
+
+
+@pytest.mark.parametrize(
+    "pixel, message",
+    [(np.nan, "val images hold NaN or inf"), (255.0, r"val images must be scaled to \[0, 1\].*0\.\.255")],
+)
+def test_dataset_built_by_hand_RefusesImagesOutsideZeroToOne_NamingTheSplit(tiny_dataset, pixel, message):
+    from workbench.data import Dataset, Split
+
+    train, val, test = tiny_dataset.train, tiny_dataset.val, tiny_dataset.test
+    images = val.images.copy()
+    images[0, 0, 0, 0] = pixel
+    with pytest.raises(ValueError, match=message):
+        Dataset("mine", train, Split(images, val.labels, val.sources), test, ("a", "b"))

@@ -268,3 +268,29 @@ def test_structured_table_And_FlopsBudget_OnADepthwiseBlock_MeetTheBudget_AndSli
     masked = apply_masks(model, keep, structured=True).predict(subject.val.images, verbose=0)
     slim = slim_model(model, keep).predict(subject.val.images, verbose=0)
     np.testing.assert_allclose(slim, masked, atol=1e-5)
+
+
+def test_wrong_types_NameTheArgument_BeforeAnyWork(cnn, resnet, tiny_dataset):
+    from workbench.compat import keras
+    from workbench.scores import Scorer
+
+    subject, table = cnn
+    with pytest.raises(ValueError, match="must be a number, got True"):
+        allocate(subject, "flops", True)
+    with pytest.raises(ValueError, match=r"AUC drop in \[0, 1\], got 1.5"):
+        allocate(subject, "tolerance", 1.5)
+    with pytest.raises(ValueError, match="source must be a Keras model, an Explorer or a Subject, got str"):
+        allocate("model.keras", "flops", 0.5, dataset=tiny_dataset)
+    with pytest.raises(ValueError, match="dataset must be a workbench Dataset"):
+        allocate(subject.model, "flops", 0.5, dataset="phantom")
+    with pytest.raises(ValueError, match="recipe must be a workbench.train.Recipe, got 'fast'"):
+        allocate(subject, "params", 0.5, dataset=tiny_dataset, recipe="fast")
+    with pytest.raises(ValueError, match="table was computed for another model"):
+        allocate(subject, "flops", 0.5, table=resnet[1])
+    with pytest.raises(ValueError, match="subject must be a Subject"):
+        sensitivity(subject.model, grid=GRID, progress=False)
+    with pytest.raises(ValueError, match="min_keep must be an integer >= 1 .*got .2."):
+        sensitivity(subject, grid=GRID, min_keep="2", progress=False)
+    unbuilt = keras.Sequential([keras.layers.Conv2D(4, 3), keras.layers.Flatten(), keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match="model must be built with a known input shape"):
+        Scorer(unbuilt, tiny_dataset.val.images, tiny_dataset.val.labels)

@@ -47,11 +47,13 @@ from tqdm.auto import tqdm
 
 from workbench.compat import keras
 from workbench.curves import evaluate_model
+from workbench.data import Dataset
 from workbench.evaluate import flops
 from workbench.masks import Masks
 from workbench.prune import PruneSpec, apply_masks, fine_tune, masks_from_scores
 from workbench.sensitivity import DEFAULT_GRID, Sensitivity, Subject, dense_keep, row_keep, sensitivity
 from workbench.sensitivity import validation_auc as _validation_auc
+from workbench.train import Recipe
 
 log = logging.getLogger(__name__)
 
@@ -109,11 +111,13 @@ def check_goal(goal: str, value: float, granularity: str | None) -> tuple[str, f
     if goal not in GOALS:
         raise ValueError(f"goal must be one of {GOALS}, got {goal!r}")
     try:
+        if isinstance(value, bool):
+            raise TypeError
         value = float(value)
     except (TypeError, ValueError):
         raise ValueError(f"value for goal {goal!r} must be a number, got {value!r}") from None
-    if goal == "tolerance" and not (np.isfinite(value) and value >= 0):
-        raise ValueError(f"value for goal 'tolerance' must be an AUC drop >= 0, got {value!r}")
+    if goal == "tolerance" and not 0 <= value <= 1:
+        raise ValueError(f"value for goal 'tolerance' must be an AUC drop in [0, 1], got {value!r}")
     if goal != "tolerance" and not 0 < value <= 1:
         raise ValueError(f"value for goal {goal!r} must be a fraction of dense in (0, 1], got {value!r}")
     implied = _GRANULARITY.get(goal, granularity or "structured")
@@ -459,10 +463,16 @@ def allocate(
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if recipe is not None and not isinstance(recipe, Recipe):
+        raise ValueError(f"recipe must be a workbench.train.Recipe, got {recipe!r}")
     if recipe is not None and dataset is None:
         raise ValueError("recipe needs dataset= (its training images fine-tune each candidate)")
+    if table is not None and not isinstance(table, Sensitivity):
+        raise ValueError(f"table must be a Sensitivity (workbench.sensitivity.sensitivity), got {table!r}")
     granularity, value = check_goal(goal, value, granularity if table is None else table.granularity)
     subject = _subject(source, dataset)
+    if table is not None:
+        _check_table_fits(table, subject)
     tuned = recipe is not None and picks_after_fine_tuning(goal)
     if recipe is not None and not tuned:
         warnings.warn("recipe not used: a tolerance keeps the cheapest candidate within it", stacklevel=2)
@@ -556,6 +566,23 @@ def _subject(source, dataset) -> Subject:
         return source
     if hasattr(source, "scorer") and hasattr(source, "evaluator"):
         return Subject.from_explorer(source)
+    if not isinstance(source, keras.Model):
+        kind = type(source).__name__
+        raise ValueError(f"source must be a Keras model, an Explorer or a Subject, got {kind}")
     if dataset is None:
         raise ValueError("dataset is needed when source is a model; pass dataset= or an Explorer")
+    if not isinstance(dataset, Dataset):
+        kind = type(dataset).__name__
+        raise ValueError(f"dataset must be a workbench Dataset (workbench.sources.load_dataset), got {kind}")
     return Subject.build(source, dataset)
+
+
+def _check_table_fits(table: Sensitivity, subject: Subject) -> None:
+    """Refuse a table computed for another model: its rows must be this model's prunable layers."""
+    names = {info.name for info in subject.scorer.infos}
+    foreign = [layer for row in table.rows for layer in row.layers if layer not in names]
+    if foreign:
+        raise ValueError(
+            f"table was computed for another model: its layers {foreign[:3]} are not prunable layers "
+            "of this one; compute the table with this model's Subject"
+        )

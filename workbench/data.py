@@ -60,6 +60,7 @@ class Dataset:
 
     def __post_init__(self) -> None:
         check_splits(self.splits(), where=self.name)
+        check_pixels(self.splits(), where=self.name)
         check_labels_fit(self.splits(), self.class_names, where=self.name)
 
     @property
@@ -221,6 +222,29 @@ def check_splits(splits: dict[str, Split], where: str) -> None:
         if len(set(shapes.values())) > 1:
             listed = ", ".join(f"{name} {shape}" for name, shape in shapes.items())
             raise ValueError(f"{where}: splits differ in {what} ({listed}); expected one for all splits")
+
+
+def check_pixels(splits: dict[str, Split], where: str) -> None:
+    """Refuse images that are not finite numbers in [0, 1]: a NaN reaches the metrics as an error
+    that names no image, and 0-255 images put every layer's activations off by 255x.
+
+    Raises:
+        ValueError: naming ``where``, the split and the range found.
+    """
+    for name, split in splits.items():
+        images = split.images
+        if not np.issubdtype(images.dtype, np.number):
+            raise ValueError(f"{where}: {name} images must be numbers in [0, 1], got dtype {images.dtype}")
+        if images.size == 0:
+            continue
+        low, high = float(images.min()), float(images.max())  # NaN if any image holds a NaN
+        if not (np.isfinite(low) and np.isfinite(high)):
+            raise ValueError(f"{where}: {name} images hold NaN or inf values; expected numbers in [0, 1]")
+        if low < 0 or high > 1:
+            raise ValueError(
+                f"{where}: {name} images must be scaled to [0, 1] (as the loaders give them), "
+                f"got values {low:g}..{high:g}"
+            )
 
 
 def check_labels_fit(splits: dict[str, Split], class_names: tuple[str, ...], where: str) -> None:

@@ -78,7 +78,11 @@ def check_calibration(
     Images must be finite and scaled to [0, 1], as the loaders give them: gradients of 0-255
     images are orders of magnitude off, so any ε would prune everything.
     """
-    if len(model.inputs or ()) > 1:
+    if not model.built or not getattr(model, "inputs", None):  # an unbuilt Sequential raises on .inputs
+        raise ValueError(
+            f"model must be built with a known input shape (start it with keras.Input); {model.name!r} is not"
+        )
+    if len(model.inputs) > 1:
         raise ValueError(
             f"model {model.name!r} has {len(model.inputs)} inputs; the workbench prunes models with one "
             "image input (wrap the others, e.g. fixed clinical covariates, inside the model)"

@@ -316,15 +316,20 @@ def sensitivity(
 
     Raises:
         ValueError: for an unknown criterion or granularity, a grid value outside [0, 1), an empty
-            grid, or ``min_keep`` < 1.
+            grid, a ``subject`` that is not a Subject, or ``min_keep`` not an integer >= 1.
     """
     from tqdm.auto import tqdm
 
+    if not isinstance(subject, Subject):
+        raise ValueError(
+            "subject must be a Subject: Subject.build(model, dataset) or Subject.from_explorer(explorer), "
+            f"got {type(subject).__name__}"
+        )
     check_criterion(criterion)
     check_granularity(granularity)
     grid = check_grid(grid)
-    if min_keep < 1:
-        raise ValueError(f"min_keep must be >= 1 (every layer keeps its guard), got {min_keep}")
+    if not isinstance(min_keep, int) or isinstance(min_keep, bool) or min_keep < 1:
+        raise ValueError(f"min_keep must be an integer >= 1 (every layer keeps its guard), got {min_keep!r}")
     folder = Path(cache or cache_dir() / "sensitivity") / subject.key(granularity, min_keep)
     folder.mkdir(parents=True, exist_ok=True)
     rows = sensitivity_rows(subject, granularity)
