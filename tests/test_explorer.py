@@ -454,3 +454,14 @@ def test_first_answer_NearestCurvePoint_TestSplitWithOneClass_AucUndefinedNotAnE
     assert "undefined" in dashboard.readout.value
     dashboard.controls["sparsity"].value = 0.4  # the figure's dots move to an undefined AUC
     assert dashboard.message.value == "" and dashboard.point.spec.sparsity == pytest.approx(0.4)
+
+
+def test_explorer_RefusesAHeadThatDoesNotFitTheTask_AndADatasetThatIsNotOne(trained_tiny):
+    from workbench.data import Dataset
+
+    model, data = trained_tiny  # a 2-way softmax head
+    three = Dataset("three", data.train, data.val, data.test, ("a", "b", "c"))
+    with pytest.raises(ValueError, match="head over 2 unit.*does not fit three, a multiclass task with 3"):
+        Explorer(model, three)
+    with pytest.raises(ValueError, match="dataset must be a workbench Dataset"):
+        Explorer(model, "pneumoniamnist")

@@ -27,10 +27,10 @@ import pandas as pd
 
 from workbench.budget import Allocation, allocate, check_goal
 from workbench.curves import SCALAR_METRICS, Evaluator, curve, evaluate_model, log_grid, point_row
-from workbench.data import stratified_sample
+from workbench.data import Dataset, stratified_sample
 from workbench.evaluate import METRICS_VERSION, YOUDEN, OperatingPoint, auc_ci, layer_table
 from workbench.fs import write_atomically
-from workbench.heads import Head, as_head
+from workbench.heads import Head
 from workbench.masks import (
     MaskResult,
     epsilon_for_sparsity,
@@ -38,6 +38,7 @@ from workbench.masks import (
     normalise_per_layer,
     thresholds_of,
 )
+from workbench.models import check_model_fits
 from workbench.progressive import fingerprint, read_cached_curve, write_cached_curve
 from workbench.prune import PruneSpec, apply_masks, fine_tune, make_masks
 from workbench.scores import Progress, Scorer
@@ -175,6 +176,10 @@ class Explorer:
             raise ValueError(f"estimate_budget must be a number of seconds > 0, got {estimate_budget!r}")
         if estimate_images is not None and estimate_images < 2:
             raise ValueError(f"estimate_images must be an image count >= 2 or None, got {estimate_images!r}")
+        if not isinstance(dataset, Dataset):
+            raise ValueError(
+                f"dataset must be a workbench Dataset (workbench.sources.load_dataset), got {dataset!r}"
+            )
         self.model, self.dataset, self.grid_points, self.seed = model, dataset, grid_points, seed
         # a seeded, class-stratified sample: MedMNIST files are sorted by class, so the first N
         # training images would all be one class
@@ -188,7 +193,10 @@ class Explorer:
             cache_dir=cache_dir,
             frozen=True,  # explored as given: see the class docstring
         )
-        self._evaluation = dict(head=as_head(model, head), operating=operating, margin=margin)
+        # the model is checked above (built, one image input); now that its head fits the task
+        self._evaluation = dict(
+            head=check_model_fits(model, dataset, "model", head), operating=operating, margin=margin
+        )
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self._data_key = dataset.fingerprint() if cache_dir is not None else ""  # hashes every image: once
         # every weight (BatchNorm statistics too), as the evaluator snapshots them: hashed once
