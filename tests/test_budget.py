@@ -294,3 +294,18 @@ def test_wrong_types_NameTheArgument_BeforeAnyWork(cnn, resnet, tiny_dataset):
     unbuilt = keras.Sequential([keras.layers.Conv2D(4, 3), keras.layers.Flatten(), keras.layers.Dense(2)])
     with pytest.raises(ValueError, match="model must be built with a known input shape"):
         Scorer(unbuilt, tiny_dataset.val.images, tiny_dataset.val.labels)
+
+
+def test_structured_allocation_Params_AreTheSlimModelsKernelWeights(resnet):
+    """A removed filter also takes the next layer's input slices, which no mask zeroes."""
+    from workbench.registry import get_kernels
+    from workbench.slim import slim_model
+
+    subject, table = resnet
+    allocation = allocate(subject, "flops", 0.5, table=table)
+    dense = sum(kernel.size for kernel in get_kernels(subject.model).values())
+    slim = sum(kernel.size for kernel in get_kernels(slim_model(subject.model, allocation.keep)).values())
+    assert allocation.params == pytest.approx(slim / dense)
+    keep = allocation.keep.values()
+    masked = sum(int(m.sum()) for m in keep) / sum(m.size for m in keep)
+    assert allocation.params < masked, "the masks alone overstate what the slim model keeps"

@@ -49,6 +49,7 @@ from workbench.compat import keras
 from workbench.curves import evaluate_model
 from workbench.data import Dataset
 from workbench.evaluate import flops
+from workbench.graph import kernel_weights
 from workbench.masks import Masks
 from workbench.prune import PruneSpec, apply_masks, fine_tune, masks_from_scores
 from workbench.sensitivity import DEFAULT_GRID, Sensitivity, Subject, dense_keep, row_keep, sensitivity
@@ -66,9 +67,9 @@ _GRANULARITY = {"flops": "structured", "params": "unstructured"}
 class Allocation:
     """Per-layer sparsities chosen for a goal, their masks, and what they achieve on validation data.
 
-    ``flops`` is the fraction of dense FLOPs (filter-pruned for structured masks, non-zero weights
-    for unstructured ones); ``params`` the fraction of prunable weights kept. ``val_drop`` is the
-    dense validation AUC minus ``val_auc``.
+    ``flops`` is the fraction of dense FLOPs and ``params`` the fraction of prunable layers' kernel
+    weights kept: in the slim model for structured masks (``graph.kernel_weights``), the non-zero
+    ones for unstructured masks. ``val_drop`` is the dense validation AUC minus ``val_auc``.
     """
 
     method: str
@@ -130,11 +131,21 @@ def check_goal(goal: str, value: float, granularity: str | None) -> tuple[str, f
 
 
 def costs(model, keep: Masks, granularity: str) -> tuple[float, float]:
-    """(FLOPs fraction, parameter fraction) of ``keep`` relative to the dense model."""
-    counts = flops(model, keep)
-    kind = "filter_pruned" if granularity == "structured" else "masked"
+    """(FLOPs fraction, parameter fraction) of ``keep`` relative to the dense model.
+
+    Structured: both of the slim model (``filter_pruned``), whose layers also lose the input
+    slices of removed filters. Unstructured: FLOPs of the non-zero weights, and the kept fraction
+    of the masked weights.
+    """
+    if granularity == "structured":
+        operations, weights = flops(model, keep), kernel_weights(model, keep)
+        return (
+            operations["filter_pruned"] / operations["dense"],
+            weights["filter_pruned"] / weights["dense"],
+        )
+    operations = flops(model, keep)
     params = sum(int(m.sum()) for m in keep.values()) / sum(m.size for m in keep.values())
-    return counts[kind] / counts["dense"], params
+    return operations["masked"] / operations["dense"], params
 
 
 def _cost_fn(model, granularity: str) -> Callable[[Masks], float]:
