@@ -234,3 +234,17 @@ def test_heatmap_DrawsOneRowPerLayer_AndMarksTheAllocation(subject, tmp_path):
     assert ax.images[0].get_array().shape == matrix.shape
     assert [t.get_text() for t in ax.get_yticklabels()] == list(matrix.index)
     assert ax.lines[0].get_xdata()[0] == 1 and ax.lines[0].get_ydata()[0] == 0
+
+
+def test_a_model_at_chance_IsWarnedAbout_ATrainedOneIsNot(subject, tiny_dataset, tmp_path):
+    import warnings
+
+    options = dict(grid=(0.5,), cache=tmp_path, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the trained model: no warning
+        sensitivity(subject, "magnitude", **options)
+    blind = tiny_cnn()
+    out = blind.get_layer("out")
+    out.kernel.assign(np.zeros(out.kernel.shape))  # every image gets the same output: AUC 0.5
+    with pytest.warns(UserWarning, match="not distinguishable from chance.*recalibrate_batchnorm"):
+        sensitivity(Subject.build(blind, tiny_dataset), "magnitude", **options)

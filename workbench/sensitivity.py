@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -337,6 +338,7 @@ def sensitivity(
     rows = sensitivity_rows(subject, granularity)
     criteria = [criterion] + ([BASELINE] if baseline and criterion != BASELINE else [])
     dense = _dense(subject, folder, granularity)
+    _warn_if_at_chance(dense)
     todo = {
         (c, row): [s for s in grid if not _cell_path(folder, c, row.name, s).is_file()]
         for c in criteria
@@ -382,6 +384,18 @@ def _dense(subject: Subject, folder: Path, granularity: str) -> dict:
     dense = dict(auc=auc, low=low, high=high)
     write_atomically(path, json.dumps(dense))
     return dense
+
+
+def _warn_if_at_chance(dense: dict) -> None:
+    """Drops measured from a model no better than chance say nothing: any pruning is 'within tolerance'."""
+    if dense["low"] <= 0.5 <= dense["high"]:
+        warnings.warn(
+            f"the dense model's validation AUC is {dense['auc']:.3f} "
+            f"[{dense['low']:.3f}, {dense['high']:.3f}], not distinguishable from chance, so drops "
+            "measured against it say little: is the model trained? (after a short training, "
+            "workbench.train.recalibrate_batchnorm often fixes its BatchNorm statistics)",
+            stacklevel=3,
+        )
 
 
 def _cell_path(folder: Path, criterion: str, row: str, target: float) -> Path:
