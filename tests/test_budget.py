@@ -281,7 +281,7 @@ def test_wrong_types_NameTheArgument_BeforeAnyWork(cnn, resnet, tiny_dataset):
         allocate(subject, "tolerance", 1.5)
     with pytest.raises(ValueError, match="source must be a Keras model, an Explorer or a Subject, got str"):
         allocate("model.keras", "flops", 0.5, dataset=tiny_dataset)
-    with pytest.raises(ValueError, match="dataset must be a workbench Dataset"):
+    with pytest.raises(ValueError, match="dataset must be a Dataset .*, not str"):
         allocate(subject.model, "flops", 0.5, dataset="phantom")
     with pytest.raises(ValueError, match="recipe must be a workbench.train.Recipe, got 'fast'"):
         allocate(subject, "params", 0.5, dataset=tiny_dataset, recipe="fast")

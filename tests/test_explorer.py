@@ -463,5 +463,5 @@ def test_explorer_RefusesAHeadThatDoesNotFitTheTask_AndADatasetThatIsNotOne(trai
     three = Dataset("three", data.train, data.val, data.test, ("a", "b", "c"))
     with pytest.raises(ValueError, match="head over 2 unit.*does not fit three, a multiclass task with 3"):
         Explorer(model, three)
-    with pytest.raises(ValueError, match="dataset must be a workbench Dataset"):
+    with pytest.raises(ValueError, match="dataset must be a Dataset .*, not str"):
         Explorer(model, "pneumoniamnist")

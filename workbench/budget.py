@@ -47,9 +47,8 @@ from tqdm.auto import tqdm
 
 from workbench.compat import keras
 from workbench.curves import evaluate_model
-from workbench.data import Dataset
-from workbench.evaluate import flops
-from workbench.graph import kernel_weights
+from workbench.data import check_dataset
+from workbench.graph import kernel_costs
 from workbench.masks import Masks
 from workbench.prune import PruneSpec, apply_masks, fine_tune, masks_from_scores
 from workbench.sensitivity import DEFAULT_GRID, Sensitivity, Subject, dense_keep, row_keep, sensitivity
@@ -137,13 +136,10 @@ def costs(model, keep: Masks, granularity: str) -> tuple[float, float]:
     slices of removed filters. Unstructured: FLOPs of the non-zero weights, and the kept fraction
     of the masked weights.
     """
+    operations, weights = kernel_costs(model, keep)
     if granularity == "structured":
-        operations, weights = flops(model, keep), kernel_weights(model, keep)
-        return (
-            operations["filter_pruned"] / operations["dense"],
-            weights["filter_pruned"] / weights["dense"],
-        )
-    operations = flops(model, keep)
+        slim = "filter_pruned"
+        return operations[slim] / operations["dense"], weights[slim] / weights["dense"]
     params = sum(int(m.sum()) for m in keep.values()) / sum(m.size for m in keep.values())
     return operations["masked"] / operations["dense"], params
 
@@ -582,9 +578,7 @@ def _subject(source, dataset) -> Subject:
         raise ValueError(f"source must be a Keras model, an Explorer or a Subject, got {kind}")
     if dataset is None:
         raise ValueError("dataset is needed when source is a model; pass dataset= or an Explorer")
-    if not isinstance(dataset, Dataset):
-        kind = type(dataset).__name__
-        raise ValueError(f"dataset must be a workbench Dataset (workbench.sources.load_dataset), got {kind}")
+    check_dataset(dataset)
     return Subject.build(source, dataset)
 
 

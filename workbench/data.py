@@ -211,6 +211,13 @@ def check_seed(seed: int) -> None:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
 
 
+def check_dataset(dataset, argument: str = "dataset") -> None:
+    """Refuse anything but a Dataset (a path or a name is loaded by ``workbench.sources.load_dataset``)."""
+    if not isinstance(dataset, Dataset):
+        kind = type(dataset).__name__
+        raise ValueError(f"{argument} must be a Dataset (workbench.sources.load_dataset), not {kind}")
+
+
 def check_splits(splits: dict[str, Split], where: str) -> None:
     """Refuse splits whose images or labels differ in shape: one model cannot read them all.
 

@@ -27,7 +27,7 @@ import pandas as pd
 
 from workbench.budget import Allocation, allocate, check_goal
 from workbench.curves import SCALAR_METRICS, Evaluator, curve, evaluate_model, log_grid, point_row
-from workbench.data import Dataset, stratified_sample
+from workbench.data import check_dataset, stratified_sample
 from workbench.evaluate import METRICS_VERSION, YOUDEN, OperatingPoint, auc_ci, layer_table
 from workbench.fs import write_atomically
 from workbench.heads import Head
@@ -176,10 +176,7 @@ class Explorer:
             raise ValueError(f"estimate_budget must be a number of seconds > 0, got {estimate_budget!r}")
         if estimate_images is not None and estimate_images < 2:
             raise ValueError(f"estimate_images must be an image count >= 2 or None, got {estimate_images!r}")
-        if not isinstance(dataset, Dataset):
-            raise ValueError(
-                f"dataset must be a workbench Dataset (workbench.sources.load_dataset), got {dataset!r}"
-            )
+        check_dataset(dataset)
         self.model, self.dataset, self.grid_points, self.seed = model, dataset, grid_points, seed
         # a seeded, class-stratified sample: MedMNIST files are sorted by class, so the first N
         # training images would all be one class

@@ -434,7 +434,7 @@ def flops(model: keras.Model, keep: Masks | None = None, graph: Graph | None = N
         and ``filter_pruned`` (the slim model of ``keep``: kept input channels x kept units,
         following the channel graph through adds, concatenations and nested models).
     """
-    return _kernel_totals(model, keep, graph, per_image=True)
+    return kernel_costs(model, keep, graph)[0]
 
 
 def kernel_weights(
@@ -443,31 +443,33 @@ def kernel_weights(
     """Kernel weights of the conv, depthwise and dense layers, counted as ``flops`` counts FLOPs:
     ``dense``, ``masked`` (non-zero) and ``filter_pruned`` (in the slim model of ``keep``: a removed
     filter also takes the next layer's input slices with it, which no mask zeroes)."""
-    return _kernel_totals(model, keep, graph, per_image=False)
+    return kernel_costs(model, keep, graph)[1]
 
 
-def _kernel_totals(model, keep: Masks | None, graph: Graph | None, per_image: bool) -> dict[str, int]:
+def kernel_costs(
+    model: keras.Model, keep: Masks | None = None, graph: Graph | None = None
+) -> tuple[dict[str, int], dict[str, int]]:
+    """(``flops``, ``kernel_weights``) of ``keep`` from one channel plan."""
     graph = graph or Graph.of(model)
     keep = keep or {i.name: np.ones(i.shape, bool) for i in prunable_layers(model)}
     plan = graph.plan(keep)
-    totals = {"dense": 0, "masked": 0, "filter_pruned": 0}
+    operations, weights = ({"dense": 0, "masked": 0, "filter_pruned": 0} for _ in range(2))
     for node in graph.nodes.values():
         if node.role in ("producer", "depthwise") or (node.role == "opaque" and node.name in keep):
-            uses = 2 * _positions(node.layer) if per_image else 1  # FLOPs: 2 per multiply-add per position
-            dense, masked, slim = _layer_counts(node, graph, plan, keep.get(node.name), uses)
-            totals["dense"] += dense
-            totals["masked"] += masked
-            totals["filter_pruned"] += slim
-    return totals
+            counts = _layer_counts(node, graph, plan, keep.get(node.name))
+            for key, count in zip(("dense", "masked", "filter_pruned"), counts, strict=True):
+                operations[key] += 2 * _positions(node.layer) * count  # 2 FLOPs per multiply-add
+                weights[key] += count
+    return operations, weights
 
 
-def _layer_counts(node: Node, graph: Graph, plan, mask, uses: int) -> tuple[int, int, int]:
-    """(dense, masked, slim) counts of one layer with a kernel: its weights, each used ``uses`` times."""
+def _layer_counts(node: Node, graph: Graph, plan, mask) -> tuple[int, int, int]:
+    """(dense, masked, slim) kernel weights of one layer with a kernel."""
     sizes = _kernel_sizes(node, graph, plan)
-    dense = uses * sum(full for full, _ in sizes.values())
+    dense = sum(full for full, _ in sizes.values())
     pruned = 0 if mask is None else int((~np.asarray(mask, bool)).sum())
-    slim = dense if node.role == "opaque" else uses * sum(kept for _, kept in sizes.values())
-    return dense, dense - uses * pruned, slim
+    slim = dense if node.role == "opaque" else sum(kept for _, kept in sizes.values())
+    return dense, dense - pruned, slim
 
 
 def _kernel_sizes(node: Node, graph: Graph, plan) -> dict[str, tuple[int, int]]:
