@@ -210,8 +210,15 @@ class Graph:
         """{node: which output channels are non-zero in the masked reference of ``keep``}."""
         units, out = self.unit_alive(keep), {}
         for node in self.nodes.values():
-            out[node.name] = _alive(node, [out[s] for s in node.inbound], units.get(node.name))
+            alive = _alive(node, [out[s] for s in node.inbound], units.get(node.name))
+            out[node.name] = alive if self._keeps_zero[node.name] else np.ones(node.channels, bool)
         return out
+
+    @cached_property
+    def _keeps_zero(self) -> dict[str, bool]:
+        """{node: whether it maps an all-zero channel to zero}: probed once (a layer call each, which
+        ``alive`` would otherwise repeat for every node of every mask a budget's search tries)."""
+        return {name: _maps_zero_to_zero(node) for name, node in self.nodes.items()}
 
     def needed(self, alive: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """{space: which channels some consumer reads as non-zero, or the output/inputs need}."""
@@ -347,7 +354,7 @@ def _maps_zero_to_zero(node: Node) -> bool:
 
 
 def _alive(node: Node, inputs: list[np.ndarray], units: np.ndarray | None) -> np.ndarray:
-    """Which output channels of ``node`` are non-zero, given its inputs' (see the module notes)."""
+    """Which output channels of ``node`` are zero-free, given its inputs', if it maps zero to zero."""
     everything = np.ones(node.channels, bool)
     if node.role in ("input", "opaque"):
         return everything
@@ -365,7 +372,7 @@ def _alive(node: Node, inputs: list[np.ndarray], units: np.ndarray | None) -> np
         alive = np.tile(inputs[0], node.channels // len(inputs[0]))
     else:
         alive = inputs[0].copy()
-    return alive if _maps_zero_to_zero(node) else everything
+    return alive
 
 
 def _first_only(kept: np.ndarray) -> np.ndarray:
