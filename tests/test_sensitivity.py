@@ -248,3 +248,108 @@ def test_a_model_at_chance_IsWarnedAbout_ATrainedOneIsNot(subject, tiny_dataset,
     out.kernel.assign(np.zeros(out.kernel.shape))  # every image gets the same output: AUC 0.5
     with pytest.warns(UserWarning, match="not distinguishable from chance.*recalibrate_batchnorm"):
         sensitivity(Subject.build(blind, tiny_dataset), "magnitude", **options)
+
+
+# --- multi-label and multi-class models: ranked by the macro AUC on validation ------------------
+
+
+def quadrant_classes(classes: int = 3, sizes=(60, 30, 30), size: int = 24, seed: int = 0):
+    """A learnable C-class Dataset: class k puts a bright square in quadrant k."""
+    from workbench.data import Dataset, Split
+
+    rng = np.random.default_rng(seed)
+    splits = []
+    for n in sizes:
+        labels = np.arange(n) % classes
+        images = rng.uniform(0.0, 0.4, size=(n, size, size, 1)).astype(np.float32)
+        half = size // 2
+        for image, k in zip(images, labels, strict=True):
+            top, left = (k // 2) * half + 2, (k % 2) * half + 2
+            image[top : top + 6, left : left + 6] = 0.95
+        splits.append(Split(images, labels, np.array([f"q:{i}" for i in range(n)])))
+    return Dataset("quadrants", *splits, class_names=tuple(f"class{k}" for k in range(classes)))
+
+
+@pytest.fixture(scope="module", params=["multilabel", "multiclass"])
+def macro_subject(request):
+    from conftest import multilabel_dataset, tiny_head_model
+
+    from workbench.train import Recipe, compile_model, fit
+
+    if request.param == "multilabel":
+        data, model = multilabel_dataset(), tiny_head_model(3, "sigmoid")
+    else:
+        data, model = quadrant_classes(), tiny_head_model(3, "softmax")
+    fit(compile_model(model), data, Recipe(epochs=3, batch_size=8), progress=False)
+    return Subject.build(model, data), data
+
+
+def _sklearn_macro_auc(labels, probs):
+    multi_class = {} if labels.ndim == 2 else {"multi_class": "ovr"}
+    return roc_auc_score(labels, probs, average="macro", **multi_class)
+
+
+def test_macro_tasks_CellAUC_IsSklearnsMacroAUC_OfTheReallyPrunedModel(macro_subject, tmp_path):
+    subject, data = macro_subject
+    table = sensitivity(
+        subject, "taylor", "unstructured", GRID, baseline=False, cache=tmp_path, progress=False
+    )
+    dense = subject.model.predict(data.val.images, verbose=0)
+    assert table.dense["auc"] == pytest.approx(_sklearn_macro_auc(data.val.labels, dense), abs=1e-9)
+    assert table.dense["auc"] > 0.6, "the fixture should learn its task"
+    cell = table.cells.iloc[-1]  # the output layer at 90%
+    row = next(r for r in table.rows if r.name == cell["row"])
+    keep = {
+        **dense_keep(subject.scorer.infos),
+        **row_keep(subject.scorer.scores("taylor"), row, cell["target"], subject.scorer.infos),
+    }
+    pruned = apply_masks(subject.model, keep).predict(data.val.images, verbose=0)
+    assert cell["auc"] == pytest.approx(_sklearn_macro_auc(data.val.labels, pruned), abs=1e-6)
+    assert cell["low"] <= cell["auc"] <= cell["high"] and cell["low"] < cell["high"]
+    assert cell["drop_low"] <= cell["drop"] <= cell["drop_high"]
+    assert cell["drop"] == pytest.approx(table.dense["auc"] - cell["auc"], abs=1e-9)
+
+
+def test_macro_tasks_Budget_IsMet_AndItsAUCIsSklearns(macro_subject, tmp_path):
+    from workbench.budget import allocate
+
+    subject, data = macro_subject
+    allocation = allocate(subject, "params", 0.4, grid=GRID, cache=tmp_path)
+    assert allocation.params <= 0.4 + 1e-9
+    pruned = apply_masks(subject.model, allocation.keep).predict(data.val.images, verbose=0)
+    assert allocation.val_auc == pytest.approx(_sklearn_macro_auc(data.val.labels, pruned), abs=1e-6)
+
+
+def test_multilabel_ALabelWithOneClassInValidation_IsLeftOutWithAWarning(tmp_path):
+    from dataclasses import replace
+
+    from conftest import multilabel_dataset, tiny_head_model
+
+    from workbench.data import Split
+
+    data = multilabel_dataset()
+    labels = data.val.labels.copy()
+    labels[:, 1] = 0
+    data = replace(data, val=Split(data.val.images, labels, data.val.sources))
+    subject = Subject.build(tiny_head_model(3, "sigmoid"), data)
+    with pytest.warns(UserWarning, match=r"labels \[1\] hold one class in validation"):
+        table = sensitivity(subject, "magnitude", grid=(0.5,), baseline=False, cache=tmp_path, progress=False)
+    probs = subject.model.predict(data.val.images, verbose=0)
+    expected = roc_auc_score(labels[:, [0, 2]], probs[:, [0, 2]], average="macro")
+    assert table.dense["auc"] == pytest.approx(expected, abs=1e-9)
+
+
+def test_multiclass_AClassMissingFromValidation_IsNamed(tmp_path):
+    from dataclasses import replace
+
+    from conftest import tiny_head_model
+
+    from workbench.data import Split
+
+    data = quadrant_classes()
+    val = data.val
+    keep = val.labels != 2
+    data = replace(data, val=Split(val.images[keep], val.labels[keep], val.sources[keep]))
+    subject = Subject.build(tiny_head_model(3, "softmax"), data)
+    with pytest.raises(ValueError, match=r"validation labels miss class\(es\) \[2\]"):
+        sensitivity(subject, "magnitude", grid=(0.5,), cache=tmp_path, progress=False)

@@ -203,7 +203,7 @@ def _joint(subject: Subject, masks: dict[str, list[Masks]], levels: dict[str, in
 
 
 def _val_drop(subject: Subject, keep: Masks, structured: bool, dense_auc: float) -> float:
-    return dense_auc - _validation_auc(subject, keep, structured)[0]
+    return dense_auc - _validation_auc(subject, keep, structured)
 
 
 def _last_within(n: int, ok: Callable[[int], bool]) -> int:
@@ -245,7 +245,7 @@ def allocate_from_table(
     def state(i: int) -> Masks:
         return _joint(subject, masks, lagrangian_levels(envelope, row_costs, LAMBDAS[i]))
 
-    dense_auc = _validation_auc(subject, dense_keep(subject.scorer.infos), structured)[0]
+    dense_auc = _validation_auc(subject, dense_keep(subject.scorer.infos), structured)
     if goal == "tolerance":
         keep = _cheapest_within(
             [state(i) for i in _distinct(envelope, row_costs)],
@@ -334,7 +334,7 @@ def _finish(
 ) -> Allocation:
     structured = granularity == "structured"
     flops_fraction, params_fraction = costs(subject.model, keep, granularity)
-    auc = _validation_auc(subject, keep, structured)[0]
+    auc = _validation_auc(subject, keep, structured)
     layer_sparsity = {name: 1.0 - float(mask.mean()) for name, mask in keep.items()}
     return Allocation(
         method,
@@ -386,7 +386,7 @@ def scope_allocation(
             keep = couple_masks(subject.model, keep, "any")
         return keep
 
-    dense_auc = _validation_auc(subject, dense_keep(subject.scorer.infos), structured)[0]
+    dense_auc = _validation_auc(subject, dense_keep(subject.scorer.infos), structured)
     sparsities = np.linspace(0.0, 0.995, 200)
     cost = _cost_fn(subject.model, granularity)
     if goal == "tolerance":

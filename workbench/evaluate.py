@@ -349,19 +349,10 @@ def _auc_evidence(
         values += (paired["difference"], paired["ci_low"], paired["ci_high"], paired["p_value"])
     else:
         values = stats.macro_auc_ci(pruned, labels, level) + (auc(dense, labels),)
-        values += _bootstrap_difference(dense, pruned, labels, level) + (None,)
+        values += stats.compare_macro_auc(labels, dense, pruned, level) + (None,)
     result = dict(zip(names, values, strict=True))
     result["noninferiority"] = stats.noninferiority(values[5], values[6], margin)
     return result
-
-
-def _bootstrap_difference(dense, pruned, labels, level) -> tuple[float, float, float]:
-    """Paired bootstrap interval of macro AUC(pruned) − macro AUC(dense) on the same resampled cases."""
-
-    def difference(idx):
-        return stats.macro_auc_of(pruned, labels, idx) - stats.macro_auc_of(dense, labels, idx)
-
-    return stats.bootstrap_ci(difference, len(labels), level, vectorized=True)
 
 
 def _rate_evidence(confusion: np.ndarray, positive: int, level: float) -> dict:

@@ -1,7 +1,7 @@
 """Which layers can lose what: prune one layer at a time over a sparsity grid, record the AUC drop.
 
     scores (Scorer) -> one row's keep-mask (masks.select) -> fast evaluation (curves.Evaluator)
-    -> validation AUC with its interval (stats.auc_ci) -> one cell of the layer x sparsity table
+    -> validation AUC with its interval (ValidationAuc) -> one cell of the layer x sparsity table
 
 A *row* is what gets pruned together. Unstructured: one prunable layer. Structured: one channel
 space, i.e. a layer, or a coupled group of layers whose channels meet in an add (``slim``'s
@@ -21,11 +21,13 @@ import json
 import logging
 import warnings
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from workbench import stats
 from workbench.curves import Evaluator
 from workbench.data import Dataset, Split, stratified_sample
 from workbench.fs import write_atomically
@@ -137,6 +139,94 @@ class Subject:
         digest.update(f"{granularity} min_keep={min_keep} seed={self.scorer.seed} v{CELL_FORMAT}".encode())
         return digest.hexdigest()[:20]
 
+    @cached_property
+    def metric(self) -> ValidationAuc:
+        """The validation AUC the table ranks by."""
+        evaluator = self.evaluator
+        classes = evaluator.dense_val.shape[1]
+        return ValidationAuc.of(evaluator.val.labels, classes, evaluator.positive, evaluator.head.multilabel)
+
+
+@dataclass(frozen=True)
+class ValidationAuc:
+    """The validation AUC a table ranks by, from a model's probabilities (images x columns).
+
+    Binary: the positive class's AUC, with DeLong's intervals. Multi-class: the one-vs-rest macro
+    AUC over every class; multi-label: the mean AUC over the labels that hold both classes in
+    validation (another label has no AUC there); both with (paired) bootstrap intervals, as the
+    test metrics have (``workbench.evaluate``).
+    """
+
+    columns: tuple[int, ...]  # the probability columns scored
+    truth: np.ndarray  # (images, len(columns)) booleans
+
+    @classmethod
+    def of(cls, labels, classes: int, positive: int, multilabel: bool) -> ValidationAuc:
+        """For validation ``labels`` of a model with ``classes`` output columns.
+
+        Raises:
+            ValueError: when the labels cannot give the AUC (a class missing).
+        """
+        labels = np.asarray(labels)
+        if multilabel:
+            return cls._labels_with_both_classes(labels.reshape(len(labels), -1))
+        labels = labels.reshape(-1)
+        present = np.unique(labels)
+        if classes == 2 and len(present) == 1:
+            raise ValueError(
+                f"sensitivity needs both classes in the validation labels; they hold only class {present[0]} "
+                "(an AUC on validation needs both): give the validation split images of both"
+            )
+        if classes == 2:
+            return cls((positive,), (labels == positive)[:, None])
+        if len(present) < classes:
+            missing = sorted(set(range(classes)) - set(present.tolist()))
+            raise ValueError(
+                f"sensitivity ranks a multi-class model by its one-vs-rest macro AUC on validation, which "
+                f"needs every class there; the validation labels miss class(es) {missing}"
+            )
+        return cls(tuple(range(classes)), stats.indicators(labels, classes))
+
+    @classmethod
+    def _labels_with_both_classes(cls, labels: np.ndarray) -> ValidationAuc:
+        both = [j for j in range(labels.shape[1]) if 0 < labels[:, j].sum() < len(labels)]
+        if not both:
+            raise ValueError(
+                f"sensitivity needs a label with both classes in the validation labels; none of the "
+                f"{labels.shape[1]} labels has positives and negatives there"
+            )
+        if len(both) < labels.shape[1]:
+            warnings.warn(
+                f"labels {sorted(set(range(labels.shape[1])) - set(both))} hold one class in validation and "
+                "have no AUC there: the table ranks by the mean AUC of the others",
+                stacklevel=4,
+            )
+        return cls(tuple(both), labels[:, both].astype(bool))
+
+    @property
+    def binary(self) -> bool:
+        return len(self.columns) == 1
+
+    def point(self, probs: np.ndarray) -> float:
+        every = np.arange(len(self.truth))
+        return float(stats.macro_auc_of(probs[:, self.columns], self.truth, every)[0])
+
+    def interval(self, probs: np.ndarray) -> tuple[float, float, float]:
+        """(AUC, low, high)."""
+        if self.binary:
+            return stats.auc_ci(self.truth[:, 0], probs[:, self.columns[0]])
+        return stats.macro_auc_ci(probs[:, self.columns], self.truth)
+
+    def drop(self, dense: np.ndarray, probs: np.ndarray) -> tuple[float, float, float]:
+        """(dense AUC − AUC, low, high), the interval paired on the same images."""
+        if self.binary:
+            paired = stats.compare_auc(self.truth[:, 0], dense[:, self.columns[0]], probs[:, self.columns[0]])
+            return -paired["difference"], -paired["ci_high"], -paired["ci_low"]
+        difference, low, high = stats.compare_macro_auc(
+            self.truth, dense[:, self.columns], probs[:, self.columns]
+        )
+        return -difference, -high, -low
+
 
 def _first(split: Split) -> Split:
     return Split(split.images[:1], split.labels[:1], split.sources[:1])
@@ -145,37 +235,26 @@ def _first(split: Split) -> Split:
 # --- one cell ---------------------------------------------------------------------------------
 
 
-def validation_scores(subject: Subject, keep: Masks, structured: bool) -> np.ndarray:
-    """p(positive) of every validation image with ``keep`` applied (the fast evaluator's work copy)."""
-    val_probs, _ = subject.evaluator.probabilities(keep, structured)
-    return val_probs[:, subject.evaluator.positive]
-
-
-def validation_auc(subject: Subject, keep: Masks, structured: bool) -> tuple[float, float, float]:
-    """(AUC, low, high) on the validation images with ``keep`` applied: DeLong's interval (binary tasks)."""
-    from workbench.stats import auc_ci
-
-    return auc_ci(_binary_labels(subject), validation_scores(subject, keep, structured))
+def validation_auc(subject: Subject, keep: Masks, structured: bool) -> float:
+    """The validation AUC the table ranks by (``ValidationAuc``) with ``keep`` applied."""
+    probs, _ = subject.evaluator.probabilities(keep, structured)
+    return subject.metric.point(probs)
 
 
 def cell_metrics(subject: Subject, keep: Masks, structured: bool) -> dict:
-    """Validation AUC with its interval, the drop from dense with DeLong's paired interval, and the
+    """Validation AUC with its interval, the drop from dense with its paired interval, and the
     output distortion (``output_distortion``)."""
-    from workbench.stats import auc_ci, compare_auc
-
-    evaluator, labels = subject.evaluator, _binary_labels(subject)
-    probs, _ = evaluator.probabilities(keep, structured)
-    scores = probs[:, evaluator.positive]
-    auc, low, high = auc_ci(labels, scores)
-    paired = compare_auc(labels, evaluator.dense_val[:, evaluator.positive], scores)  # pruned - dense
+    probs, _ = subject.evaluator.probabilities(keep, structured)
+    auc, low, high = subject.metric.interval(probs)
+    drop, drop_low, drop_high = subject.metric.drop(subject.evaluator.dense_val, probs)
     return dict(
         auc=auc,
         low=low,
         high=high,
-        drop=-paired["difference"],
-        drop_low=-paired["ci_high"],
-        drop_high=-paired["ci_low"],
-        distortion=output_distortion(evaluator.dense_val, probs),
+        drop=drop,
+        drop_low=drop_low,
+        drop_high=drop_high,
+        distortion=output_distortion(subject.evaluator.dense_val, probs),
     )
 
 
@@ -194,27 +273,6 @@ def output_distortion(dense: np.ndarray, pruned: np.ndarray) -> float:
         return log_probs - log_probs.mean(axis=1, keepdims=True)
 
     return float(np.mean((logits(pruned) - logits(dense)) ** 2))
-
-
-def _binary_labels(subject: Subject) -> np.ndarray:
-    labels = np.asarray(subject.evaluator.val.labels)
-    if labels.ndim > 1 and labels.shape[1] > 1:
-        raise ValueError(
-            f"sensitivity needs a binary task (AUC with DeLong intervals); got multi-label labels of shape "
-            f"{labels.shape}"
-        )
-    labels = labels.reshape(-1)
-    if len(np.unique(labels)) == 1:
-        raise ValueError(
-            f"sensitivity needs both classes in the validation labels; they hold only class {labels[0]} "
-            "(an AUC on validation needs both): give the validation split images of both"
-        )
-    if len(np.unique(labels)) != 2:
-        raise ValueError(
-            f"sensitivity needs a binary task (AUC with DeLong intervals); the validation labels hold "
-            f"{len(np.unique(labels))} classes"
-        )
-    return (labels == subject.evaluator.positive).astype(int)
 
 
 def _row_cells(subject: Subject, criterion: str, granularity: str, row: Row, grid, min_keep: int):
@@ -246,8 +304,9 @@ class Sensitivity:
     """The layer x sparsity table of one model, criterion and granularity, plus the random baseline.
 
     ``cells`` has one row per (criterion, row, target): the achieved ``sparsity`` of that row,
-    the validation ``auc`` and its DeLong interval ``low``..``high``, ``drop`` = dense AUC - AUC
-    with its paired DeLong interval ``drop_low``..``drop_high`` (same images, so much narrower), and
+    the validation ``auc`` (``ValidationAuc``: binary, macro over classes or labels) and its interval
+    ``low``..``high``, ``drop`` = dense AUC - AUC with its paired interval ``drop_low``..``drop_high``
+    (same images, so much narrower), and
     the ``distortion`` of the outputs (``output_distortion``).
     """
 
@@ -380,7 +439,8 @@ def _dense(subject: Subject, folder: Path, granularity: str) -> dict:
     path = folder / "dense.json"
     if path.is_file():
         return json.loads(path.read_text())
-    auc, low, high = validation_auc(subject, dense_keep(subject.scorer.infos), granularity == "structured")
+    probs, _ = subject.evaluator.probabilities(dense_keep(subject.scorer.infos), granularity == "structured")
+    auc, low, high = subject.metric.interval(probs)
     dense = dict(auc=auc, low=low, high=high)
     write_atomically(path, json.dumps(dense))
     return dense

@@ -236,36 +236,57 @@ def ece_ci(
     )
 
 
+def indicators(labels, columns: int) -> np.ndarray:
+    """(N, columns) boolean truth: class ids (N,) one-hot, or multi-label 0/1 columns (N, L) as they are."""
+    labels = np.asarray(labels)
+    if labels.ndim == 2:
+        return labels.astype(bool)
+    return labels.reshape(-1)[:, None] == np.arange(columns)
+
+
 def macro_auc_of(probs: np.ndarray, labels: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    """One-vs-rest macro AUC of the cases ``indices`` (shape (size,) or (batch, size)), per row.
+    """Macro AUC of the cases ``indices`` (shape (size,) or (batch, size)), per row: one-vs-rest
+    over classes for class ids (N,), the mean over labels for 0/1 multi-label columns (N, L).
 
     Mann-Whitney on midranks, vectorised over bootstrap rows (scikit-learn's per-call
-    validation makes a thousand resamples take a minute). NaN for rows that miss a class.
+    validation makes a thousand resamples take a minute). NaN for rows where a column holds one class.
     """
     indices = np.atleast_2d(indices)
     size = indices.shape[1]
-    per_class = []
+    truth = indicators(labels, probs.shape[1])
+    per_column = []
     for k in range(probs.shape[1]):
         ranks = stats.rankdata(probs[indices, k], axis=1)
-        truth = labels[indices] == k
-        m = truth.sum(axis=1)
+        positive = truth[indices, k]
+        m = positive.sum(axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
-            per_class.append(((ranks * truth).sum(axis=1) - m * (m + 1) / 2) / (m * (size - m)))
-    macro = np.mean(per_class, axis=0)
+            per_column.append(((ranks * positive).sum(axis=1) - m * (m + 1) / 2) / (m * (size - m)))
+    macro = np.mean(per_column, axis=0)
     return np.where(np.isfinite(macro), macro, np.nan)
+
+
+def _check_macro_defined(probs: np.ndarray, labels) -> None:
+    truth = indicators(labels, probs.shape[1])
+    if np.ndim(labels) == 1:
+        present = int(truth.any(axis=0).sum())
+        if present < probs.shape[1]:
+            raise ValueError(f"labels hold {present} of {probs.shape[1]} classes: macro AUC undefined")
+        return
+    single = [k for k in range(truth.shape[1]) if truth[:, k].all() or not truth[:, k].any()]
+    if single:
+        raise ValueError(f"label columns {single} hold a single class: macro AUC undefined")
 
 
 def macro_auc_ci(
     probs: np.ndarray, labels, level: float = 0.95, *, resamples: int = 1000, seed: int = 0
 ) -> tuple[float, float, float]:
-    """One-vs-rest macro AUC of multi-class probabilities with its bootstrap interval.
+    """Macro AUC (see ``macro_auc_of``) with its bootstrap interval.
 
-    Resamples that miss a class have no macro AUC and are left out of the interval.
+    Resamples where a column holds one class have no macro AUC and are left out of the interval.
     """
-    probs, labels = np.asarray(probs, float), np.asarray(labels).reshape(-1)
-    present = len(np.unique(labels))
-    if present < probs.shape[1]:
-        raise ValueError(f"labels hold {present} of {probs.shape[1]} classes: macro AUC undefined")
+    probs, labels = np.asarray(probs, float), np.asarray(labels)
+    labels = labels if labels.ndim == 2 else labels.reshape(-1)
+    _check_macro_defined(probs, labels)
     return bootstrap_ci(
         lambda idx: macro_auc_of(probs, labels, idx),
         len(labels),
@@ -274,3 +295,17 @@ def macro_auc_ci(
         seed=seed,
         vectorized=True,
     )
+
+
+def compare_macro_auc(
+    labels, dense: np.ndarray, pruned: np.ndarray, level: float = 0.95
+) -> tuple[float, float, float]:
+    """Macro AUC(pruned) − macro AUC(dense) with a paired bootstrap interval (the same resampled cases)."""
+    dense, pruned, labels = np.asarray(dense, float), np.asarray(pruned, float), np.asarray(labels)
+    labels = labels if labels.ndim == 2 else labels.reshape(-1)
+    _check_macro_defined(dense, labels)
+
+    def difference(idx):
+        return macro_auc_of(pruned, labels, idx) - macro_auc_of(dense, labels, idx)
+
+    return bootstrap_ci(difference, len(labels), level, vectorized=True)
