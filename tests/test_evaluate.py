@@ -262,14 +262,16 @@ def test_compare_to_dense_SingleClassTest_VerdictUndefined_NoNumbers():
     assert evidence["specificity"] is None and evidence["sensitivity"] is not None
 
 
-def test_compare_to_dense_MultiClass_BootstrapIntervals_NoPValue():
+def test_compare_to_dense_MultiClass_MacroDeLongIntervals():
     rng = np.random.default_rng(12)
     labels = rng.integers(0, 3, 150)
     logits = rng.normal(size=(150, 3)) + 2 * np.eye(3)[labels]
     probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     evidence = compare_to_dense((probs, probs), (probs, probs), labels, labels)
     assert evidence["auc"] == pytest.approx(roc_auc_score(labels, probs, multi_class="ovr"))
-    assert evidence["auc_difference"] == 0 and evidence["auc_difference_p"] is None
+    assert evidence["auc_difference"] == 0 and evidence["auc_difference_p"] == 1.0
+    assert evidence["auc_difference_low"] == evidence["auc_difference_high"] == 0
+    assert evidence["auc_low"] < evidence["auc"] < evidence["auc_high"]
     assert evidence["noninferiority"] == "non-inferior" and evidence["rule"] == "argmax"
 
 

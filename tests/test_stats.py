@@ -14,6 +14,7 @@ from workbench.stats import (
     auc_ci,
     bootstrap_ci,
     compare_auc,
+    compare_macro_auc,
     delong,
     ece_ci,
     macro_auc_ci,
@@ -198,3 +199,43 @@ def test_macro_auc_ci_MultiClass_BracketsScikitLearn():
     expected = [roc_auc_score(labels[r], probs[r], multi_class="ovr") for r in rows]
     np.testing.assert_allclose(macro_auc_of(probs, labels, rows), expected)
     assert low < value < high and high - low < 0.3
+
+
+def test_macro_auc_OneColumn_IsExactlyDeLong():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 120)
+    a, b = labels + rng.normal(size=120), labels + 2 * rng.normal(size=120)
+    assert macro_auc_ci(a[:, None], labels[:, None]) == pytest.approx(auc_ci(labels, a), abs=1e-12)
+    macro = compare_macro_auc(labels[:, None], a[:, None], b[:, None])
+    assert macro == pytest.approx(compare_auc(labels, a, b), abs=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["multiclass", "multilabel"])
+def test_macro_auc_Interval_AgreesWithThePairedBootstrap(kind):
+    """The delta-method interval of the mean over columns has the bootstrap's width (within 15%)."""
+    rng = np.random.default_rng(4)
+    if kind == "multiclass":
+        labels = rng.integers(0, 4, 400)
+        truth = np.eye(4, dtype=bool)[labels]
+    else:
+        labels = (rng.random((400, 5)) < [0.1, 0.3, 0.5, 0.3, 0.2]).astype(int)
+        truth = labels.astype(bool)
+    dense = truth + rng.normal(size=truth.shape)
+    pruned = dense + 0.8 * rng.normal(size=truth.shape)
+    if kind == "multiclass":  # probabilities, as scikit-learn's one-vs-rest AUC wants them
+        dense, pruned = (np.exp(x) / np.exp(x).sum(axis=1, keepdims=True) for x in (dense, pruned))
+    value, low, high = macro_auc_ci(pruned, labels)
+    expected = roc_auc_score(
+        labels, pruned, average="macro", **({"multi_class": "ovr"} if kind == "multiclass" else {})
+    )
+    assert value == pytest.approx(expected, abs=1e-12)
+    _, boot_low, boot_high = bootstrap_ci(lambda i: macro_auc_of(pruned, labels, i), 400, vectorized=True)
+    assert (high - low) == pytest.approx(boot_high - boot_low, rel=0.15)
+    paired = compare_macro_auc(labels, dense, pruned)
+    assert paired["difference"] < 0 and paired["p_value"] < 0.05
+
+    def difference(i):
+        return macro_auc_of(pruned, labels, i) - macro_auc_of(dense, labels, i)
+
+    _, boot_low, boot_high = bootstrap_ci(difference, 400, vectorized=True)
+    assert (paired["ci_high"] - paired["ci_low"]) == pytest.approx(boot_high - boot_low, rel=0.15)

@@ -348,8 +348,9 @@ def _auc_evidence(
         values = stats.auc_ci(truth, pruned[:, 1], level) + (paired["auc_a"],)
         values += (paired["difference"], paired["ci_low"], paired["ci_high"], paired["p_value"])
     else:
-        values = stats.macro_auc_ci(pruned, labels, level) + (auc(dense, labels),)
-        values += stats.compare_macro_auc(labels, dense, pruned, level) + (None,)
+        paired = stats.compare_macro_auc(labels, dense, pruned, level)
+        values = stats.macro_auc_ci(pruned, labels, level) + (paired["auc_a"],)
+        values += (paired["difference"], paired["ci_low"], paired["ci_high"], paired["p_value"])
     result = dict(zip(names, values, strict=True))
     result["noninferiority"] = stats.noninferiority(values[5], values[6], margin)
     return result

@@ -151,10 +151,10 @@ class Subject:
 class ValidationAuc:
     """The validation AUC a table ranks by, from a model's probabilities (images x columns).
 
-    Binary: the positive class's AUC, with DeLong's intervals. Multi-class: the one-vs-rest macro
-    AUC over every class; multi-label: the mean AUC over the labels that hold both classes in
-    validation (another label has no AUC there); both with (paired) bootstrap intervals, as the
-    test metrics have (``workbench.evaluate``).
+    Binary: the positive class's AUC. Multi-class: the one-vs-rest macro AUC over every class;
+    multi-label: the mean AUC over the labels that hold both classes in validation (another label
+    has no AUC there). Intervals are DeLong's, of the mean for several columns
+    (``stats.macro_auc_ci``, ``stats.compare_macro_auc``).
     """
 
     columns: tuple[int, ...]  # the probability columns scored
@@ -203,29 +203,18 @@ class ValidationAuc:
             )
         return cls(tuple(both), labels[:, both].astype(bool))
 
-    @property
-    def binary(self) -> bool:
-        return len(self.columns) == 1
-
     def point(self, probs: np.ndarray) -> float:
         every = np.arange(len(self.truth))
         return float(stats.macro_auc_of(probs[:, self.columns], self.truth, every)[0])
 
     def interval(self, probs: np.ndarray) -> tuple[float, float, float]:
         """(AUC, low, high)."""
-        if self.binary:
-            return stats.auc_ci(self.truth[:, 0], probs[:, self.columns[0]])
         return stats.macro_auc_ci(probs[:, self.columns], self.truth)
 
     def drop(self, dense: np.ndarray, probs: np.ndarray) -> tuple[float, float, float]:
         """(dense AUC − AUC, low, high), the interval paired on the same images."""
-        if self.binary:
-            paired = stats.compare_auc(self.truth[:, 0], dense[:, self.columns[0]], probs[:, self.columns[0]])
-            return -paired["difference"], -paired["ci_high"], -paired["ci_low"]
-        difference, low, high = stats.compare_macro_auc(
-            self.truth, dense[:, self.columns], probs[:, self.columns]
-        )
-        return -difference, -high, -low
+        paired = stats.compare_macro_auc(self.truth, dense[:, self.columns], probs[:, self.columns])
+        return -paired["difference"], -paired["ci_high"], -paired["ci_low"]
 
 
 def _first(split: Split) -> Split:

@@ -1,10 +1,10 @@
 """Intervals and paired tests for clinical evidence: is the pruned model as good as the dense one?
 
 Pure NumPy/SciPy, no TensorFlow. AUC intervals and the paired AUC test follow DeLong et al.
-(1988) with the fast midrank algorithm of Sun & Xu (2014); proportions get Wilson intervals;
-metrics without a closed form (ECE, multi-class macro AUC) get ``scipy.stats.bootstrap``
-intervals. Undefined inputs (a single class) raise ``ValueError``: callers decide how to say
-"undefined", never a silent number.
+(1988) with the fast midrank algorithm of Sun & Xu (2014), also for a macro AUC (the mean over
+classes or labels, ``_case_terms``); proportions get Wilson intervals; the ECE, which has no closed
+form, gets a ``scipy.stats.bootstrap`` interval. Undefined inputs (a single class) raise
+``ValueError``: callers decide how to say "undefined", never a silent number.
 """
 
 from __future__ import annotations
@@ -29,17 +29,39 @@ def _z(level: float) -> float:
     return float(stats.norm.ppf(0.5 + level / 2))
 
 
-def _split_by_label(labels, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(positives, negatives) score columns; labels are 0/1 or boolean (1 = positive)."""
+def _binary_truth(labels, cases: int) -> np.ndarray:
+    """(cases, 1) booleans from binary labels (0/1 or boolean, 1 = positive)."""
     labels = np.asarray(labels).reshape(-1)
-    if scores.shape[-1] != labels.size:
-        raise ValueError(f"labels has {labels.size} entries but scores have {scores.shape[-1]}")
+    if cases != labels.size:
+        raise ValueError(f"labels has {labels.size} entries but scores have {cases}")
     if not np.isin(labels, (0, 1)).all():
         raise ValueError(f"labels must be 0/1 (1 = positive), got values {np.unique(labels)[:5]}")
-    positive = labels.astype(bool)
-    if positive.all() or not positive.any():
+    if len(np.unique(labels)) == 1:
         raise ValueError(f"labels hold a single class ({int(labels[0])}): AUC is undefined")
-    return scores[:, positive], scores[:, ~positive]
+    return labels.astype(bool)[:, None]
+
+
+def _case_terms(truth: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Macro AUCs (the mean over columns) of k score arrays (k, cases, columns), and per-case terms
+    (k, cases) whose products ``terms @ terms.T`` are DeLong's covariance of those AUCs.
+
+    Each column's AUC is DeLong's over its own positives and negatives (``truth``'s column). Its
+    structural components, centred and scaled by 1/√(m(m−1)) for a positive and 1/√(n(n−1)) for a
+    negative, are the case's term: summed over cases their products give DeLong's S10/m + S01/n
+    exactly. For several columns a case's term is the mean of its columns' terms, because the cases,
+    not the columns, are what is sampled (the delta method for a mean of U-statistics).
+    """
+    k, cases, columns = scores.shape
+    aucs, terms = np.zeros(k), np.zeros((k, cases))
+    for c in range(columns):
+        positive = truth[:, c]
+        v10, v01 = _structural_components(scores[:, positive, c], scores[:, ~positive, c])
+        m, n = v10.shape[1], v01.shape[1]
+        auc = v10.mean(axis=1)
+        terms[:, positive] += (v10 - auc[:, None]) / np.sqrt(m * max(m - 1, 1))
+        terms[:, ~positive] += (v01 - auc[:, None]) / np.sqrt(n * max(n - 1, 1))
+        aucs += auc
+    return aucs / columns, terms / columns
 
 
 def delong(labels, *scores) -> tuple[np.ndarray, np.ndarray]:
@@ -51,11 +73,9 @@ def delong(labels, *scores) -> tuple[np.ndarray, np.ndarray]:
     Returns:
         ``(aucs, covariance)`` with shapes (k,) and (k, k) for k score arrays.
     """
-    positives, negatives = _split_by_label(labels, np.atleast_2d(np.asarray(scores, dtype=float)))
-    v10, v01 = _structural_components(positives, negatives)
-    aucs = v10.mean(axis=1)
-    covariance = np.atleast_2d(np.cov(v10)) / v10.shape[1] + np.atleast_2d(np.cov(v01)) / v01.shape[1]
-    return aucs, covariance
+    scores = np.atleast_2d(np.asarray(scores, dtype=float))
+    aucs, terms = _case_terms(_binary_truth(labels, scores.shape[1]), scores[:, :, None])
+    return aucs, terms @ terms.T
 
 
 def _structural_components(positives: np.ndarray, negatives: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -69,37 +89,19 @@ def _structural_components(positives: np.ndarray, negatives: np.ndarray) -> tupl
     return v10, v01
 
 
-def auc_ci(labels, scores, level: float = 0.95) -> tuple[float, float, float]:
-    """ROC AUC of ``scores`` for binary ``labels`` with DeLong's confidence interval.
-
-    The normal interval is clipped to [0, 1]; with perfect separation its width is zero
-    (DeLong's variance vanishes there), so read it as "at least as good as this sample shows".
-
-    Raises:
-        ValueError: a single class in ``labels`` (AUC undefined), or a bad ``level``.
-    """
-    z = _z(level)
-    aucs, covariance = delong(labels, scores)
-    half = z * float(np.sqrt(max(covariance[0, 0], 0.0)))
-    value = float(aucs[0])
+def _interval(value: float, variance: float, level: float) -> tuple[float, float, float]:
+    """The normal interval, clipped to [0, 1]."""
+    half = _z(level) * float(np.sqrt(max(variance, 0.0)))
     return value, max(value - half, 0.0), min(value + half, 1.0)
 
 
-def compare_auc(labels, scores_a, scores_b, level: float = 0.95) -> dict:
-    """DeLong's paired test of two scores on the same cases: is AUC(b) different from AUC(a)?
-
-    Returns:
-        ``auc_a``, ``auc_b``, ``difference`` (b − a), its interval ``ci_low``/``ci_high`` and the
-        two-sided ``p_value``. Identical scores give difference 0, interval [0, 0] and p = 1.
-    """
+def _paired(aucs: np.ndarray, terms: np.ndarray, level: float) -> dict:
+    """The difference AUC(b) − AUC(a) with its interval and two-sided p, from two arrays' case terms."""
     z = _z(level)
-    positives, negatives = _split_by_label(labels, np.asarray([scores_a, scores_b], dtype=float))
-    v10, v01 = _structural_components(positives, negatives)
-    # the variance of the difference straight from differenced components: exactly 0 for equal scores
-    variance = np.var(v10[1] - v10[0], ddof=1) / v10.shape[1] + np.var(v01[1] - v01[0], ddof=1) / v01.shape[1]
-    auc_a, auc_b = (float(a) for a in v10.mean(axis=1))
+    # the variance straight from differenced terms: exactly 0 for equal scores
+    se = float(np.sqrt(np.sum((terms[1] - terms[0]) ** 2)))
+    auc_a, auc_b = float(aucs[0]), float(aucs[1])
     difference = auc_b - auc_a
-    se = float(np.sqrt(max(variance, 0.0)))
     if se == 0.0:
         p_value = 1.0 if difference == 0 else 0.0
     else:
@@ -112,6 +114,32 @@ def compare_auc(labels, scores_a, scores_b, level: float = 0.95) -> dict:
         "ci_high": difference + z * se,
         "p_value": p_value,
     }
+
+
+def auc_ci(labels, scores, level: float = 0.95) -> tuple[float, float, float]:
+    """ROC AUC of ``scores`` for binary ``labels`` with DeLong's confidence interval.
+
+    The normal interval is clipped to [0, 1]; with perfect separation its width is zero
+    (DeLong's variance vanishes there), so read it as "at least as good as this sample shows".
+
+    Raises:
+        ValueError: a single class in ``labels`` (AUC undefined), or a bad ``level``.
+    """
+    _z(level)
+    aucs, covariance = delong(labels, scores)
+    return _interval(float(aucs[0]), covariance[0, 0], level)
+
+
+def compare_auc(labels, scores_a, scores_b, level: float = 0.95) -> dict:
+    """DeLong's paired test of two scores on the same cases: is AUC(b) different from AUC(a)?
+
+    Returns:
+        ``auc_a``, ``auc_b``, ``difference`` (b − a), its interval ``ci_low``/``ci_high`` and the
+        two-sided ``p_value``. Identical scores give difference 0, interval [0, 0] and p = 1.
+    """
+    _z(level)
+    scores = np.asarray([scores_a, scores_b], dtype=float)
+    return _paired(*_case_terms(_binary_truth(labels, scores.shape[1]), scores[:, :, None]), level)
 
 
 def wilson_ci(successes: int, trials: int, level: float = 0.95) -> tuple[float, float, float]:
@@ -265,47 +293,35 @@ def macro_auc_of(probs: np.ndarray, labels: np.ndarray, indices: np.ndarray) -> 
     return np.where(np.isfinite(macro), macro, np.nan)
 
 
-def _check_macro_defined(probs: np.ndarray, labels) -> None:
-    truth = indicators(labels, probs.shape[1])
-    if np.ndim(labels) == 1:
+def _macro_truth(probs: np.ndarray, labels) -> np.ndarray:
+    """``indicators`` of ``labels`` for ``probs``' columns; ValueError where a column holds one class."""
+    labels = np.asarray(labels)
+    if len(labels) != len(probs):
+        raise ValueError(f"labels has {len(labels)} entries but probs have {len(probs)}")
+    truth = indicators(labels if labels.ndim == 2 else labels.reshape(-1), probs.shape[1])
+    if labels.ndim == 1:
         present = int(truth.any(axis=0).sum())
         if present < probs.shape[1]:
             raise ValueError(f"labels hold {present} of {probs.shape[1]} classes: macro AUC undefined")
-        return
-    single = [k for k in range(truth.shape[1]) if truth[:, k].all() or not truth[:, k].any()]
+    single = [c for c in range(truth.shape[1]) if truth[:, c].all() or not truth[:, c].any()]
     if single:
         raise ValueError(f"label columns {single} hold a single class: macro AUC undefined")
+    return truth
 
 
-def macro_auc_ci(
-    probs: np.ndarray, labels, level: float = 0.95, *, resamples: int = 1000, seed: int = 0
-) -> tuple[float, float, float]:
-    """Macro AUC (see ``macro_auc_of``) with its bootstrap interval.
+def macro_auc_ci(probs: np.ndarray, labels, level: float = 0.95) -> tuple[float, float, float]:
+    """Macro AUC (see ``macro_auc_of``) with DeLong's interval of the mean (``_case_terms``).
 
-    Resamples where a column holds one class have no macro AUC and are left out of the interval.
+    One column (a binary task's positive class) gives exactly ``auc_ci``.
     """
-    probs, labels = np.asarray(probs, float), np.asarray(labels)
-    labels = labels if labels.ndim == 2 else labels.reshape(-1)
-    _check_macro_defined(probs, labels)
-    return bootstrap_ci(
-        lambda idx: macro_auc_of(probs, labels, idx),
-        len(labels),
-        level,
-        resamples=resamples,
-        seed=seed,
-        vectorized=True,
-    )
+    _z(level)
+    probs = np.asarray(probs, float)
+    aucs, terms = _case_terms(_macro_truth(probs, labels), probs[None])
+    return _interval(float(aucs[0]), float(terms[0] @ terms[0]), level)
 
 
-def compare_macro_auc(
-    labels, dense: np.ndarray, pruned: np.ndarray, level: float = 0.95
-) -> tuple[float, float, float]:
-    """Macro AUC(pruned) − macro AUC(dense) with a paired bootstrap interval (the same resampled cases)."""
-    dense, pruned, labels = np.asarray(dense, float), np.asarray(pruned, float), np.asarray(labels)
-    labels = labels if labels.ndim == 2 else labels.reshape(-1)
-    _check_macro_defined(dense, labels)
-
-    def difference(idx):
-        return macro_auc_of(pruned, labels, idx) - macro_auc_of(dense, labels, idx)
-
-    return bootstrap_ci(difference, len(labels), level, vectorized=True)
+def compare_macro_auc(labels, probs_a: np.ndarray, probs_b: np.ndarray, level: float = 0.95) -> dict:
+    """The paired test of two models' macro AUCs on the same cases, as ``compare_auc`` for one column."""
+    _z(level)
+    probs = np.asarray([probs_a, probs_b], float)
+    return _paired(*_case_terms(_macro_truth(probs[0], labels), probs), level)
