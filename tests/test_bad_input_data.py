@@ -389,3 +389,13 @@ def test_dataset_built_by_hand_RefusesImagesOutsideZeroToOne_NamingTheSplit(tiny
     images[0, 0, 0, 0] = pixel
     with pytest.raises(ValueError, match=message):
         Dataset("mine", train, Split(images, val.labels, val.sources), test, ("a", "b"))
+
+
+def test_split_built_by_hand_FromFloat64OrUint8_HoldsFloat32(tiny_dataset):
+    from workbench.data import Split
+
+    val = tiny_dataset.val
+    for images in (val.images.astype(np.float64), (val.images > 0.5).astype(np.uint8)):
+        split = Split(images, val.labels, val.sources)
+        assert split.images.dtype == np.float32
+        np.testing.assert_array_equal(split.images, images.astype(np.float32))

@@ -315,3 +315,16 @@ def test_scorer_ModelWithAConv2DTranspose_WarnsThatItsWeightsAreNotPruned(tiny_d
     with caplog.at_level("WARNING", logger="workbench.scores"):
         Scorer(model, tiny_dataset.train.images[:8], tiny_dataset.train.labels[:8])  # as Gradual does
     assert "upsample" not in caplog.text  # once per model
+
+
+def test_calibration_OfOneClass_IsWarnedAbout(trained_tiny):
+    import warnings
+
+    model, data = trained_tiny
+    images, labels = data.train.images[:16], data.train.labels[:16]
+    one = labels == labels[0]
+    with pytest.warns(UserWarning, match=f"calibration labels hold only class {labels[0]}"):
+        Scorer(model, images[one], labels[one])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Scorer(model, images, labels)  # both classes: no warning

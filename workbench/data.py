@@ -36,6 +36,12 @@ class Split:
     labels: np.ndarray
     sources: np.ndarray
 
+    def __post_init__(self) -> None:
+        images = np.asarray(self.images)
+        numeric = np.issubdtype(images.dtype, np.number) or images.dtype == bool
+        if numeric and images.dtype != np.float32:  # a hand-built split's float64 would double every pass
+            object.__setattr__(self, "images", images.astype(np.float32))
+
     def __len__(self) -> int:
         return len(self.labels)
 

@@ -12,9 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import warnings
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -108,7 +110,19 @@ def check_calibration(
             f"got values {images.min():g}..{images.max():g}"
         )
     head.check_labels(labels, "calibration labels")
+    _warn_if_one_class(np.asarray(labels), head)
     return head
+
+
+def _warn_if_one_class(labels: np.ndarray, head: Head) -> None:
+    """Scores from one class's images rank weights by what that class alone needs."""
+    if head.multilabel or len(labels) < 2 or len(np.unique(labels)) > 1:
+        return
+    warnings.warn(
+        f"the calibration labels hold only class {labels.reshape(-1)[0]}, so the scores are the gradients "
+        "of that class's loss alone; calibrate on images of every class (data.stratified_sample)",
+        stacklevel=4,
+    )
 
 
 def gradient_stats(
@@ -280,7 +294,6 @@ class Scorer:
         self._stats: dict[str, GradientStats] = {}
         self._scores: dict[tuple[str, str, str], Scores] = {}
         self._frozen, self._fingerprint = frozen, None
-        self._architecture = architecture(model)  # a model's layers and wiring never change
 
     def fingerprint(self) -> str:
         """A hash of the model's architecture, every weight (BatchNorm statistics too) and the
@@ -288,7 +301,7 @@ class Scorer:
         numbers. The weights are hashed once only when ``frozen``."""
         if self._fingerprint is None:
             digest = hashlib.sha1(NUMERICS.encode())
-            digest.update(self._architecture.encode())
+            digest.update(self._architecture.encode())  # read once, when a cache first asks
             for variable in self.model.weights:  # not their paths: Keras numbers a process's models
                 value = np.ascontiguousarray(variable)
                 digest.update(repr(value.shape).encode())
@@ -297,6 +310,10 @@ class Scorer:
                 return digest.hexdigest()
             self._fingerprint = digest.hexdigest()
         return self._fingerprint
+
+    @cached_property
+    def _architecture(self) -> str:
+        return architecture(self.model)  # a model's layers and wiring never change
 
     def stats(self, progress: Progress | None = None) -> GradientStats:
         """The gradient statistics of the current weights: from memory, the disk cache, or one pass.
