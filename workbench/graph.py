@@ -210,8 +210,10 @@ class Graph:
         """{node: which output channels are non-zero in the masked reference of ``keep``}."""
         units, out = self.unit_alive(keep), {}
         for node in self.nodes.values():
-            alive = _alive(node, [out[s] for s in node.inbound], units.get(node.name))
-            out[node.name] = alive if self._keeps_zero[node.name] else np.ones(node.channels, bool)
+            if self._keeps_zero[node.name]:
+                out[node.name] = _alive(node, [out[s] for s in node.inbound], units.get(node.name))
+            else:  # it maps zero elsewhere (a sigmoid, an offset): every channel is non-zero after it
+                out[node.name] = np.ones(node.channels, bool)
         return out
 
     @cached_property
@@ -355,24 +357,21 @@ def _maps_zero_to_zero(node: Node) -> bool:
 
 def _alive(node: Node, inputs: list[np.ndarray], units: np.ndarray | None) -> np.ndarray:
     """Which output channels of ``node`` are zero-free, given its inputs', if it maps zero to zero."""
-    everything = np.ones(node.channels, bool)
     if node.role in ("input", "opaque"):
-        return everything
+        return np.ones(node.channels, bool)
     if node.role == "producer":
-        alive = units.copy()
-    elif node.role == "depthwise":
-        alive = units & inputs[0]
-    elif node.role == "merge":
-        alive = np.any(inputs, axis=0)
-    elif node.role == "multiply":
-        alive = np.all(inputs, axis=0)
-    elif node.role == "concat":
-        alive = np.concatenate(inputs)
-    elif node.role == "flatten":
-        alive = np.tile(inputs[0], node.channels // len(inputs[0]))
-    else:
-        alive = inputs[0].copy()
-    return alive
+        return units.copy()
+    if node.role == "depthwise":
+        return units & inputs[0]
+    if node.role == "merge":
+        return np.any(inputs, axis=0)
+    if node.role == "multiply":
+        return np.all(inputs, axis=0)
+    if node.role == "concat":
+        return np.concatenate(inputs)
+    if node.role == "flatten":
+        return np.tile(inputs[0], node.channels // len(inputs[0]))
+    return inputs[0].copy()
 
 
 def _first_only(kept: np.ndarray) -> np.ndarray:
