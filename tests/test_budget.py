@@ -309,3 +309,10 @@ def test_structured_allocation_Params_AreTheSlimModelsKernelWeights(resnet):
     keep = allocation.keep.values()
     masked = sum(int(m.sum()) for m in keep) / sum(m.size for m in keep)
     assert allocation.params < masked, "the masks alone overstate what the slim model keeps"
+
+
+def test_allocate_WithoutATable_ComputesOnlyTheCriterionsCells(trained_tiny, tmp_path):
+    subject = Subject.build(*trained_tiny)
+    allocate(subject, "params", 0.5, grid=GRID, cache=tmp_path)
+    cells = [path.name for path in tmp_path.rglob("*.json") if path.name != "dense.json"]
+    assert cells and all(name.startswith("taylor--") for name in cells)

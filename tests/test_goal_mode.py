@@ -55,6 +55,9 @@ def test_goal_point_LayerTable_ThresholdIsEachLayersLowestKeptScore_TotalsMatchT
 
 def test_goal_table_IsComputedOnce_ThenReadFromMemory(explorer):
     first = explorer.goal_table("taylor", "unstructured", grid=GRID)
+    assert set(first.cells["criterion"]) == {"taylor"}, "an allocation reads no random rows: none computed"
+    with pytest.raises(ValueError, match="without the random baseline"):
+        first.with_baseline_row()
     assert first.computed == 0  # the last call only reads: the columns before it computed every cell
     assert explorer.goal_table("taylor", "unstructured", grid=GRID) is first
 

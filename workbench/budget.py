@@ -495,6 +495,7 @@ def allocate(
             criterion,
             granularity,
             grid,
+            baseline=False,  # an allocation reads no random rows
             min_keep=min_keep,
             cache=cache,
             dask_address=dask_address,

@@ -574,13 +574,14 @@ class Explorer:
         if key in tables:
             return tables[key]
         cache = self.cache_dir / "sensitivity" if self.cache_dir is not None else None
+        options = dict(baseline=False, cache=cache, progress=False)  # an allocation reads no random rows
         with self._curve_lock:
             subject = self._goal_subject()
             for done, sparsity in enumerate(grid):
                 if progress is not None:
                     progress(done, len(grid))
-                sensitivity(subject, criterion, granularity, (sparsity,), cache=cache, progress=False)
-            tables[key] = sensitivity(subject, criterion, granularity, grid, cache=cache, progress=False)
+                sensitivity(subject, criterion, granularity, (sparsity,), **options)
+            tables[key] = sensitivity(subject, criterion, granularity, grid, **options)
         if progress is not None:
             progress(len(grid), len(grid))
         return tables[key]

@@ -317,6 +317,10 @@ class Sensitivity:
 
     def with_baseline_row(self, value: str = "drop") -> pd.DataFrame:
         """The criterion's matrix with one more row: the random criterion, averaged over rows."""
+        if BASELINE not in set(self.cells["criterion"]):
+            raise ValueError(
+                "this table was computed without the random baseline: call sensitivity(..., baseline=True)"
+            )
         table = self.matrix(self.criterion, value)
         table.loc[f"{BASELINE} (mean of rows)"] = self.matrix(BASELINE, value).mean(axis=0)
         return table
