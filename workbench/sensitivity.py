@@ -172,12 +172,12 @@ class ValidationAuc:
             return cls._labels_with_both_classes(labels.reshape(len(labels), -1))
         labels = labels.reshape(-1)
         present = np.unique(labels)
-        if classes == 2 and len(present) == 1:
-            raise ValueError(
-                f"sensitivity needs both classes in the validation labels; they hold only class {present[0]} "
-                "(an AUC on validation needs both): give the validation split images of both"
-            )
         if classes == 2:
+            if len(present) == 1:
+                raise ValueError(
+                    f"sensitivity needs both classes in the validation labels; they hold only class "
+                    f"{present[0]} (an AUC on validation needs both): give the validation split images of both"
+                )
             return cls((positive,), (labels == positive)[:, None])
         if len(present) < classes:
             missing = sorted(set(range(classes)) - set(present.tolist()))
