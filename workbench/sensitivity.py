@@ -175,8 +175,9 @@ class ValidationAuc:
         if classes == 2:
             if len(present) == 1:
                 raise ValueError(
-                    f"sensitivity needs both classes in the validation labels; they hold only class "
-                    f"{present[0]} (an AUC on validation needs both): give the validation split images of both"
+                    "sensitivity needs both classes in the validation labels; they hold only class "
+                    f"{present[0]} (an AUC on validation needs both): give the validation split images "
+                    "of both"
                 )
             return cls((positive,), (labels == positive)[:, None])
         if len(present) < classes:
