@@ -202,6 +202,33 @@ def test_multilabel_metrics_AgreeWithScikitLearn_PerLabelAndMacro(trained_multil
         assert metrics["specificity_per_label"][j] == pytest.approx((~said & ~truth).sum() / (~truth).sum())
 
 
+def test_multilabel_evidence_IsDeLongsOfTheMeanOverLabels_PairedWithDense(trained_multilabel):
+    from workbench.stats import compare_macro_auc, macro_auc_ci
+    from workbench.widgets import evidence_html
+
+    model, data = trained_multilabel
+    evaluator = Evaluator(model, data.val, data.test)
+    scorer = Scorer(model, data.train.images, data.train.labels)
+    keep = make_masks(scorer, PruneSpec(sparsity=0.95)).keep
+    metrics = evaluator.evaluate(keep)
+    pruned = apply_masks(model, keep).predict(data.test.images, verbose=0)
+    dense = model.predict(data.test.images, verbose=0)
+    assert metrics["auc"] == pytest.approx(roc_auc_score(data.test.labels, pruned, average="macro"), abs=1e-6)
+    assert metrics["dense_auc"] == pytest.approx(
+        roc_auc_score(data.test.labels, dense, average="macro"), abs=1e-6
+    )
+    expected = compare_macro_auc(data.test.labels, dense, pruned)
+    assert metrics["auc_difference"] == pytest.approx(expected["difference"], abs=1e-6)
+    assert metrics["auc_difference"] < 0, "the fixture's pruning should cost AUC"
+    assert metrics["auc_difference_low"] < metrics["auc_difference"] < metrics["auc_difference_high"]
+    assert (metrics["auc_low"], metrics["auc_high"]) == pytest.approx(
+        macro_auc_ci(pruned, data.test.labels)[1:], abs=1e-6
+    )
+    assert metrics["noninferiority"] in ("non-inferior", "inferior", "inconclusive")
+    assert "mean over labels: AUC" in evidence_html(metrics)
+    assert "auc_low" not in evaluator.evaluate(keep, evidence=False)  # curve points: no intervals
+
+
 def test_multilabel_model_CurveAndFineTune_Work(trained_multilabel):
     model, data = trained_multilabel
     scorer = Scorer(model, data.train.images, data.train.labels)

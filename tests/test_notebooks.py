@@ -120,6 +120,33 @@ def test_budgets_notebook_WritesItsResults_WithTheAllocationPickedAfterFineTunin
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("head", ["one sigmoid", "multi-label"])
+def test_budgets_notebook_OnAUsersModelWithAnotherHead_MeetsItsBudgets(head, shared_data, tmp_path):
+    """A user's one-sigmoid or multi-label .keras and .npz: the test AUC comes from the model's own head."""
+    from conftest import tiny_head_model, write_multilabel_npz, write_npz
+
+    from workbench.data import load_npz
+    from workbench.train import Recipe, compile_model, fit
+
+    if head == "multi-label":
+        npz, model = (
+            write_multilabel_npz(tmp_path / "mine.npz", sizes=(60, 24, 24)),
+            tiny_head_model(3, "sigmoid"),
+        )
+    else:
+        npz, model = write_npz(tmp_path / "mine.npz", sizes=(60, 24, 24)), tiny_head_model(1, "sigmoid")
+    fit(compile_model(model), load_npz(npz), Recipe(epochs=2, batch_size=8), progress=False)
+    model.save(tmp_path / "mine.keras")
+    name = "06_sensitivity_and_budgets.ipynb"
+    options = {**SMALL[name], "dataset": str(npz), "model": str(tmp_path / "mine.keras")}
+    _run(name, tmp_path, **options, results_dir=str(tmp_path / "out"))
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert 0.0 <= metrics["dense_test_auc"] <= 1.0
+    assert all(0.0 <= a["test_auc"] <= 1.0 for a in metrics["allocations"])
+    assert metrics["picked_after_fine_tune"]["flops"] <= SMALL[name]["flops_budget"]
+
+
+@pytest.mark.slow
 def test_teaching_notebook_StudentVersion_FailsAtTheFirstExercise(shared_data, tmp_path):
     from workbench.classroom import write_student_version
 

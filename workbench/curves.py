@@ -21,6 +21,7 @@ from workbench.compat import tf
 from workbench.evaluate import (
     YOUDEN,
     OperatingPoint,
+    auc_evidence,
     changed_labels,
     multilabel_metrics,
     pruned_metrics,
@@ -230,9 +231,9 @@ class Evaluator:
 
     def _metrics(self, val_probs: np.ndarray, test_probs: np.ndarray, evidence: bool) -> dict:
         if self.head.multilabel:
-            return multilabel_evidence(
-                (self.dense_val, self.dense_test), (val_probs, test_probs), self.val, self.test
-            )
+            dense = (self.dense_val, self.dense_test)
+            options = dict(margin=self.margin, level=self.level, evidence=evidence)
+            return multilabel_evidence(dense, (val_probs, test_probs), self.val, self.test, **options)
         return pruned_metrics(
             (self.dense_val, self.dense_test),
             (val_probs, test_probs),
@@ -256,9 +257,14 @@ class Evaluator:
         return self._metrics(*probs, self.evidence if evidence is None else evidence)
 
 
-def multilabel_evidence(dense: tuple, pruned: tuple, val, test) -> dict:
-    """Per-label metrics of a multi-label model, with the test cases whose decisions changed."""
+def multilabel_evidence(
+    dense: tuple, pruned: tuple, val, test, *, margin: float = 0.02, level: float = 0.95, evidence=True
+) -> dict:
+    """Per-label metrics of a multi-label model, with the test cases whose decisions changed, and
+    (``evidence``) the AUC evidence of the mean over labels (``auc_evidence``)."""
     metrics = multilabel_metrics(pruned[0], val.labels, pruned[1], test.labels)
+    if evidence:
+        metrics.update(auc_evidence(dense[1], pruned[1], test.labels, margin, level, multilabel=True))
     metrics["changed"] = changed_labels(dense[1], pruned[1])
     metrics["test_probs"] = pruned[1]
     return metrics
@@ -303,7 +309,7 @@ def evaluate_model(
         return validated_metrics(probs[0], val.labels, probs[1], test.labels, positive, operating=operating)
     reference = split_probabilities(dense, as_head(dense, head), images, len(val.labels))
     if head.multilabel:
-        return multilabel_evidence(reference, probs, val, test)
+        return multilabel_evidence(reference, probs, val, test, margin=margin, level=level)
     options = dict(positive=positive, operating=operating, margin=margin, level=level)
     return pruned_metrics(reference, probs, val.labels, test.labels, **options)
 

@@ -255,8 +255,8 @@ def compare_to_dense(
     """The clinical evidence that a pruned model is (or is not) as good as the dense one, on test.
 
     Each model's threshold is chosen on validation by ``operating`` and applied unchanged to
-    test. AUC intervals and the paired difference (pruned − dense) are DeLong's (bootstrap for
-    multi-class, where the p-value is None); sensitivity and specificity get Wilson intervals,
+    test. AUC intervals and the paired difference (pruned − dense) are DeLong's (of the macro
+    AUC for multi-class: ``stats.macro_auc_ci``); sensitivity and specificity get Wilson intervals,
     ECE a bootstrap one; McNemar's exact test compares the decisions that changed.
 
     Args:
@@ -313,8 +313,7 @@ def pruned_metrics(
     dense_said = decisions(dense_test, before["threshold"], positive)
     pruned_said = decisions(pruned_test, metrics["threshold"], positive)
     if evidence:
-        metrics["margin"] = float(margin)
-        metrics.update(_auc_evidence(dense_test, pruned_test, test_labels, margin, level))
+        metrics.update(auc_evidence(dense_test, pruned_test, test_labels, margin, level))
         metrics["mcnemar_p"] = stats.mcnemar_p(dense_said == test_labels, pruned_said == test_labels)
         metrics.update(_rate_evidence(metrics["confusion"], positive, level))
         ece = _ece_evidence(pruned_test, test_labels, level)
@@ -331,28 +330,27 @@ def _ece_evidence(probs: np.ndarray, labels: np.ndarray, level: float) -> tuple:
     return stats.ece_ci(probs, labels, level)
 
 
-def _auc_evidence(
-    dense: np.ndarray, pruned: np.ndarray, labels: np.ndarray, margin: float, level: float
+def auc_evidence(
+    dense: np.ndarray, pruned: np.ndarray, labels: np.ndarray, margin: float, level: float, multilabel=False
 ) -> dict:
-    """AUC with interval, the dense AUC, the paired difference with interval and p, and the verdict."""
+    """AUC with interval, the dense AUC, the paired difference with interval and p, and the verdict.
+
+    DeLong's, of the task's AUC (``stats.auc_columns``): the positive class's, the one-vs-rest macro
+    AUC, or the mean over the labels that hold both classes in test.
+    """
     names = ("auc", "auc_low", "auc_high", "dense_auc")
     names += ("auc_difference", "auc_difference_low", "auc_difference_high", "auc_difference_p")
-    if len(np.unique(labels)) < dense.shape[1]:
-        _undefined(
-            f"test holds {len(np.unique(labels))} of {dense.shape[1]} classes: AUC evidence is undefined"
-        )
-        return dict.fromkeys(names) | {"noninferiority": UNDEFINED}
-    if dense.shape[1] == 2:
-        truth = (labels == 1).astype(int)
-        paired = stats.compare_auc(truth, dense[:, 1], pruned[:, 1], level)
-        values = stats.auc_ci(truth, pruned[:, 1], level) + (paired["auc_a"],)
-        values += (paired["difference"], paired["ci_low"], paired["ci_high"], paired["p_value"])
-    else:
-        paired = stats.compare_macro_auc(labels, dense, pruned, level)
-        values = stats.macro_auc_ci(pruned, labels, level) + (paired["auc_a"],)
-        values += (paired["difference"], paired["ci_low"], paired["ci_high"], paired["p_value"])
+    columns, truth, missing = stats.auc_columns(labels, dense.shape[1], 1, multilabel)
+    if not columns or (missing and not multilabel):
+        classes = "labels" if multilabel else "classes"
+        _undefined(f"test holds one class of {classes} {missing}: AUC evidence is undefined")
+        return dict.fromkeys(names) | {"noninferiority": UNDEFINED, "margin": float(margin)}
+    paired = stats.compare_macro_auc(truth, dense[:, columns], pruned[:, columns], level)
+    values = stats.macro_auc_ci(pruned[:, columns], truth, level) + (paired["auc_a"],)
+    values += (paired["difference"], paired["ci_low"], paired["ci_high"], paired["p_value"])
     result = dict(zip(names, values, strict=True))
     result["noninferiority"] = stats.noninferiority(values[5], values[6], margin)
+    result["margin"] = float(margin)
     return result
 
 

@@ -28,7 +28,7 @@ import pandas as pd
 from workbench.budget import Allocation, allocate, check_goal
 from workbench.curves import SCALAR_METRICS, Evaluator, curve, evaluate_model, log_grid, point_row
 from workbench.data import check_dataset, stratified_sample
-from workbench.evaluate import METRICS_VERSION, YOUDEN, OperatingPoint, auc_ci, layer_table
+from workbench.evaluate import METRICS_VERSION, YOUDEN, OperatingPoint, layer_table
 from workbench.fs import write_atomically
 from workbench.heads import Head
 from workbench.masks import (
@@ -43,6 +43,7 @@ from workbench.progressive import fingerprint, read_cached_curve, write_cached_c
 from workbench.prune import PruneSpec, apply_masks, fine_tune, make_masks
 from workbench.scores import Progress, Scorer
 from workbench.sensitivity import DEFAULT_GRID, Sensitivity, Subject, check_grid, sensitivity
+from workbench.stats import auc_columns, macro_auc_ci
 from workbench.train import Recipe
 
 log = logging.getLogger(__name__)
@@ -469,7 +470,8 @@ class Explorer:
         evaluator, labels = self._subset_evaluator(size)
         result = make_masks(self.scorer, spec)
         metrics = evaluator.evaluate(result.keep, spec.structured)
-        interval = _half_width(metrics["test_probs"], labels, evaluator.positive)
+        multilabel = evaluator.head.multilabel
+        interval = _half_width(metrics["test_probs"], labels, evaluator.positive, multilabel)
         table = layer_table(self.model, result)
         return Point(spec, result, metrics, table, exact=False, n=len(labels), interval=interval)
 
@@ -660,9 +662,10 @@ def _round_down_to_size(n: float) -> int:
     return size
 
 
-def _half_width(probs: np.ndarray, labels: np.ndarray, positive: int) -> float:
-    """Half the AUC's 95% DeLong interval; NaN where it is undefined (a class absent, multi-label)."""
-    if probs.ndim != 2 or probs.shape[1] != 2 or len(np.unique(labels)) < 2:
+def _half_width(probs: np.ndarray, labels: np.ndarray, positive: int, multilabel: bool) -> float:
+    """Half the 95% DeLong interval of the task's AUC (``stats.auc_columns``); NaN where it is undefined."""
+    columns, truth, missing = auc_columns(labels, probs.shape[1], positive, multilabel)
+    if not columns or (missing and not multilabel):
         return float("nan")
-    _, low, high = auc_ci(labels == positive, probs[:, positive])
+    _, low, high = macro_auc_ci(probs[:, columns], truth)
     return (high - low) / 2

@@ -162,47 +162,35 @@ class ValidationAuc:
 
     @classmethod
     def of(cls, labels, classes: int, positive: int, multilabel: bool) -> ValidationAuc:
-        """For validation ``labels`` of a model with ``classes`` output columns.
+        """For validation ``labels`` of a model with ``classes`` output columns (``stats.auc_columns``).
 
         Raises:
-            ValueError: when the labels cannot give the AUC (a class missing).
+            ValueError: when the labels cannot give the AUC (a class missing, no label with both).
         """
-        labels = np.asarray(labels)
-        if multilabel:
-            return cls._labels_with_both_classes(labels.reshape(len(labels), -1))
-        labels = labels.reshape(-1)
-        present = np.unique(labels)
-        if classes == 2:
-            if len(present) == 1:
-                raise ValueError(
-                    "sensitivity needs both classes in the validation labels; they hold only class "
-                    f"{present[0]} (an AUC on validation needs both): give the validation split images "
-                    "of both"
-                )
-            return cls((positive,), (labels == positive)[:, None])
-        if len(present) < classes:
-            missing = sorted(set(range(classes)) - set(present.tolist()))
+        columns, truth, missing = stats.auc_columns(labels, classes, positive, multilabel)
+        if multilabel and not columns:
+            raise ValueError(
+                "sensitivity needs a label with both classes in the validation labels; none of the "
+                f"{len(missing)} labels has positives and negatives there"
+            )
+        if multilabel and missing:
+            warnings.warn(
+                f"labels {missing} hold one class in validation and have no AUC there: the table ranks "
+                "by the mean AUC of the others",
+                stacklevel=4,
+            )
+        elif classes == 2 and missing:
+            raise ValueError(
+                "sensitivity needs both classes in the validation labels; they hold only class "
+                f"{1 - missing[0]} (an AUC on validation needs both): give the validation split images "
+                "of both"
+            )
+        elif missing:
             raise ValueError(
                 f"sensitivity ranks a multi-class model by its one-vs-rest macro AUC on validation, which "
                 f"needs every class there; the validation labels miss class(es) {missing}"
             )
-        return cls(tuple(range(classes)), stats.indicators(labels, classes))
-
-    @classmethod
-    def _labels_with_both_classes(cls, labels: np.ndarray) -> ValidationAuc:
-        both = [j for j in range(labels.shape[1]) if 0 < labels[:, j].sum() < len(labels)]
-        if not both:
-            raise ValueError(
-                f"sensitivity needs a label with both classes in the validation labels; none of the "
-                f"{labels.shape[1]} labels has positives and negatives there"
-            )
-        if len(both) < labels.shape[1]:
-            warnings.warn(
-                f"labels {sorted(set(range(labels.shape[1])) - set(both))} hold one class in validation and "
-                "have no AUC there: the table ranks by the mean AUC of the others",
-                stacklevel=4,
-            )
-        return cls(tuple(both), labels[:, both].astype(bool))
+        return cls(columns, truth)
 
     def point(self, probs: np.ndarray) -> float:
         every = np.arange(len(self.truth))

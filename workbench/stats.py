@@ -272,6 +272,28 @@ def indicators(labels, columns: int) -> np.ndarray:
     return labels.reshape(-1)[:, None] == np.arange(columns)
 
 
+def auc_columns(
+    labels, classes: int, positive: int = 1, multilabel: bool = False
+) -> tuple[tuple[int, ...], np.ndarray, list[int]]:
+    """Which probability columns a task's AUC is taken over, their truth, and what it leaves out.
+
+    Binary (2 columns): the positive class's column. Multi-class: every class (one-vs-rest macro).
+    Multi-label (labels (N, L) 0/1): the labels that hold both classes. Returns
+    ``(columns, truth (N, len(columns)) booleans, missing)``: ``missing`` lists the classes absent
+    from ``labels`` (the AUC is then undefined), or for multi-label the labels left out.
+    """
+    labels = np.asarray(labels)
+    if multilabel:
+        labels = labels.reshape(len(labels), -1)
+        both = [j for j in range(labels.shape[1]) if 0 < labels[:, j].sum() < len(labels)]
+        return tuple(both), labels[:, both].astype(bool), sorted(set(range(labels.shape[1])) - set(both))
+    labels = labels.reshape(-1)
+    missing = sorted(set(range(classes)) - set(np.unique(labels).tolist()))
+    if classes == 2:
+        return (positive,), (labels == positive)[:, None], missing
+    return tuple(range(classes)), indicators(labels, classes), missing
+
+
 def macro_auc_of(probs: np.ndarray, labels: np.ndarray, indices: np.ndarray) -> np.ndarray:
     """Macro AUC of the cases ``indices`` (shape (size,) or (batch, size)), per row: one-vs-rest
     over classes for class ids (N,), the mean over labels for 0/1 multi-label columns (N, L).

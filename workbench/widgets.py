@@ -690,18 +690,23 @@ def goal_text(point: GoalPoint) -> str:
 
 def evidence_html(m: dict) -> str:
     """The clinical evidence line: pruned AUC with its interval, the paired difference, the verdict."""
-    if "noninferiority" not in m:  # multi-label: per-label metrics only
+    if "noninferiority" not in m:  # a curve point: no intervals
         return ""
     if m["auc_difference"] is None:
         return "<div>AUC difference from dense: undefined (a class is missing from the test images)</div>"
     verdict = m["noninferiority"]
     colour = {"non-inferior": "green", "inferior": "crimson"}.get(verdict, "darkorange")
+    decisions = (  # multi-label: a threshold per label, in the per-label table
+        f" · threshold {html.escape(str(m['rule']))} · McNemar p = {_number(m['mcnemar_p'])}"
+        if "rule" in m
+        else ""
+    )
+    mean = "mean over labels: " if "rule" not in m else ""
     return (
-        f"<div>AUC {_number(m['auc'])} [{_number(m['auc_low'])}, {_number(m['auc_high'])}] · "
+        f"<div>{mean}AUC {_number(m['auc'])} [{_number(m['auc_low'])}, {_number(m['auc_high'])}] · "
         f"ΔAUC vs dense {m['auc_difference']:+.3f} [{m['auc_difference_low']:+.3f}, "
         f"{m['auc_difference_high']:+.3f}], p = {_number(m['auc_difference_p'])} · "
-        f"<b style='color:{colour}'>{verdict}</b> at δ = {m['margin']:g} · "
-        f"threshold {html.escape(str(m['rule']))} · McNemar p = {_number(m['mcnemar_p'])}</div>"
+        f"<b style='color:{colour}'>{verdict}</b> at δ = {m['margin']:g}{decisions}</div>"
     )
 
 
