@@ -44,3 +44,18 @@ def test_grad_cam_NoConvLayer_RaisesValueError():
     model, _ = _patch_detector()
     with pytest.raises(ValueError, match="no Conv2D layer"):
         grad_cam(model, np.zeros((8, 8, 1), np.float32), 1)
+
+
+def test_saliency_OfAOneSigmoidModel_ReadsItsUnitAsClassOne():
+    """p(class 1) of a one-sigmoid head is its unit; class 0 is 1 − p, the same map."""
+    from workbench.heads import predict_probabilities
+
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3), keras.layers.Flatten()])
+    model.add(keras.layers.Dense(1, activation="sigmoid"))
+    image = np.random.default_rng(0).random((8, 8, 1)).astype(np.float32)
+    one, zero = input_gradients(model, image, 1), input_gradients(model, image, 0)
+    np.testing.assert_allclose(one, zero, atol=1e-6)
+    assert one.max() == pytest.approx(1.0)
+    assert grad_cam(model, image, 1).shape == (8, 8)
+    probs = predict_probabilities(model, image[None])
+    assert probs.shape == (1, 2) and probs[0, 1] == pytest.approx(float(model(image[None])[0, 0]))

@@ -129,6 +129,15 @@ def as_head(model: keras.Model, head: Head | str | None = None) -> Head:
     return head if isinstance(head, Head) else detect_head(model, head)
 
 
+def predict_probabilities(
+    model: keras.Model, images: np.ndarray, head: Head | str | None = None
+) -> np.ndarray:
+    """The model's probabilities (images x classes, or x labels), whatever its head: a one-sigmoid
+    model gives two columns (p(0), p(1)), a logits model its softmax."""
+    outputs = model.predict(np.asarray(images, np.float32), verbose=0)
+    return np.asarray(as_head(model, head).probabilities(outputs))
+
+
 def detect_head(model: keras.Model, head: str | None = None, *, compile_config: dict | None = None) -> Head:
     """Read the head from the model's last layer (or take ``head``, one of ``HEADS``, as given).
 

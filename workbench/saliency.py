@@ -8,14 +8,19 @@ from __future__ import annotations
 import numpy as np
 
 from workbench.compat import keras, tf
+from workbench.heads import as_head
 
 
 def input_gradients(model: keras.Model, image: np.ndarray, class_index: int) -> np.ndarray:
-    """|∂p(class)/∂pixel| for one (H, W, C) image, summed over channels, scaled to [0, 1]."""
+    """|∂p(class)/∂pixel| for one (H, W, C) image, summed over channels, scaled to [0, 1].
+
+    p comes from the model's head (``workbench.heads``): class 1 of a one-sigmoid model is its unit.
+    """
+    head = as_head(model)
     x = tf.constant(image[np.newaxis], tf.float32)
     with tf.GradientTape() as tape:
         tape.watch(x)
-        probability = model(x, training=False)[0, class_index]
+        probability = head.probabilities(model(x, training=False))[0, class_index]
     saliency = np.abs(tape.gradient(probability, x).numpy()[0]).sum(axis=-1)
     return _unit_scale(saliency)
 
@@ -33,11 +38,11 @@ def grad_cam(model: keras.Model, image: np.ndarray, class_index: int, layer: str
 
     Selvaraju et al. (2017). The map is upsampled bilinearly to the image size.
     """
-    layer = layer or last_conv_layer(model)
+    layer, head = layer or last_conv_layer(model), as_head(model)
     x = tf.constant(image[np.newaxis], tf.float32)
     with tf.GradientTape() as tape:
-        activations, probs = _activations_and_output(model, layer, x, tape)
-        probability = probs[0, class_index]
+        activations, outputs = _activations_and_output(model, layer, x, tape)
+        probability = head.probabilities(outputs)[0, class_index]
     grads = tape.gradient(probability, activations)[0].numpy()
     weights = grads.mean(axis=(0, 1))
     cam = np.maximum((activations[0].numpy() * weights).sum(axis=-1), 0.0)
