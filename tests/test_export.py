@@ -160,3 +160,36 @@ def test_save_keras_WrongSuffix_RaisesValueError(tmp_path):
 def test_TFLiteModel_BatchSizeBelowOne_RaisesValueError(exported):
     with pytest.raises(ValueError, match="batch_size"):
         TFLiteModel(exported["tflite"].read_bytes(), batch_size=0)
+
+
+@pytest.mark.parametrize("kind", ["logits", "sigmoid", "sigmoid_logits"])
+def test_exported_files_OfAnyHead_GiveTheModelsOwnMetrics(kind, tiny_dataset, tmp_path):
+    """A logits model's files were read as probabilities (AUC 0.39 for 0.62); one-sigmoid ones crashed."""
+    from conftest import tiny_head_model
+
+    from workbench.compat import keras
+    from workbench.train import Recipe, compile_model, fit
+
+    units, activation = {"logits": (2, None), "sigmoid": (1, "sigmoid"), "sigmoid_logits": (1, None)}[kind]
+    model = tiny_head_model(units, activation)
+    if kind == "sigmoid_logits":
+        model.compile(optimizer="adam", loss=keras.losses.BinaryCrossentropy(from_logits=True))
+    else:
+        compile_model(model)
+    fit(model, tiny_dataset, Recipe(epochs=2, batch_size=8), progress=False)
+    paths = export_all(model, tmp_path, kind, calibration=tiny_dataset.train.images)
+    reference = evaluate_model(model, tiny_dataset.val, tiny_dataset.test)
+    table = export_table(paths, tiny_dataset.val, tiny_dataset.test)
+    for fmt in ("keras", "tflite"):
+        assert table.loc[fmt, "auc"] == pytest.approx(reference["auc"], abs=1e-6), fmt
+        assert table.loc[fmt, "accuracy"] == reference["accuracy"], fmt
+    probs = probabilities(paths["tflite"], tiny_dataset.test.images)
+    assert probs.shape == (len(tiny_dataset.test.images), 2)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_TFLiteModel_BadInput_IsNamed(exported, tiny_dataset):
+    with pytest.raises(ValueError, match="content must be the bytes of a .tflite model"):
+        TFLiteModel(str(exported["tflite"]))
+    with pytest.raises(ValueError, match=r"images must have shape \(N, \*\(24, 24, 1\)\)"):
+        TFLiteModel(exported["tflite"].read_bytes()).predict(tiny_dataset.test.images[:, :20, :20])

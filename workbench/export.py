@@ -28,7 +28,8 @@ from ai_edge_litert.interpreter import Interpreter
 
 from workbench.compat import keras, tf
 from workbench.data import Split
-from workbench.evaluate import validated_metrics
+from workbench.evaluate import multilabel_metrics, validated_metrics
+from workbench.heads import Head, as_head, detect_head, predict_probabilities, saved_compile_config
 from workbench.prune import copy_model
 from workbench.train import save_atomically
 
@@ -38,16 +39,24 @@ FORMATS = ("keras", "tflite", "int8")
 SUFFIXES = {"keras": ".keras", "tflite": ".tflite", "int8": ".int8.tflite"}
 
 
-def save_keras(model: keras.Model, path: str | Path) -> Path:
+def save_keras(model: keras.Model, path: str | Path, head: Head | str | None = None) -> Path:
     """Save ``model`` for inference as a ``.keras`` file (atomically) and return its path.
 
-    What is saved is an uncompiled copy: architecture and weights, without the optimizer state
-    that a trained model carries (Adam's two moments would triple the file).
+    What is saved is a copy: architecture and weights, without the optimizer state that a trained
+    model carries (Adam's two moments would triple the file). A model whose outputs are sigmoid
+    logits is saved compiled with its loss only, so that the file tells what its outputs mean.
     """
     path = Path(path)
     if path.suffix != ".keras":
         raise ValueError(f"path must end in .keras, got {path.name!r}")
-    return save_atomically(copy_model(model), path)
+    copy = copy_model(model)
+    try:
+        head = as_head(model, head)
+    except ValueError:
+        head = None  # a head nobody can read: the file says no more than the model does
+    if head is not None and head.kind.endswith("_logits"):
+        copy.compile(loss=head.loss())
+    return save_atomically(copy, path)
 
 
 def gzip_size(source: str | Path | bytes) -> int:
@@ -59,27 +68,50 @@ def gzip_size(source: str | Path | bytes) -> int:
 # --- TFLite conversion ------------------------------------------------------------------------
 
 
-def to_tflite(model: keras.Model, quantize: str = "float", calibration: np.ndarray | None = None) -> bytes:
-    """Convert ``model`` with ``tf.lite.TFLiteConverter.from_keras_model``.
+def to_tflite(
+    model: keras.Model,
+    quantize: str = "float",
+    calibration: np.ndarray | None = None,
+    head: Head | str | None = None,
+) -> bytes:
+    """Convert ``model`` with ``tf.lite.TFLiteConverter.from_keras_model``; the file outputs
+    probabilities whatever the head (``workbench.heads``): a logits model's softmax, a one-sigmoid
+    model's (p(0), p(1)).
 
     Args:
         quantize: ``"float"`` (float32 weights and ops) or ``"int8"`` (full-integer ops, float I/O).
         calibration: images (N, H, W, C) for int8's representative dataset; a few hundred
             training images are plenty.
+        head: the output head, when it cannot be read from ``model``.
 
     Raises:
-        ValueError: for an unknown ``quantize``, or ``"int8"`` without calibration images of the
-            model's input shape.
+        ValueError: for an unknown ``quantize``, ``"int8"`` without calibration images of the
+            model's input shape, or a model LiteRT's converter cannot convert (naming why).
     """
     if quantize not in ("float", "int8"):
         raise ValueError(f"quantize must be 'float' or 'int8', got {quantize!r}")
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter = tf.lite.TFLiteConverter.from_keras_model(_with_probabilities(model, head))
     if quantize == "int8":
         calibration = _check_calibration(model, calibration)
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: _representative(calibration)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    return _quietly(converter.convert)
+    try:
+        return _quietly(converter.convert)
+    except Exception as error:  # the converter's own errors (MLIR, TOCO) have no common base class
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(
+            f"LiteRT's converter could not convert {model.name!r} ({quantize}): {first}"
+        ) from error
+
+
+def _with_probabilities(model: keras.Model, head: Head | str | None) -> keras.Model:
+    """``model``, or a wrapper whose output is its head's probabilities where those are not its outputs."""
+    head = as_head(model, head)
+    if head.kind in ("softmax", "multilabel"):
+        return model
+    inputs = keras.Input(model.input_shape[1:])
+    return keras.Model(inputs, keras.layers.Lambda(head.probabilities)(model(inputs)), name=model.name)
 
 
 def _check_calibration(model: keras.Model, calibration: np.ndarray | None) -> np.ndarray:
@@ -122,6 +154,11 @@ class TFLiteModel:
     """
 
     def __init__(self, content: bytes, batch_size: int = 1, num_threads: int | None = None):
+        if not isinstance(content, bytes):
+            raise ValueError(
+                "content must be the bytes of a .tflite model (e.g. Path(file).read_bytes()), "
+                f"got {type(content).__name__}"
+            )
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.interpreter = Interpreter(model_content=content, num_threads=num_threads)
@@ -144,6 +181,9 @@ class TFLiteModel:
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Probabilities for any number of images (the last batch is padded, then trimmed)."""
         images = np.asarray(images, np.float32)
+        expected = tuple(int(n) for n in self.input["shape"][1:])
+        if images.ndim != len(expected) + 1 or images.shape[1:] != expected or len(images) == 0:
+            raise ValueError(f"images must have shape (N, *{expected}) for this model, got {images.shape}")
         out = []
         for start in range(0, len(images), self.batch_size):
             batch = images[start : start + self.batch_size]
@@ -168,7 +208,13 @@ class TFLiteModel:
 # --- files and their accuracy -----------------------------------------------------------------
 
 
-def export_all(model: keras.Model, folder: str | Path, name: str, calibration: np.ndarray) -> dict[str, Path]:
+def export_all(
+    model: keras.Model,
+    folder: str | Path,
+    name: str,
+    calibration: np.ndarray,
+    head: Head | str | None = None,
+) -> dict[str, Path]:
     """Write ``name.keras``, ``name.tflite`` and ``name.int8.tflite`` into ``folder``.
 
     Returns:
@@ -177,28 +223,43 @@ def export_all(model: keras.Model, folder: str | Path, name: str, calibration: n
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = {fmt: folder / f"{name}{suffix}" for fmt, suffix in SUFFIXES.items()}
-    save_keras(model, paths["keras"])
-    paths["tflite"].write_bytes(to_tflite(model))
-    paths["int8"].write_bytes(to_tflite(model, "int8", calibration))
+    save_keras(model, paths["keras"], head)
+    paths["tflite"].write_bytes(to_tflite(model, head=head))
+    paths["int8"].write_bytes(to_tflite(model, "int8", calibration, head=head))
     return paths
 
 
-def probabilities(path: str | Path, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Run an exported model file (``.keras`` or ``.tflite``) on ``images``; return probabilities."""
+def probabilities(
+    path: str | Path, images: np.ndarray, batch_size: int = 64, head: Head | str | None = None
+) -> np.ndarray:
+    """Run an exported model file on ``images``; return probabilities (images x classes or labels).
+
+    A ``.keras`` file's outputs go through its head, read from the file as ``load_user_model`` reads
+    it (or ``head``); a ``.tflite`` file written by ``to_tflite`` outputs probabilities already.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"exported model not found: {path}")
     if path.suffix == ".keras":
-        return keras.models.load_model(path, compile=False).predict(images, batch_size=batch_size, verbose=0)
+        model = keras.models.load_model(path, compile=False)
+        if not isinstance(head, Head):
+            head = detect_head(model, head, compile_config=saved_compile_config(path))
+        return predict_probabilities(model, images, head)
     if path.suffix == ".tflite":
-        return TFLiteModel(path.read_bytes(), batch_size=min(batch_size, len(images))).predict(images)
+        return TFLiteModel(path.read_bytes(), batch_size=max(1, min(batch_size, len(images)))).predict(images)
     raise ValueError(f"path must be a .keras or .tflite file, got {path.name!r}")
 
 
-def file_metrics(path: str | Path, val: Split, test: Split, positive: int = 1) -> dict:
-    """Size, gzip size and clinical test metrics of one exported model (threshold chosen on val)."""
-    val_probs, test_probs = probabilities(path, val.images), probabilities(path, test.images)
-    metrics = validated_metrics(val_probs, val.labels, test_probs, test.labels, positive)
+def file_metrics(
+    path: str | Path, val: Split, test: Split, positive: int = 1, head: Head | str | None = None
+) -> dict:
+    """Size, gzip size and clinical test metrics of one exported model (thresholds chosen on val)."""
+    val_probs = probabilities(path, val.images, head=head)
+    test_probs = probabilities(path, test.images, head=head)
+    if np.ndim(test.labels) == 2:  # multi-label
+        metrics = multilabel_metrics(val_probs, val.labels, test_probs, test.labels)
+    else:
+        metrics = validated_metrics(val_probs, val.labels, test_probs, test.labels, positive)
     return {
         "file": Path(path).name,
         "bytes": Path(path).stat().st_size,
@@ -207,11 +268,16 @@ def file_metrics(path: str | Path, val: Split, test: Split, positive: int = 1) -
     }
 
 
-def export_table(paths: dict[str, Path], val: Split, test: Split) -> pd.DataFrame:
-    """One row per exported file: format, bytes, gzip bytes, test accuracy, AUC, sensitivity, specificity."""
+def export_table(
+    paths: dict[str, Path], val: Split, test: Split, head: Head | str | None = None
+) -> pd.DataFrame:
+    """One row per exported file: format, bytes, gzip bytes, test accuracy, AUC, sensitivity, specificity.
+
+    ``head``: the model's output head, when a ``.keras`` file cannot tell it (see ``probabilities``).
+    """
     columns = ["file", "bytes", "gzip_bytes", "accuracy", "auc", "sensitivity", "specificity"]
     rows = []
     for fmt, path in paths.items():
-        metrics = file_metrics(path, val, test)
+        metrics = file_metrics(path, val, test, head=head)
         rows.append({"format": fmt, **{key: metrics[key] for key in columns}})
     return pd.DataFrame(rows).set_index("format")

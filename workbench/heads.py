@@ -205,7 +205,7 @@ def _compiled_loss(model: keras.Model, compile_config: dict | None) -> dict | No
     if isinstance(loss, str):
         return {"name": loss.lower(), "from_logits": False}
     if isinstance(loss, dict):
-        inner = loss.get("config") or {}
+        inner = loss.get("config") if isinstance(loss.get("config"), dict) else {}
         name = str(loss.get("class_name") or inner.get("name") or "").lower()
         return {"name": name, "from_logits": bool(inner.get("from_logits", False))}
     if isinstance(loss, keras.losses.Loss):
