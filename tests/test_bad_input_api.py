@@ -13,10 +13,18 @@ import numpy as np
 import pytest
 from conftest import tiny_head_model
 
+from workbench.curves import Evaluator, evaluate_model
 from workbench.heads import detect_head
 from workbench.masks import check_masks, select
 from workbench.models import build_model, load_user_model
-from workbench.prune import PruneSpec, apply_masks, masks_from_scores, polynomial_sparsity
+from workbench.prune import (
+    PruneSpec,
+    apply_masks,
+    fine_tune,
+    make_masks,
+    masks_from_scores,
+    polynomial_sparsity,
+)
 from workbench.registry import get_kernels, prunable_layers
 from workbench.scores import Scorer
 from workbench.train import Recipe, baseline
@@ -273,6 +281,55 @@ CASES = [
         ValueError,
         "multilabel",
     ),
+    # evaluation: splits whose images the model takes, labels its head fits, a class of it as positive
+    (
+        "evaluate_model images of another size",
+        lambda m, d, t: evaluate_model(m, _cropped(d.val), _cropped(d.test)),
+        ValueError,
+        r"val images must have shape \(N, \*\(24, 24, 1\)\)",
+    ),
+    (
+        "Evaluator images of another size",
+        lambda m, d, t: Evaluator(m, d.val, _cropped(d.test)),
+        ValueError,
+        "test images must have shape",
+    ),
+    (
+        "evaluate_model positive 2",
+        lambda m, d, t: evaluate_model(m, d.val, d.test, positive=2),
+        ValueError,
+        r"positive must be a class index in \[0, 2\), got 2",
+    ),
+    (
+        "evaluate_model val a tuple",
+        lambda m, d, t: evaluate_model(m, (d.val.images, d.val.labels), d.test),
+        ValueError,
+        "val must be a Split",
+    ),
+    (
+        "evaluate_model model None",
+        lambda m, d, t: evaluate_model(None, d.val, d.test),
+        ValueError,
+        "Keras model",
+    ),
+    (
+        "Scorer of a path",
+        lambda m, d, t: Scorer("m.keras", _images(d), d.val.labels[:8]),
+        ValueError,
+        "Keras model",
+    ),
+    (
+        "make_masks spec a dict",
+        lambda m, d, t: make_masks(Scorer(m, _images(d), d.val.labels[:8]), {"sparsity": 0.5}),
+        ValueError,
+        "spec must be a PruneSpec",
+    ),
+    (
+        "fine_tune data a path",
+        lambda m, d, t: fine_tune(m, _keep(m), "data.npz"),
+        ValueError,
+        "dataset must be a Dataset",
+    ),
     (
         "train_user_model 'yes'",
         lambda m, d, t: baseline(d, "seed_cnn", train_user_model="yes"),
@@ -280,6 +337,12 @@ CASES = [
         "train_user_model",
     ),
 ]
+
+
+def _cropped(split):
+    from workbench.data import Split
+
+    return Split(split.images[:, :20, :20], split.labels, split.sources)
 
 
 def _saved(tmp_path, model):

@@ -399,3 +399,37 @@ def test_split_built_by_hand_FromFloat64OrUint8_HoldsFloat32(tiny_dataset):
         split = Split(images, val.labels, val.sources)
         assert split.images.dtype == np.float32
         np.testing.assert_array_equal(split.images, images.astype(np.float32))
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(labels=slice(0, -2)), r"mine: val holds \{'images': \d+, 'labels': \d+, 'sources': \d+\}"),
+        (dict(images="no channel"), r"val images must be \(N, H, W, C\).*images\[\.\.\., None\]"),
+        (dict(labels="halves"), "val labels must be whole class indices"),
+    ],
+)
+def test_dataset_built_by_hand_InconsistentSplits_AreNamed(tiny_dataset, change, message):
+    from workbench.data import Dataset, Split
+
+    train, val, test = tiny_dataset.train, tiny_dataset.val, tiny_dataset.test
+    images, labels = val.images, val.labels
+    if change.get("labels") == "halves":
+        labels = labels * 0.5
+    elif "labels" in change:
+        labels = labels[change["labels"]]
+    if change.get("images") == "no channel":
+        images = images[..., 0]
+    with pytest.raises(ValueError, match=message):
+        Dataset("mine", train, Split(images, labels, val.sources), test, ("a", "b"))
+
+
+def test_dataset_built_by_hand_ClassNamesAsOneString_IsRefused_FloatZeroOneLabels_AreIndices(tiny_dataset):
+    from workbench.data import Dataset, Split
+
+    train, val, test = tiny_dataset.train, tiny_dataset.val, tiny_dataset.test
+    with pytest.raises(ValueError, match="class_names must be a tuple of names"):
+        Dataset("mine", train, val, test, "ab")
+    as_floats = Split(val.images, val.labels.astype(np.float64), val.sources)
+    assert as_floats.labels.dtype == np.int64
+    assert Dataset("mine", train, as_floats, test, ("a", "b")).task == "binary"

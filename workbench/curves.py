@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.compat import tf
+from workbench.data import Split
 from workbench.evaluate import (
     YOUDEN,
     OperatingPoint,
@@ -34,6 +35,7 @@ from workbench.masks import (
     Masks,
     check_masks,
 )
+from workbench.models import check_built, check_images
 from workbench.progressive import reporter
 from workbench.prune import PruneSpec, masks_from_scores
 from workbench.registry import kernel_variables
@@ -152,7 +154,7 @@ class Evaluator:
         dense: tuple[np.ndarray, np.ndarray, float] | None = None,
         progress: Callable[[int, int], None] | None = None,
     ):
-        self.head = as_head(model, head)  # outputs -> probabilities, and which metrics apply
+        self.head = check_evaluation(model, val, test, positive, head)  # outputs -> probabilities, metrics
         self.forward = forward if forward is not None else Forward(model, self.head)
         self.model = model
         self._kernels = {
@@ -257,6 +259,25 @@ class Evaluator:
         return self._metrics(*probs, self.evidence if evidence is None else evidence)
 
 
+def check_evaluation(model, val, test, positive: int, head: Head | str | None = None) -> Head:
+    """The model's head, or ValueError unless ``val`` and ``test`` are Splits whose images the model
+    takes and whose labels fit its head, and ``positive`` is one of its classes."""
+    check_built(model)
+    head = as_head(model, head)
+    for name, split in (("val", val), ("test", test)):
+        if not isinstance(split, Split):
+            raise ValueError(f"{name} must be a Split (e.g. data.{name}), got {type(split).__name__}")
+        check_images(model, split.images, f"{name} images")
+        head.check_labels(split.labels, f"{name} labels")
+    if (
+        isinstance(positive, bool)
+        or not isinstance(positive, int | np.integer)
+        or not 0 <= positive < head.classes
+    ):
+        raise ValueError(f"positive must be a class index in [0, {head.classes}), got {positive!r}")
+    return head
+
+
 def multilabel_evidence(
     dense: tuple, pruned: tuple, val, test, *, margin: float = 0.02, level: float = 0.95, evidence=True
 ) -> dict:
@@ -300,7 +321,7 @@ def evaluate_model(
         dense: the dense reference model; given, the result also holds ``compare_to_dense``'s
             evidence and ``changed``, exactly as ``Evaluator.evaluate`` returns for the same masks.
     """
-    head = as_head(model, head)
+    head = check_evaluation(model, val, test, positive, head)
     images = stacked_images(val, test)
     probs = split_probabilities(model, head, images, len(val.labels))
     if dense is None and head.multilabel:

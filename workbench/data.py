@@ -41,6 +41,9 @@ class Split:
         numeric = np.issubdtype(images.dtype, np.number) or images.dtype == bool
         if numeric and images.dtype != np.float32:  # a hand-built split's float64 would double every pass
             object.__setattr__(self, "images", images.astype(np.float32))
+        labels = np.asarray(self.labels)
+        if labels.dtype.kind in "fb" and np.array_equal(labels, np.round(labels)):  # 0./1. or True/False
+            object.__setattr__(self, "labels", labels.astype(np.int64))
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -65,6 +68,11 @@ class Dataset:
     class_names: tuple[str, ...]
 
     def __post_init__(self) -> None:
+        if isinstance(self.class_names, str) or not all(isinstance(n, str) for n in self.class_names):
+            raise ValueError(
+                f"{self.name}: class_names must be a tuple of names, one per class or label, "
+                f"got {self.class_names!r}"
+            )
         check_splits(self.splits(), where=self.name)
         check_pixels(self.splits(), where=self.name)
         check_labels_fit(self.splits(), self.class_names, where=self.name)
@@ -230,6 +238,20 @@ def check_splits(splits: dict[str, Split], where: str) -> None:
     Raises:
         ValueError: naming ``where`` and every split's shape.
     """
+    for name, split in splits.items():
+        sizes = {"images": len(split.images), "labels": len(split.labels), "sources": len(split.sources)}
+        if len(set(sizes.values())) > 1:
+            raise ValueError(f"{where}: {name} holds {sizes}; expected one label and source per image")
+        if split.images.ndim not in (4, 5):
+            raise ValueError(
+                f"{where}: {name} images must be (N, H, W, C) or (N, D, H, W, C) with a channel axis, "
+                f"got shape {split.images.shape} (add one: images[..., None])"
+            )
+        if not np.issubdtype(split.labels.dtype, np.integer):
+            raise ValueError(
+                f"{where}: {name} labels must be whole class indices (or 0/1 flags per label), got "
+                f"{split.labels.dtype} values such as {np.unique(split.labels)[:4].tolist()}"
+            )
     for attribute, what in (("images", "image shape"), ("labels", "label width")):
         shapes = {name: getattr(split, attribute).shape[1:] for name, split in splits.items()}
         if len(set(shapes.values())) > 1:

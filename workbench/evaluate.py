@@ -185,6 +185,16 @@ def clinical_metrics(
     }
 
 
+def check_positive(positive, classes: int) -> None:
+    """Raise ValueError unless ``positive`` is a class index in [0, classes)."""
+    if (
+        isinstance(positive, bool)
+        or not isinstance(positive, int | np.integer)
+        or not 0 <= positive < classes
+    ):
+        raise ValueError(f"positive must be a class index in [0, {classes}), got {positive!r}")
+
+
 def validated_metrics(
     val_probs: np.ndarray,
     val_labels: np.ndarray,
@@ -200,6 +210,7 @@ def validated_metrics(
     numbers. The result also names the ``rule`` that chose the threshold.
     """
     val_probs, test_probs = settle(val_probs), settle(test_probs)
+    check_positive(positive, test_probs.shape[1])
     binary = test_probs.shape[1] == 2
     threshold = operating_threshold(val_probs, val_labels, positive, operating) if binary else None
     metrics = clinical_metrics(test_probs, test_labels, threshold, positive)

@@ -166,6 +166,40 @@ def dataset_task(dataset: Dataset) -> str:
     return "binary" if dataset.num_classes == 2 else "multiclass"
 
 
+def check_built(model) -> None:
+    """Raise ValueError unless ``model`` is a built Keras model with one image input."""
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"model must be a Keras model (keras.Model), got {type(model).__name__}")
+    if not model.built or not getattr(model, "inputs", None):  # an unbuilt Sequential raises on .inputs
+        raise ValueError(
+            f"model must be built with a known input shape (start it with keras.Input); {model.name!r} is not"
+        )
+    if len(model.inputs) > 1:
+        raise ValueError(
+            f"model {model.name!r} has {len(model.inputs)} inputs; the workbench prunes models with one "
+            "image input (wrap the others, e.g. fixed clinical covariates, inside the model)"
+        )
+
+
+def check_images(model: keras.Model, images, what: str = "images") -> np.ndarray:
+    """``images`` as an array, or ValueError unless they fit the model's input and are finite, in [0, 1]."""
+    images = np.asarray(images)
+    expected = tuple(model.input_shape[1:])
+    fits = images.ndim == len(expected) + 1 and all(
+        e in (None, g) for e, g in zip(expected, images.shape[1:], strict=True)
+    )
+    if not fits:
+        raise ValueError(f"{what} must have shape (N, *{expected}), got {images.shape}")
+    if not np.issubdtype(images.dtype, np.number) or not np.isfinite(images).all():
+        raise ValueError(f"{what} must be finite numbers, got dtype {images.dtype} or NaN/inf")
+    if images.size and (images.min() < 0 or images.max() > 1):
+        raise ValueError(
+            f"{what} must be scaled to [0, 1] (as the loaders give them), "
+            f"got values {images.min():g}..{images.max():g}"
+        )
+    return images
+
+
 def check_model_fits(
     model: keras.Model, dataset: Dataset, where: str = "model", head: Head | str | None = None
 ) -> Head:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from workbench.compat import keras, tf
-from workbench.data import Dataset
+from workbench.data import Dataset, check_dataset
 from workbench.graph import Graph, reference_factors, reference_variables
 from workbench.masks import (
     MaskResult,
@@ -28,6 +28,7 @@ from workbench.masks import (
     expand_units,
     select,
 )
+from workbench.models import check_built
 from workbench.registry import LayerInfo, kernel_variables, prunable_layers
 from workbench.scores import Scorer, check_criterion, check_granularity
 from workbench.train import Recipe, compile_model, fit
@@ -92,6 +93,10 @@ class PruneSpec:
 
 def make_masks(scorer: Scorer, spec: PruneSpec) -> MaskResult:
     """Score (cached) and threshold; structured unit masks are expanded to kernel shapes."""
+    if not isinstance(scorer, Scorer):
+        raise ValueError(f"scorer must be a Scorer (workbench.scores.Scorer), got {type(scorer).__name__}")
+    if not isinstance(spec, PruneSpec):
+        raise ValueError(f"spec must be a PruneSpec, e.g. PruneSpec(sparsity=0.5), got {type(spec).__name__}")
     return masks_from_scores(scorer.scores(spec.criterion, spec.granularity), spec, scorer.infos)
 
 
@@ -330,6 +335,8 @@ def fine_tune(
     """
     if not isinstance(schedule, OneShot | Gradual):
         raise ValueError(f"schedule must be OneShot() or Gradual(...), got {schedule!r}")
+    check_built(model)
+    check_dataset(dataset)
     gradual = isinstance(schedule, Gradual)
     structured = structured or (gradual and schedule.spec.structured)
     constraints = attach_masks(model, keep, structured=structured)

@@ -25,6 +25,7 @@ from workbench.compat import NUMERICS, keras, tf
 from workbench.fs import atomic_path
 from workbench.heads import Head, as_head
 from workbench.masks import Scores, unit_scores
+from workbench.models import check_built, check_images
 from workbench.progressive import fingerprint, reporter
 from workbench.registry import (
     LayerInfo,
@@ -80,34 +81,13 @@ def check_calibration(
     Images must be finite and scaled to [0, 1], as the loaders give them: gradients of 0-255
     images are orders of magnitude off, so any ε would prune everything.
     """
-    if not model.built or not getattr(model, "inputs", None):  # an unbuilt Sequential raises on .inputs
-        raise ValueError(
-            f"model must be built with a known input shape (start it with keras.Input); {model.name!r} is not"
-        )
-    if len(model.inputs) > 1:
-        raise ValueError(
-            f"model {model.name!r} has {len(model.inputs)} inputs; the workbench prunes models with one "
-            "image input (wrap the others, e.g. fixed clinical covariates, inside the model)"
-        )
+    check_built(model)
     head = as_head(model, head)
-    images = np.asarray(images)
-    expected = tuple(model.input_shape[1:])
-    fits = images.ndim == len(expected) + 1 and all(
-        e in (None, g) for e, g in zip(expected, images.shape[1:], strict=True)
-    )
-    if not fits:
-        raise ValueError(f"calibration images must have shape (N, *{expected}), got {images.shape}")
+    images = check_images(model, images, "calibration images")
     if len(images) == 0 or len(images) != len(np.asarray(labels)):
         raise ValueError(
             "calibration images and labels must be non-empty and of equal length, "
             f"got {len(images)} and {len(np.asarray(labels))}"
-        )
-    if not np.issubdtype(images.dtype, np.number) or not np.isfinite(images).all():
-        raise ValueError(f"calibration images must be finite numbers, got dtype {images.dtype} or NaN/inf")
-    if images.min() < 0 or images.max() > 1:
-        raise ValueError(
-            f"calibration images must be scaled to [0, 1] (as the loaders give them), "
-            f"got values {images.min():g}..{images.max():g}"
         )
     head.check_labels(labels, "calibration labels")
     _warn_if_one_class(np.asarray(labels), head)
