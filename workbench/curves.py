@@ -24,6 +24,7 @@ from workbench.evaluate import (
     OperatingPoint,
     auc_evidence,
     changed_labels,
+    check_positive,
     multilabel_metrics,
     pruned_metrics,
     validated_metrics,
@@ -269,12 +270,7 @@ def check_evaluation(model, val, test, positive: int, head: Head | str | None = 
             raise ValueError(f"{name} must be a Split (e.g. data.{name}), got {type(split).__name__}")
         check_images(model, split.images, f"{name} images")
         head.check_labels(split.labels, f"{name} labels")
-    if (
-        isinstance(positive, bool)
-        or not isinstance(positive, int | np.integer)
-        or not 0 <= positive < head.classes
-    ):
-        raise ValueError(f"positive must be a class index in [0, {head.classes}), got {positive!r}")
+    check_positive(positive, head.classes)
     return head
 
 
