@@ -105,8 +105,8 @@ def test_auc_ci_SingleClass_RaisesNamingTheProblem():
         auc_ci([0, 1], [0.1, 0.9], level=95)
 
 
-def test_auc_ci_ConstantScores_GiveHalfAndAZeroWidthInterval():
-    assert auc_ci([0, 1, 0, 1], [0.3, 0.3, 0.3, 0.3]) == (0.5, 0.5, 0.5)
+def test_auc_ci_ConstantScores_GiveHalf_AndNoVariationsBound():
+    assert auc_ci([0, 1, 0, 1], [0.3, 0.3, 0.3, 0.3]) == (0.5, 0.0, 1.0)  # 2 cases a class: ±ln(40)/2
 
 
 def test_auc_ci_CoversTrueAucAtAboutNominalRate():
@@ -239,3 +239,19 @@ def test_macro_auc_Interval_AgreesWithThePairedBootstrap(kind):
 
     _, boot_low, boot_high = bootstrap_ci(difference, 400, vectorized=True)
     assert (paired["ci_high"] - paired["ci_low"]) == pytest.approx(boot_high - boot_low, rel=0.15)
+
+
+def test_perfect_separation_OnFewCases_IsNotEvidence_OnManyItIs():
+    """DeLong's variance is 0 on perfectly ranked cases: 6 images gave [1, 1] and 'non-inferior'."""
+    few = np.array([0, 0, 0, 1, 1, 1])
+    dense, pruned = np.array([-3, -2, -1, 1, 2, 3.0]), np.array([-0.2, -0.1, -0.05, 0.05, 0.1, 0.2])
+    value, low, high = auc_ci(few, pruned)
+    assert value == high == 1.0 and low == 0.0  # 1 - ln(40)/3 < 0: three cases a class bound nothing
+    paired = compare_auc(few, dense, pruned)
+    assert paired["difference"] == 0 and paired["ci_low"] == pytest.approx(-np.log(40) / 3)
+    assert noninferiority(paired["ci_low"], paired["ci_high"], 0.02) == INCONCLUSIVE
+    many = np.repeat([0, 1], 250)
+    ranked = np.linspace(0, 1, 500)
+    paired = compare_auc(many, ranked, ranked**2)  # another score, the same ranking
+    assert noninferiority(paired["ci_low"], paired["ci_high"], 0.02) == NONINFERIOR
+    assert compare_auc(few, pruned, pruned)["ci_low"] == 0.0  # identical scores: exactly no difference

@@ -64,6 +64,20 @@ def _case_terms(truth: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.n
     return aucs / columns, terms / columns
 
 
+def _smaller_class(truth: np.ndarray) -> int:
+    """The fewest cases of one class in any column: what a degenerate interval is bounded by."""
+    positives = truth.sum(axis=0)
+    return int(min(positives.min(), (len(truth) - positives).min()))
+
+
+def _no_variation_half_width(smallest: int, level: float) -> float:
+    """Half-width when DeLong's variance is 0 (perfect separation, or rankings that agree case by
+    case): the sample shows no case that moves, and the "rule of three" (Hanley & Lippman-Hand,
+    1983) bounds the share of cases that could, hence the AUC, by ln(2 / (1 - level)) / cases of
+    the smaller class. Without it 6 perfectly ranked images gave the interval [1, 1]."""
+    return float(np.log(2 / (1 - level)) / max(smallest, 1))
+
+
 def delong(labels, *scores) -> tuple[np.ndarray, np.ndarray]:
     """AUCs of one or more scores on the same cases, and DeLong's covariance matrix of them.
 
@@ -89,29 +103,35 @@ def _structural_components(positives: np.ndarray, negatives: np.ndarray) -> tupl
     return v10, v01
 
 
-def _interval(value: float, variance: float, level: float) -> tuple[float, float, float]:
-    """The normal interval, clipped to [0, 1]."""
-    half = _z(level) * float(np.sqrt(max(variance, 0.0)))
+def _interval(value: float, variance: float, level: float, smallest: int) -> tuple[float, float, float]:
+    """The normal interval, clipped to [0, 1]; ``_no_variation_half_width`` where the variance is 0."""
+    if variance > 0:
+        half = _z(level) * float(np.sqrt(variance))
+    else:
+        half = _no_variation_half_width(smallest, level)
     return value, max(value - half, 0.0), min(value + half, 1.0)
 
 
-def _paired(aucs: np.ndarray, terms: np.ndarray, level: float) -> dict:
-    """The difference AUC(b) − AUC(a) with its interval and two-sided p, from two arrays' case terms."""
+def _paired(scores: np.ndarray, truth: np.ndarray, level: float) -> dict:
+    """The difference AUC(b) − AUC(a) of two score arrays (2, cases, columns) with its interval and
+    two-sided p. Identical scores differ by exactly 0; rankings that agree case by case get
+    ``_no_variation_half_width``."""
     z = _z(level)
-    # the variance straight from differenced terms: exactly 0 for equal scores
-    se = float(np.sqrt(np.sum((terms[1] - terms[0]) ** 2)))
+    aucs, terms = _case_terms(truth, scores)
+    se = float(np.sqrt(np.sum((terms[1] - terms[0]) ** 2)))  # from differenced terms: 0 for equal scores
     auc_a, auc_b = float(aucs[0]), float(aucs[1])
     difference = auc_b - auc_a
-    if se == 0.0:
-        p_value = 1.0 if difference == 0 else 0.0
+    if se > 0:
+        half, p_value = z * se, float(2 * stats.norm.sf(abs(difference) / se))
     else:
-        p_value = float(2 * stats.norm.sf(abs(difference) / se))
+        identical = np.array_equal(scores[0], scores[1])
+        half, p_value = (0.0 if identical else _no_variation_half_width(_smaller_class(truth), level)), 1.0
     return {
         "auc_a": auc_a,
         "auc_b": auc_b,
         "difference": difference,
-        "ci_low": difference - z * se,
-        "ci_high": difference + z * se,
+        "ci_low": difference - half,
+        "ci_high": difference + half,
         "p_value": p_value,
     }
 
@@ -119,15 +139,17 @@ def _paired(aucs: np.ndarray, terms: np.ndarray, level: float) -> dict:
 def auc_ci(labels, scores, level: float = 0.95) -> tuple[float, float, float]:
     """ROC AUC of ``scores`` for binary ``labels`` with DeLong's confidence interval.
 
-    The normal interval is clipped to [0, 1]; with perfect separation its width is zero
-    (DeLong's variance vanishes there), so read it as "at least as good as this sample shows".
+    The normal interval is clipped to [0, 1]. With perfect separation DeLong's variance vanishes;
+    the interval is then bounded by the smaller class's size (``_no_variation_half_width``).
 
     Raises:
         ValueError: a single class in ``labels`` (AUC undefined), or a bad ``level``.
     """
     _z(level)
-    aucs, covariance = delong(labels, scores)
-    return _interval(float(aucs[0]), covariance[0, 0], level)
+    scores = np.asarray(scores, dtype=float)[None, :, None]
+    truth = _binary_truth(labels, scores.shape[1])
+    aucs, terms = _case_terms(truth, scores)
+    return _interval(float(aucs[0]), float(terms[0] @ terms[0]), level, _smaller_class(truth))
 
 
 def compare_auc(labels, scores_a, scores_b, level: float = 0.95) -> dict:
@@ -139,7 +161,7 @@ def compare_auc(labels, scores_a, scores_b, level: float = 0.95) -> dict:
     """
     _z(level)
     scores = np.asarray([scores_a, scores_b], dtype=float)
-    return _paired(*_case_terms(_binary_truth(labels, scores.shape[1]), scores[:, :, None]), level)
+    return _paired(scores[:, :, None], _binary_truth(labels, scores.shape[1]), level)
 
 
 def wilson_ci(successes: int, trials: int, level: float = 0.95) -> tuple[float, float, float]:
@@ -338,12 +360,13 @@ def macro_auc_ci(probs: np.ndarray, labels, level: float = 0.95) -> tuple[float,
     """
     _z(level)
     probs = np.asarray(probs, float)
-    aucs, terms = _case_terms(_macro_truth(probs, labels), probs[None])
-    return _interval(float(aucs[0]), float(terms[0] @ terms[0]), level)
+    truth = _macro_truth(probs, labels)
+    aucs, terms = _case_terms(truth, probs[None])
+    return _interval(float(aucs[0]), float(terms[0] @ terms[0]), level, _smaller_class(truth))
 
 
 def compare_macro_auc(labels, probs_a: np.ndarray, probs_b: np.ndarray, level: float = 0.95) -> dict:
     """The paired test of two models' macro AUCs on the same cases, as ``compare_auc`` for one column."""
     _z(level)
     probs = np.asarray([probs_a, probs_b], float)
-    return _paired(*_case_terms(_macro_truth(probs[0], labels), probs), level)
+    return _paired(probs, _macro_truth(probs[0], labels), level)
