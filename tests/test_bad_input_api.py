@@ -14,6 +14,7 @@ import pytest
 from conftest import tiny_head_model
 
 from workbench.curves import Evaluator, evaluate_model
+from workbench.evaluate import compare_to_dense, validated_metrics
 from workbench.heads import detect_head
 from workbench.masks import check_masks, select
 from workbench.models import build_model, load_user_model
@@ -307,6 +308,24 @@ CASES = [
         "val must be a Split",
     ),
     (
+        "validated_metrics of logits",
+        lambda m, d, t: validated_metrics(*_probs_and_labels(scale=5.0), *_probs_and_labels(scale=5.0)),
+        ValueError,
+        r"val probabilities must be finite and in \[0, 1\]",
+    ),
+    (
+        "compare_to_dense labels 1..3",
+        lambda m, d, t: compare_to_dense(_pairs(), _pairs(), np.array([1, 2, 3, 1]), np.array([1, 2, 3, 1])),
+        ValueError,
+        r"val labels must be class indices in \[0, 3\), got 1\.\.3",
+    ),
+    (
+        "validated_metrics labels of another length",
+        lambda m, d, t: validated_metrics(*_probs_and_labels(), _probs_and_labels()[0], np.array([0, 1])),
+        ValueError,
+        "test labels must be 4 class indices",
+    ),
+    (
         "evaluate_model model None",
         lambda m, d, t: evaluate_model(None, d.val, d.test),
         ValueError,
@@ -337,6 +356,15 @@ CASES = [
         "train_user_model",
     ),
 ]
+
+
+def _probs_and_labels(scale: float = 1.0):
+    return np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]]) * scale, np.array([0, 1, 0, 1])
+
+
+def _pairs():
+    probs = np.full((4, 3), 1 / 3)
+    return probs, probs
 
 
 def _cropped(split):

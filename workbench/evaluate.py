@@ -185,6 +185,27 @@ def clinical_metrics(
     }
 
 
+def _check_probabilities(probs, labels, split: str) -> None:
+    """Raise ValueError unless ``probs`` are (N, classes) probabilities and ``labels`` N class indices."""
+    probs, labels = np.asarray(probs), np.asarray(labels)
+    if probs.ndim != 2 or probs.shape[1] < 2:
+        raise ValueError(
+            f"{split} probabilities must be (N, classes) with 2 or more classes, got {probs.shape}"
+        )
+    if not np.isfinite(probs).all() or probs.min() < -1e-6 or probs.max() > 1 + 1e-6:
+        raise ValueError(f"{split} probabilities must be finite and in [0, 1] (a head's outputs, not logits)")
+    if labels.size != len(probs) or labels.ndim > 1 and labels.shape[1] != 1:
+        raise ValueError(
+            f"{split} labels must be {len(probs)} class indices, one per row of the probabilities, "
+            f"got shape {labels.shape} (multi-label data: multilabel_metrics)"
+        )
+    if labels.size and (labels.min() < 0 or labels.max() >= probs.shape[1]):
+        raise ValueError(
+            f"{split} labels must be class indices in [0, {probs.shape[1]}), "
+            f"got {labels.min()}..{labels.max()}"
+        )
+
+
 def check_positive(positive, classes: int) -> None:
     """Raise ValueError unless ``positive`` is a class index in [0, classes)."""
     if (
@@ -209,6 +230,8 @@ def validated_metrics(
     Probabilities are ``settle``d first, so every evaluation path ranks and thresholds the same
     numbers. The result also names the ``rule`` that chose the threshold.
     """
+    _check_probabilities(val_probs, val_labels, "val")
+    _check_probabilities(test_probs, test_labels, "test")
     val_probs, test_probs = settle(val_probs), settle(test_probs)
     check_positive(positive, test_probs.shape[1])
     binary = test_probs.shape[1] == 2
