@@ -52,3 +52,18 @@ def test_try_lock_HeldByAnotherProcess_IsRefused_UntilThatProcessIsKilled(tmp_pa
     time.sleep(0.1)
     with fs.try_lock(lock) as got:
         assert got is True
+
+
+def test_written_files_AndFolders_TakeTheUsualMode_SoAClassCanShareThem(tmp_path):
+    """mkstemp/mkdtemp make 0600/0700: the shared data folder of TEACHING.md was unreadable by students."""
+    from workbench.phantom import ensure_phantoms
+
+    old = os.umask(0o022)
+    try:
+        fs.write_atomically(tmp_path / "a.json", "{}")
+        assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+        folder = ensure_phantoms(tmp_path, n_volumes=3, shape=(16, 16, 8))
+        assert folder.stat().st_mode & 0o777 == 0o755
+        assert all(path.stat().st_mode & 0o004 for path in folder.rglob("*")), "every file readable by others"
+    finally:
+        os.umask(old)

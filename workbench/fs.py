@@ -18,6 +18,20 @@ from pathlib import Path
 PARTIAL_PREFIX = ".partial-"
 
 
+def _umask() -> int:
+    """The process's umask (it can only be read by setting it: restored at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def give_usual_mode(path: Path) -> None:
+    """Give a file or folder made by ``mkstemp``/``mkdtemp`` (0600/0700, private) the mode an
+    ordinary ``open``/``mkdir`` would: a class's shared data folder must be readable by students."""
+    usual = 0o777 if Path(path).is_dir() else 0o666
+    os.chmod(path, usual & ~_umask())
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; when the block ends cleanly it becomes ``path``.
@@ -42,6 +56,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     temporary = Path(name)
     try:
         yield temporary
+        give_usual_mode(temporary)
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage, special
 
-from workbench.fs import process_alive
+from workbench.fs import give_usual_mode, process_alive
 
 log = logging.getLogger(__name__)
 
@@ -384,6 +384,7 @@ def ensure_phantoms(data_dir: str | Path = "data", **kwargs) -> Path:
         log.warning("rebuilding the generated phantom folder %s: %s", target, reason)
     log.info("generating %d phantom volumes into %s", n_volumes, target)
     tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-", dir=target.parent))
+    give_usual_mode(tmp)
     try:
         _write_folder(tmp, n_volumes, seed, config)
         _move_into_place(tmp, target, wanted)

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from workbench import fs
-from workbench.fs import PARTIAL_PREFIX
+from workbench.fs import PARTIAL_PREFIX, give_usual_mode
 from workbench.stats import METRICS_VERSION
 
 log = logging.getLogger(__name__)
@@ -302,6 +302,7 @@ def execute_run(
 def _make_partial(runs_dir: Path, identity: str) -> Path:
     """A fresh partial folder, marked with its owner so that only the workbench ever cleans it."""
     partial = Path(tempfile.mkdtemp(prefix=f"{PARTIAL_PREFIX}{identity}-{os.getpid()}-", dir=runs_dir))
+    give_usual_mode(partial)
     fs.write_json(partial / OWNER_FILE, {**fs.owner(), "run_id": identity})
     return partial
 
