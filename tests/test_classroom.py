@@ -115,3 +115,31 @@ def test_read_record_IgnoresUnrelatedJson(tmp_path):
 def test_class_summary_MissingFolder_FileNotFoundError(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
         classroom.class_summary(tmp_path / "nowhere")
+
+
+def _record(student: str, text: str, at: str = "2026-11-26T10:00:00") -> dict:
+    return {
+        "lesson": "05",
+        "student": student,
+        "checks": {"sparsity": {"passed": True, "at": at}},
+        "answers": {"why": {"text": text, "words": len(text.split()), "at": at}},
+    }
+
+
+def test_class_summary_SkipsDamagedFiles_FlagsCopies_CountsOnlyRealAnswers(tmp_path, caplog):
+    answer = "pruning by gradient keeps the weights the loss still needs right now " * 2
+    (tmp_path / "ada.json").write_text(json.dumps(_record("ada", answer)))
+    (tmp_path / "cy.json").write_text(json.dumps(_record("cy", answer)))  # ada's work, the name edited
+    (tmp_path / "bob.json").write_text(
+        json.dumps(_record("bob", "Write your answer here, in your own words."))
+    )
+    (tmp_path / "truncated.json").write_text('{"checks": {')
+    (tmp_path / "odd.json").write_text(json.dumps({"checks": [1, 2]}))
+    (tmp_path / ".ipynb_checkpoints").mkdir()
+    (tmp_path / ".ipynb_checkpoints" / "ada-checkpoint.json").write_text(json.dumps(_record("ada", answer)))
+    with caplog.at_level("WARNING"):
+        table = classroom.class_summary(tmp_path).set_index("student")
+    assert sorted(table.index) == ["ada", "bob", "cy"]
+    assert table.loc["cy", "duplicate_of"] == "ada.json" and table.loc["ada", "duplicate_of"] == ""
+    assert table.loc["ada", "answers"] == 1 and table.loc["bob", "answers"] == 0
+    assert "truncated.json" in caplog.text and "odd.json" in caplog.text

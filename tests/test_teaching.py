@@ -164,3 +164,16 @@ def test_lab_RejectsUnknownExercise_AndNonJsonPath(tmp_path):
         teaching.Lab("05", tmp_path / "results.txt")
     with pytest.raises(ValueError, match="exercise must be one of"):
         teaching.Lab("05", tmp_path / "r.json").check("nope", lambda: 0)
+
+
+def test_lab_FileOfAnotherLessonOrDamaged_IsRefused_AndLeftAsItIs(tmp_path):
+    other = tmp_path / "results.json"
+    teaching.Lab("05_teaching_gradient_pruning", other, student="alice").answer("why", "because " * 20)
+    before = other.read_bytes()
+    with pytest.raises(ValueError, match="holds the record of lesson '05_teaching_gradient_pruning'"):
+        teaching.Lab("07_lab_worksheet", other)
+    damaged = tmp_path / "damaged.json"
+    damaged.write_text('{"lesson": "05", "checks": {')
+    with pytest.raises(ValueError, match="damaged.json exists but is not a lab record"):
+        teaching.Lab("05", damaged)
+    assert other.read_bytes() == before and damaged.read_text() == '{"lesson": "05", "checks": {'

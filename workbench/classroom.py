@@ -92,15 +92,22 @@ def write_student_version(notebook_path: str | Path, out_dir: str | Path) -> Pat
 
 
 def read_record(path: Path) -> dict | None:
-    """A student's record from a results .json, or from the last one an executed notebook displayed."""
+    """A student's record from a results .json, or from the last one an executed notebook displayed.
+
+    Returns None for a file that holds no lab record; raises ValueError, naming the file, for one
+    that cannot be read or whose record is malformed.
+    """
     from workbench.teaching import RESULTS_MIME
 
-    if path.suffix == ".json":
-        record = json.loads(path.read_text())
-        return record if isinstance(record, dict) and "checks" in record else None
-    import nbformat
+    try:
+        if path.suffix == ".json":
+            record = json.loads(path.read_text())
+            return _checked(record, path) if isinstance(record, dict) and "checks" in record else None
+        import nbformat
 
-    notebook = nbformat.read(path, as_version=4)
+        notebook = nbformat.read(path, as_version=4)
+    except Exception as error:  # JSON, encoding or nbformat errors: the file is named, the rest go on
+        raise ValueError(f"{path}: not readable ({type(error).__name__}: {error})") from None
     found = [
         output["data"][RESULTS_MIME]
         for cell in notebook.cells
@@ -108,31 +115,53 @@ def read_record(path: Path) -> dict | None:
         for output in cell.get("outputs", [])
         if RESULTS_MIME in output.get("data", {})
     ]
-    return dict(found[-1]) if found else None
+    return _checked(dict(found[-1]), path) if found else None
+
+
+def _checked(record: dict, path: Path) -> dict:
+    for section in ("checks", "answers"):
+        entries = record.get(section, {})
+        if not isinstance(entries, dict) or not all(isinstance(e, dict) for e in entries.values()):
+            raise ValueError(f"{path}: its {section!r} is not a lab record's (name -> entry)")
+    return record
 
 
 def class_summary(folder: str | Path):
     """One row per student record (.json results or executed .ipynb) under ``folder``.
 
-    Columns: student, lesson, file, passed, failed, answers, then one column per exercise
-    ('passed', 'failed' or empty) and one per written answer (its text).
+    Columns: student, lesson, file, passed, failed, answers (those of at least ``MIN_WORDS``
+    words), duplicate_of (the file of an earlier record with the same checks and answers, times
+    included: a copy), then one column per exercise ('passed', 'failed' or empty) and one per
+    written answer (its text). Unreadable files are skipped with a warning that names them;
+    Jupyter's checkpoint copies are left out.
     """
     import pandas as pd
 
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"class folder not found: {folder}")
-    rows = []
+    rows, seen = [], {}
     for path in sorted([*folder.rglob("*.json"), *folder.rglob("*.ipynb")]):
-        record = read_record(path)
+        if ".ipynb_checkpoints" in path.parts:
+            continue
+        try:
+            record = read_record(path)
+        except ValueError as error:
+            log.warning("skipped %s", error)
+            continue
         if record is None:
             log.info("no lab record in %s", path)
             continue
-        rows.append(_row(record, path.relative_to(folder)))
+        work = json.dumps([record.get("checks", {}), record.get("answers", {})], sort_keys=True)
+        rows.append(
+            _row(record, path.relative_to(folder), seen.setdefault(work, str(path.relative_to(folder))))
+        )
     return pd.DataFrame(rows)
 
 
-def _row(record: dict, path: Path) -> dict:
+def _row(record: dict, path: Path, first: str) -> dict:
+    from workbench.teaching import MIN_WORDS
+
     checks, answers = record.get("checks", {}), record.get("answers", {})
     row = {
         "student": record.get("student", ""),
@@ -140,7 +169,8 @@ def _row(record: dict, path: Path) -> dict:
         "file": str(path),
         "passed": sum(c.get("passed", False) for c in checks.values()),
         "failed": sum(not c.get("passed", False) for c in checks.values()),
-        "answers": len(answers),
+        "answers": sum(len(str(a.get("text", "")).split()) >= MIN_WORDS for a in answers.values()),
+        "duplicate_of": "" if first == str(path) else first,
     }
     row.update({name: "passed" if c.get("passed") else "failed" for name, c in checks.items()})
     row.update({f"answer:{name}": a.get("text", "") for name, a in answers.items()})

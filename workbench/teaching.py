@@ -256,6 +256,28 @@ CHECKS: dict[str, Callable] = {
 }
 
 
+def _previous_record(path: Path, lesson: str) -> dict:
+    """The record already in ``path``, or ValueError if it is not this lesson's: never overwritten."""
+    try:
+        previous = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(
+            f"results_path {path} exists but is not a lab record ({error}); it is left as it is: "
+            "move it away or give another results_path"
+        ) from None
+    sections_ok = isinstance(previous, dict) and all(
+        isinstance(previous.get(key, {}), dict) for key in ("checks", "answers")
+    )
+    if not sections_ok:
+        raise ValueError(f"results_path {path} exists but is not a lab record; it is left as it is")
+    if previous.get("lesson") != lesson:
+        raise ValueError(
+            f"results_path {path} holds the record of lesson {previous.get('lesson')!r}, not {lesson!r}: "
+            "give each lesson its own file"
+        )
+    return previous
+
+
 class Lab:
     """One student's session: runs checks, keeps answers, and saves both to ``results_path``.
 
@@ -270,10 +292,9 @@ class Lab:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.record = {"lesson": lesson, "student": student or getpass.getuser(), "checks": {}, "answers": {}}
         if self.path.is_file():  # a re-run keeps what was done before
-            previous = json.loads(self.path.read_text())
-            if previous.get("lesson") == lesson:
-                self.record["checks"].update(previous.get("checks", {}))
-                self.record["answers"].update(previous.get("answers", {}))
+            previous = _previous_record(self.path, lesson)
+            self.record["checks"].update(previous.get("checks", {}))
+            self.record["answers"].update(previous.get("answers", {}))
         show_failures_as_messages()
 
     def check(self, exercise: str, answer: Callable, **context) -> None:
