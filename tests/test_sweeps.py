@@ -127,6 +127,37 @@ def test_sweep_KilledWithSigkill_LosesNoCompletedRun_AndResumes(notebook, tmp_pa
     assert not [p for p in runs_dir.iterdir() if p.name.startswith(".partial-")]
 
 
+def test_sweep_WithWorkers_Sigterm_EndsItsWorkersToo_AndSaysHowToResume(notebook, tmp_path):
+    """SIGTERM to a --workers 2 sweep left its pool's workers running the queued notebooks."""
+    runs_dir = tmp_path / "runs"
+    values = ["1", "2", "3", "4", "5", "6", "7", "8"]
+    command = [sys.executable, "-m", "workbench", *_cli(notebook, runs_dir, "-p", "x", *values)]
+    command += ["-p", "sleep", "1.5", "--workers", "2"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(_complete_runs(runs_dir) if runs_dir.exists() else []) < 2:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and "the same command resumes the rest" in err
+    done = len(_complete_runs(runs_dir))
+    time.sleep(6)  # a worker left behind would finish more runs meanwhile
+    assert len(_complete_runs(runs_dir)) == done < len(values)
+
+
+def test_grid_values_AreCheckedLikeCommandLineOnes_AndResultsDirIsNotSwept(notebook, tmp_path, capsys):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("parameters:\n  x: [true]\n")
+    assert main(_cli(notebook, tmp_path / "runs", "--grid", str(grid))) == 2
+    assert "parameter 'x': expected float, got True" in capsys.readouterr().err
+    grid.write_text("parameters:\n  seed: [2.5]\n")
+    assert main(_cli(notebook, tmp_path / "runs", "--grid", str(grid))) == 2
+    assert "parameter 'seed': expected int, got 2.5" in capsys.readouterr().err
+    assert main(_cli(notebook, tmp_path / "runs", "-p", "results_dir", "/tmp/x")) == 2
+    assert "'results_dir' is set by the sweep" in capsys.readouterr().err
+    assert len(expand_grid(notebook, {"x": ["1", "1.0", 2]})) == 2  # a value given twice runs once
+
+
 def _overlapping(frame) -> bool:
     spans = sorted(zip(frame["metrics.started"], frame["metrics.ended"], strict=True))
     return any(later_start < end for (_, end), (later_start, _) in zip(spans, spans[1:], strict=False))
@@ -210,6 +241,9 @@ def test_report_GivesMeanAndStdOverSeeds_AndWritesPngAndHtml(notebook, tmp_path)
     assert (page.parent / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
     assert "0.610 ± 0.014" in page.read_text()
     assert (page.parent / "summary.csv").is_file()
+    with pytest.raises(ValueError, match=r"group must be one of the swept parameters \['mode', 'x'\]"):
+        write_report(tmp_path / "runs", tmp_path / "other", x="x", group="seed")
+    assert not (tmp_path / "other").exists(), "nothing written before the error"
 
 
 # --- the run store under stress: relative paths, missing results, concurrent sweeps, user folders -----

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import traceback
 
@@ -135,7 +136,12 @@ def _sweep(args) -> int:
         grid[name] = values
     runs = expand_grid(args.notebook, grid, args.seeds or seeds)
     print(f"{len(runs)} runs of {args.notebook} into {args.runs}/")
-    outcomes = sweep(args.notebook, runs, args.runs, workers=args.workers, dask_address=args.dask)
+    signal.signal(signal.SIGTERM, _interrupt)  # so a pool's workers are ended too, as on Ctrl-C
+    try:
+        outcomes = sweep(args.notebook, runs, args.runs, workers=args.workers, dask_address=args.dask)
+    except KeyboardInterrupt:
+        print("interrupted: finished runs are kept; the same command resumes the rest", file=sys.stderr)
+        return 130
     counts = {s: sum(o.status == s for o in outcomes) for s in ("ok", "skipped", "busy", "failed")}
     print(
         f"done: {counts['ok']} ran, {counts['skipped']} already complete (skipped), "
@@ -145,6 +151,10 @@ def _sweep(args) -> int:
         if outcome.status == "failed":
             print(f"  FAILED {outcome.run_id} {outcome.params}: {describe_error(outcome.error)}")
     return 1 if counts["failed"] else 0
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _report(args) -> int:

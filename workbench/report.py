@@ -204,7 +204,7 @@ def write_report(
     Raises:
         FileNotFoundError: if ``runs_dir`` is not a folder.
         FileExistsError: if ``out_dir`` holds a file of the same name that a report did not write.
-        ValueError: if there is no successful run to summarise.
+        ValueError: if there is no successful run to summarise, or ``group`` is not a swept parameter.
     """
     frame, skipped = scan(runs_dir)
     if frame.empty or not (frame["status"] == "ok").any():
@@ -216,6 +216,10 @@ def write_report(
     x = x or ("epsilon" if "epsilon" in keys else keys[0] if keys else None)
     if group is None and "criterion" in keys and x != "criterion":
         group = "criterion"
+    if group is not None and group not in keys:
+        raise ValueError(
+            f"group must be one of the swept parameters {keys} (seeds are averaged over), got {group!r}"
+        )
     plotted = [m for m in metrics if _plottable(summary, m, x)]
     out = Path(out_dir or Path(runs_dir) / "report")
     names = ["summary.csv", "summary.html", "report.html", *(f"{m}.png" for m in plotted)]

@@ -110,9 +110,24 @@ def notebook_parameters(notebook: str | Path) -> dict[str, dict]:
 
 
 def coerce(value, type_name: str | None):
-    """Turn a command-line string into the type the notebook declares (float, int, bool, str, list)."""
-    if not isinstance(value, str):
-        return value
+    """Turn a command-line string into the type the notebook declares (float, int, bool, str, list);
+    check a YAML value, already typed, against it.
+
+    Raises:
+        ValueError: for a value that is not of (or convertible to) the declared type.
+    """
+    if isinstance(value, str):
+        return _from_text(value, type_name)
+    expected = {"float": (int, float), "int": (int,), "bool": (bool,), "str": (str,), "list": (list,)}
+    expected["dict"] = (dict,)
+    wanted = expected.get(type_name)
+    wrong_bool = isinstance(value, bool) and type_name in ("float", "int")
+    if wanted is not None and (not isinstance(value, wanted) or wrong_bool):
+        raise ValueError(f"expected {type_name}, got {value!r} ({type(value).__name__})")
+    return float(value) if type_name == "float" else value
+
+
+def _from_text(value: str, type_name: str | None):
     if type_name == "float":
         return float(value)
     if type_name == "int":
@@ -124,8 +139,18 @@ def coerce(value, type_name: str | None):
     if type_name in ("list", "dict"):
         import yaml
 
-        return yaml.safe_load(value)
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            raise ValueError(f"{value!r} is not a YAML {type_name} ({one_line_yaml(error)})") from None
+        if not isinstance(parsed, list if type_name == "list" else dict):
+            raise ValueError(f"expected a {type_name}, got {value!r} (in YAML, e.g. '[0.5, 0.9]')")
+        return parsed
     return value
+
+
+def one_line_yaml(error) -> str:
+    return " ".join(str(getattr(error, "problem", None) or error).split())
 
 
 def expand_grid(notebook: str | Path, grid: dict[str, list], seeds: list[int] | None = None) -> list[dict]:
@@ -150,12 +175,17 @@ def expand_grid(notebook: str | Path, grid: dict[str, list], seeds: list[int] | 
             f"{Path(notebook).name} has no {RESULTS_PARAMETER!r} parameter, "
             "so a sweep can't collect its results"
         )
+    if RESULTS_PARAMETER in grid:
+        raise ValueError(
+            f"{RESULTS_PARAMETER!r} is set by the sweep for each run (its run folder); it cannot be swept"
+        )
     values = {}
     for name, options in grid.items():
         if not isinstance(options, list) or not options:
             raise ValueError(f"parameter {name!r} needs a non-empty list of values, got {options!r}")
         try:
-            values[name] = [coerce(v, declared[name]["inferred_type_name"]) for v in options]
+            coerced = [coerce(v, declared[name]["inferred_type_name"]) for v in options]
+            values[name] = [v for i, v in enumerate(coerced) if v not in coerced[:i]]  # once each
         except ValueError as err:
             raise ValueError(f"parameter {name!r}: {err}") from None
     names = list(values)
@@ -499,11 +529,16 @@ def _execute_all(notebook: str, todo: list[dict], runs_dir: str, results, worker
         for params in todo:
             yield run(notebook, params, runs_dir)
     else:
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        import multiprocessing
 
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for future in as_completed([pool.submit(run, notebook, p, runs_dir) for p in todo]):
-                yield future.result()
+        # a Pool, not a ProcessPoolExecutor: leaving the block (an interruption too) terminates its
+        # workers, where the executor's went on running the queued notebooks after a SIGTERM
+        with multiprocessing.Pool(workers) as pool:
+            yield from pool.imap_unordered(functools.partial(_run_params, run, notebook, runs_dir), todo)
+
+
+def _run_params(run, notebook: str, runs_dir: str, params: dict) -> RunOutcome:
+    return run(notebook, params, runs_dir)
 
 
 # --- loading ----------------------------------------------------------------------------------
