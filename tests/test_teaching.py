@@ -177,3 +177,19 @@ def test_lab_FileOfAnotherLessonOrDamaged_IsRefused_AndLeftAsItIs(tmp_path):
     with pytest.raises(ValueError, match="damaged.json exists but is not a lab record"):
         teaching.Lab("05", damaged)
     assert other.read_bytes() == before and damaged.read_text() == '{"lesson": "05", "checks": {'
+
+
+def test_checks_AResultOfTheWrongType_FailsInOneLine_WithoutTheReferencesTraceback():
+    def sparsity(keep):
+        return "0.5"
+
+    def filter_scores(kernel, grads):
+        return ["x"] * kernel.shape[-1]
+
+    with pytest.raises(
+        teaching.CheckFailed, match="sparsity returned something the check cannot use.*one number"
+    ):
+        teaching.check_sparsity(sparsity)
+    with pytest.raises(teaching.CheckFailed, match="filter_scores returned something") as raised:
+        teaching.check_filter_scores(filter_scores)
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__

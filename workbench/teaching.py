@@ -14,6 +14,7 @@ answer key.
 from __future__ import annotations
 
 import datetime
+import functools
 import getpass
 import json
 import sys
@@ -97,6 +98,29 @@ def _fail(message: str) -> None:
     raise CheckFailed(message)
 
 
+def _returns(expected: str) -> Callable:
+    """Make a check fail with one line, not a traceback through this module (which would show the
+    reference computation), when the student's function returns a value the check cannot use."""
+
+    def decorate(check: Callable) -> Callable:
+        @functools.wraps(check)
+        def checked(answer, *args, **kwargs):
+            try:
+                return check(answer, *args, **kwargs)
+            except CheckFailed:
+                raise
+            except Exception as error:  # a result of the wrong type met the reference's arithmetic
+                name = getattr(answer, "__name__", "your function")
+                raise CheckFailed(
+                    f"{name} returned something the check cannot use ({type(error).__name__}); "
+                    f"it should return {expected}"
+                ) from None
+
+        return checked
+
+    return decorate
+
+
 def _fresh_rng() -> np.random.Generator:
     return np.random.default_rng()  # new entropy each call: no case can be memorised
 
@@ -113,6 +137,7 @@ def _score_cases(rng: np.random.Generator) -> list[np.ndarray]:
     return [dense, conv, ties]
 
 
+@_returns("a boolean array of the scores' shape")
 def check_prune_mask(prune_mask: Callable[[np.ndarray, float], np.ndarray]) -> None:
     """Exercise 1: the keep-mask of the ε rule (True = keep, where the score is at least ε)."""
     rng = _fresh_rng()
@@ -136,6 +161,7 @@ def _mask_hint(scores, epsilon, got, wrong) -> str:
     return f"{int(wrong.sum())} of {wrong.size} entries are wrong on a hidden case; keep where score >= ε"
 
 
+@_returns("one number")
 def check_sparsity(sparsity: Callable[[np.ndarray], float]) -> None:
     """Exercise 2: the fraction of a keep-mask that is pruned (False), in [0, 1]."""
     rng = _fresh_rng()
@@ -153,6 +179,7 @@ def check_sparsity(sparsity: Callable[[np.ndarray], float]) -> None:
             _fail("wrong on a hidden mask: count the False entries and divide by the mask's size")
 
 
+@_returns("one number, the ε")
 def check_epsilon_for(epsilon_for: Callable[[np.ndarray, float], float]) -> None:
     """Exercise 3: the ε that prunes (within one score) a target fraction of distinct scores."""
     rng = _fresh_rng()
@@ -168,6 +195,7 @@ def check_epsilon_for(epsilon_for: Callable[[np.ndarray, float], float]) -> None
 # --- exercise 4: a Conv2D kernel ---------------------------------------------------------------
 
 
+@_returns("an array of numbers, one per filter")
 def check_filter_scores(filter_scores: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> None:
     """Exercise 4: one SNIP score per filter of a Conv2D kernel: Σ |w|·mean|g| over (h, w, in)."""
     rng = _fresh_rng()
@@ -218,6 +246,7 @@ def _flat(scores: dict) -> np.ndarray:
     return np.concatenate([s.ravel() for s in scores.values()])
 
 
+@_returns("a dict of numbers: 'sparsity', 'sensitivity', 'specificity'")
 def check_prune_and_report(prune_and_report: Callable, model, scores: dict, images, labels) -> None:
     """Exercise 5: prune the CNN at one global ε and report sparsity, sensitivity and specificity."""
     rng, flat = _fresh_rng(), _flat(scores)
@@ -227,6 +256,7 @@ def check_prune_and_report(prune_and_report: Callable, model, scores: dict, imag
         _check_report("prune_and_report", got, _report(model, scores, epsilon, images, labels))
 
 
+@_returns("a dict of reports, one per criterion")
 def check_equal_sparsity(equal_sparsity: Callable, model, scores_by_criterion: dict, images, labels) -> None:
     """Exercise 6: each criterion's report at the ε that prunes one target sparsity."""
     rng = _fresh_rng()
