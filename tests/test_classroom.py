@@ -143,3 +143,18 @@ def test_class_summary_SkipsDamagedFiles_FlagsCopies_CountsOnlyRealAnswers(tmp_p
     assert table.loc["cy", "duplicate_of"] == "ada.json" and table.loc["ada", "duplicate_of"] == ""
     assert table.loc["ada", "answers"] == 1 and table.loc["bob", "answers"] == 0
     assert "truncated.json" in caplog.text and "odd.json" in caplog.text
+
+
+def test_read_record_OfANotebook_TakesTheNewestRecord_NotTheLastCell(tmp_path):
+    from workbench.teaching import RESULTS_MIME
+
+    newer = _record("ada", "late", at="2026-11-26T11:00:00")
+    older = _record("ada", "early", at="2026-11-26T10:00:00")
+    cells = []
+    for record in (newer, older):  # the cell run last sits higher up
+        cell = nbformat.v4.new_code_cell("lab.check(...)")
+        cell.outputs = [nbformat.v4.new_output("display_data", data={"text/plain": "", RESULTS_MIME: record})]
+        cells.append(cell)
+    path = tmp_path / "ada.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), path)
+    assert classroom.read_record(path)["answers"]["why"]["text"] == "late"

@@ -193,3 +193,12 @@ def test_checks_AResultOfTheWrongType_FailsInOneLine_WithoutTheReferencesTraceba
     with pytest.raises(teaching.CheckFailed, match="filter_scores returned something") as raised:
         teaching.check_filter_scores(filter_scores)
     assert raised.value.__cause__ is None and raised.value.__suppress_context__
+
+
+def test_lab_AFailedCheck_IsShownWithTheRecord_SoASavedNotebookCarriesIt(tmp_path, monkeypatch):
+    shown = []
+    monkeypatch.setattr(teaching.Lab, "_show", lambda self, line: shown.append((line, dict(self.record))))
+    lab = teaching.Lab("05", tmp_path / "r.json", student="bob")
+    with pytest.raises(teaching.CheckFailed):
+        lab.check("sparsity", lambda keep: 0.5)
+    assert shown and not shown[-1][1]["checks"]["sparsity"]["passed"]

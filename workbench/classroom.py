@@ -92,7 +92,7 @@ def write_student_version(notebook_path: str | Path, out_dir: str | Path) -> Pat
 
 
 def read_record(path: Path) -> dict | None:
-    """A student's record from a results .json, or from the last one an executed notebook displayed.
+    """A student's record from a results .json, or the newest one an executed notebook displayed.
 
     Returns None for a file that holds no lab record; raises ValueError, naming the file, for one
     that cannot be read or whose record is malformed.
@@ -115,7 +115,16 @@ def read_record(path: Path) -> dict | None:
         for output in cell.get("outputs", [])
         if RESULTS_MIME in output.get("data", {})
     ]
-    return _checked(dict(found[-1]), path) if found else None
+    if not found:
+        return None
+    newest = max(range(len(found)), key=lambda i: (_latest(found[i]), i))  # cells may run out of order
+    return _checked(dict(found[newest]), path)
+
+
+def _latest(record: dict) -> str:
+    """The time of a record's newest check or answer (ISO text: it sorts as time does)."""
+    entries = [e for section in ("checks", "answers") for e in dict(record.get(section) or {}).values()]
+    return max((str(e.get("at", "")) for e in entries if isinstance(e, dict)), default="")
 
 
 def _checked(record: dict, path: Path) -> dict:
