@@ -193,3 +193,19 @@ def test_TFLiteModel_BadInput_IsNamed(exported, tiny_dataset):
         TFLiteModel(str(exported["tflite"]))
     with pytest.raises(ValueError, match=r"images must have shape \(N, \*\(24, 24, 1\)\)"):
         TFLiteModel(exported["tflite"].read_bytes()).predict(tiny_dataset.test.images[:, :20, :20])
+
+
+def test_to_tflite_AnOpLiteRTLacks_IsNamed():
+    from workbench.compat import keras
+
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 8, 1)),
+            keras.layers.Conv3D(2, 3, padding="same"),
+            keras.layers.MaxPooling3D(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
+    with pytest.raises(ValueError, match=r"no builtin op for tf\.MaxPool3D; save it as \.keras"):
+        to_tflite(model)

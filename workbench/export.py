@@ -18,6 +18,7 @@ import contextlib
 import gzip
 import io
 import logging
+import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -99,10 +100,10 @@ def to_tflite(
     try:
         return _quietly(converter.convert)
     except Exception as error:  # the converter's own errors (MLIR, TOCO) have no common base class
+        missing = sorted(set(re.findall(r"'(tf\.\w+)' op is neither a custom op nor a flex op", str(error))))
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(
-            f"LiteRT's converter could not convert {model.name!r} ({quantize}): {first}"
-        ) from error
+        why = f"LiteRT has no builtin op for {', '.join(missing)}; save it as .keras" if missing else first
+        raise ValueError(f"LiteRT's converter could not convert {model.name!r} ({quantize}): {why}") from None
 
 
 def _with_probabilities(model: keras.Model, head: Head | str | None) -> keras.Model:
