@@ -353,3 +353,19 @@ def test_multiclass_AClassMissingFromValidation_IsNamed(tmp_path):
     subject = Subject.build(tiny_head_model(3, "softmax"), data)
     with pytest.raises(ValueError, match=r"validation labels miss class\(es\) \[2\]"):
         sensitivity(subject, "magnitude", grid=(0.5,), cache=tmp_path, progress=False)
+
+
+def test_output_distortion_OfAMultilabelModel_IsTheChangeOfEachLabelsLogit():
+    """Centred log-probabilities across labels ranked a collapsed positive label 5x below a small change."""
+    dense = np.array([[0.99, 0.001, 0.5]] * 2)
+    collapsed, nudged = dense.copy(), dense.copy()
+    collapsed[:, 0], nudged[:, 1] = 0.5, 0.0046
+
+    def logit(p):
+        return np.log(p / (1 - p))
+
+    expected = np.mean((logit(collapsed) - logit(dense)) ** 2)
+    assert output_distortion(dense, collapsed, multilabel=True) == pytest.approx(expected)
+    assert output_distortion(dense, collapsed, multilabel=True) > output_distortion(
+        dense, nudged, multilabel=True
+    )

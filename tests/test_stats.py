@@ -248,10 +248,18 @@ def test_perfect_separation_OnFewCases_IsNotEvidence_OnManyItIs():
     value, low, high = auc_ci(few, pruned)
     assert value == high == 1.0 and low == 0.0  # 1 - ln(40)/3 < 0: three cases a class bound nothing
     paired = compare_auc(few, dense, pruned)
-    assert paired["difference"] == 0 and paired["ci_low"] == pytest.approx(-np.log(40) / 3)
+    assert paired["difference"] == 0 and paired["ci_low"] == -1.0  # -ln(40)/3, clipped to [-1, 1]
     assert noninferiority(paired["ci_low"], paired["ci_high"], 0.02) == INCONCLUSIVE
     many = np.repeat([0, 1], 250)
     ranked = np.linspace(0, 1, 500)
     paired = compare_auc(many, ranked, ranked**2)  # another score, the same ranking
     assert noninferiority(paired["ci_low"], paired["ci_high"], 0.02) == NONINFERIOR
     assert compare_auc(few, pruned, pruned)["ci_low"] == 0.0  # identical scores: exactly no difference
+
+
+def test_paired_difference_Interval_StaysWithinMinusOneAndOne():
+    labels = np.array([0, 1, 2])
+    dense = np.eye(3) * 0.8 + 0.1
+    same_ranking = np.eye(3) * 0.6 + 0.2
+    paired = compare_macro_auc(labels, dense, same_ranking)
+    assert -1.0 <= paired["ci_low"] <= paired["difference"] <= paired["ci_high"] <= 1.0

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sys
 import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -177,7 +178,7 @@ class ValidationAuc:
             warnings.warn(
                 f"labels {missing} hold one class in validation and have no AUC there: the table ranks "
                 "by the mean AUC of the others",
-                stacklevel=4,
+                stacklevel=_user_stacklevel(),
             )
         elif classes == 2 and missing:
             raise ValueError(
@@ -203,7 +204,7 @@ class ValidationAuc:
     def drop(self, dense: np.ndarray, probs: np.ndarray) -> tuple[float, float, float]:
         """(dense AUC − AUC, low, high), the interval paired on the same images."""
         paired = stats.compare_macro_auc(self.truth, dense[:, self.columns], probs[:, self.columns])
-        return -paired["difference"], -paired["ci_high"], -paired["ci_low"]
+        return 0.0 - paired["difference"], 0.0 - paired["ci_high"], 0.0 - paired["ci_low"]  # no -0.0
 
 
 def _first(split: Split) -> Split:
@@ -232,21 +233,25 @@ def cell_metrics(subject: Subject, keep: Masks, structured: bool) -> dict:
         drop=drop,
         drop_low=drop_low,
         drop_high=drop_high,
-        distortion=output_distortion(subject.evaluator.dense_val, probs),
+        distortion=output_distortion(subject.evaluator.dense_val, probs, subject.evaluator.head.multilabel),
     )
 
 
-def output_distortion(dense: np.ndarray, pruned: np.ndarray) -> float:
-    """Mean squared change of the logits from ``dense`` to ``pruned`` class probabilities (images x classes).
+def output_distortion(dense: np.ndarray, pruned: np.ndarray, multilabel: bool = False) -> float:
+    """Mean squared change of the logits from ``dense`` to ``pruned`` probabilities (images x columns).
 
-    Logits are log-probabilities centred per image (softmax logits up to their free constant), the
-    probabilities clipped at 1e-7 first (a two-class logit then stays within about ±8). Unlike an
-    AUC drop this does not saturate once a layer alone breaks the model, and the distortions of
-    layers pruned together add up nearly (the additivity behind Xu et al.'s layer-adaptive pruning,
-    ICCV 2023), so a sum over rows still ranks joint masks at tight budgets.
+    Logits are log-probabilities centred per image (softmax logits up to their free constant); for
+    a multi-label model each label's own logit, log(p / (1 - p)) (its outputs are not one
+    distribution). Probabilities are clipped at 1e-7 first (a two-class logit then stays within
+    about ±8). Unlike an AUC drop this does not saturate once a layer alone breaks the model, and
+    the distortions of layers pruned together add up nearly (the additivity behind Xu et al.'s
+    layer-adaptive pruning, ICCV 2023), so a sum over rows still ranks joint masks at tight budgets.
     """
 
     def logits(probs: np.ndarray) -> np.ndarray:
+        if multilabel:
+            p = np.clip(probs, 1e-7, 1 - 1e-7)
+            return np.log(p) - np.log1p(-p)
         log_probs = np.log(np.clip(probs, 1e-7, 1.0))
         return log_probs - log_probs.mean(axis=1, keepdims=True)
 
@@ -379,7 +384,7 @@ def sensitivity(
     rows = sensitivity_rows(subject, granularity)
     criteria = [criterion] + ([BASELINE] if baseline and criterion != BASELINE else [])
     dense = _dense(subject, folder, granularity)
-    _warn_if_at_chance(dense)
+    _warn_if_at_chance(dense, len(subject.val))
     todo = {
         (c, row): [s for s in grid if not _cell_path(folder, c, row.name, s).is_file()]
         for c in criteria
@@ -428,16 +433,26 @@ def _dense(subject: Subject, folder: Path, granularity: str) -> dict:
     return dense
 
 
-def _warn_if_at_chance(dense: dict) -> None:
+def _warn_if_at_chance(dense: dict, images: int) -> None:
     """Drops measured from a model no better than chance say nothing: any pruning is 'within tolerance'."""
     if dense["low"] <= 0.5 <= dense["high"]:
         warnings.warn(
             f"the dense model's validation AUC is {dense['auc']:.3f} "
-            f"[{dense['low']:.3f}, {dense['high']:.3f}], not distinguishable from chance, so drops "
-            "measured against it say little: is the model trained? (after a short training, "
-            "workbench.train.recalibrate_batchnorm often fixes its BatchNorm statistics)",
-            stacklevel=3,
+            f"[{dense['low']:.3f}, {dense['high']:.3f}] on {images} validation images, not "
+            "distinguishable from chance, so drops measured against it say little: is the model "
+            "trained (after a short training, workbench.train.recalibrate_batchnorm often fixes its "
+            "BatchNorm statistics), and is the validation split large enough?",
+            stacklevel=_user_stacklevel(),
         )
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning point at the first caller outside this package."""
+    package = str(Path(__file__).parent)
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _cell_path(folder: Path, criterion: str, row: str, target: float) -> Path:

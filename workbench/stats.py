@@ -130,8 +130,8 @@ def _paired(scores: np.ndarray, truth: np.ndarray, level: float) -> dict:
         "auc_a": auc_a,
         "auc_b": auc_b,
         "difference": difference,
-        "ci_low": difference - half,
-        "ci_high": difference + half,
+        "ci_low": max(difference - half, -1.0),  # a difference of AUCs lies in [-1, 1]
+        "ci_high": min(difference + half, 1.0),
         "p_value": p_value,
     }
 
