@@ -158,3 +158,14 @@ def test_read_record_OfANotebook_TakesTheNewestRecord_NotTheLastCell(tmp_path):
     path = tmp_path / "ada.ipynb"
     nbformat.write(nbformat.v4.new_notebook(cells=cells), path)
     assert classroom.read_record(path)["answers"]["why"]["text"] == "late"
+
+
+def test_class_student_OneBadNotebook_WritesNone_AndNamesIt(tmp_path, capsys):
+    bad = tmp_path / "bad.ipynb"
+    cell = nbformat.v4.new_code_cell("### BEGIN SOLUTION\nx = 1\n")  # no END marker
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell]), bad)
+    good = NOTEBOOKS / TEACHER_NOTEBOOKS[0]
+    out = tmp_path / "students"
+    assert main(["class", "student", str(good), str(bad), "--out", str(out)]) == 2
+    assert "bad.ipynb" in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())

@@ -186,3 +186,20 @@ def test_report_RunsOfOneMetricsVersion_HaveNoWarning(tmp_path):
         _write_run(tmp_path, f"r{seed}", params, {"accuracy": 0.9}, metrics_version=2)
     write_report(tmp_path, tmp_path / "report")
     assert "mix metric versions" not in (tmp_path / "report" / "report.html").read_text()
+
+
+def test_with_plus_minus_APValue_KeepsItsSize():
+    import pandas as pd
+
+    from workbench.report import with_plus_minus
+
+    summary = pd.DataFrame(
+        {
+            "epsilon": [1e-4],
+            "mcnemar_p mean": [0.00031],
+            "mcnemar_p std": [0.0002],
+            "mcnemar_p count": [3],
+            "runs": [3],
+        }
+    )
+    assert with_plus_minus(summary).loc[0, "mcnemar_p"] == "mean 0.00031"

@@ -221,6 +221,15 @@ def register_commands(commands) -> None:
 
 
 def _student(args) -> int:
+    import nbformat
+
+    for notebook in args.notebooks:  # check every notebook first: all are written, or none
+        try:
+            student_version(nbformat.read(notebook, as_version=4))
+        except Exception as error:
+            raise ValueError(f"{notebook}: {error}") from None
+        if (Path(args.out) / Path(notebook).name).exists():
+            raise ValueError(f"--out: {Path(args.out) / Path(notebook).name} exists; nothing was written")
     for notebook in args.notebooks:
         print(f"wrote {write_student_version(notebook, args.out)}")
     return 0

@@ -155,6 +155,8 @@ def _mean_text(summary: pd.DataFrame, name: str, digits: int) -> pd.Series:
     def text(mean, std, count) -> str:
         if not np.isfinite(mean):
             return "undefined"
+        if name.endswith("_p"):  # a p-value: its size matters, not 3 decimals ("0.000 ± 0.000")
+            return f"mean {_p_text(mean)}" if count > 1 else _p_text(mean)
         return f"{mean:.{digits}f} ± {std:.{digits}f}" if count > 1 else f"{mean:.{digits}f}"
 
     columns = (summary[f"{name} mean"], summary[f"{name} std"], summary[f"{name} count"])
