@@ -376,8 +376,8 @@ def auc_evidence(
     names += ("auc_difference", "auc_difference_low", "auc_difference_high", "auc_difference_p")
     columns, truth, missing = stats.auc_columns(labels, dense.shape[1], 1, multilabel)
     if not columns or (missing and not multilabel):
-        classes = "labels" if multilabel else "classes"
-        _undefined(f"test holds one class of {classes} {missing}: AUC evidence is undefined")
+        lacking = "no label holds both classes in test" if multilabel else f"test lacks class(es) {missing}"
+        _undefined(f"{lacking}: AUC evidence is undefined")
         return dict.fromkeys(names) | {"noninferiority": UNDEFINED, "margin": float(margin)}
     paired = stats.compare_macro_auc(truth, dense[:, columns], pruned[:, columns], level)
     values = stats.macro_auc_ci(pruned[:, columns], truth, level) + (paired["auc_a"],)

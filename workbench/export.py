@@ -31,6 +31,7 @@ from workbench.compat import keras, tf
 from workbench.data import Split
 from workbench.evaluate import multilabel_metrics, validated_metrics
 from workbench.heads import Head, as_head, detect_head, predict_probabilities, saved_compile_config
+from workbench.models import check_images
 from workbench.prune import copy_model
 from workbench.train import save_atomically
 
@@ -116,14 +117,9 @@ def _with_probabilities(model: keras.Model, head: Head | str | None) -> keras.Mo
 
 
 def _check_calibration(model: keras.Model, calibration: np.ndarray | None) -> np.ndarray:
-    expected = tuple(model.input_shape[1:])
-    if calibration is None or np.ndim(calibration) != len(expected) + 1 or len(calibration) == 0:
-        raise ValueError(
-            f"calibration must be images of shape (N, *{expected}) for int8, got {calibration!r:.60}"
-        )
-    if any(e not in (None, g) for e, g in zip(expected, np.shape(calibration)[1:], strict=True)):
-        raise ValueError(f"calibration must be images of shape (N, *{expected}), got {np.shape(calibration)}")
-    return np.asarray(calibration, np.float32)
+    if calibration is None or len(np.atleast_1d(calibration)) == 0:
+        raise ValueError(f"calibration must be images of shape (N, *{model.input_shape[1:]}) for int8")
+    return check_images(model, calibration, "calibration").astype(np.float32)
 
 
 def _representative(images: np.ndarray) -> Iterator[list[np.ndarray]]:

@@ -166,6 +166,13 @@ def dataset_task(dataset: Dataset) -> str:
     return "binary" if dataset.num_classes == 2 else "multiclass"
 
 
+def _takes(input_shape: tuple, image_shape: tuple) -> bool:
+    """Whether a model input of ``input_shape`` (None = any size) takes images of ``image_shape``."""
+    return len(input_shape) == len(image_shape) and all(
+        want in (None, got) for want, got in zip(input_shape, image_shape, strict=True)
+    )
+
+
 def check_built(model) -> None:
     """Raise ValueError unless ``model`` is a built Keras model with one image input."""
     if not isinstance(model, keras.Model):
@@ -185,10 +192,7 @@ def check_images(model: keras.Model, images, what: str = "images") -> np.ndarray
     """``images`` as an array, or ValueError unless they fit the model's input and are finite, in [0, 1]."""
     images = np.asarray(images)
     expected = tuple(model.input_shape[1:])
-    fits = images.ndim == len(expected) + 1 and all(
-        e in (None, g) for e, g in zip(expected, images.shape[1:], strict=True)
-    )
-    if not fits:
+    if images.ndim == 0 or not _takes(expected, images.shape[1:]):
         raise ValueError(f"{what} must have shape (N, *{expected}), got {images.shape}")
     if not np.issubdtype(images.dtype, np.number) or not np.isfinite(images).all():
         raise ValueError(f"{what} must be finite numbers, got dtype {images.dtype} or NaN/inf")
@@ -211,10 +215,7 @@ def check_model_fits(
     """
     expected_input = tuple(dataset.image_shape)
     got_input = tuple(model.input_shape[1:])
-    fits = len(got_input) == len(expected_input) and all(
-        g in (None, e) for g, e in zip(got_input, expected_input, strict=True)
-    )
-    if not fits:
+    if not _takes(got_input, expected_input):
         raise ValueError(
             f"{where}: input shape {got_input} does not match the data's images {expected_input} (H, W, C)"
         )
