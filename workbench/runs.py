@@ -118,9 +118,9 @@ def coerce(value, type_name: str | None):
     """
     if isinstance(value, str):
         return _from_text(value, type_name)
-    expected = {"float": (int, float), "int": (int,), "bool": (bool,), "str": (str,), "list": (list,)}
-    expected["dict"] = (dict,)
-    wanted = expected.get(type_name)
+    wanted = {"float": (int, float), "int": int, "bool": bool, "str": str, "list": list, "dict": dict}.get(
+        type_name
+    )
     wrong_bool = isinstance(value, bool) and type_name in ("float", "int")
     if wanted is not None and (not isinstance(value, wanted) or wrong_bool):
         raise ValueError(f"expected {type_name}, got {value!r} ({type(value).__name__})")
@@ -142,14 +142,14 @@ def _from_text(value: str, type_name: str | None):
         try:
             parsed = yaml.safe_load(value)
         except yaml.YAMLError as error:
-            raise ValueError(f"{value!r} is not a YAML {type_name} ({one_line_yaml(error)})") from None
+            raise ValueError(f"{value!r} is not a YAML {type_name} ({_one_line_yaml(error)})") from None
         if not isinstance(parsed, list if type_name == "list" else dict):
             raise ValueError(f"expected a {type_name}, got {value!r} (in YAML, e.g. '[0.5, 0.9]')")
         return parsed
     return value
 
 
-def one_line_yaml(error) -> str:
+def _one_line_yaml(error) -> str:
     return " ".join(str(getattr(error, "problem", None) or error).split())
 
 
