@@ -128,10 +128,10 @@ def _latest(record: dict) -> str:
 
 
 def _checked(record: dict, path: Path) -> dict:
-    for section in ("checks", "answers"):
-        entries = record.get(section, {})
-        if not isinstance(entries, dict) or not all(isinstance(e, dict) for e in entries.values()):
-            raise ValueError(f"{path}: its {section!r} is not a lab record's (name -> entry)")
+    from workbench.teaching import is_lab_record
+
+    if not is_lab_record(record):
+        raise ValueError(f"{path}: its checks or answers are not a lab record's (name -> entry)")
     return record
 
 

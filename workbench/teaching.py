@@ -286,6 +286,15 @@ CHECKS: dict[str, Callable] = {
 }
 
 
+def is_lab_record(record) -> bool:
+    """Whether ``record`` has a lab record's shape: its checks and answers map names to entries."""
+    return isinstance(record, dict) and all(
+        isinstance(record.get(section, {}), dict)
+        and all(isinstance(entry, dict) for entry in record.get(section, {}).values())
+        for section in ("checks", "answers")
+    )
+
+
 def _previous_record(path: Path, lesson: str) -> dict:
     """The record already in ``path``, or ValueError if it is not this lesson's: never overwritten."""
     try:
@@ -295,10 +304,7 @@ def _previous_record(path: Path, lesson: str) -> dict:
             f"results_path {path} exists but is not a lab record ({error}); it is left as it is: "
             "move it away or give another results_path"
         ) from None
-    sections_ok = isinstance(previous, dict) and all(
-        isinstance(previous.get(key, {}), dict) for key in ("checks", "answers")
-    )
-    if not sections_ok:
+    if not is_lab_record(previous):
         raise ValueError(f"results_path {path} exists but is not a lab record; it is left as it is")
     if previous.get("lesson") != lesson:
         raise ValueError(
