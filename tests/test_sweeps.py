@@ -140,9 +140,18 @@ def test_sweep_WithWorkers_Sigterm_EndsItsWorkersToo_AndSaysHowToResume(notebook
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130 and "the same command resumes the rest" in err
+    assert "Traceback" not in err
     done = len(_complete_runs(runs_dir))
     time.sleep(6)  # a worker left behind would finish more runs meanwhile
     assert len(_complete_runs(runs_dir)) == done < len(values)
+
+
+def test_cli_sweep_WithWorkers_EndsWithoutATraceback(notebook, tmp_path):
+    """The pool's workers inherited the CLI's SIGTERM handler: ending them printed a traceback."""
+    command = [sys.executable, "-m", "workbench", *_cli(notebook, tmp_path / "runs", "-p", "x", "1", "2")]
+    done = subprocess.run([*command, "--workers", "2"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "2 ran" in done.stdout
+    assert "Traceback" not in done.stderr and "KeyboardInterrupt" not in done.stderr
 
 
 def test_grid_values_AreCheckedLikeCommandLineOnes_AndResultsDirIsNotSwept(notebook, tmp_path, capsys):

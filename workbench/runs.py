@@ -28,6 +28,7 @@ import logging
 import math
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -533,8 +534,16 @@ def _execute_all(notebook: str, todo: list[dict], runs_dir: str, results, worker
 
         # a Pool, not a ProcessPoolExecutor: leaving the block (an interruption too) terminates its
         # workers, where the executor's went on running the queued notebooks after a SIGTERM
-        with multiprocessing.Pool(workers) as pool:
+        with multiprocessing.Pool(workers, initializer=_leave_signals_to_the_sweep) as pool:
             yield from pool.imap_unordered(functools.partial(_run_params, run, notebook, runs_dir), todo)
+
+
+def _leave_signals_to_the_sweep() -> None:
+    """In a pool worker: Ctrl-C is the sweep's to handle, and the SIGTERM by which the pool ends its
+    workers must end them quietly (a forked worker inherited the CLI's handler, which printed a
+    KeyboardInterrupt traceback at the end of every --workers sweep)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _run_params(run, notebook: str, runs_dir: str, params: dict) -> RunOutcome:
