@@ -13,6 +13,7 @@ from workbench.progressive import (
     Latest,
     fingerprint,
     read_cached_curve,
+    ticking,
     write_cached_curve,
 )
 
@@ -83,3 +84,40 @@ def test_reporter_ABarShown_EndsAt100Percent_AQuickOneIsNeverShown(capsys):
     with reporter(None, 3, "slow", "step") as report:
         report(1, 3), time.sleep(1.1), report(2, 3), report(3, 3)  # shown after its 1 s delay
     assert "slow: 100%" in capsys.readouterr().err
+
+
+def test_ticking_ReportsTheSameStepAgain_WhileOneLongCallRuns():
+    seen, enough = [], threading.Event()
+
+    def report(done: int, total: int) -> None:
+        seen.append((done, total))
+        if len(seen) >= 3:
+            enough.set()
+
+    with ticking(report, 1, 5, every=0.01):
+        assert enough.wait(10)  # the block is the "long call": it ends once the clock moved 3 times
+    count = len(seen)
+    threading.Event().wait(0.05)
+    assert set(seen) == {(1, 5)} and len(seen) == count  # nothing is reported after the block
+
+
+def test_ticking_ACancellationRaisedByReport_IsRaisedWhenTheBlockEnds():
+    called = threading.Event()
+
+    def report(done: int, total: int) -> None:
+        called.set()
+        raise Cancelled("overtaken")
+
+    with pytest.raises(Cancelled, match="overtaken"), ticking(report, 0, 2, every=0.01):
+        assert called.wait(10)
+
+
+def test_reporter_ARepeatedStep_RefreshesAShownBar_SoItsClockMoves(capsys):
+    import time
+
+    from workbench.progressive import reporter
+
+    with reporter(None, 3, "tracing", "step") as report:
+        report(0, 3), time.sleep(1.1), report(0, 3)  # shown after its 1 s delay, at the same step
+        assert "tracing:   0%" in capsys.readouterr().err
+        report(3, 3)

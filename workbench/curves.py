@@ -37,7 +37,7 @@ from workbench.masks import (
     check_masks,
 )
 from workbench.models import check_built, check_images
-from workbench.progressive import reporter
+from workbench.progressive import reporter, ticking
 from workbench.prune import PruneSpec, masks_from_scores
 from workbench.registry import kernel_variables
 from workbench.scores import Scorer
@@ -200,9 +200,11 @@ class Evaluator:
         steps = 2 + -(-len(self._images) // self.forward.rows(self._images))
         with reporter(progress, steps, "dense pass", "step") as report:
             report(0, steps)
-            self.forward.trace(self._images)  # apart, so the pass below is timed alone
+            with ticking(report, 0, steps):
+                self.forward.trace(self._images)  # apart, so the pass below is timed alone
             report(1, steps)
-            self.forward.compile(self._images)
+            with ticking(report, 1, steps):
+                self.forward.compile(self._images)
             report(2, steps)
             chunks = itertools.count(3)
             probs = self._timed_pass(self.forward.dense, lambda: report(next(chunks), steps))

@@ -26,7 +26,7 @@ from workbench.fs import atomic_path
 from workbench.heads import Head, as_head
 from workbench.masks import Scores, unit_scores
 from workbench.models import check_built, check_images
-from workbench.progressive import fingerprint, reporter
+from workbench.progressive import fingerprint, reporter, ticking
 from workbench.registry import (
     LayerInfo,
     get_kernels,
@@ -118,8 +118,9 @@ def gradient_stats(
     The loss is the head's (see ``workbench.heads``): a logits model is scored by cross-entropy
     from logits, exactly as the same weights with a softmax appended.
 
-    ``progress``, if given, is called with (batches done, batches in all) before the first batch
-    and after each one; without it a tqdm bar appears once the pass has taken a second.
+    ``progress``, if given, is called with (steps done, steps): the trace of the gradient graph,
+    its first call (where TensorFlow optimises it), then each batch; a long trace or first call
+    repeats its step every half second. Without it a tqdm bar appears once the pass has taken 1 s.
 
     Raises:
         ValueError: for calibration data of the wrong shape or scale, or gradients that are NaN or inf.
@@ -128,25 +129,35 @@ def gradient_stats(
     infos = prunable_layers(model)
     variables = list(kernel_variables(model).values())
     loss_fn = head.loss()
-    targets = head.targets(labels)
+    targets = np.asarray(head.targets(labels))
 
-    @tf.function(reduce_retracing=True)
     def batch_gradients(x, y):
         with tf.GradientTape() as tape:
             loss = loss_fn(y, model(x, training=False))
         return tape.gradient(loss, variables)
 
+    # one trace for any batch size, so the trace and the first call are steps of their own
+    signature = [tf.TensorSpec((None, *images.shape[1:]), tf.float32)]
+    signature.append(tf.TensorSpec((None, *targets.shape[1:]), tf.as_dtype(targets.dtype)))
+    batch_gradients = tf.function(batch_gradients, input_signature=signature)
     kernels = get_kernels(model)
     sums = {key: {i.name: 0.0 for i in infos} for key in ("abs", "sq", "unit")}
     starts = range(0, len(images), batch_size)
-    with reporter(progress, len(starts), "gradients", "batch") as report:
-        report(0, len(starts))  # before the first batch, which also traces the graph
-        for done, start in enumerate(starts, 1):
+    steps = 2 + len(starts)
+    with reporter(progress, steps, "gradients", "step") as report:
+        report(0, steps)
+        with ticking(report, 0, steps):
+            batch_gradients.get_concrete_function()
+        report(1, steps)
+        with ticking(report, 1, steps):
+            batch_gradients(tf.constant(images[:1], tf.float32), tf.constant(targets[:1]))
+        report(2, steps)
+        for done, start in enumerate(starts, 3):
             x = tf.constant(images[start : start + batch_size], tf.float32)
             y = tf.constant(targets[start : start + batch_size])
             for info, grad in zip(infos, batch_gradients(x, y), strict=True):
                 _accumulate(sums, info, np.asarray(grad), kernels[info.name])
-            report(done, len(starts))
+            report(done, steps)
     n = len(starts)
     stats = GradientStats(
         *({k: v / n for k, v in sums[key].items()} for key in ("abs", "sq", "unit")), batches=n

@@ -105,7 +105,9 @@ class Dashboard:
         self.image = w.Image(format="png", layout=w.Layout(width="100%"))
         self.readout, self.message, self.table = w.HTML(), w.HTML(), w.HTML()
         self.kernel_lost = w.HTML(KERNEL_LOST)
-        self.progress = w.IntProgress(value=0, min=0, max=1, description="", layout=w.Layout(display="none"))
+        self.progress = w.IntProgress(
+            value=0, min=0, max=1, layout=w.Layout(display="none"), style={"description_width": "initial"}
+        )
         self.finetune_output = w.Output()
         self.figure = ExplorerFigure(
             explorer.dataset.class_names,
@@ -305,10 +307,12 @@ class Dashboard:
 
     @contextlib.contextmanager
     def _progress_shown(self, description: str):
-        """Yield a (done, total) callback that shows the progress bar; hide it when the block ends."""
+        """Yield a (done, total) callback that shows the progress bar and the seconds taken (a long
+        step is reported again as it runs, so they move); hide the bar when the block ends."""
+        start = time.perf_counter()
 
         def report(done: int, total: int) -> None:
-            self.progress.description = description
+            self.progress.description = f"{description} {time.perf_counter() - start:.0f} s"
             self.progress.max, self.progress.value, self.progress.layout.display = total, done, None
 
         try:
