@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -80,8 +82,27 @@ def test_cli_report_WithABadRun_NamesItAndSummarisesTheRest(tmp_path, capsys):
     assert main(["report", "--runs", str(tmp_path)]) == 0
     printed = capsys.readouterr()
     assert f"skipped {bad}: metrics.json is not valid JSON" in printed.err
+
+    # as a user runs it (outside pytest, whose log capture would hide a second line from the log)
+    shell = subprocess.run(
+        [sys.executable, "-m", "workbench", "report", "--runs", str(tmp_path), "--out", str(tmp_path / "2")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert shell.stderr.count(str(bad)) == 1, shell.stderr  # said once, not again by a log line
     assert "0.800" in printed.out and (tmp_path / "report" / "report.html").is_file()
     assert str(bad) in (tmp_path / "report" / "report.html").read_text()
+
+
+def test_report_OnlyFailedRuns_SaysHowManyFailed_AndTheFirstError(tmp_path):
+    folder = _write_run(tmp_path, "a", {"epsilon": 1e-4, "seed": 0}, {}, status="failed")
+    info = json.loads((folder / "run.json").read_text())
+    info["error"] = {"ename": "ValueError", "evalue": "epochs must be >= 1, got 0"}
+    (folder / "run.json").write_text(json.dumps(info))
+    _write_run(tmp_path, "b", {"epsilon": 1e-3, "seed": 0}, {}, status="failed")
+    with pytest.raises(ValueError, match=r"no successful runs .*; 2 failed, first a: ValueError: epochs"):
+        write_report(tmp_path)
 
 
 def test_summarize_NonNumericValueInOneRun_KeepsTheColumnForTheOthers(tmp_path):

@@ -210,8 +210,7 @@ def write_report(
     """
     frame, skipped = scan(runs_dir)
     if frame.empty or not (frame["status"] == "ok").any():
-        why = f"; skipped {len(skipped)} unreadable, first {skipped[0]}" if skipped else ""
-        raise ValueError(f"no successful runs in {runs_dir}{why}")
+        raise ValueError(f"no successful runs in {runs_dir}{_why_none(frame, skipped)}")
     notes = _mixed_versions(frame[frame["status"] == "ok"])
     summary = summarize(frame)
     keys = parameter_columns(frame[frame["status"] == "ok"])
@@ -235,6 +234,19 @@ def write_report(
     failed = frame[frame["status"] == "failed"]
     fs.write_atomically(out / "report.html", _html(readable, images, failed, skipped, notes))
     return Report(out / "report.html", readable, skipped)
+
+
+def _why_none(frame: pd.DataFrame, skipped: list[BadRun]) -> str:
+    """What the runs folder holds instead of successful runs: failed and unreadable runs, first of each."""
+    why = ""
+    if not frame.empty:
+        first = frame.iloc[0]
+        error = first.get("error")
+        error = error if isinstance(error, str) else "no error recorded"
+        why += f"; {len(frame)} failed, first {first['run_id']}: {error}"
+    if skipped:
+        why += f"; skipped {len(skipped)} unreadable, first {skipped[0]}"
+    return why
 
 
 def _plottable(summary: pd.DataFrame, metric: str, x: str | None) -> bool:

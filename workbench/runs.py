@@ -590,7 +590,6 @@ def scan(runs_dir: str | Path = "runs") -> tuple[pd.DataFrame, list[BadRun]]:
             rows.append(_read_run(folder))
         except _Unreadable as err:
             bad.append(BadRun(folder, str(err)))
-            log.warning("skipping run %s", bad[-1])
     return pd.DataFrame(rows), bad
 
 
@@ -600,7 +599,10 @@ def load(runs_dir: str | Path = "runs") -> pd.DataFrame:
     Parameter columns keep their names; metric columns are prefixed ``metrics.`` (nested metrics
     are flattened with dots).
     """
-    return scan(runs_dir)[0]
+    frame, bad = scan(runs_dir)
+    for run in bad:
+        log.warning("skipping run %s", run)
+    return frame
 
 
 class _Unreadable(Exception):
