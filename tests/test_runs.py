@@ -105,6 +105,15 @@ def test_report_OnlyFailedRuns_SaysHowManyFailed_AndTheFirstError(tmp_path):
         write_report(tmp_path)
 
 
+def test_report_ACountIsShownAsACount(tmp_path):
+    _write_run(tmp_path, "a", {"epsilon": 1e-4, "seed": 0}, {"changed": 12, "auc": 1.0})
+    _write_run(tmp_path, "b", {"epsilon": 1e-3, "seed": 0}, {"changed": 3, "auc": 0.9})
+    _write_run(tmp_path, "c", {"epsilon": 1e-3, "seed": 1}, {"changed": 4, "auc": 0.8})
+    table = write_report(tmp_path).table.set_index("epsilon")
+    assert table.loc[1e-4, "changed"] == "12" and table.loc[1e-3, "changed"] == "3.5 ± 0.7"
+    assert table.loc[1e-4, "auc"] == "1.000"  # a float that happens to be whole keeps its decimals
+
+
 def test_summarize_NonNumericValueInOneRun_KeepsTheColumnForTheOthers(tmp_path):
     for seed, auc in enumerate([0.9, "n/a", 0.8]):
         _write_run(tmp_path, f"r{seed}", {"epsilon": 1e-4, "seed": seed}, {"accuracy": 0.5, "auc": auc})

@@ -86,7 +86,15 @@ def summarize(frame: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataF
     for column in text:
         table[f"{_label(column, keys)}{TALLY}"] = grouped[column].agg(_tally)
     table["runs"] = grouped.size()
-    return table.reset_index().drop(columns="_all", errors="ignore")
+    table = table.reset_index().drop(columns="_all", errors="ignore")
+    # counts (images, changed decisions) are read as counts: "12", not "12.000"
+    table.attrs["counts"] = [_label(c, keys) for c in numeric if _all_integers(done[c])]
+    return table
+
+
+def _all_integers(values: pd.Series) -> bool:
+    present = values.dropna()
+    return len(present) > 0 and present.map(lambda v: isinstance(v, numbers.Integral) and _is_number(v)).all()
 
 
 def _hashable(value):
@@ -150,13 +158,18 @@ def _is_statistic(column: str) -> bool:
 
 
 def _mean_text(summary: pd.DataFrame, name: str, digits: int) -> pd.Series:
-    """'0.941' for one run, '0.941 ± 0.012' for several, 'undefined' where no run had a number."""
+    """'0.941' for one run, '0.941 ± 0.012' for several, 'undefined' where no run had a number;
+    a count is '12' for one run, '12.5 ± 0.7' for several."""
+
+    is_count = name in summary.attrs.get("counts", ())
 
     def text(mean, std, count) -> str:
         if not np.isfinite(mean):
             return "undefined"
         if name.endswith("_p"):  # a p-value: its size matters, not 3 decimals ("0.000 ± 0.000")
             return f"mean {_p_text(mean)}" if count > 1 else _p_text(mean)
+        if is_count:  # a mean count may be 12.5
+            return f"{mean:.1f} ± {std:.1f}" if count > 1 else f"{mean:.0f}"
         return f"{mean:.{digits}f} ± {std:.{digits}f}" if count > 1 else f"{mean:.{digits}f}"
 
     columns = (summary[f"{name} mean"], summary[f"{name} std"], summary[f"{name} count"])
