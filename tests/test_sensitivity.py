@@ -337,6 +337,19 @@ def test_multilabel_ALabelWithOneClassInValidation_IsLeftOutWithAWarning(tmp_pat
     probs = subject.model.predict(data.val.images, verbose=0)
     expected = roc_auc_score(labels[:, [0, 2]], probs[:, [0, 2]], average="macro")
     assert table.dense["auc"] == pytest.approx(expected, abs=1e-9)
+    assert table.left_out == (1,)  # what the goal readout names
+
+    from types import SimpleNamespace
+
+    from workbench.widgets import goal_text
+
+    allocation = SimpleNamespace(
+        goal="tolerance", value=0.02, granularity="unstructured", flops=0.5, params=0.4, val_drop=0.01
+    )
+    allocation.candidate, allocation.tuned_val_auc = "table", None
+    spec = SimpleNamespace(criterion="taylor")
+    point = SimpleNamespace(allocation=allocation, spec=spec, sensitivity=table)
+    assert "leaves out labels [1], which hold one class in validation" in goal_text(point)
 
 
 def test_multiclass_AClassMissingFromValidation_IsNamed(tmp_path):

@@ -160,6 +160,7 @@ class ValidationAuc:
 
     columns: tuple[int, ...]  # the probability columns scored
     truth: np.ndarray  # (images, len(columns)) booleans
+    left_out: tuple[int, ...] = ()  # multi-label: labels with one class in validation (no AUC there)
 
     @classmethod
     def of(cls, labels, classes: int, positive: int, multilabel: bool) -> ValidationAuc:
@@ -191,7 +192,7 @@ class ValidationAuc:
                 f"sensitivity ranks a multi-class model by its one-vs-rest macro AUC on validation, which "
                 f"needs every class there; the validation labels miss class(es) {missing}"
             )
-        return cls(columns, truth)
+        return cls(columns, truth, tuple(missing) if multilabel else ())
 
     def point(self, probs: np.ndarray) -> float:
         every = np.arange(len(self.truth))
@@ -302,6 +303,7 @@ class Sensitivity:
     min_keep: int = 1
     computed: int = 0  # cells computed in this call (the rest came from the cache)
     folder: Path | None = field(default=None, repr=False)
+    left_out: tuple[int, ...] = ()  # labels the validation AUC leaves out (``ValidationAuc.left_out``)
 
     def matrix(self, criterion: str | None = None, value: str = "drop") -> pd.DataFrame:
         """Rows x target sparsities of ``value`` (``drop``, ``auc``, ``drop_low``...) for a criterion."""
@@ -400,7 +402,8 @@ def sensitivity(
     bar.close()
     log.info("sensitivity: %d of %d cells computed, the rest read from %s", missing, total, folder)
     cells = _read_cells(folder, criteria, rows, grid)
-    return Sensitivity(cells, dense, criterion, granularity, grid, rows, min_keep, missing, folder)
+    left_out = subject.metric.left_out
+    return Sensitivity(cells, dense, criterion, granularity, grid, rows, min_keep, missing, folder, left_out)
 
 
 def _compute(subject: Subject, todo: dict, granularity: str, min_keep: int, dask_address: str | None):

@@ -683,6 +683,11 @@ def goal_text(point: GoalPoint) -> str:
         f"goal {goal} ({a.granularity}, {point.spec.criterion}): achieved FLOPs {a.flops:.1%} and "
         f"params {a.params:.1%} of dense, validation AUC drop {a.val_drop:+.3f}; answer: {a.candidate}"
     )
+    if point.sensitivity is not None and point.sensitivity.left_out:
+        text += (
+            f" (the validation AUC leaves out labels {list(point.sensitivity.left_out)}, which hold one"
+            " class in validation)"
+        )
     if a.tuned_val_auc is not None:
         others = ", ".join(f"{c.candidate} {c.tuned_val_auc:.3f}" for c in a.measured)
         text += (
