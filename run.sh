@@ -37,13 +37,16 @@ install() {
 
 pool_size() {
   # One preheated kernel per ~1.5 GB of available memory (a TensorFlow kernel with a small
-  # backbone holds about 1 GB), at least 1 and at most 4.
+  # backbone holds about 1 GB), at least 1 and at most 4 or the number of CPU cores (kernels
+  # preheat at the same time: four on two cores slowed every page).
   if [ -n "${WORKBENCH_POOL:-}" ]; then echo "$WORKBENCH_POOL"; return; fi
-  local kb
+  local kb cores
   kb=$(awk '/^MemAvailable:/ {print $2}' /proc/meminfo 2>/dev/null || true)
+  cores=$(nproc 2>/dev/null || echo 1)
   local n=$(( ${kb:-0} / 1500000 ))
-  (( n < 1 )) && n=1
   (( n > 4 )) && n=4
+  (( n > cores )) && n=$cores
+  (( n < 1 )) && n=1
   echo "$n"
 }
 
@@ -66,7 +69,13 @@ case "$command" in
     "$VENV/bin/python" -m workbench prepare
     # Preheated kernels run the notebook (TensorFlow import, baseline, scores) before anyone asks,
     # so a page opens onto a live dashboard. WORKBENCH_POOL overrides the pool size.
+    # A closed page's kernel (~1 GB) is shut down once idle for WORKBENCH_CULL_SECONDS: Voilà's own
+    # shutdown request on closing a page is refused (voila-dashboards/voila#1458). Kernels of open
+    # pages (connected) and of the pool are never culled.
+    cull=${WORKBENCH_CULL_SECONDS:-600}
     exec "$VENV/bin/voila" --show_tracebacks=True --preheat_kernel=True --pool_size="$(pool_size)" \
+      --MappingKernelManager.cull_idle_timeout="$cull" \
+      --MappingKernelManager.cull_interval="$(( cull < 60 ? cull : 60 ))" \
       notebooks/01_explore_threshold.ipynb "$@"
     ;;
   install)

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 from browser_helpers import (
     CHROMIUM_ARGS,
+    ROOT,
     ExplorerPage,
     chromium_path,
     explorer_copy,
@@ -169,6 +170,41 @@ def test_voila_TimeToAUsableSlider_ColdAndWithAPreheatedKernel(page, data_dir, t
         warm = time.monotonic() - started
     print(f"Voilà, page request to a usable slider: cold {cold:.1f} s, preheated kernel {warm:.1f} s")
     assert warm < cold, "a preheated kernel should open faster than a cold one"
+
+
+def test_run_sh_dashboard_AClosedPagesKernel_IsShutDown_AnOpenOneIsNot(browser, data_dir, tmp_path):
+    """README's ``bash run.sh dashboard`` as written (a pool of one, culling after 2 s idle): each
+    closed page used to leave its ~1 GB kernel behind, as Voilà's shutdown request is refused."""
+    port = free_port()
+    env = server_env(data_dir, tmp_path / "jupyter") | {"WORKBENCH_POOL": "1", "WORKBENCH_CULL_SECONDS": "2"}
+    argv = [
+        "bash",
+        str(ROOT / "run.sh"),
+        "dashboard",
+        "--no-browser",
+        "--Voila.ip=127.0.0.1",
+        f"--port={port}",
+    ]
+    with serving(argv, port=port, cwd=ROOT, env=env, log=tmp_path / "voila.log", timeout=600) as server:
+        context = browser.new_context(viewport={"width": 1400, "height": 1600})
+        context.route(EXTERNAL, lambda route: route.abort())
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        explorer = open_explorer(page, f"http://127.0.0.1:{port}/")
+        time.sleep(6)  # three times the idle time: an open page's kernel is connected, so it stays
+        assert_figure_and_readout_change(explorer, lambda: explorer.drag_epsilon(30))
+        _wait_for_kernels(server, 2)  # the page's and the pool's refill
+        context.close()  # the user closes the tab
+        _wait_for_kernels(server, 1)  # the pool's kernel only
+
+
+def _wait_for_kernels(server, count: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while len(kernel_pids(server)) != count:
+        assert time.monotonic() < deadline, (
+            f"{len(kernel_pids(server))} kernels after {timeout:.0f} s, expected {count}"
+        )
+        time.sleep(0.5)
 
 
 def test_voila_CellThatRaises_ShowsTheErrorInsteadOfTheDashboard(page, data_dir, tmp_path):
