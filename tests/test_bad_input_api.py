@@ -350,6 +350,26 @@ CASES = [
         "dataset must be a Dataset",
     ),
     (
+        "fine_tune a 3-class model on binary data",
+        lambda m, d, t: _fine_tune_other_head(d),
+        ValueError,
+        r"fine_tune's model: a softmax head over 3 unit\(s\)",
+    ),
+    (
+        "evaluate_model dense with 3 classes",
+        lambda m, d, t: evaluate_model(m, d.val, d.test, dense=tiny_head_model(3, "softmax")),
+        ValueError,
+        r"dense model's val probabilities \(\d+, 3\) and the pruned model's \(\d+, 2\) must have the same",
+    ),
+    (
+        "compare_to_dense 3 vs 2 columns",
+        lambda m, d, t: compare_to_dense(
+            _pairs(), _probs_and_labels()[:1] * 2, *[np.array([0, 1, 0, 1])] * 2
+        ),
+        ValueError,
+        "must have the same shape",
+    ),
+    (
         "train_user_model 'yes'",
         lambda m, d, t: baseline(d, "seed_cnn", train_user_model="yes"),
         ValueError,
@@ -360,6 +380,11 @@ CASES = [
 
 def _probs_and_labels(scale: float = 1.0):
     return np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]]) * scale, np.array([0, 1, 0, 1])
+
+
+def _fine_tune_other_head(data):
+    other = tiny_head_model(3, "softmax")
+    return fine_tune(other, _keep(other), data, progress=False)
 
 
 def _pairs():

@@ -25,6 +25,7 @@ from workbench.evaluate import (
     auc_evidence,
     changed_labels,
     check_positive,
+    check_same_outputs,
     multilabel_metrics,
     pruned_metrics,
     validated_metrics,
@@ -281,6 +282,7 @@ def multilabel_evidence(
 ) -> dict:
     """Per-label metrics of a multi-label model, with the test cases whose decisions changed, and
     (``evidence``) the AUC evidence of the mean over labels (``auc_evidence``)."""
+    check_same_outputs(dense, pruned)
     metrics = multilabel_metrics(pruned[0], val.labels, pruned[1], test.labels)
     if evidence:
         metrics.update(auc_evidence(dense[1], pruned[1], test.labels, margin, level, multilabel=True))
@@ -326,7 +328,11 @@ def evaluate_model(
         return multilabel_metrics(probs[0], val.labels, probs[1], test.labels)
     if dense is None:
         return validated_metrics(probs[0], val.labels, probs[1], test.labels, positive, operating=operating)
-    reference = split_probabilities(dense, as_head(dense, head), images, len(val.labels))
+    try:
+        dense_head = check_evaluation(dense, val, test, positive, head)
+    except ValueError as err:
+        raise ValueError(f"dense (the reference model): {err}") from None
+    reference = split_probabilities(dense, dense_head, images, len(val.labels))
     if head.multilabel:
         return multilabel_evidence(reference, probs, val, test, margin=margin, level=level)
     options = dict(positive=positive, operating=operating, margin=margin, level=level)

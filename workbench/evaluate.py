@@ -206,6 +206,18 @@ def _check_probabilities(probs, labels, split: str) -> None:
         )
 
 
+def check_same_outputs(dense: tuple, pruned: tuple) -> None:
+    """Raise ValueError unless the dense and pruned (val, test) probabilities have the same shapes:
+    a reference with other classes or images compares nothing."""
+    for split, before, after in zip(("val", "test"), dense, pruned, strict=True):
+        before, after = np.shape(before), np.shape(after)
+        if before != after:
+            raise ValueError(
+                f"the dense model's {split} probabilities {before} and the pruned model's {after} must "
+                "have the same shape: the same images, and a dense model with the same classes"
+            )
+
+
 def check_positive(positive, classes: int) -> None:
     """Raise ValueError unless ``positive`` is a class index in [0, classes)."""
     if (
@@ -340,6 +352,7 @@ def pruned_metrics(
         ~0.1 s with the ECE bootstrap) for curve points and quick estimates.
     """
     stats.noninferiority(0.0, 0.0, margin)  # validates margin before any work
+    check_same_outputs(dense, pruned)
     test_labels = np.asarray(test_labels).reshape(-1)
     before = validated_metrics(dense[0], val_labels, dense[1], test_labels, positive, operating=operating)
     metrics = validated_metrics(pruned[0], val_labels, pruned[1], test_labels, positive, operating=operating)

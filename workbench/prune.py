@@ -28,7 +28,7 @@ from workbench.masks import (
     expand_units,
     select,
 )
-from workbench.models import check_built
+from workbench.models import check_built, check_model_fits
 from workbench.registry import LayerInfo, kernel_variables, prunable_layers
 from workbench.scores import Scorer, check_criterion, check_granularity
 from workbench.train import Recipe, compile_model, fit
@@ -337,6 +337,7 @@ def fine_tune(
         raise ValueError(f"schedule must be OneShot() or Gradual(...), got {schedule!r}")
     check_built(model)
     check_dataset(dataset)
+    check_model_fits(model, dataset, "fine_tune's model")  # else Keras fails deep inside fit
     gradual = isinstance(schedule, Gradual)
     structured = structured or (gradual and schedule.spec.structured)
     constraints = attach_masks(model, keep, structured=structured)
