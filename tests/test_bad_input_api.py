@@ -219,12 +219,6 @@ CASES = [
     ),
     ("scorer label -1", lambda m, d, t: Scorer(m, _images(d), d.val.labels[:8] - 1), ValueError, "labels"),
     (
-        "scorer label 0.5",
-        lambda m, d, t: Scorer(m, _images(d), d.val.labels[:8] * 0.5),
-        ValueError,
-        "class indices",
-    ),
-    (
         "scorer batch_size 0",
         lambda m, d, t: Scorer(m, _images(d), d.val.labels[:8], batch_size=0),
         ValueError,
@@ -268,7 +262,13 @@ CASES = [
         "model file broken",
         lambda m, d, t: load_user_model(_write(t, "m.keras", b"PK"), d),
         ValueError,
-        "m.keras",
+        r"m.keras: not a .keras file \(a .keras model is a zip archive\)",
+    ),
+    (
+        "scorer label 0.5",
+        lambda m, d, t: Scorer(m, _images(d), d.val.labels[:8] * 0.5),
+        ValueError,
+        r"must be class indices \(whole numbers >= 0\), got values such as \[0. +0.5\]",
     ),
     (
         "model of 3 classes on binary data",

@@ -325,6 +325,11 @@ CASES = {
         ValueError,
         r"got the file .*scan.nii.gz; put NIfTI volumes in a folder",
     ),
+    "spec a number": (
+        lambda tmp: load_dataset(5),
+        ValueError,
+        r"spec must be a dataset name or a path \(str\), got int 5",
+    ),
     "class_names as one string": (
         lambda tmp: load_dataset(write_npz(tmp / "toy.npz"), class_names="ab"),
         ValueError,

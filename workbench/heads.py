@@ -115,8 +115,12 @@ class Head:
                 )
             return
         flat = labels.reshape(-1)
-        if len(flat) != len(labels) or (flat != np.round(flat)).any() or flat.min() < 0:
+        if len(flat) != len(labels):
             raise ValueError(f"{name} must be class indices of shape (N,), got shape {labels.shape}")
+        if (flat != np.round(flat)).any() or flat.min() < 0:
+            raise ValueError(
+                f"{name} must be class indices (whole numbers >= 0), got values such as {np.unique(flat)[:5]}"
+            )
         if flat.max() >= self.classes:
             raise ValueError(
                 f"{name} must be in [0, {self.classes}) for a {self.kind} head with {self.units} output(s), "

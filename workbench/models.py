@@ -8,6 +8,7 @@ L sigmoid units (multi-label).
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -145,6 +146,8 @@ def load_user_model(path: str | Path, dataset: Dataset, head: str | None = None)
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as err:  # Keras raises many kinds for broken archives
+        if not zipfile.is_zipfile(path):  # Keras then says "File not found" of a file that is there
+            raise ValueError(f"{path}: not a .keras file (a .keras model is a zip archive)") from None
         raise ValueError(f"{path}: could not load the model: {err}") from err
     try:
         found = detect_head(model, head, compile_config=saved_compile_config(path))

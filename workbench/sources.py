@@ -53,6 +53,8 @@ def load_dataset(
         ValueError: for an unknown name (or a folder that does not exist: the two look alike), a
             bad ``mode`` or data the loaders cannot read correctly.
     """
+    if not isinstance(spec, str | Path):
+        raise ValueError(f"spec must be a dataset name or a path (str), got {type(spec).__name__} {spec!r}")
     spec_text = str(spec)
     if mode is not None and mode not in MODES:
         raise ValueError(f"mode must be one of {MODES} or None, got {mode!r}")
