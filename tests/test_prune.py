@@ -66,6 +66,25 @@ def test_fine_tune_WithAdam_KeepsPrunedWeightsExactlyZero_ThroughSaveAndLoad(tra
     assert_sparsity_pinned(loaded, keep)
 
 
+def test_fine_tune_SetsBatchNormStatistics_ToTheFineTunedNetworksOwn(tiny_dataset):
+    """A short fine-tune left the moving statistics part-way (momentum 0.99), so the model was
+    validated and used with statistics of neither the old nor the new network."""
+    from conftest import tiny_resnet
+
+    from workbench.registry import flat_layers
+
+    model, data = tiny_resnet(), tiny_dataset
+    norm = next(layer for layer in flat_layers(model) if isinstance(layer, keras.layers.BatchNormalization))
+    before_norm = keras.Model(model.inputs, norm.input)  # what the first BatchNorm normalises
+    keep = make_masks(_scorer(model, data), PruneSpec(criterion="magnitude", sparsity=0.5)).keep
+    apply_masks(model, keep)
+    fine_tune(model, keep, data, Recipe(epochs=1, batch_size=8, learning_rate=1e-2), progress=False)
+    features = np.asarray(before_norm(data.train.images, training=True))
+    expected = features.reshape(-1, features.shape[-1]).mean(axis=0)
+    np.testing.assert_allclose(np.asarray(norm.moving_mean), expected, rtol=1e-4, atol=1e-5)
+    assert_sparsity_pinned(model, keep)
+
+
 def test_structured_masks_RemoveWholeFiltersAndTheirBiases(trained_tiny):
     model, data = trained_tiny
     spec = PruneSpec(criterion="taylor", granularity="structured", sparsity=0.5, scope="layerwise")

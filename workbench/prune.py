@@ -31,7 +31,7 @@ from workbench.masks import (
 from workbench.models import check_built, check_model_fits
 from workbench.registry import LayerInfo, kernel_variables, prunable_layers
 from workbench.scores import Scorer, check_criterion, check_granularity
-from workbench.train import Recipe, compile_model, fit
+from workbench.train import RecalibrateBatchNorm, Recipe, compile_model, fit
 
 log = logging.getLogger(__name__)
 
@@ -319,6 +319,7 @@ def fine_tune(
     structured: bool = False,
     callbacks: list | None = None,
     progress: bool = True,
+    recalibrate: bool = True,
 ) -> dict[str, list]:
     """Train ``model`` in place with its pruned weights pinned at exactly zero.
 
@@ -328,6 +329,9 @@ def fine_tune(
         structured: also pin dead channels' biases and BatchNorm γ/β at zero (the exact
             masked reference of ``apply_masks(structured=True)``, which stays slimmable).
             A ``Gradual`` schedule with a structured spec implies it.
+        recalibrate: set BatchNorm's moving statistics to the training images' before each
+            validation and at the end (``train.RecalibrateBatchNorm``): a short fine-tune leaves
+            them stale, and the model would answer near chance. No weight changes.
 
     Returns:
         The per-epoch history (loss, accuracy, val_loss, val_accuracy); a gradual schedule adds
@@ -342,6 +346,8 @@ def fine_tune(
     structured = structured or (gradual and schedule.spec.structured)
     constraints = attach_masks(model, keep, structured=structured)
     callbacks = list(callbacks or [])
+    if recalibrate:
+        callbacks.append(RecalibrateBatchNorm(dataset.train.images, recipe.seed))
     ramp = _ramp(model, constraints, schedule, dataset, recipe, structured) if gradual else None
     compile_model(model, recipe.learning_rate)  # a fresh optimizer: no momentum from before pruning
     history = fit(model, dataset, recipe, callbacks=callbacks + ([ramp] if ramp else []), progress=progress)

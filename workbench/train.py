@@ -14,6 +14,8 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
 from workbench.compat import keras, tf
 from workbench.data import Dataset
 from workbench.fs import atomic_path, write_atomically
@@ -119,6 +121,38 @@ def recalibrate_batchnorm(model: keras.Model, images, batch_size: int = 64) -> i
         for layer, momentum in zip(norms, momenta, strict=True):
             layer.momentum = momentum
     return len(norms)
+
+
+class RecalibrateBatchNorm(keras.callbacks.Callback):
+    """Recalibrate BatchNorm (``recalibrate_batchnorm``) on a sample of the training images before
+    each validation inside ``fit`` and when training ends.
+
+    A few epochs of fine-tuning move BatchNorm's moving statistics only part of the way (momentum
+    0.99: ~100 steps), so a fine-tuned network validated with them looked like chance
+    (MobileNetV2 at 64 px: val_accuracy 0.50 every epoch, 0.86 recalibrated).
+    """
+
+    SAMPLE = 1024  # images: enough for the statistics, a fraction of an epoch's cost
+
+    def __init__(self, images, seed: int = 0):
+        super().__init__()
+        rng = np.random.default_rng(seed)
+        chosen = np.sort(rng.choice(len(images), min(len(images), self.SAMPLE), replace=False))
+        self.images, self.fresh = images[chosen], False
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.fresh = False
+
+    def on_test_begin(self, logs=None):
+        self._recalibrate()
+
+    def on_train_end(self, logs=None):
+        self._recalibrate()
+
+    def _recalibrate(self) -> None:
+        if not self.fresh:
+            recalibrate_batchnorm(self.model, self.images)
+            self.fresh = True
 
 
 def progress_bar() -> keras.callbacks.Callback:
