@@ -287,7 +287,7 @@ def test_criterion_switch_ShowsProgress_WhileScoring(trained_tiny, monkeypatch):
 
     calls = _spy_gradient_passes(monkeypatch, shown)
     dashboard.controls["criterion"].value = "snip"  # the first gradient pass, in the foreground
-    steps = 2 + -(-32 // explorer.scorer.batch_size)  # the trace, the graph's first call, each batch
+    steps = 1 + -(-32 // explorer.scorer.batch_size)  # the trace, then each batch
     assert calls[0] == "pass"
     shown_steps = [(display, done, total) for display, _, done, total in calls[1:]]
     assert _distinct(shown_steps) == [(None, done, steps) for done in range(steps + 1)]
@@ -412,6 +412,21 @@ def test_figure_DrawsACurveReadPoint_ThenTheExactCounts(trained_tiny):
     figure.move(exact, "fc")
     counts = [int(text.get_text()) for text in figure.axes["confusion"].texts]
     assert counts == list(np.asarray(exact.metrics["confusion"]).ravel())
+
+
+def test_figure_BeforeItsCurveIsComputed_SaysSo_AndNotOnceItIs(trained_tiny):
+    """A headless run's stored figure showed empty panels with nothing saying why."""
+    explorer = _explorer(*trained_tiny)
+    spec = PruneSpec(epsilon=1e-4)
+    figure = ExplorerFigure(("plain", "square"))
+    dense, point = explorer.dense_metrics, explorer.point(spec)
+    blank = figure.draw(explorer.placeholder_curve(spec), point, dense, x="epsilon", layer="fc")
+    assert figure.computing.get_visible() and "computing" in figure.computing.get_text()
+    filled = figure.draw(explorer.curve(spec), point, dense, x="epsilon", layer="fc")  # in place
+    assert not figure.computing.get_visible() and filled != blank
+    fresh = ExplorerFigure(("plain", "square"))
+    assert fresh.draw(explorer.curve(spec), point, dense, x="epsilon", layer="fc") == filled
+    assert not fresh.computing.get_visible()
 
 
 def test_criterion_switch_WithASlowEstimate_ShowsTheMasksFirst_ThenItsMetrics(trained_tiny):

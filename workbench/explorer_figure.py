@@ -46,6 +46,7 @@ class ExplorerFigure:
         self.heat_line = None
         self.dots: dict[str, list] = {}
         self.mask_label = None
+        self.computing = None  # "curves computing" on the curve panel, shown until the first point
         self.dense: dict | None = None  # the dense metrics the panels' dashed lines show
         self._blank = True  # no panel drawn yet: nothing to clear
 
@@ -93,6 +94,10 @@ class ExplorerFigure:
             f"{point.spec.criterion}, {point.spec.scope}: test metrics", fontsize="small"
         )
         self.axes["vs_sparsity"].set_title("test metrics against overall sparsity", fontsize="small")
+        self.computing = self.axes["vs_grid"].text(
+            0.5, 0.5, "curves computing\nin the background", transform=self.axes["vs_grid"].transAxes,
+            ha="center", va="center", color="gray", visible=_not_computed(curve),
+        )  # fmt: skip
         self._draw_confusion(point, "test confusion at the current setting")
         self._draw_mask(point, layer)
         self._animate()
@@ -134,6 +139,7 @@ class ExplorerFigure:
         self.axes["vs_grid"].set_title(
             f"{point.spec.criterion}, {point.spec.scope}: test metrics", fontsize="small"
         )
+        self.computing.set_visible(_not_computed(curve))
         self._move(point, layer)
         return self.blitter.refresh()
 
@@ -216,6 +222,7 @@ class ExplorerFigure:
             lines = [line for line in ax.lines if id(line) not in moving]
             legend = [ax.get_legend()] if ax.get_legend() is not None else []
             frame = [ax.xaxis, ax.title] if name != "vs_sparsity" else []
+            frame += [self.computing] if name == "vs_grid" else []
             wanted = {id(a) for a in [*ax.images, *lines, *legend, *frame, *ax.spines.values()]}
             in_order = [
                 artist for artist in ax.get_children() if id(artist) in wanted
@@ -315,3 +322,8 @@ def _clear(ax) -> None:
 
 def _mask_title(point: Point, layer: str) -> str:
     return f"{layer} mask: {1 - point.result.keep[layer].mean():.1%} pruned (black)"
+
+
+def _not_computed(curve: pd.DataFrame) -> bool:
+    """Whether no point of ``curve`` has its metrics yet (the placeholder a dashboard opens with)."""
+    return bool(curve[list(METRICS)].isna().all().all())

@@ -119,8 +119,8 @@ def gradient_stats(
     from logits, exactly as the same weights with a softmax appended.
 
     ``progress``, if given, is called with (steps done, steps): the trace of the gradient graph,
-    its first call (where TensorFlow optimises it), then each batch; a long trace or first call
-    repeats its step every half second. Without it a tqdm bar appears once the pass has taken 1 s.
+    then each batch (the first also optimises the graph); a step that takes long is reported again
+    every half second. Without it a tqdm bar appears once the pass has taken 1 s.
 
     Raises:
         ValueError: for calibration data of the wrong shape or scale, or gradients that are NaN or inf.
@@ -143,19 +143,18 @@ def gradient_stats(
     kernels = get_kernels(model)
     sums = {key: {i.name: 0.0 for i in infos} for key in ("abs", "sq", "unit")}
     starts = range(0, len(images), batch_size)
-    steps = 2 + len(starts)
+    steps = 1 + len(starts)
     with reporter(progress, steps, "gradients", "step") as report:
         report(0, steps)
         with ticking(report, 0, steps):
             batch_gradients.get_concrete_function()
         report(1, steps)
-        with ticking(report, 1, steps):
-            batch_gradients(tf.constant(images[:1], tf.float32), tf.constant(targets[:1]))
-        report(2, steps)
-        for done, start in enumerate(starts, 3):
+        for done, start in enumerate(starts, 2):
             x = tf.constant(images[start : start + batch_size], tf.float32)
             y = tf.constant(targets[start : start + batch_size])
-            for info, grad in zip(infos, batch_gradients(x, y), strict=True):
+            with ticking(report, done - 1, steps):  # the first call also optimises the graph
+                gradients = batch_gradients(x, y)
+            for info, grad in zip(infos, gradients, strict=True):
                 _accumulate(sums, info, np.asarray(grad), kernels[info.name])
             report(done, steps)
     n = len(starts)
