@@ -22,6 +22,7 @@ layer is never cut. To fine-tune a structured model and keep it slimmable, use
 from __future__ import annotations
 
 import logging
+import warnings
 
 import numpy as np
 
@@ -29,7 +30,7 @@ from workbench.compat import keras
 from workbench.graph import Graph, Node, reference_factors
 from workbench.masks import Masks
 from workbench.prune import apply_masks
-from workbench.registry import flat_layers, kernel_of, prunable_layers
+from workbench.registry import flat_layers, get_kernels, kernel_of, prunable_layers
 
 log = logging.getLogger(__name__)
 RULES = ("any", "all")
@@ -150,14 +151,31 @@ def slim_model(model: keras.Model, keep: Masks) -> keras.Model:
     _resize_config(config, {n.name: n for n in graph.nodes.values() if n.layer is not None}, plan)
     slim = type(model).from_config(config)
     slim_layers = {layer.name: layer for layer in flat_layers(slim)}
+    changed = []  # layers whose weights the reference changes
     for node in graph.nodes.values():
         if node.layer is not None and node.layer.weights:
             values = _reference_values(node.layer, keep, factors)
+            if any(not np.array_equal(w, v) for w, v in zip(node.layer.weights, values, strict=True)):
+                changed.append(node.name)
             for variable, value in zip(
                 slim_layers[node.name].weights, _sliced_weights(node, graph, plan, values), strict=True
             ):
                 variable.assign(value)
+    if changed and _masks_applied(model, keep):
+        warnings.warn(
+            f"slim_model: the model's kernels are pruned to these masks, but the removed channels of "
+            f"{changed[:5]}{' ...' if len(changed) > 5 else ''} still carry a bias or BatchNorm γ/β, so "
+            "the slim model is apply_masks(model, keep, structured=True), not the model as it is (its "
+            "outputs differ); apply and fine-tune with structured=True to keep the model slimmable",
+            stacklevel=2,
+        )
     return slim
+
+
+def _masks_applied(model: keras.Model, keep: Masks) -> bool:
+    """Whether every weight ``keep`` removes is zero in ``model`` already (pruned, not dense)."""
+    kernels = get_kernels(model)
+    return all(not np.any(np.where(mask, 0, kernels[name])) for name, mask in keep.items())
 
 
 def _reference_values(layer, keep: Masks, factors: dict) -> list[np.ndarray]:
