@@ -429,6 +429,21 @@ def test_figure_BeforeItsCurveIsComputed_SaysSo_AndNotOnceItIs(trained_tiny):
     assert not fresh.computing.get_visible()
 
 
+def test_figure_LongClassNames_DoNotRunIntoTheHeatmapsColourbar(trained_tiny):
+    explorer = _explorer(*trained_tiny)
+    spec = PruneSpec(epsilon=1e-4)
+    figure = ExplorerFigure(("normal", "pneumonia"))
+    curve = explorer.curve(spec)  # a backbone's long layer names widen the heatmap's left margin
+    curve = curve.rename(columns=lambda c: c.replace("sparsity/", "sparsity/block_16_expand_"))
+    figure.draw(curve, explorer.point(spec), explorer.dense_metrics, x="epsilon", layer="fc")
+    renderer = figure.blitter.canvas.get_renderer()
+    (colourbar,) = [ax for ax in figure.figure.axes if ax not in figure.axes.values()]
+    label = colourbar.yaxis.label.get_window_extent(renderer)
+    confusion = figure.axes["confusion"].get_tightbbox(renderer)  # its names and "true"
+    # 5.6 px apart when the names lay flat: "sparsity" and "true" read as one label
+    assert confusion.x0 - label.x1 >= 20, "the colourbar's label runs into the confusion matrix's"
+
+
 def test_criterion_switch_WithASlowEstimate_ShowsTheMasksFirst_ThenItsMetrics(trained_tiny):
     explorer = _explorer(*trained_tiny, estimate_budget=1e-9)  # every forward pass is over budget
     dashboard = Dashboard(explorer, background=True)

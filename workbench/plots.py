@@ -173,7 +173,8 @@ def confusion(matrix: np.ndarray, class_names: tuple[str, ...], ax: Axes | None 
     ax.imshow(matrix, cmap="Blues", vmin=0, vmax=max(int(matrix.sum(axis=1).max()), 1))
     ticks = range(len(class_names))
     ax.set_xticks(ticks, class_names, fontsize="small")
-    ax.set_yticks(ticks, class_names, fontsize="small")
+    # upright names: long ones ("pneumonia") would run into whatever sits on the left
+    ax.set_yticks(ticks, class_names, fontsize="small", rotation=90, va="center")
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     for (i, j), count in np.ndenumerate(matrix):
