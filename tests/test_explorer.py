@@ -444,6 +444,21 @@ def test_figure_LongClassNames_DoNotRunIntoTheHeatmapsColourbar(trained_tiny):
     assert confusion.x0 - label.x1 >= 20, "the colourbar's label runs into the confusion matrix's"
 
 
+def test_readout_CountsChangedPredictions_OutOfTheTestImagesItsAnswerUsed(trained_tiny):
+    """An estimate's count is of its subset: "19 changed" then "212" read as a jump without it."""
+    from workbench.widgets import readout_html
+
+    model, data = trained_tiny
+    explorer = _explorer(model, data)
+    spec = PruneSpec(epsilon=1e-4)
+    estimate, exact = explorer.estimate(spec, size=16), explorer.point(spec)
+    assert estimate.n < len(data.test)
+    shown = readout_html(estimate, explorer.dense_metrics)
+    assert f"{len(estimate.metrics['changed'])} of {estimate.n} test predictions changed" in shown
+    shown = readout_html(exact, explorer.dense_metrics)
+    assert f"{len(exact.metrics['changed'])} of {len(data.test)} test predictions changed" in shown
+
+
 def test_criterion_switch_WithASlowEstimate_ShowsTheMasksFirst_ThenItsMetrics(trained_tiny):
     explorer = _explorer(*trained_tiny, estimate_budget=1e-9)  # every forward pass is over budget
     dashboard = Dashboard(explorer, background=True)

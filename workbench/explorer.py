@@ -521,7 +521,8 @@ class Explorer:
         metrics["changed"] = int(row["changed"])  # a count: which images is not kept on a curve
         result = make_masks(self.scorer, spec)
         table = layer_table(self.model, result)
-        return Point(spec, result, metrics, table, exact=False, nearest=float(row[column]))
+        n = len(self.dataset.test)  # the curve's points are evaluated on every test image
+        return Point(spec, result, metrics, table, exact=False, n=n, nearest=float(row[column]))
 
     def _subset_evaluator(self, size: int) -> tuple[Evaluator, np.ndarray]:
         """An evaluator on a stratified subset of ``size`` images, and its test labels (cached)."""

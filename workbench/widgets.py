@@ -660,9 +660,10 @@ def readout_html(point: Point, dense: dict) -> str:
         setting = f"target {spec.sparsity:.0%}"
     guard = f" · guard kept a weight in: {', '.join(result.guarded)}" if result.guarded else ""
     changed = "…" if point.pending else point.row()["changed"]
+    of = f" of {point.n}" if point.n else ""  # an estimate's count is of its subset
     head = (
         f"<b>sparsity {result.sparsity:.1%}</b> at {setting} · {status(point)} · "
-        f"{changed} test predictions changed{html.escape(guard)}"
+        f"{changed}{of} test predictions changed{html.escape(guard)}"
     )
     cells = "".join(f"<th style='padding:0 8px'>{name}</th>" for name in SIDE_BY_SIDE)
     number = (lambda _: "…") if point.pending else _number
