@@ -459,6 +459,17 @@ def test_readout_CountsChangedPredictions_OutOfTheTestImagesItsAnswerUsed(traine
     assert f"{len(exact.metrics['changed'])} of {len(data.test)} test predictions changed" in shown
 
 
+def test_readout_NamesAFewGuardedLayers_AndCountsTheRest(trained_tiny):
+    from dataclasses import replace as changed
+
+    from workbench.widgets import readout_html
+
+    explorer = _explorer(*trained_tiny)
+    point = explorer.point(PruneSpec(epsilon=1e-4))
+    many = changed(point, result=changed(point.result, guarded=("a", "b", "c", "d", "e")))
+    assert "guard kept a weight in: a, b, c and 2 more" in readout_html(many, explorer.dense_metrics)
+
+
 def test_criterion_switch_WithASlowEstimate_ShowsTheMasksFirst_ThenItsMetrics(trained_tiny):
     explorer = _explorer(*trained_tiny, estimate_budget=1e-9)  # every forward pass is over budget
     dashboard = Dashboard(explorer, background=True)

@@ -658,7 +658,7 @@ def readout_html(point: Point, dense: dict) -> str:
         setting = f"ε = {spec.epsilon:.3g}"
     else:
         setting = f"target {spec.sparsity:.0%}"
-    guard = f" · guard kept a weight in: {', '.join(result.guarded)}" if result.guarded else ""
+    guard = f" · guard kept a weight in: {_first_few(result.guarded)}" if result.guarded else ""
     changed = "…" if point.pending else point.row()["changed"]
     of = f" of {point.n}" if point.n else ""  # an estimate's count is of its subset
     head = (
@@ -674,6 +674,13 @@ def readout_html(point: Point, dense: dict) -> str:
         for label, values, show in (("dense", dense, _number), ("pruned", m, number))
     )
     return f"{head}<table><tr><th></th>{cells}</tr>{rows}</table>{evidence_html(m)}"
+
+
+def _first_few(names, shown: int = 3) -> str:
+    """'a, b, c and 14 more': a backbone's guarded layers ran to four lines and moved the table."""
+    names = list(names)
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def goal_text(point: GoalPoint) -> str:
