@@ -65,6 +65,11 @@ case "$command" in
     exec "$VENV/bin/python" -m pytest "$@"
     ;;
   dashboard)
+    cull=${WORKBENCH_CULL_SECONDS:-600}
+    if ! [[ "$cull" =~ ^[0-9]+$ ]]; then
+      echo "error: WORKBENCH_CULL_SECONDS must be a whole number of seconds (0: never cull), got '$cull'" >&2
+      exit 2
+    fi
     install
     "$VENV/bin/python" -m workbench prepare
     # Preheated kernels run the notebook (TensorFlow import, baseline, scores) before anyone asks,
@@ -72,11 +77,10 @@ case "$command" in
     # A closed page's kernel (~1 GB) is shut down once idle for WORKBENCH_CULL_SECONDS: Voilà's own
     # shutdown request on closing a page is refused (voila-dashboards/voila#1458). Kernels of open
     # pages (connected) and of the pool are never culled.
-    cull=${WORKBENCH_CULL_SECONDS:-600}
+    culling=(--MappingKernelManager.cull_idle_timeout="$cull")
+    (( cull > 0 )) && culling+=(--MappingKernelManager.cull_interval="$(( cull < 60 ? cull : 60 ))")
     exec "$VENV/bin/voila" --show_tracebacks=True --preheat_kernel=True --pool_size="$(pool_size)" \
-      --MappingKernelManager.cull_idle_timeout="$cull" \
-      --MappingKernelManager.cull_interval="$(( cull < 60 ? cull : 60 ))" \
-      notebooks/01_explore_threshold.ipynb "$@"
+      "${culling[@]}" notebooks/01_explore_threshold.ipynb "$@"
     ;;
   install)
     install

@@ -268,7 +268,7 @@ CASES = [
         "scorer label 0.5",
         lambda m, d, t: Scorer(m, _images(d), d.val.labels[:8] * 0.5),
         ValueError,
-        r"must be class indices \(whole numbers >= 0\), got values such as \[0. +0.5\]",
+        r"must be class indices \(whole numbers >= 0\), got \[0.5\]",
     ),
     (
         "model of 3 classes on binary data",

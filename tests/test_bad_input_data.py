@@ -328,7 +328,7 @@ CASES = {
     "spec a number": (
         lambda tmp: load_dataset(5),
         ValueError,
-        r"spec must be a dataset name or a path \(str\), got int 5",
+        r"spec must be a dataset name or a path \(str or Path\), got int",
     ),
     "class_names as one string": (
         lambda tmp: load_dataset(write_npz(tmp / "toy.npz"), class_names="ab"),

@@ -156,3 +156,16 @@ def test_evaluator_BetweenChunksRaises_StopsThePass(setup, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         evaluator.evaluate(keep, between=stop)
     assert calls == [1], "stopped before the second chunk"
+
+
+def test_evaluate_model_ADenseReferenceWithAnotherHead_IsReadThroughItsOwn(tiny_dataset):
+    """The same weights as logits: the reference was read through the pruned model's softmax head."""
+    from conftest import tiny_head_model
+
+    from workbench.curves import evaluate_model
+
+    softmax, logits = tiny_head_model(2, "softmax"), tiny_head_model(2, None)
+    logits.set_weights(softmax.get_weights())
+    data = tiny_dataset
+    metrics = evaluate_model(softmax, data.val, data.test, dense=logits)
+    assert metrics["auc_difference"] == 0.0 and len(metrics["changed"]) == 0

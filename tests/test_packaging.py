@@ -63,3 +63,17 @@ def test_ci_RunsTheTestCommandFromReadme():
 def test_pyproject_UsesNativeKeras3NotTfKeras():
     assert "tf-keras" not in _pyproject_requirements()
     assert _pyproject_requirements()["tensorflow"] == "tensorflow==2.21.*"
+
+
+def test_run_sh_dashboard_ABadCullSetting_IsRefusedBeforeAnyWork():
+    import os
+    import subprocess
+
+    env = dict(os.environ, WORKBENCH_CULL_SECONDS="10m")
+    done = subprocess.run(
+        ["bash", str(ROOT / "run.sh"), "dashboard"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert "WORKBENCH_CULL_SECONDS must be a whole number of seconds (0: never cull), got '10m'" in (
+        done.stderr
+    )

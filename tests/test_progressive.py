@@ -110,14 +110,3 @@ def test_ticking_ACancellationRaisedByReport_IsRaisedWhenTheBlockEnds():
 
     with pytest.raises(Cancelled, match="overtaken"), ticking(report, 0, 2, every=0.01):
         assert called.wait(10)
-
-
-def test_reporter_ARepeatedStep_RefreshesAShownBar_SoItsClockMoves(capsys):
-    import time
-
-    from workbench.progressive import reporter
-
-    with reporter(None, 3, "tracing", "step") as report:
-        report(0, 3), time.sleep(1.1), report(0, 3)  # shown after its 1 s delay, at the same step
-        assert "tracing:   0%" in capsys.readouterr().err
-        report(3, 3)

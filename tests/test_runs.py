@@ -207,6 +207,7 @@ def test_report_RunsFromAnOlderMetricsVersion_AreFlaggedNotMixedSilently(tmp_pat
     report = write_report(tmp_path, tmp_path / "report")
     page = (tmp_path / "report" / "report.html").read_text()
     assert "mix metric versions [1, 2]" in page and "mix metric versions" in caplog.text
+    assert "from version 2, binary accuracy" in page and "from version 3" not in page  # what changed between
     assert "metrics_version" not in report.table.columns  # bookkeeping, not a swept parameter
 
 

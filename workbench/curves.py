@@ -321,17 +321,18 @@ def evaluate_model(
         dense: the dense reference model; given, the result also holds ``compare_to_dense``'s
             evidence and ``changed``, exactly as ``Evaluator.evaluate`` returns for the same masks.
     """
-    head = check_evaluation(model, val, test, positive, head)
+    given, head = head, check_evaluation(model, val, test, positive, head)
+    if dense is not None:  # checked before any pass; its head read from it (or the head given)
+        try:
+            dense_head = check_evaluation(dense, val, test, positive, given)
+        except ValueError as err:
+            raise ValueError(f"dense (the reference model): {err}") from None
     images = stacked_images(val, test)
     probs = split_probabilities(model, head, images, len(val.labels))
     if dense is None and head.multilabel:
         return multilabel_metrics(probs[0], val.labels, probs[1], test.labels)
     if dense is None:
         return validated_metrics(probs[0], val.labels, probs[1], test.labels, positive, operating=operating)
-    try:
-        dense_head = check_evaluation(dense, val, test, positive, head)
-    except ValueError as err:
-        raise ValueError(f"dense (the reference model): {err}") from None
     reference = split_probabilities(dense, dense_head, images, len(val.labels))
     if head.multilabel:
         return multilabel_evidence(reference, probs, val, test, margin=margin, level=level)

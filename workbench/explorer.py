@@ -62,8 +62,9 @@ THRESHOLD_NAMES = {
 class Point:
     """One evaluated setting: its spec, masks, metrics and per-layer table.
 
-    ``exact`` is False for an estimate from a subset of the evaluation images; ``interval`` is
-    then the half-width of the AUC's 95% interval and ``n`` the number of test images used.
+    ``n`` is the number of test images its metrics count. ``exact`` is False for an estimate
+    from a subset of the evaluation images; ``interval`` is then the half-width of the AUC's 95%
+    interval.
     An answer read from the curve has ``nearest``, the grid value whose metrics it shows (its
     masks and sparsity are the spec's own; its metrics hold no confusion matrix or evidence).
     A ``pending`` point has the spec's masks and sparsity and no metrics yet (all NaN): the first
@@ -294,8 +295,8 @@ class Explorer:
 
         With ``keep_sparsity`` (the previous point's overall sparsity) an ε spec gets the ε that
         prunes that fraction under the new criterion, so criteria compare at equal sparsity.
-        ``progress`` is called with (batches done, batches in all) if the criterion needs a
-        gradient pass not yet made (the first scoring of a model).
+        ``progress`` is called with (steps done, steps: the trace, then each batch) if the criterion
+        needs a gradient pass not yet made (the first scoring of a model).
         """
         self.scorer.scores(spec.criterion, spec.granularity, progress)  # the one slow step, if any
         low, high = self.epsilon_bounds(spec)

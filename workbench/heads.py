@@ -117,9 +117,10 @@ class Head:
         flat = labels.reshape(-1)
         if len(flat) != len(labels):
             raise ValueError(f"{name} must be class indices of shape (N,), got shape {labels.shape}")
-        if (flat != np.round(flat)).any() or flat.min() < 0:
+        wrong = (flat != np.round(flat)) | (flat < 0)
+        if wrong.any():
             raise ValueError(
-                f"{name} must be class indices (whole numbers >= 0), got values such as {np.unique(flat)[:5]}"
+                f"{name} must be class indices (whole numbers >= 0), got {np.unique(flat[wrong])[:5]}"
             )
         if flat.max() >= self.classes:
             raise ValueError(

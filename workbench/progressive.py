@@ -131,10 +131,10 @@ def reporter(progress: Callable[[int, int], None] | None, total: int, descriptio
 
         def report(done: int, _) -> None:
             bar.update(done - bar.n)
-            # tqdm skips updates within mininterval, so a log would end part-way, and a repeated
-            # step (``ticking``) would not move the clock; refresh ignores the delay, so only a
-            # bar already shown is refreshed
-            if (done >= total or done == bar.n) and bar.format_dict["elapsed"] >= delay:
+            # tqdm skips updates within mininterval, so a log would end part-way; refresh ignores
+            # the delay, so only a bar already shown is refreshed (a repeated step, ``ticking``,
+            # redraws through update(0) once mininterval has passed)
+            if done >= total and bar.format_dict["elapsed"] >= delay:
                 bar.refresh()
 
         yield report
@@ -146,8 +146,9 @@ def ticking(report: Callable[[int, int], None], done: int, total: int, every: fl
 
     For one long call that cannot report from inside (TensorFlow tracing a graph, or optimising
     it on its first call: 1.4 s and 1.2 s for DenseNet121's gradients here), so the bar's clock
-    moves and the kernel never looks hung. An exception ``report`` raises (a cancellation) is
-    raised here once the block has ended.
+    moves and the kernel never looks hung. ``report`` is then called from another thread (the
+    caller's thread waits in the block meanwhile, so the two never overlap). An exception it
+    raises (a cancellation) is raised here once the block has ended.
     """
     stop, failures = threading.Event(), []
 

@@ -347,7 +347,7 @@ def fine_tune(
     constraints = attach_masks(model, keep, structured=structured)
     callbacks = list(callbacks or [])
     if recalibrate:
-        callbacks.append(RecalibrateBatchNorm(dataset.train.images, recipe.seed))
+        callbacks.append(RecalibrateBatchNorm(dataset.train.images, recipe.batch_size, recipe.seed))
     ramp = _ramp(model, constraints, schedule, dataset, recipe, structured) if gradual else None
     compile_model(model, recipe.learning_rate)  # a fresh optimizer: no momentum from before pruning
     history = fit(model, dataset, recipe, callbacks=callbacks + ([ramp] if ramp else []), progress=progress)

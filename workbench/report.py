@@ -25,6 +25,7 @@ import pandas as pd
 
 from workbench import fs, plots
 from workbench.runs import BadRun, scan
+from workbench.stats import METRIC_CHANGES
 
 log = logging.getLogger(__name__)
 
@@ -326,9 +327,11 @@ def _mixed_versions(done: pd.DataFrame) -> list[str]:
     versions = sorted(set(done.get("metrics_version", pd.Series(dtype=int))))
     if len(versions) < 2:
         return []
+    between = [v for v in METRIC_CHANGES if versions[0] < v <= versions[-1]]
+    changes = [f"from version {v}, {METRIC_CHANGES[v]}" for v in between]
     note = (
-        f"these runs mix metric versions {versions}: before version 2, binary accuracy was argmax, not "
-        "the decisions at the validated threshold; sweep again into a new runs folder to compare them"
+        f"these runs mix metric versions {versions}: {'; '.join(changes)}; sweep again into a new runs "
+        "folder to compare them"
     )
     log.warning(note)
     return [note]

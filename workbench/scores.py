@@ -37,7 +37,7 @@ from workbench.registry import (
 
 log = logging.getLogger(__name__)
 
-# Called with (batches done, batches in all) as the gradient pass goes.
+# Called with (steps done, steps) as the gradient pass goes: the trace, then each batch.
 Progress = Callable[[int, int], None]
 # Bump when the meaning or layout of the cached statistics changes: old files are then ignored.
 STATS_FORMAT = 1
@@ -153,9 +153,10 @@ def gradient_stats(
             x = tf.constant(images[start : start + batch_size], tf.float32)
             y = tf.constant(targets[start : start + batch_size])
             with ticking(report, done - 1, steps):  # the first call also optimises the graph
-                gradients = batch_gradients(x, y)
+                # to NumPy inside: on a GPU the call returns before the work is done
+                gradients = [np.asarray(grad) for grad in batch_gradients(x, y)]
             for info, grad in zip(infos, gradients, strict=True):
-                _accumulate(sums, info, np.asarray(grad), kernels[info.name])
+                _accumulate(sums, info, grad, kernels[info.name])
             report(done, steps)
     n = len(starts)
     stats = GradientStats(

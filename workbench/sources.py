@@ -54,7 +54,7 @@ def load_dataset(
             bad ``mode`` or data the loaders cannot read correctly.
     """
     if not isinstance(spec, str | Path):
-        raise ValueError(f"spec must be a dataset name or a path (str), got {type(spec).__name__} {spec!r}")
+        raise ValueError(f"spec must be a dataset name or a path (str or Path), got {type(spec).__name__}")
     spec_text = str(spec)
     if mode is not None and mode not in MODES:
         raise ValueError(f"mode must be one of {MODES} or None, got {mode!r}")

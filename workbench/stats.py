@@ -15,10 +15,13 @@ from collections.abc import Callable
 import numpy as np
 from scipy import stats
 
-# What the reported metrics mean, for caches and run stores that keep metrics. 2: binary accuracy
-# counts the decisions at the validated threshold, as sensitivity, specificity and the confusion
-# matrix do (it was argmax).
-METRICS_VERSION = 2
+# What the reported metrics mean, for caches and run stores that keep metrics: each version's change.
+METRIC_CHANGES = {
+    2: "binary accuracy counts the decisions at the validated threshold (it was argmax)",
+    3: "fine-tuned models have their BatchNorm statistics recalibrated, and an ECE interval always "
+    "holds its estimate",
+}
+METRICS_VERSION = max(METRIC_CHANGES)
 
 NONINFERIOR, INFERIOR, INCONCLUSIVE = "non-inferior", "inferior", "inconclusive"
 
@@ -277,8 +280,9 @@ def ece_ci(
 
     ECE is biased upward, the more so on fewer cases, so a resample's ECE tends to lie above the
     whole set's: on small test sets every resample can (9 of 200 random sets of 40 cases), and the
-    percentile interval would exclude its own estimate. The interval is then stretched to reach
-    the estimate: wider, never narrower than the bootstrap's.
+    percentile interval would exclude its own estimate (so would a basic or BCa one). The interval
+    is then stretched to reach the estimate: wider, never narrower than the bootstrap's, so its
+    coverage is not the nominal level (it is a bias-blind interval of a biased statistic either way).
     """
     probs = np.asarray(probs, float)
     which, gaps = calibration_gaps(probs.max(axis=1), probs.argmax(axis=1) == np.asarray(labels), bins)

@@ -97,8 +97,9 @@ def fit(
     return {key: [float(v) for v in values] for key, values in history.history.items()}
 
 
-def recalibrate_batchnorm(model: keras.Model, images, batch_size: int = 64) -> int:
-    """Set every BatchNormalization's moving mean and variance to the statistics of ``images``.
+def recalibrate_batchnorm(model: keras.Model, images, batch_size: int = 64, rows=None) -> int:
+    """Set every BatchNormalization's moving mean and variance to the statistics of ``images``
+    (of ``images[rows]`` if given: a sample, copied a batch at a time).
 
     A briefly trained (or freshly pruned) network's moving statistics still hold their initial
     values or the unpruned network's, so inference differs from training (the remedy of
@@ -108,12 +109,13 @@ def recalibrate_batchnorm(model: keras.Model, images, batch_size: int = 64) -> i
     from workbench.registry import flat_layers
 
     norms = [layer for layer in flat_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
-    if not norms or len(images) == 0:
+    rows = np.arange(len(images)) if rows is None else np.asarray(rows)
+    if not norms or len(rows) == 0:
         return 0
     momenta = [layer.momentum for layer in norms]
     try:
-        for start in range(0, len(images), batch_size):
-            batch = images[start : start + batch_size]
+        for start in range(0, len(rows), batch_size):
+            batch = images[rows[start : start + batch_size]]
             for layer in norms:  # a running average in which every image counts equally
                 layer.momentum = start / (start + len(batch))
             model(batch, training=True)
@@ -134,11 +136,11 @@ class RecalibrateBatchNorm(keras.callbacks.Callback):
 
     SAMPLE = 1024  # images: enough for the statistics, a fraction of an epoch's cost
 
-    def __init__(self, images, seed: int = 0):
+    def __init__(self, images, batch_size: int = 64, seed: int = 0):
         super().__init__()
         rng = np.random.default_rng(seed)
-        chosen = np.sort(rng.choice(len(images), min(len(images), self.SAMPLE), replace=False))
-        self.images, self.fresh = images[chosen], False
+        self.rows = np.sort(rng.choice(len(images), min(len(images), self.SAMPLE), replace=False))
+        self.images, self.batch_size, self.fresh = images, batch_size, False  # the training batch: fits
 
     def on_train_batch_end(self, batch, logs=None):
         self.fresh = False
@@ -151,7 +153,7 @@ class RecalibrateBatchNorm(keras.callbacks.Callback):
 
     def _recalibrate(self) -> None:
         if not self.fresh:
-            recalibrate_batchnorm(self.model, self.images)
+            recalibrate_batchnorm(self.model, self.images, self.batch_size, self.rows)
             self.fresh = True
 
 
