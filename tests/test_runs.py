@@ -114,6 +114,16 @@ def test_report_ACountIsShownAsACount(tmp_path):
     assert table.loc[1e-4, "auc"] == "1.000"  # a float that happens to be whole keeps its decimals
 
 
+def test_report_RunsThatDidNotSweepAParameter_AreNamedAsTheNotebooksDefault(tmp_path):
+    """README's YAML grid sweeps no criterion: its runs showed criterion NaN and fell out of the plots."""
+    _write_run(tmp_path, "a", {"epsilon": 1e-4, "criterion": "snip", "seed": 0}, {"auc": 0.9})
+    _write_run(tmp_path, "b", {"epsilon": 1e-4, "seed": 0}, {"auc": 0.8})
+    _write_run(tmp_path, "c", {"epsilon": 1e-3, "seed": 0}, {"auc": 0.7})
+    table = write_report(tmp_path).table
+    assert sorted(table["criterion"]) == ["(notebook default)", "(notebook default)", "snip"]
+    assert not table.isna().any().any()
+
+
 def test_summarize_NonNumericValueInOneRun_KeepsTheColumnForTheOthers(tmp_path):
     for seed, auc in enumerate([0.9, "n/a", 0.8]):
         _write_run(tmp_path, f"r{seed}", {"epsilon": 1e-4, "seed": seed}, {"accuracy": 0.5, "auc": auc})

@@ -1,4 +1,4 @@
-"""Command line: ``python -m workbench {summary,download,prepare,sweep,report} ...``.
+"""Command line: ``python -m workbench {summary,download,prepare,sweep,report,class} ...``.
 
 python -m workbench summary                       # the offline phantom dataset
 python -m workbench summary data/pneumoniamnist.npz ../shared/data/pneumoniamnist.npz

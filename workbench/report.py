@@ -76,6 +76,7 @@ def summarize(frame: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataF
     if done.empty:
         raise ValueError("no successful runs to summarize")
     keys = parameter_columns(done)
+    done = _with_defaults_named(done, keys)
     numeric = _without_echoes(done, metrics or metric_columns(done), keys)
     text = _without_echoes(done, text_columns(done), keys)
     values = done.assign(**{c: done[c].map(lambda v: v if _is_number(v) else np.nan) for c in numeric})
@@ -96,6 +97,21 @@ def summarize(frame: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataF
 def _all_integers(values: pd.Series) -> bool:
     present = values.dropna()
     return len(present) > 0 and present.map(lambda v: isinstance(v, numbers.Integral) and _is_number(v)).all()
+
+
+NOTEBOOK_DEFAULT = "(notebook default)"
+
+
+def _with_defaults_named(done: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Runs of a sweep that did not set a text parameter (say criterion) ran with the notebook's
+    default: name it, so they form a group of their own in the table and the plots (NaN fell
+    out of the plots). A missing number stays missing: it cannot be placed on an axis."""
+
+    def is_text(values: pd.Series) -> bool:
+        return values.dropna().map(lambda v: isinstance(v, str)).all()
+
+    text = [k for k in keys if done[k].isna().any() and is_text(done[k])]
+    return done.assign(**{k: done[k].fillna(NOTEBOOK_DEFAULT) for k in text})
 
 
 def _hashable(value):
