@@ -383,7 +383,7 @@ def scope_allocation(
         if structured:
             from workbench.slim import couple_masks
 
-            keep = couple_masks(subject.model, keep, "any")
+            keep = couple_masks(subject.model, keep, "any", quiet=True)  # the search measures the cost
         return keep
 
     dense_auc = _validation_auc(subject, dense_keep(subject.scorer.infos), structured)

@@ -28,7 +28,7 @@ import numpy as np
 
 from workbench.compat import keras
 from workbench.graph import Graph, Node, reference_factors
-from workbench.masks import Masks
+from workbench.masks import Masks, overall_sparsity
 from workbench.prune import apply_masks
 from workbench.registry import flat_layers, get_kernels, kernel_of, prunable_layers
 
@@ -75,12 +75,14 @@ def coupled_groups(model: keras.Model) -> list[tuple[str, ...]]:
     return Graph.of(model).coupled_groups()
 
 
-def couple_masks(model: keras.Model, keep: Masks, rule: str = "any") -> Masks:
+def couple_masks(model: keras.Model, keep: Masks, rule: str = "any", *, quiet: bool = False) -> Masks:
     """Make a structured mask physically realisable: coupled channels agree, fixed channels stay.
 
     Args:
         rule: ``"any"`` keeps a coupled channel if any member keeps it (restoring the others'
             filters); ``"all"`` prunes it if any member prunes it.
+        quiet: no warning when coupling changes the sparsity by more than 0.05 (for searches
+            that couple many candidate masks on purpose).
 
     Returns:
         A new mask. Layers whose channels are fixed (the model's outputs, a model input fed into
@@ -104,6 +106,14 @@ def couple_masks(model: keras.Model, keep: Masks, rule: str = "any") -> Masks:
         for name in names:
             units = agreed.reshape(coupled[name].shape[-_unit_axes(graph, name) :])
             coupled[name] = np.broadcast_to(units, coupled[name].shape).copy()
+    before, after = overall_sparsity(keep), overall_sparsity(coupled)
+    if not quiet and abs(before - after) > 0.05:
+        warnings.warn(
+            f"couple_masks(rule={rule!r}) changed the sparsity from {before:.2f} to {after:.2f}: residual "
+            "adds, concatenations and depthwise convs tie channels together, and fixed channels stay; the "
+            "slim model is only as much smaller (budget.allocate plans structured budgets with the coupling)",
+            stacklevel=2,
+        )
     return coupled
 
 
