@@ -55,14 +55,22 @@ def text_columns(frame: pd.DataFrame) -> list[str]:
     return [
         c
         for c in frame.columns
-        if c.startswith("metrics.")
-        and frame[c].notna().any()
-        and frame[c].dropna().map(lambda v: isinstance(v, str | bool)).all()
+        if c.startswith("metrics.") and _every_value(frame[c], lambda v: isinstance(v, str | bool))
     ]
+
+
+def _every_value(values: pd.Series, test) -> bool:
+    """Whether ``values`` hold something and every value present passes ``test``."""
+    present = values.dropna()
+    return len(present) > 0 and bool(present.map(test).all())
 
 
 def _is_number(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _is_integer(value) -> bool:
+    return isinstance(value, numbers.Integral) and _is_number(value)
 
 
 def summarize(frame: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataFrame:
@@ -90,13 +98,8 @@ def summarize(frame: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataF
     table["runs"] = grouped.size()
     table = table.reset_index().drop(columns="_all", errors="ignore")
     # counts (images, changed decisions) are read as counts: "12", not "12.000"
-    table.attrs["counts"] = [_label(c, keys) for c in numeric if _all_integers(done[c])]
+    table.attrs["counts"] = [_label(c, keys) for c in numeric if _every_value(done[c], _is_integer)]
     return table
-
-
-def _all_integers(values: pd.Series) -> bool:
-    present = values.dropna()
-    return len(present) > 0 and present.map(lambda v: isinstance(v, numbers.Integral) and _is_number(v)).all()
 
 
 NOTEBOOK_DEFAULT = "(notebook default)"
@@ -106,11 +109,7 @@ def _with_defaults_named(done: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Runs of a sweep that did not set a text parameter (say criterion) ran with the notebook's
     default: name it, so they form a group of their own in the table and the plots (NaN fell
     out of the plots). A missing number stays missing: it cannot be placed on an axis."""
-
-    def is_text(values: pd.Series) -> bool:
-        return values.dropna().map(lambda v: isinstance(v, str)).all()
-
-    text = [k for k in keys if done[k].isna().any() and is_text(done[k])]
+    text = [k for k in keys if done[k].isna().any() and _every_value(done[k], lambda v: isinstance(v, str))]
     return done.assign(**{k: done[k].fillna(NOTEBOOK_DEFAULT) for k in text})
 
 

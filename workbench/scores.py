@@ -136,7 +136,7 @@ def gradient_stats(
             loss = loss_fn(y, model(x, training=False))
         return tape.gradient(loss, variables)
 
-    # one trace for any batch size, so the trace and the first call are steps of their own
+    # one trace for any batch size (the last batch is smaller), reported as a step of its own
     signature = [tf.TensorSpec((None, *images.shape[1:]), tf.float32)]
     signature.append(tf.TensorSpec((None, *targets.shape[1:]), tf.as_dtype(targets.dtype)))
     batch_gradients = tf.function(batch_gradients, input_signature=signature)
