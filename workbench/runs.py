@@ -338,6 +338,12 @@ def _make_partial(runs_dir: Path, identity: str) -> Path:
     return partial
 
 
+# The kernel's own log is not the notebook's output: jupyter_client interrupts every kernel as it shuts it
+# down, and a kernel caught in a message handler then logs "ERROR | KeyboardInterrupt caught in kernel" to
+# the sweep's terminal after a run that went well. Errors in cells still reach the run (run.json).
+QUIET_KERNEL = ["--log-level=CRITICAL"]
+
+
 def _execute(notebook: str, params: dict, partial: Path, kernel_name: str) -> dict:
     """Run the notebook with ``results_dir`` set to ``partial``; returns the error, or {} on success."""
     import papermill
@@ -353,6 +359,7 @@ def _execute(notebook: str, params: dict, partial: Path, kernel_name: str) -> di
                     kernel_name=kernel_name,
                     cwd=str(Path(notebook).resolve().parent),
                     progress_bar=False,
+                    extra_arguments=QUIET_KERNEL,
                 )
                 break
             except RuntimeError as err:
