@@ -180,7 +180,7 @@ def test_background_FineTuneButton_WhileGoalModeFineTunesCandidates_IsRefusedWit
     dash.wait(WAIT)
     fitted = []
     metrics = {"accuracy": 1.0, "auc": 1.0}
-    monkeypatch.setattr(explorer, "fine_tuned", lambda *a: fitted.append(a) or (metrics, None))
+    monkeypatch.setattr(explorer, "fine_tuned", lambda *a, **k: fitted.append(a) or (metrics, None))
     gate = _gated(explorer, monkeypatch)
     dash.controls["goal_tune"].value = True
     dash.controls["mode"].value = "goal"  # a budget: its candidates fine-tune in the background
@@ -188,6 +188,7 @@ def test_background_FineTuneButton_WhileGoalModeFineTunesCandidates_IsRefusedWit
     assert "goal mode is picking after fine-tuning" in dash.message.value and not fitted
     dash.controls["mode"].value = "sparsity"  # overtaken: the button works again
     dash.on_finetune()
+    dash.tuning.future.result(WAIT)
     assert len(fitted) == 1 and "fine-tuned" in dash.message.value
     gate.set()
     dash.wait(WAIT)

@@ -110,6 +110,83 @@ def test_finetune_button_MarksTheRecoveredPoint(dashboard):
     assert "fine-tuned 1 epochs" in dashboard.message.value
 
 
+WAIT = 120  # seconds: a bound for a hung test, never reached when it works
+
+
+@pytest.fixture
+def gated_fine_tune(trained_tiny, monkeypatch):
+    """A background dashboard whose fine-tune (a real fit) stops after each batch until ``gate`` is set."""
+    import threading
+
+    import keras
+
+    model, data = trained_tiny
+    explorer = Explorer(model, data, calibration_size=32, grid_points=8)
+    dash = Dashboard(explorer, background=True)
+    dash.wait(WAIT)
+    gate, trained_a_batch, fine_tuned = threading.Event(), threading.Event(), explorer.fine_tuned
+
+    def hold(*_, **__):
+        trained_a_batch.set()
+        gate.wait(WAIT)
+
+    def gated(point, recipe, *, callbacks, **options):
+        held = [*callbacks, keras.callbacks.LambdaCallback(on_train_batch_end=hold)]
+        return fine_tuned(point, recipe, callbacks=held, **options)
+
+    monkeypatch.setattr(explorer, "fine_tuned", gated)
+    dash.controls["mode"].value = "sparsity"
+    dash.controls["sparsity"].value = 0.8
+    dash.controls["epochs"].value = 1
+    dash.wait(WAIT)
+    return dash, gate, trained_a_batch
+
+
+def test_background_FineTune_LeavesTheDashboardLive_WithProgress_ThenMarksTheRecoveredPoint(gated_fine_tune):
+    """The fine-tune button blocked the kernel for the whole fit, with no way to stop it."""
+    dash, gate, trained_a_batch = gated_fine_tune
+    dash.controls["finetune"].click()  # returns at once: the fit runs in the background
+    assert trained_a_batch.wait(WAIT) and dash.fine_tune_running()
+    assert dash.controls["finetune"].description == "cancel fine-tune"
+    assert dash.tune_progress.layout.display is None and dash.tune_progress.value >= 1
+    dash.controls["sparsity"].value = 0.5  # the rest of the dashboard still answers
+    dash.points.future.result(WAIT)  # its exact answer, on the other worker
+    assert dash.point.result.sparsity == pytest.approx(0.5, abs=1e-3)
+    gate.set()
+    dash.tuning.future.result(WAIT)
+    assert [sparsity for sparsity, _ in dash.recovered] == [pytest.approx(0.8, abs=1e-3)]
+    assert "fine-tuned 1 epochs" in dash.message.value
+    assert dash.controls["finetune"].description == "fine-tune this mask"
+    assert dash.tune_progress.layout.display == "none" and not dash.fine_tune_running()
+
+
+def test_background_FineTune_Cancelled_MarksNothing_AndTheButtonIsBack(gated_fine_tune):
+    dash, gate, trained_a_batch = gated_fine_tune
+    image = dash.image.value
+    dash.controls["finetune"].click()
+    assert trained_a_batch.wait(WAIT)
+    dash.controls["finetune"].click()  # now "cancel fine-tune"
+    assert "fine-tune cancelled" in dash.message.value and not dash.fine_tune_running()
+    assert dash.controls["finetune"].description == "fine-tune this mask"
+    gate.set()
+    dash.tuning.future.result(WAIT)  # the fit stops at its next batch
+    assert dash.recovered == [] and dash.image.value == image
+    assert "fine-tune cancelled" in dash.message.value
+
+
+def test_background_GoalMode_FineTuningCandidates_CancelsTheMasksFineTune(gated_fine_tune):
+    """Two fits at once would share the CPU and Keras's random seed."""
+    dash, gate, trained_a_batch = gated_fine_tune
+    dash.controls["finetune"].click()
+    assert trained_a_batch.wait(WAIT)
+    dash.controls["goal_tune"].value = True
+    dash.controls["mode"].value = "goal"  # a FLOPs budget, its candidates fine-tuned
+    assert not dash.fine_tune_running() and "goal mode fine-tunes its candidates" in dash.message.value
+    gate.set()
+    dash.wait(WAIT)
+    assert dash.recovered == []
+
+
 def test_switching_criterion_KeepsTheSparsity_SoCriteriaCompareAtEqualSparsity(dashboard):
     slider = dashboard.controls["epsilon"]
     slider.value = 10 ** ((slider.min + slider.max) / 2)

@@ -543,12 +543,21 @@ class Explorer:
             self._subset_evaluators[size] = evaluator, np.asarray(test.labels).reshape(-1)
         return self._subset_evaluators[size]
 
-    def fine_tuned(self, point: Point, recipe: Recipe, *, progress: bool = True) -> tuple[dict, dict]:
-        """Fine-tune a pruned copy at ``point``'s masks; return (test metrics, training history)."""
+    def fine_tuned(
+        self, point: Point, recipe: Recipe, *, progress: bool = True, callbacks: list | None = None
+    ) -> tuple[dict, dict]:
+        """Fine-tune a pruned copy at ``point``'s masks; return (test metrics, training history).
+        ``progress``: Keras's progress bar; ``callbacks``: Keras callbacks for the fit."""
         structured = point.spec.structured
         pruned = apply_masks(self.model, point.result.keep, structured=structured)
         history = fine_tune(
-            pruned, point.result.keep, self.dataset, recipe, structured=structured, progress=progress
+            pruned,
+            point.result.keep,
+            self.dataset,
+            recipe,
+            structured=structured,
+            callbacks=callbacks,
+            progress=progress,
         )
         metrics = evaluate_model(
             pruned, self.dataset.val, self.dataset.test, dense=self.model, **self._evaluation

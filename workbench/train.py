@@ -125,6 +125,23 @@ def recalibrate_batchnorm(model: keras.Model, images, batch_size: int = 64, rows
     return len(norms)
 
 
+class ReportBatches(keras.callbacks.Callback):
+    """Call ``report(batches done, batches in the whole fit)`` after every training batch: a progress
+    bar, or a check that stops ``fit`` by raising (a cancelled fine-tune)."""
+
+    def __init__(self, report):
+        super().__init__()
+        self.report, self.done, self.total = report, 0, 0
+
+    def on_train_begin(self, logs=None):
+        self.done = 0
+        self.total = (self.params.get("epochs") or 1) * (self.params.get("steps") or 0)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.done += 1
+        self.report(self.done, self.total)
+
+
 class RecalibrateBatchNorm(keras.callbacks.Callback):
     """Recalibrate BatchNorm (``recalibrate_batchnorm``) on a sample of the training images before
     each validation inside ``fit`` and when training ends.

@@ -24,6 +24,7 @@ import html
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import ipywidgets as w
@@ -32,11 +33,11 @@ import pandas as pd
 from workbench.budget import picks_after_fine_tuning
 from workbench.explorer import GOAL_KNOBS, Explorer, GoalPoint, Point, Setting
 from workbench.explorer_figure import ExplorerFigure
-from workbench.progressive import Latest, Ticket
+from workbench.progressive import Cancelled, Latest, Ticket
 from workbench.prune import PruneSpec
 from workbench.scores import CRITERIA, GRANULARITIES
 from workbench.sensitivity import DEFAULT_GRID
-from workbench.train import Recipe
+from workbench.train import Recipe, ReportBatches
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ KERNEL_LOST = (
     "no longer updates. Reload the page (Voilà) or restart the kernel and run all cells (JupyterLab).</span>"
 )
 SIDE_BY_SIDE = ("accuracy", "auc", "sensitivity", "specificity")
+FINE_TUNE = "fine-tune this mask"  # the button's label; while one runs it reads "cancel fine-tune"
 
 
 def _reports_errors(callback):
@@ -108,7 +110,9 @@ class Dashboard:
         self.progress = w.IntProgress(
             value=0, min=0, max=1, layout=w.Layout(display="none"), style={"description_width": "initial"}
         )
-        self.finetune_output = w.Output()
+        self.tune_progress = w.IntProgress(
+            value=0, min=0, max=1, layout=w.Layout(display="none"), style={"description_width": "initial"}
+        )
         self.figure = ExplorerFigure(
             explorer.dataset.class_names,
             multilabel=explorer.evaluator.head.multilabel,
@@ -118,6 +122,11 @@ class Dashboard:
         lock = threading.RLock()  # one lock for drawing: foreground and background answers take turns
         self.points = Latest(background=background, lock=lock)
         self.curves = Latest(background=background, lock=lock)
+        # a fine-tune has a worker of its own (it trains a copy), so the slider's exact answers and
+        # the curves do not queue behind it; the kernel stays free to take a click on "cancel"
+        tuner = ThreadPoolExecutor(1, thread_name_prefix="workbench-fine-tune") if background else None
+        self.tuning = Latest(background=background, executor=tuner, lock=lock)
+        self._tuning_ticket: Ticket | None = None
         self.point: Point | None = None
         self.curve: pd.DataFrame | None = None
         self.setting: Setting | None = None
@@ -196,7 +205,7 @@ class Dashboard:
                 options=layer_names, value=layer_names[0], description="layer", ensure_option=False
             ),
             "epochs": w.IntSlider(value=2, min=1, max=10, description="epochs"),
-            "finetune": w.Button(description="fine-tune this mask", icon="play"),
+            "finetune": w.Button(description=FINE_TUNE, icon="play"),
         }
 
     @property
@@ -223,8 +232,7 @@ class Dashboard:
                 self.kernel_lost,
                 self.image,
                 self.table,
-                w.HBox([c["epochs"], c["finetune"]]),
-                self.finetune_output,
+                w.HBox([c["epochs"], c["finetune"], self.tune_progress]),
             ]
         )
 
@@ -387,21 +395,72 @@ class Dashboard:
 
     @_reports_errors
     def on_finetune(self) -> None:
-        """Fine-tune the current mask (Keras progress below) and mark the recovered point."""
-        self.finetune_output.clear_output()
+        """Fine-tune the current mask and mark the recovered point.
+
+        In the background the button turns into "cancel fine-tune" while a bar beside it counts the
+        training batches; the rest of the dashboard stays live. A click on it stops the fit at the
+        next batch and nothing is marked.
+        """
+        if self.fine_tune_running():
+            self._cancel_fine_tune("fine-tune cancelled")
+            return
         if self._goal_is_fine_tuning():  # two Keras fits at once would share the CPU and the random seed
             raise ValueError(
                 "goal mode is picking after fine-tuning in the background (its table, then a fine-tune "
                 "of each candidate: see the progress bar); fine-tune this mask once it has answered, or "
                 "change a setting to stop it"
             )
-        recipe = self._recipe()
-        point = self.point
-        with self.finetune_output:
-            metrics, _ = self.explorer.fine_tuned(point, recipe)
+        recipe, point = self._recipe(), self.point
+        self._tuning_ticket = ticket = self.tuning.begin()
+        self._show_fine_tune_started()
+
+        def work(ticket: Ticket) -> tuple[Point, dict] | Exception:
+            def report(done: int, total: int) -> None:
+                ticket.check()  # a cancel or a newer fine-tune stops the fit here
+                bar = self.tune_progress
+                bar.max, bar.value = max(total, 1), done
+                bar.description = "evaluating" if done >= total else "fine-tuning"
+
+            try:
+                callbacks = [ReportBatches(report)]
+                metrics, _ = self.explorer.fine_tuned(point, recipe, progress=False, callbacks=callbacks)
+            except Cancelled:
+                raise
+            except Exception as err:  # noqa: BLE001 - shown in the message line, also from the background
+                return err
+            return point, metrics
+
+        self.tuning.submit(ticket, work, functools.partial(self._show_fine_tuned, recipe))
+
+    def fine_tune_running(self) -> bool:
+        """Whether the fine-tune button's fine-tune is running in the background and still wanted."""
+        ticket, future = self._tuning_ticket, self.tuning.future
+        return ticket is not None and ticket.current and future is not None and not future.done()
+
+    def _cancel_fine_tune(self, why: str) -> None:
+        self.tuning.cancel()
+        self._show_fine_tune_ended()
+        self.show_message(why)
+
+    def _show_fine_tune_started(self) -> None:
+        button, bar = self.controls["finetune"], self.tune_progress
+        button.description, button.icon = "cancel fine-tune", "stop"
+        bar.description, bar.value, bar.layout.display = "fine-tuning", 0, None
+        self.show_message("")
+
+    def _show_fine_tune_ended(self) -> None:
+        button = self.controls["finetune"]
+        button.description, button.icon = FINE_TUNE, "play"
+        self.tune_progress.layout.display = "none"
+
+    def _show_fine_tuned(self, recipe: Recipe, answer: tuple[Point, dict] | Exception) -> None:
+        self._show_fine_tune_ended()
+        if isinstance(answer, Exception):
+            self.show_message(f"{type(answer).__name__}: {answer}", error=True)
+            return
+        point, metrics = answer
         self.recovered.append((point.result.sparsity, metrics))
-        with self.points.lock:
-            self.image.value = self.figure.mark(point.result.sparsity, metrics)
+        self.image.value = self.figure.mark(point.result.sparsity, metrics)
         self.show_message(
             f"fine-tuned {recipe.epochs} epochs: accuracy {_number(metrics['accuracy'])}, "
             f"AUC {_number(metrics['auc'])}"
@@ -465,6 +524,8 @@ class Dashboard:
 
         tune = c["goal_tune"].value and picks_after_fine_tuning(goal)
         recipe = self._recipe() if tune else None
+        if tune and self.fine_tune_running():  # two fits at once would share the CPU and the random seed
+            self._cancel_fine_tune("fine-tune of the mask cancelled: goal mode fine-tunes its candidates")
 
         def work(ticket: Ticket) -> GoalPoint | ValueError:
             def report(done: int, total: int, what: str = "sensitivity") -> None:
@@ -631,8 +692,8 @@ class Dashboard:
         return self.image.value
 
     def wait(self, timeout: float | None = None) -> None:
-        """Block until background work (curve, exact answer) is done: for scripts and benchmarks."""
-        for future in (self.points.preparing, self.curves.future, self.points.future):
+        """Block until background work (curve, exact answer, fine-tune) is done (scripts, benchmarks)."""
+        for future in (self.points.preparing, self.curves.future, self.points.future, self.tuning.future):
             if future is not None:
                 future.result(timeout)
 
