@@ -66,6 +66,16 @@ def test_detect_head_Override_WinsAndBadOverridesAreRefused():
         detect_head(tiny_head_model(2, "relu"))
 
 
+@pytest.mark.parametrize(
+    "activation, head", [("softmax", "logits"), ("sigmoid", "multilabel_logits"), (None, "softmax")]
+)
+def test_detect_head_Override_ThatContradictsTheLastLayer_IsRefused(activation, head):
+    """head='logits' on a softmax model applied softmax twice: probabilities squeezed towards 1/C."""
+    model = tiny_head_model(2, activation)
+    with pytest.raises(ValueError, match=f"head='{head}' does not fit the model's last layer"):
+        detect_head(model, head)
+
+
 def test_load_user_model_ReadsTheHeadFromTheSavedCompileConfig(tmp_path, tiny_dataset):
     model = tiny_head_model(1, None)
     model.compile(loss=keras.losses.BinaryCrossentropy(from_logits=True))

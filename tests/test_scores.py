@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import numpy as np
 import pytest
-from conftest import tiny_cnn
+from conftest import tiny_cnn, tiny_head_model
 
 from workbench import scores as scores_module
 from workbench.compat import keras, tf
@@ -180,20 +181,20 @@ def test_stats_cache_SecondScorerReadsTheDisk_WithoutAGradientPass(tiny_dataset,
             np.testing.assert_array_equal(getattr(again, field)[name], values)
 
 
-@pytest.mark.filterwarnings("ignore:.*from_logits=True")  # the head override is the point
 def test_stats_cache_IsInvalidatedByWeightsCalibrationHeadOrBatchSize(tiny_dataset, monkeypatch, tmp_path):
-    model, val = tiny_cnn(), tiny_dataset.val
+    model, val = tiny_head_model(2, "relu"), tiny_dataset.val  # a relu output: any head may be asked
     calls = _counting_passes(monkeypatch)
-    Scorer(model, val.images, val.labels, cache_dir=tmp_path).stats()
+    scorer = functools.partial(Scorer, model, cache_dir=tmp_path, head="softmax")
+    scorer(val.images, val.labels).stats()
     images = val.images.copy()
     images[0, 0, 0, 0] = 1.0 - images[0, 0, 0, 0]
-    Scorer(model, images, val.labels, cache_dir=tmp_path).stats()
-    Scorer(model, val.images, 1 - val.labels, cache_dir=tmp_path).stats()
-    Scorer(model, val.images, val.labels, cache_dir=tmp_path, head="logits").stats()
-    Scorer(model, val.images, val.labels, cache_dir=tmp_path, batch_size=7).stats()
+    scorer(images, val.labels).stats()
+    scorer(val.images, 1 - val.labels).stats()
+    scorer(val.images, val.labels, head="logits").stats()
+    scorer(val.images, val.labels, batch_size=7).stats()
     bias = model.get_layer("out").bias  # not a kernel: still changes every gradient
     bias.assign(np.asarray(bias) + 0.5)
-    Scorer(model, val.images, val.labels, cache_dir=tmp_path).stats()
+    scorer(val.images, val.labels).stats()
     assert len(calls) == 6
 
 

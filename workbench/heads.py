@@ -159,11 +159,13 @@ def detect_head(model: keras.Model, head: str | None = None, *, compile_config: 
     if isinstance(shape, list) or len(shape) != 2:
         raise ValueError(f"model must have one output of shape (N, units), got output shape {shape}")
     units = int(shape[-1])
+    activation = output_activation(model)
     if head is not None:
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS} or None (detect), got {head!r}")
-        return Head(head, units)
-    activation = output_activation(model)
+        given = Head(head, units)
+        _check_head_fits_activation(head, activation)
+        return given
     loss = _compiled_loss(model, compile_config)
     kind = _kind(activation, units, loss)
     if kind is None:
@@ -173,6 +175,26 @@ def detect_head(model: keras.Model, head: str | None = None, *, compile_config: 
         )
     log.info("model head: %s over %d unit(s) (activation %s)", kind, units, activation)
     return Head(kind, units)
+
+
+# The heads each known last activation can produce; another activation (relu, a custom one) takes any.
+HEADS_OF_ACTIVATION = {
+    "softmax": ("softmax",),
+    "sigmoid": ("sigmoid", "multilabel"),
+    "linear": ("logits", "sigmoid_logits", "multilabel_logits"),
+}
+
+
+def _check_head_fits_activation(head: str, activation: str) -> None:
+    """An override that contradicts the last layer: 'logits' on a softmax output applied softmax twice
+    (probabilities squeezed towards uniform), 'softmax' on a linear one read logits as probabilities."""
+    fitting = HEADS_OF_ACTIVATION.get(activation, HEADS)
+    if head not in fitting:
+        raise ValueError(
+            f"head={head!r} does not fit the model's last layer, whose activation is {activation!r}: "
+            f"its outputs are {'logits' if activation == 'linear' else 'probabilities already'}; "
+            f"pass one of {fitting}, or head=None to read it from the model"
+        )
 
 
 def _kind(activation: str, units: int, loss: dict | None) -> str | None:
