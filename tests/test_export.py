@@ -195,10 +195,10 @@ def test_TFLiteModel_BadInput_IsNamed(exported, tiny_dataset):
         TFLiteModel(exported["tflite"].read_bytes()).predict(tiny_dataset.test.images[:, :20, :20])
 
 
-def test_to_tflite_AnOpLiteRTLacks_IsNamed():
+def _pooling_conv3d():
     from workbench.compat import keras
 
-    model = keras.Sequential(
+    return keras.Sequential(
         [
             keras.Input((8, 8, 8, 1)),
             keras.layers.Conv3D(2, 3, padding="same"),
@@ -207,5 +207,15 @@ def test_to_tflite_AnOpLiteRTLacks_IsNamed():
             keras.layers.Dense(2, activation="softmax"),
         ]
     )
+
+
+def test_to_tflite_AnOpLiteRTLacks_IsNamed():
     with pytest.raises(ValueError, match=r"no builtin op for tf\.MaxPool3D; save it as \.keras"):
-        to_tflite(model)
+        to_tflite(_pooling_conv3d())
+
+
+def test_export_all_AModelLiteRTCannotConvert_WritesNoFile(tmp_path):
+    """It wrote name.keras, then failed on the .tflite: half an export, looking like a whole one."""
+    with pytest.raises(ValueError, match="no builtin op"):
+        export_all(_pooling_conv3d(), tmp_path / "out", "volumes", calibration=np.zeros((4, 8, 8, 8, 1)))
+    assert not (tmp_path / "out").exists()

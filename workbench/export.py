@@ -30,6 +30,7 @@ from ai_edge_litert.interpreter import Interpreter
 from workbench.compat import keras, tf
 from workbench.data import Split
 from workbench.evaluate import multilabel_metrics, validated_metrics
+from workbench.fs import write_atomically
 from workbench.heads import Head, as_head, detect_head, predict_probabilities, saved_compile_config
 from workbench.models import check_images
 from workbench.prune import copy_model
@@ -212,17 +213,22 @@ def export_all(
     calibration: np.ndarray,
     head: Head | str | None = None,
 ) -> dict[str, Path]:
-    """Write ``name.keras``, ``name.tflite`` and ``name.int8.tflite`` into ``folder``.
+    """Write ``name.keras``, ``name.tflite`` and ``name.int8.tflite`` into ``folder``: all three or,
+    when a conversion fails (``to_tflite``'s ValueError), none.
 
     Returns:
         {format: path} for the formats in ``FORMATS``.
     """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     paths = {fmt: folder / f"{name}{suffix}" for fmt, suffix in SUFFIXES.items()}
+    converted = {
+        "tflite": to_tflite(model, head=head),
+        "int8": to_tflite(model, "int8", calibration, head=head),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
     save_keras(model, paths["keras"], head)
-    paths["tflite"].write_bytes(to_tflite(model, head=head))
-    paths["int8"].write_bytes(to_tflite(model, "int8", calibration, head=head))
+    for fmt, content in converted.items():
+        write_atomically(paths[fmt], content)
     return paths
 
 
