@@ -173,3 +173,15 @@ def test_notebook_IsCommittedWithoutOutputs_AndOneTaggedParametersCell(path):
     assert all(": " in line and " = " in line and "  # " in line for line in lines), (
         "annotate and comment every parameter"
     )
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
+def test_notebook_EveryParameter_IsOnePapermillCanRead(path):
+    """A second '=' in a comment ("empty = your login name") hid that parameter from papermill, so a
+    sweep refused it as unknown and ``--help-notebook`` did not list it."""
+    import ast
+
+    cells = nbformat.read(path, as_version=4).cells
+    tagged = next(c for c in cells if "parameters" in c.metadata.get("tags", []))
+    assigned = [node.target.id for node in ast.parse(tagged.source).body if isinstance(node, ast.AnnAssign)]
+    assert list(papermill.inspect_notebook(str(path))) == assigned
