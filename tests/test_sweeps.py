@@ -173,6 +173,24 @@ def test_cli_sweep_KernelsOwnLog_DoesNotReachTheTerminal(tmp_path):
     assert "a line of the kernel log" not in done.stderr + done.stdout
 
 
+def test_sweep_AfterTheNotebooksCodeChanged_RefusesToMixOldRunsWithNew_AndTouchesNone(notebook, tmp_path):
+    """An edited notebook swept into the same store: its old runs were skipped as complete and
+    reported as the new notebook's results."""
+    runs_dir = tmp_path / "runs"
+    assert main(_cli(notebook, runs_dir, "-p", "x", "1", "2")) == 0
+    before = _stamps(runs_dir)
+    content = nbformat.read(notebook, as_version=4)
+    content.cells.append(nbformat.v4.new_markdown_cell("A note: text cells do not change results."))
+    nbformat.write(content, notebook)
+    assert main(_cli(notebook, runs_dir, "-p", "x", "1", "2")) == 0  # text only: still the same code
+    content.cells[2].source = content.cells[2].source.replace("0.5 + x / 10", "0.4 + x / 10")
+    nbformat.write(content, notebook)
+    with pytest.raises(ValueError, match=r"holds 2 run\(s\) of tiny made by another version.*new --runs"):
+        sweep(notebook, expand_grid(notebook, {"x": ["3"]}), runs_dir, progress=False)
+    assert _stamps(runs_dir) == before
+    assert main(_cli(notebook, tmp_path / "new", "-p", "x", "1")) == 0
+
+
 def test_grid_values_AreCheckedLikeCommandLineOnes_AndResultsDirIsNotSwept(notebook, tmp_path, capsys):
     grid = tmp_path / "grid.yaml"
     grid.write_text("parameters:\n  x: [true]\n")

@@ -228,6 +228,48 @@ def run_id(notebook: str | Path, params: dict) -> str:
     return f"{Path(notebook).stem}-{digest}"
 
 
+def notebook_version(notebook: str | Path) -> str:
+    """A hash of the notebook's code cells: what its results depend on (its text cells do not count)."""
+    import nbformat
+
+    cells = nbformat.read(str(notebook), as_version=4).cells
+    code = "\0".join(cell.source for cell in cells if cell.cell_type == "code")
+    return hashlib.sha1(code.encode()).hexdigest()[:10]
+
+
+def check_one_notebook_version(notebook: str | Path, runs_dir: str | Path) -> None:
+    """Refuse to sweep ``notebook`` into a store holding its complete runs from other code.
+
+    Those runs would be skipped as complete and reported beside the new ones, as if the edited
+    notebook had made them. Runs made before versions were recorded are not checked.
+
+    Raises:
+        ValueError: naming the folder, how many runs differ and what to do.
+    """
+    version, stem = notebook_version(notebook), Path(notebook).stem
+    other = []
+    for folder in sorted(Path(runs_dir).glob(f"{stem}-*")):
+        info = _read_info(folder)
+        if info.get("status") == "ok" and info.get("notebook_version") not in (None, version):
+            other.append(folder.name)
+    if other:
+        raise ValueError(
+            f"{runs_dir} holds {len(other)} run(s) of {stem} made by another version of the notebook "
+            f"(its code cells have changed since), e.g. {other[0]}: they would be skipped as complete "
+            "and reported as if the notebook had made them. Sweep into a new --runs folder, or move "
+            "those runs out of this one."
+        )
+
+
+def _read_info(run_dir: Path) -> dict:
+    """A run's run.json, or {} if it has none that can be read."""
+    try:
+        info = json.loads((Path(run_dir) / "run.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
 # --- executing one run ------------------------------------------------------------------------
 
 
@@ -274,11 +316,8 @@ def _is_plain_name(name) -> bool:
 
 def is_complete(run_dir: Path) -> bool:
     """A run is complete when its run.json says it succeeded and every result it declared is there."""
-    try:
-        info = json.loads((Path(run_dir) / "run.json").read_text())
-    except (OSError, ValueError):
-        return False
-    if not isinstance(info, dict) or info.get("status") != "ok":
+    info = _read_info(run_dir)
+    if info.get("status") != "ok":
         return False
     results = info.get("results", list(DEFAULT_RESULTS))
     return all(_is_plain_name(name) and (Path(run_dir) / name).is_file() for name in results)
@@ -313,11 +352,13 @@ def execute_run(
             return RunOutcome(identity, params, "failed", error=_in_the_way(runs_dir / identity))
         partial = _make_partial(runs_dir, identity)
         fs.write_json(partial / "params.json", json_safe(params))
+        version = notebook_version(notebook)  # before it runs: the code it runs
         started = time.time()
         error = _execute(notebook, params, partial, kernel_name) or _missing_results(partial, results)
         info = {
             "run_id": identity,
             "notebook": str(notebook),
+            "notebook_version": version,
             "status": "failed" if error else "ok",
             "started": started,
             "ended": time.time(),
@@ -491,7 +532,8 @@ def sweep(
     notebook's kernel runs in. Runs that another sweep is executing come back as "busy".
 
     Raises:
-        ValueError: if ``workers`` < 1 or the notebook's result declaration is malformed.
+        ValueError: if ``workers`` < 1, the notebook's result declaration is malformed, or
+            ``runs_dir`` holds complete runs of an earlier version of the notebook.
         OSError: if runs can't be created in ``runs_dir`` (before any run starts).
 
     Example:
@@ -507,6 +549,7 @@ def sweep(
     _check_writable(runs_dir)
     remove_partials(runs_dir)
     notebook = str(Path(notebook).resolve())
+    check_one_notebook_version(notebook, runs_dir)
     results = declared_results(notebook)
     todo = [p for p in runs if not is_complete(runs_dir / run_id(notebook, p))]
     outcomes = [RunOutcome(run_id(notebook, p), p, "skipped") for p in runs if p not in todo]
