@@ -301,6 +301,13 @@ CASES = [
         ValueError,
         r"positive must be a class index in \[0, 2\), got 2",
     ),
+    (  # checked when given, not when an interval is first drawn (a dense reference, say)
+        "evaluate_model level 95",
+        lambda m, d, t: evaluate_model(m, d.val, d.test, level=95),
+        ValueError,
+        r"level must be in \(0, 1\), got 95",
+    ),
+    ("Evaluator margin < 0", lambda m, d, t: Evaluator(m, d.val, d.test, margin=-0.02), ValueError, "margin"),
     (
         "evaluate_model val a tuple",
         lambda m, d, t: evaluate_model(m, (d.val.images, d.val.labels), d.test),

@@ -42,6 +42,7 @@ from workbench.progressive import reporter, ticking
 from workbench.prune import PruneSpec, masks_from_scores
 from workbench.registry import kernel_variables
 from workbench.scores import Scorer
+from workbench.stats import check_evidence_options
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,7 @@ class Evaluator:
         progress: Callable[[int, int], None] | None = None,
     ):
         self.head = check_evaluation(model, val, test, positive, head)  # outputs -> probabilities, metrics
+        check_evidence_options(margin, level)
         self.forward = forward if forward is not None else Forward(model, self.head)
         self.model = model
         self._kernels = {
@@ -282,6 +284,7 @@ def multilabel_evidence(
 ) -> dict:
     """Per-label metrics of a multi-label model, with the test cases whose decisions changed, and
     (``evidence``) the AUC evidence of the mean over labels (``auc_evidence``)."""
+    check_evidence_options(margin, level)
     check_same_outputs(dense, pruned)
     metrics = multilabel_metrics(pruned[0], val.labels, pruned[1], test.labels)
     if evidence:
@@ -322,6 +325,7 @@ def evaluate_model(
             evidence and ``changed``, exactly as ``Evaluator.evaluate`` returns for the same masks.
     """
     given, head = head, check_evaluation(model, val, test, positive, head)
+    check_evidence_options(margin, level)
     if dense is not None:  # checked before any pass; its head read from it (or the head given)
         try:
             dense_head = check_evaluation(dense, val, test, positive, given)

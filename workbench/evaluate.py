@@ -351,7 +351,7 @@ def pruned_metrics(
         ``test_probs``. ``evidence=False`` leaves out the intervals and tests (the costly part,
         ~0.1 s with the ECE bootstrap) for curve points and quick estimates.
     """
-    stats.noninferiority(0.0, 0.0, margin)  # validates margin before any work
+    stats.check_evidence_options(margin, level)
     check_same_outputs(dense, pruned)
     test_labels = np.asarray(test_labels).reshape(-1)
     before = validated_metrics(dense[0], val_labels, dense[1], test_labels, positive, operating=operating)

@@ -26,6 +26,12 @@ METRICS_VERSION = max(METRIC_CHANGES)
 NONINFERIOR, INFERIOR, INCONCLUSIVE = "non-inferior", "inferior", "inconclusive"
 
 
+def check_evidence_options(margin: float, level: float) -> None:
+    """Refuse a non-inferiority ``margin`` or a confidence ``level`` no interval could use."""
+    noninferiority(0.0, 0.0, margin)
+    _z(level)
+
+
 def _z(level: float) -> float:
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
