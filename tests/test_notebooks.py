@@ -91,13 +91,16 @@ def test_notebook_RunsHeadless_AndRecordsStaticFigures(name, shared_data, tmp_pa
 
 
 @pytest.mark.slow
-def test_explorer_notebook_WritesItsResults(shared_data, tmp_path):
-    _run(
+def test_explorer_notebook_WritesItsResults_WithTheUsersClassNames(shared_data, tmp_path):
+    executed = _run(
         "01_explore_threshold.ipynb",
         tmp_path,
         **SMALL["01_explore_threshold.ipynb"],
         results_dir=str(tmp_path / "out"),
+        class_names=["calm", "storm"],  # a user's own names for the classes of their data
     )
+    printed = "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
+    assert "storm" in printed
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert 0.0 <= metrics["sparsity"] < 1.0 and metrics["criterion"] == "gradient"
     assert (
