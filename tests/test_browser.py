@@ -153,6 +153,25 @@ def test_voila_SliderRelease_RedrawsTheFigureWithinSeconds(page, data_dir, tmp_p
     assert p95 < 3.0, f"slider release to new figure: p95 {p95:.2f} s"
 
 
+def test_voila_FineTune_RunsInTheBackground_WhileTheSliderAnswers_AndCancelStopsIt(page, data_dir, tmp_path):
+    """The fine-tune button blocked the kernel for the whole fit: no slider, no way to stop it."""
+    notebook = explorer_copy(tmp_path / "explorer.ipynb")
+    with voila(notebook, data_dir, tmp_path) as (url, _):
+        explorer = open_explorer(page, url)
+        epochs = page.locator(".widget-slider", has=page.locator(".widget-label", has_text="epochs")).first
+        epochs.locator(".noUi-handle").focus()
+        page.keyboard.press("End")  # the most epochs: a fit long enough to cancel
+        page.get_by_role("button", name="fine-tune this mask").click()
+        cancel = page.get_by_role("button", name="cancel fine-tune")
+        cancel.wait_for()
+        assert_figure_and_readout_change(explorer, lambda: explorer.drag_epsilon(30))
+        save_dashboard(page, tmp_path / "voila-fine-tuning.png")
+        cancel.click()
+        page.get_by_text("fine-tune cancelled").wait_for()
+        page.get_by_role("button", name="fine-tune this mask").wait_for()
+        assert page.get_by_text("fine-tuned 10 epochs").count() == 0
+
+
 def test_voila_TimeToAUsableSlider_ColdAndWithAPreheatedKernel(page, data_dir, tmp_path):
     notebook = explorer_copy(tmp_path / "explorer.ipynb")
     for name in ("first", "cold", "warm"):

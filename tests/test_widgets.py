@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from workbench.explorer import Explorer
 from workbench.prune import PruneSpec
-from workbench.widgets import Dashboard
+from workbench.widgets import Dashboard, table_html
 
 
 @pytest.fixture
@@ -262,3 +263,9 @@ def test_table_html_ShowsEveryRowAndColumn_FloatsTo3Digits_Escaped():
     assert html.count("<tr>") == 3 and html.count("<td>") == 6
     assert "<th>sparsity</th>" in html and "<td>a&lt;b</td>" in html
     assert "<td>0.123</td>" in html and "<td>1e-05</td>" in html and "<td>2000</td>" in html
+
+
+def test_table_html_ShowsAMissingThresholdAsADash_NotNan():
+    table = pd.DataFrame({"kind": ["Conv2D", "bias"], "threshold": [0.00291, np.nan]})
+    shown = table_html(table)
+    assert "<td>0.00291</td>" in shown and "<td>—</td>" in shown and "nan" not in shown

@@ -789,11 +789,14 @@ def evidence_html(m: dict) -> str:
 
 
 def table_html(table: pd.DataFrame) -> str:
-    """``table`` as HTML, floats to 3 significant digits. pandas' ``to_html`` took 0.17 s for
-    DenseNet121's ~370 rows (kernels, biases, BN) on every answer; this takes a few ms."""
+    """``table`` as HTML, floats to 3 significant digits, a missing value (a bias's threshold: no
+    criterion prunes it) as "—". pandas' ``to_html`` took 0.17 s for DenseNet121's ~370 rows
+    (kernels, biases, BN) on every answer; this takes a few ms."""
 
     def cell(value) -> str:
-        return f"<td>{html.escape(f'{value:.3g}' if isinstance(value, float) else str(value))}</td>"
+        if isinstance(value, float):
+            value = "—" if value != value else f"{value:.3g}"
+        return f"<td>{html.escape(str(value))}</td>"
 
     head = "".join(f"<th>{html.escape(str(column))}</th>" for column in table.columns)
     body = "".join(f"<tr>{''.join(map(cell, row))}</tr>" for row in table.itertuples(index=False))
