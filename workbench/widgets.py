@@ -434,8 +434,7 @@ class Dashboard:
 
     def fine_tune_running(self) -> bool:
         """Whether the fine-tune button's fine-tune is running in the background and still wanted."""
-        ticket, future = self._tuning_ticket, self.tuning.future
-        return ticket is not None and ticket.current and future is not None and not future.done()
+        return _still_running(self._tuning_ticket, self.tuning)
 
     def _cancel_fine_tune(self, why: str) -> None:
         self.tuning.cancel()
@@ -551,8 +550,7 @@ class Dashboard:
 
     def _goal_is_fine_tuning(self) -> bool:
         """Whether goal mode's background answer, still wanted, fine-tunes candidates and is not done."""
-        ticket = self._goal_tuning  # while current, the curves' future is its answer
-        return ticket is not None and ticket.current and not self.curves.future.done()
+        return _still_running(self._goal_tuning, self.curves)
 
     def _show_goal(self, answer: GoalPoint | ValueError) -> None:
         self.progress.layout.display = "none"
@@ -696,6 +694,13 @@ class Dashboard:
         for future in (self.points.preparing, self.curves.future, self.points.future, self.tuning.future):
             if future is not None:
                 future.result(timeout)
+
+
+def _still_running(ticket: Ticket | None, runner: Latest) -> bool:
+    """Whether ``ticket``'s background work is still wanted and not done: while it is the newest,
+    ``runner.future`` is its work."""
+    future = runner.future
+    return ticket is not None and ticket.current and future is not None and not future.done()
 
 
 def status(point: Point) -> str:
