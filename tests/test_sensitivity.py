@@ -14,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from conftest import tiny_cnn, tiny_resnet, write_npz  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
@@ -382,3 +383,30 @@ def test_output_distortion_OfAMultilabelModel_IsTheChangeOfEachLabelsLogit():
     assert output_distortion(dense, collapsed, multilabel=True) > output_distortion(
         dense, nudged, multilabel=True
     )
+
+
+def test_damaged_cache_cell_IsComputedAgain_WithAWarningNamingIt(trained_tiny, tmp_path):
+    """A truncated cell file (a disk that filled up, a half-copied cache) raised a bare JSONDecodeError."""
+    subject = Subject.build(*trained_tiny)
+    first = sensitivity(subject, "taylor", "structured", (0.5,), cache=tmp_path, progress=False)
+    damaged = sorted(first.folder.glob("taylor--*.json"))[0]
+    damaged.write_text("")
+    with pytest.warns(UserWarning, match=f"unreadable sensitivity cache file .*{damaged.name}"):
+        again = sensitivity(subject, "taylor", "structured", (0.5,), cache=tmp_path, progress=False)
+    assert again.computed == 1
+    pd.testing.assert_frame_equal(again.cells, first.cells)
+
+
+def test_progress_False_ShowsNoBar_ForTheGradientPassEither(trained_tiny, tmp_path, monkeypatch):
+    """sensitivity(progress=False) still showed the gradient pass's tqdm bar on a large model."""
+    from workbench import scores as scores_module
+
+    handed, gradient_stats = [], scores_module.gradient_stats
+
+    def recording(*args, **kwargs):
+        handed.append(args[5] if len(args) > 5 else kwargs.get("progress"))
+        return gradient_stats(*args, **kwargs)
+
+    monkeypatch.setattr(scores_module, "gradient_stats", recording)
+    sensitivity(Subject.build(*trained_tiny), "taylor", "structured", (0.5,), cache=tmp_path, progress=False)
+    assert handed and all(callable(progress) for progress in handed)  # None would mean a tqdm bar

@@ -590,11 +590,13 @@ class Explorer:
         options = dict(baseline=False, cache=cache, progress=False)  # an allocation reads no random rows
         with self._curve_lock:
             subject = self._goal_subject()
+            computed = 0
             for done, sparsity in enumerate(grid):
                 if progress is not None:
                     progress(done, len(grid))
-                sensitivity(subject, criterion, granularity, (sparsity,), **options)
-            tables[key] = sensitivity(subject, criterion, granularity, grid, **options)
+                computed += sensitivity(subject, criterion, granularity, (sparsity,), **options).computed
+            table = sensitivity(subject, criterion, granularity, grid, **options)
+            tables[key] = replace(table, computed=computed)  # this call's cells, column by column
         if progress is not None:
             progress(len(grid), len(grid))
         return tables[key]

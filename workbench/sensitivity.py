@@ -379,29 +379,32 @@ def sensitivity(
     check_criterion(criterion)
     check_granularity(granularity)
     grid = check_grid(grid)
-    if not isinstance(min_keep, int) or isinstance(min_keep, bool) or min_keep < 1:
-        raise ValueError(f"min_keep must be an integer >= 1 (every layer keeps its guard), got {min_keep!r}")
+    check_guard(min_keep)
     folder = Path(cache or cache_dir() / "sensitivity") / subject.key(granularity, min_keep)
     folder.mkdir(parents=True, exist_ok=True)
     rows = sensitivity_rows(subject, granularity)
     criteria = [criterion] + ([BASELINE] if baseline and criterion != BASELINE else [])
     dense = _dense(subject, folder, granularity)
     _warn_if_at_chance(dense, len(subject.val))
-    todo = {
-        (c, row): [s for s in grid if not _cell_path(folder, c, row.name, s).is_file()]
-        for c in criteria
-        for row in rows
-    }
-    todo = {job: missing for job, missing in todo.items() if missing}
-    total = len(criteria) * len(rows) * len(grid)
-    missing = sum(len(m) for m in todo.values())
+    paths = [(c, row, s, _cell_path(folder, c, row.name, s)) for c in criteria for row in rows for s in grid]
+    cells = {path: _read_json(path) for *_, path in paths}  # None: not computed yet, or damaged
+    todo: dict[tuple, list[float]] = {}
+    for c, row, s, path in paths:
+        if cells[path] is None:
+            todo.setdefault((c, row), []).append(s)
+    total, missing = len(paths), sum(len(m) for m in todo.values())
+    if not progress:  # the gradient pass the cells need, made now without its own bar
+        for needed in {c for c, _ in todo}:
+            subject.scorer.scores(needed, granularity, progress=lambda *_: None)
     bar = tqdm(total=total, initial=total - missing, desc="sensitivity", unit="cell", disable=not progress)
     for cell in _compute(subject, todo, granularity, min_keep, dask_address):
-        write_atomically(_cell_path(folder, cell["criterion"], cell["row"], cell["target"]), json.dumps(cell))
+        path = _cell_path(folder, cell["criterion"], cell["row"], cell["target"])
+        write_atomically(path, json.dumps(cell))
+        cells[path] = cell
         bar.update()
     bar.close()
     log.info("sensitivity: %d of %d cells computed, the rest read from %s", missing, total, folder)
-    cells = _read_cells(folder, criteria, rows, grid)
+    cells = pd.DataFrame([cells[path] for *_, path in paths])
     left_out = subject.metric.left_out
     return Sensitivity(cells, dense, criterion, granularity, grid, rows, min_keep, missing, folder, left_out)
 
@@ -425,10 +428,32 @@ def _compute(subject: Subject, todo: dict, granularity: str, min_keep: int, dask
             yield from future.result()
 
 
+def check_guard(min_keep) -> None:
+    """Refuse a collapse guard below one unit: every layer keeps at least ``min_keep`` (ValueError)."""
+    if not isinstance(min_keep, int) or isinstance(min_keep, bool) or min_keep < 1:
+        raise ValueError(f"min_keep must be an integer >= 1 (every layer keeps its guard), got {min_keep!r}")
+
+
+def _read_json(path: Path) -> dict | None:
+    """A cached cell (or dense.json); None if it is not there yet, or damaged (computed again)."""
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        warnings.warn(
+            f"unreadable sensitivity cache file {path} ({err}): computing it again",
+            stacklevel=_user_stacklevel(),
+        )
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def _dense(subject: Subject, folder: Path, granularity: str) -> dict:
     path = folder / "dense.json"
-    if path.is_file():
-        return json.loads(path.read_text())
+    cached = _read_json(path)
+    if cached is not None:
+        return cached
     probs, _ = subject.evaluator.probabilities(dense_keep(subject.scorer.infos), granularity == "structured")
     auc, low, high = subject.metric.interval(probs)
     dense = dict(auc=auc, low=low, high=high)
@@ -460,8 +485,3 @@ def _user_stacklevel() -> int:
 
 def _cell_path(folder: Path, criterion: str, row: str, target: float) -> Path:
     return folder / f"{criterion}--{row}--{target:.6f}.json"
-
-
-def _read_cells(folder: Path, criteria: list[str], rows: list[Row], grid) -> pd.DataFrame:
-    paths = [_cell_path(folder, c, r.name, s) for c in criteria for r in rows for s in grid]
-    return pd.DataFrame([json.loads(path.read_text()) for path in paths])
