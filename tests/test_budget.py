@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import tiny_resnet
+from conftest import tiny_cnn, tiny_resnet
 from sklearn.metrics import roc_auc_score
 
 from workbench.budget import allocate, allocate_from_table
@@ -316,3 +316,27 @@ def test_allocate_WithoutATable_ComputesOnlyTheCriterionsCells(trained_tiny, tmp
     allocate(subject, "params", 0.5, grid=GRID, cache=tmp_path)
     cells = [path.name for path in tmp_path.rglob("*.json") if path.name != "dense.json"]
     assert cells and all(name.startswith("taylor--") for name in cells)
+
+
+def test_table_OfTheSameArchitecture_WithOtherWeights_IsRefused(cnn, tiny_dataset):
+    """Only the layer names were compared: an untrained twin's table ranked the trained model's layers."""
+    subject, table = cnn
+    twin = Subject.build(tiny_cnn(seed=1), tiny_dataset)
+    with pytest.raises(ValueError, match="table was computed for other weights or data"):
+        allocate(twin, "params", 0.5, table=table)
+
+
+@pytest.mark.parametrize("method", ["sensitivity", "uniform", "global"])
+def test_min_keep_BelowOne_IsRefusedByEveryMethod(cnn, method):
+    """uniform accepted min_keep=0 (a layer could empty) where sensitivity refused it."""
+    subject, _ = cnn
+    with pytest.raises(ValueError, match="min_keep must be an integer >= 1"):
+        allocate(subject, "params", 0.5, method=method, min_keep=0, grid=GRID)
+
+
+def test_budget_TheGuardCannotMeet_SaysToLowerMinKeep_NotToExtendTheGrid(trained_tiny, tmp_path):
+    """min_keep above a layer's size keeps it whole: 'extend the grid' could never help."""
+    subject = Subject.build(*trained_tiny)
+    table = sensitivity(subject, "taylor", "structured", GRID, min_keep=64, cache=tmp_path, progress=False)
+    with pytest.raises(ValueError, match=r"the guard holds it there \(min_keep=64.*lower min_keep"):
+        allocate(subject, "flops", 0.3, table=table, min_keep=64)

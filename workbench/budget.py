@@ -51,7 +51,15 @@ from workbench.data import check_dataset
 from workbench.graph import kernel_costs
 from workbench.masks import Masks
 from workbench.prune import PruneSpec, apply_masks, fine_tune, masks_from_scores
-from workbench.sensitivity import DEFAULT_GRID, Sensitivity, Subject, dense_keep, row_keep, sensitivity
+from workbench.sensitivity import (
+    DEFAULT_GRID,
+    Sensitivity,
+    Subject,
+    check_guard,
+    dense_keep,
+    row_keep,
+    sensitivity,
+)
 from workbench.sensitivity import validation_auc as _validation_auc
 from workbench.train import Recipe
 
@@ -195,6 +203,25 @@ def _row_masks(table: Sensitivity, subject: Subject) -> dict[str, list[Masks]]:
     }
 
 
+def _beyond_reach(table: Sensitivity, subject: Subject, goal: str, value: float, reached: float, cost) -> str:
+    """Why the table's sparsest answer still costs more than ``value``: the grid's top, or the guard."""
+    told = (
+        f"value {value} for goal {goal!r} is below what the grid reaches (up to sparsity "
+        f"{max(table.grid)} per row: {reached:.3f} of dense)"
+    )
+    if table.min_keep > 1:
+        scores, infos = subject.scorer.scores(table.criterion, table.granularity), subject.scorer.infos
+        unguarded = dense_keep(infos)
+        for row in table.rows:
+            unguarded.update(row_keep(scores, row, max(table.grid), infos, 1))
+        if cost(unguarded) < reached - 1e-9:
+            return (
+                f"{told}; the guard holds it there (min_keep={table.min_keep} units kept in every layer; "
+                f"with min_keep=1 the grid reaches {cost(unguarded):.3f}): lower min_keep"
+            )
+    return f"{told}; extend the grid"
+
+
 def _joint(subject: Subject, masks: dict[str, list[Masks]], levels: dict[str, int]) -> Masks:
     keep = dense_keep(subject.scorer.infos)
     for name, level in levels.items():
@@ -253,11 +280,9 @@ def allocate_from_table(
             lambda keep: _val_drop(subject, keep, structured, dense_auc) <= value,
         )
         return _finish("sensitivity", goal, value, granularity, subject, keep, dense_auc, candidate)
-    if cost(state(len(LAMBDAS) - 1)) > value + 1e-12:
-        raise ValueError(
-            f"value {value} for goal {goal!r} is below what the grid reaches (up to sparsity "
-            f"{max(table.grid)} per row: {cost(state(len(LAMBDAS) - 1)):.3f} of dense); extend the grid"
-        )
+    reached = cost(state(len(LAMBDAS) - 1))
+    if reached > value + 1e-12:
+        raise ValueError(_beyond_reach(table, subject, goal, value, reached, cost))
     index = _first_within(len(LAMBDAS), lambda i: cost(state(i)) <= value + 1e-12)
     levels = lagrangian_levels(envelope, row_costs, LAMBDAS[index])
     levels = _give_back(levels, envelope, lambda lv: cost(_joint(subject, masks, lv)), value)
@@ -476,6 +501,7 @@ def allocate(
         raise ValueError("recipe needs dataset= (its training images fine-tune each candidate)")
     if table is not None and not isinstance(table, Sensitivity):
         raise ValueError(f"table must be a Sensitivity (workbench.sensitivity.sensitivity), got {table!r}")
+    check_guard(min_keep)
     granularity, value = check_goal(goal, value, granularity if table is None else table.granularity)
     subject = _subject(source, dataset)
     if table is not None:
@@ -584,11 +610,18 @@ def _subject(source, dataset) -> Subject:
 
 
 def _check_table_fits(table: Sensitivity, subject: Subject) -> None:
-    """Refuse a table computed for another model: its rows must be this model's prunable layers."""
+    """Refuse a table computed for another model: its rows must be this model's prunable layers,
+    and its cache key (weights, validation and calibration data) this subject's."""
     names = {info.name for info in subject.scorer.infos}
     foreign = [layer for row in table.rows for layer in row.layers if layer not in names]
     if foreign:
         raise ValueError(
             f"table was computed for another model: its layers {foreign[:3]} are not prunable layers "
             "of this one; compute the table with this model's Subject"
+        )
+    if table.folder is not None and table.folder.name != subject.key(table.granularity, table.min_keep):
+        raise ValueError(
+            "table was computed for other weights or data (the same layers, another model, validation "
+            "or calibration set): its drops say nothing about this one; compute the table with this "
+            "model's Subject"
         )
