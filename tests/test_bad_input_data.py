@@ -429,6 +429,34 @@ def test_dataset_built_by_hand_InconsistentSplits_AreNamed(tiny_dataset, change,
         Dataset("mine", train, Split(images, labels, val.sources), test, ("a", "b"))
 
 
+@pytest.mark.parametrize(
+    "shape, message",
+    [
+        ((-1, 2, 1), r"mine: train labels must be class indices of shape \(N,\) or .*\(\d+, 2, 1\)"),
+        ((-1, 1), r"labels of shape \(N, 1\) are one label's 0/1 flags: for class indices pass shape \(N,\)"),
+    ],
+)
+def test_dataset_built_by_hand_LabelsOfAnotherShape_SayWhichShapesAreRead(tiny_dataset, shape, message):
+    """(N, 2, 1) labels passed as a binary task and failed deep inside; (N, 1) blamed the class names."""
+    from workbench.data import Dataset, Split
+
+    def reshaped(split):
+        labels = np.stack([split.labels, 1 - split.labels], 1) if shape[1] == 2 else split.labels
+        return Split(split.images, labels.reshape(shape), split.sources)
+
+    with pytest.raises(ValueError, match=message):
+        Dataset("mine", *map(reshaped, (tiny_dataset.train, tiny_dataset.val, tiny_dataset.test)), ("a", "b"))
+
+
+def test_one_hot_labels_ForASingleLabelModel_SayHowToMakeClassIndices(trained_tiny):
+    from workbench.scores import Scorer
+
+    model, data = trained_tiny
+    one_hot = np.eye(2, dtype=np.int64)[data.val.labels]
+    with pytest.raises(ValueError, match=r"read as multi-label flags: .*labels\.argmax\(1\)"):
+        Scorer(model, data.val.images, one_hot)
+
+
 def test_dataset_built_by_hand_ClassNamesAsOneString_IsRefused_FloatZeroOneLabels_AreIndices(tiny_dataset):
     from workbench.data import Dataset, Split
 

@@ -247,6 +247,11 @@ def check_splits(splits: dict[str, Split], where: str) -> None:
                 f"{where}: {name} images must be (N, H, W, C) or (N, D, H, W, C) with a channel axis, "
                 f"got shape {split.images.shape} (add one: images[..., None])"
             )
+        if split.labels.ndim not in (1, 2):
+            raise ValueError(
+                f"{where}: {name} labels must be class indices of shape (N,) or 0/1 flags per label of "
+                f"shape (N, L), got shape {split.labels.shape}"
+            )
         if not np.issubdtype(split.labels.dtype, np.integer):
             raise ValueError(
                 f"{where}: {name} labels must be whole class indices (or 0/1 flags per label), got "
@@ -291,9 +296,15 @@ def check_labels_fit(splits: dict[str, Split], class_names: tuple[str, ...], whe
     labels = [split.labels for split in splits.values()]
     if labels[0].ndim == 2:
         if labels[0].shape[1] != len(class_names):
+            hint = (
+                "; labels of shape (N, 1) are one label's 0/1 flags: for class indices pass shape (N,) "
+                "(labels.reshape(-1))"
+                if labels[0].shape[1] == 1
+                else ""
+            )
             raise ValueError(
                 f"{where}: class_names must name each of the {labels[0].shape[1]} labels, "
-                f"got {len(class_names)} names {list(class_names)}"
+                f"got {len(class_names)} names {list(class_names)}{hint}"
             )
         return
     largest = max(int(lab.max()) for lab in labels)

@@ -116,7 +116,13 @@ class Head:
             return
         flat = labels.reshape(-1)
         if len(flat) != len(labels):
-            raise ValueError(f"{name} must be class indices of shape (N,), got shape {labels.shape}")
+            hint = (
+                f"; (N, {labels.shape[1]}) labels are read as multi-label flags: one-hot labels of a "
+                "single-label task become class indices with labels.argmax(1)"
+                if labels.ndim == 2
+                else ""
+            )
+            raise ValueError(f"{name} must be class indices of shape (N,), got shape {labels.shape}{hint}")
         wrong = (flat != np.round(flat)) | (flat < 0)
         if wrong.any():
             raise ValueError(
