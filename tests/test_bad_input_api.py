@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from conftest import tiny_head_model
 
-from workbench.curves import Evaluator, evaluate_model
+from workbench.curves import Evaluator, evaluate_model, log_grid
 from workbench.evaluate import compare_to_dense, validated_metrics
+from workbench.explorer import Explorer
 from workbench.heads import detect_head
 from workbench.masks import check_masks, select
 from workbench.models import build_model, load_user_model
@@ -287,7 +288,7 @@ CASES = [
         "evaluate_model images of another size",
         lambda m, d, t: evaluate_model(m, _cropped(d.val), _cropped(d.test)),
         ValueError,
-        r"val images must have shape \(N, \*\(24, 24, 1\)\)",
+        r"val images must have shape \(N, 24, 24, 1\)",
     ),
     (
         "Evaluator images of another size",
@@ -308,6 +309,26 @@ CASES = [
         r"level must be in \(0, 1\), got 95",
     ),
     ("Evaluator margin < 0", lambda m, d, t: Evaluator(m, d.val, d.test, margin=-0.02), ValueError, "margin"),
+    (  # a margin of 1.5 called a model with AUC 0.32 against 0.71 "non-inferior"
+        "Explorer margin 1.5",
+        lambda m, d, t: Explorer(m, d, margin=1.5),
+        ValueError,
+        r"margin must be an AUC loss in \[0, 1\), got 1.5",
+    ),
+    ("Explorer margin str", lambda m, d, t: Explorer(m, d, margin="0.02"), ValueError, "margin must be"),
+    (
+        "Explorer estimate_images 2.5",
+        lambda m, d, t: Explorer(m, d, estimate_images=2.5),
+        ValueError,
+        "estimate_images must be a whole number of images >= 2, got 2.5",
+    ),
+    (
+        "estimate size 0",
+        lambda m, d, t: Explorer(m, d, calibration_size=16).estimate(PruneSpec(sparsity=0.5), size=0),
+        ValueError,
+        "size must be a whole number of images >= 2, got 0",
+    ),
+    ("log_grid points 1", lambda m, d, t: log_grid(1e-3, 1.0, points=1), ValueError, "points must be"),
     (
         "evaluate_model val a tuple",
         lambda m, d, t: evaluate_model(m, (d.val.images, d.val.labels), d.test),

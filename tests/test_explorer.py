@@ -11,7 +11,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import write_npz
+from conftest import multilabel_dataset, tiny_head_model, write_npz
 
 from workbench.curves import Evaluator
 from workbench.data import Split, load_npz
@@ -54,6 +54,32 @@ def test_estimate_AgreesWithTheExactAUC_WithinItsInterval(trained_tiny, tmp_path
         assert not estimate.exact and exact.exact and estimate.n < exact.n
         assert abs(estimate.metrics["auc"] - exact.metrics["auc"]) <= estimate.interval, criterion
         np.testing.assert_array_equal(estimate.result.keep["fc"], exact.result.keep["fc"])
+
+
+def test_estimate_OfAMultiLabelModel_HasTheMeanAUCsInterval():
+    """(N, L) labels were flattened: 'labels has 144 entries but probs have 48', so a background
+    dashboard on any multi-label model too slow to evaluate whole in 30 ms failed to open."""
+    data = multilabel_dataset(sizes=(48, 80, 80))
+    explorer = _explorer(tiny_head_model(3, "sigmoid"), data, estimate_images=80)
+    point = explorer.estimate(PruneSpec(criterion="magnitude", sparsity=0.5))
+    assert not point.exact and point.n < len(data.test) and np.isfinite(point.interval)
+
+
+def test_model_ForOtherClasses_IsRefusedAsNotFittingTheData_BeforeItsLabelsAreBlamed(trained_tiny):
+    """A 2-class model on 3-class data said 'calibration labels must be in [0, 2)'."""
+    from workbench.data import Dataset
+
+    model, data = trained_tiny
+    three = Dataset(
+        "three",
+        *(
+            Split(s.images, s.labels + (s.labels == 1) * (np.arange(len(s)) % 2), s.sources)
+            for s in (data.train, data.val, data.test)
+        ),
+        ("a", "b", "c"),
+    )
+    with pytest.raises(ValueError, match=r"model: a softmax head over 2 unit\(s\).*does not fit three"):
+        _explorer(model, three)
 
 
 def test_estimate_size_FollowsTheQuickestPassSeen_ExactWhenTheWholeSetIsAffordable(trained_tiny, tmp_path):

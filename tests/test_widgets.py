@@ -108,7 +108,7 @@ def test_finetune_button_MarksTheRecoveredPoint(dashboard):
     assert sparsity == pytest.approx(0.8, abs=1e-3)
     stars = [line for line in dashboard.figure.axes["vs_sparsity"].lines if line.get_marker() == "*"]
     assert stars and stars[0].get_ydata()[0] == metrics["accuracy"]
-    assert "fine-tuned 1 epochs" in dashboard.message.value
+    assert "fine-tuned 1 epoch:" in dashboard.message.value
 
 
 WAIT = 120  # seconds: a bound for a hung test, never reached when it works
@@ -156,7 +156,7 @@ def test_background_FineTune_LeavesTheDashboardLive_WithProgress_ThenMarksTheRec
     gate.set()
     dash.tuning.future.result(WAIT)
     assert [sparsity for sparsity, _ in dash.recovered] == [pytest.approx(0.8, abs=1e-3)]
-    assert "fine-tuned 1 epochs" in dash.message.value
+    assert "fine-tuned 1 epoch:" in dash.message.value
     assert dash.controls["finetune"].description == "fine-tune this mask"
     assert dash.tune_progress.layout.display == "none" and not dash.fine_tune_running()
 

@@ -410,4 +410,6 @@ def log_grid(low: float, high: float, points: int = 50) -> np.ndarray:
     """A log-spaced ε grid, with 0 prepended (the dense model: nothing scores below 0)."""
     if not 0 < low < high:
         raise ValueError(f"need 0 < low < high for a log grid, got low={low}, high={high}")
+    if isinstance(points, bool) or not isinstance(points, int | np.integer) or points < 2:
+        raise ValueError(f"points must be an integer >= 2 (0, then log-spaced values), got {points!r}")
     return np.concatenate([[0.0], np.geomspace(low, high, points - 1)])

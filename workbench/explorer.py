@@ -38,7 +38,7 @@ from workbench.masks import (
     normalise_per_layer,
     thresholds_of,
 )
-from workbench.models import check_model_fits
+from workbench.models import check_built, check_model_fits
 from workbench.progressive import fingerprint, read_cached_curve, write_cached_curve
 from workbench.prune import PruneSpec, apply_masks, fine_tune, make_masks
 from workbench.scores import Progress, Scorer
@@ -176,9 +176,12 @@ class Explorer:
             raise ValueError(f"grid_points must be an integer >= 2 (points on a curve), got {grid_points!r}")
         if not estimate_budget > 0:
             raise ValueError(f"estimate_budget must be a number of seconds > 0, got {estimate_budget!r}")
-        if estimate_images is not None and estimate_images < 2:
-            raise ValueError(f"estimate_images must be an image count >= 2 or None, got {estimate_images!r}")
+        if estimate_images is not None:
+            check_image_count(estimate_images, "estimate_images")
         check_dataset(dataset)
+        check_built(model)
+        # before the Scorer, which would blame its calibration labels for a model made for other classes
+        fitted_head = check_model_fits(model, dataset, "model", head)
         self.model, self.dataset, self.grid_points, self.seed = model, dataset, grid_points, seed
         # a seeded, class-stratified sample: MedMNIST files are sorted by class, so the first N
         # training images would all be one class
@@ -192,10 +195,7 @@ class Explorer:
             cache_dir=cache_dir,
             frozen=True,  # explored as given: see the class docstring
         )
-        # the model is checked above (built, one image input); now that its head fits the task
-        self._evaluation = dict(
-            head=check_model_fits(model, dataset, "model", head), operating=operating, margin=margin
-        )
+        self._evaluation = dict(head=fitted_head, operating=operating, margin=margin)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self._data_key = dataset.fingerprint() if cache_dir is not None else ""  # hashes every image: once
         # every weight (BatchNorm statistics too), as the evaluator snapshots them: hashed once
@@ -465,7 +465,7 @@ class Explorer:
         The point has ``exact=False``, ``n`` test images and ``interval``, the half-width of its
         AUC's 95% interval. If the subset would be the whole set, this is ``point(spec)``.
         """
-        size = self.estimate_size() if size is None else int(size)
+        size = self.estimate_size() if size is None else check_image_count(size, "size")
         if size >= self.evaluation_size:
             return self.point(spec)
         evaluator, labels = self._subset_evaluator(size)
@@ -540,7 +540,11 @@ class Explorer:
             evaluator = Evaluator(
                 self.model, val, test, **self._evaluation, evidence=False, forward=self.evaluator.forward
             )
-            self._subset_evaluators[size] = evaluator, np.asarray(test.labels).reshape(-1)
+            labels = np.asarray(test.labels)  # (N, L) flags stay (N, L): a multi-label interval needs them
+            self._subset_evaluators[size] = (
+                evaluator,
+                labels if evaluator.head.multilabel else labels.reshape(-1),
+            )
         return self._subset_evaluators[size]
 
     def fine_tuned(
@@ -673,6 +677,13 @@ def _round_down_to_size(n: float) -> int:
             break
         size = power = power * 2
     return size
+
+
+def check_image_count(count, name: str) -> int:
+    """``count`` if it is a whole number of images >= 2 (an estimate's subset); else ValueError."""
+    if isinstance(count, bool) or not isinstance(count, int | np.integer) or count < 2:
+        raise ValueError(f"{name} must be a whole number of images >= 2, got {count!r}")
+    return int(count)
 
 
 def _half_width(probs: np.ndarray, labels: np.ndarray, positive: int, multilabel: bool) -> float:

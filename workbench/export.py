@@ -32,7 +32,7 @@ from workbench.data import Split
 from workbench.evaluate import multilabel_metrics, validated_metrics
 from workbench.fs import write_atomically
 from workbench.heads import Head, as_head, detect_head, predict_probabilities, saved_compile_config
-from workbench.models import check_images
+from workbench.models import batch_shape, check_images
 from workbench.prune import copy_model
 from workbench.train import save_atomically
 
@@ -119,7 +119,7 @@ def _with_probabilities(model: keras.Model, head: Head | str | None) -> keras.Mo
 
 def _check_calibration(model: keras.Model, calibration: np.ndarray | None) -> np.ndarray:
     if calibration is None or len(np.atleast_1d(calibration)) == 0:
-        raise ValueError(f"calibration must be images of shape (N, *{model.input_shape[1:]}) for int8")
+        raise ValueError(f"calibration must be images of shape {batch_shape(model.input_shape[1:])} for int8")
     return check_images(model, calibration, "calibration").astype(np.float32)
 
 
@@ -181,7 +181,9 @@ class TFLiteModel:
         images = np.asarray(images, np.float32)
         expected = tuple(int(n) for n in self.input["shape"][1:])
         if images.ndim != len(expected) + 1 or images.shape[1:] != expected or len(images) == 0:
-            raise ValueError(f"images must have shape (N, *{expected}) for this model, got {images.shape}")
+            raise ValueError(
+                f"images must have shape {batch_shape(expected)} for this model, got {images.shape}"
+            )
         out = []
         for start in range(0, len(images), self.batch_size):
             batch = images[start : start + self.batch_size]

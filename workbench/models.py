@@ -191,12 +191,17 @@ def check_built(model) -> None:
         )
 
 
+def batch_shape(shape: tuple) -> str:
+    """'(N, 64, 64, 1)': a batch of arrays of ``shape``, as messages show it."""
+    return "(" + ", ".join(["N", *(str(n) for n in shape)]) + ")"
+
+
 def check_images(model: keras.Model, images, what: str = "images") -> np.ndarray:
     """``images`` as an array, or ValueError unless they fit the model's input and are finite, in [0, 1]."""
     images = np.asarray(images)
     expected = tuple(model.input_shape[1:])
     if images.ndim == 0 or not _takes(expected, images.shape[1:]):
-        raise ValueError(f"{what} must have shape (N, *{expected}), got {images.shape}")
+        raise ValueError(f"{what} must have shape {batch_shape(expected)}, got {images.shape}")
     if not np.issubdtype(images.dtype, np.number) or not np.isfinite(images).all():
         raise ValueError(f"{what} must be finite numbers, got dtype {images.dtype} or NaN/inf")
     if images.size and (images.min() < 0 or images.max() > 1):

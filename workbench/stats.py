@@ -28,7 +28,10 @@ NONINFERIOR, INFERIOR, INCONCLUSIVE = "non-inferior", "inferior", "inconclusive"
 
 def check_evidence_options(margin: float, level: float) -> None:
     """Refuse a non-inferiority ``margin`` or a confidence ``level`` no interval could use."""
-    noninferiority(0.0, 0.0, margin)
+    if isinstance(margin, bool) or not isinstance(margin, int | float) or not 0 <= margin < 1:
+        raise ValueError(f"margin must be an AUC loss in [0, 1), got {margin!r}")
+    if isinstance(level, bool) or not isinstance(level, int | float):
+        raise ValueError(f"level must be a number in (0, 1), got {level!r}")
     _z(level)
 
 

@@ -461,7 +461,8 @@ class Dashboard:
         self.recovered.append((point.result.sparsity, metrics))
         self.image.value = self.figure.mark(point.result.sparsity, metrics)
         self.show_message(
-            f"fine-tuned {recipe.epochs} epochs: accuracy {_number(metrics['accuracy'])}, "
+            f"fine-tuned {recipe.epochs} epoch{'s' if recipe.epochs != 1 else ''}: "
+            f"accuracy {_number(metrics['accuracy'])}, "
             f"AUC {_number(metrics['auc'])}"
         )
 
