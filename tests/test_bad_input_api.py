@@ -313,7 +313,7 @@ CASES = [
         "Explorer margin 1.5",
         lambda m, d, t: Explorer(m, d, margin=1.5),
         ValueError,
-        r"margin must be an AUC loss in \[0, 1\), got 1.5",
+        r"margin must be an AUC loss one accepts, in \[0, 1\), got 1.5",
     ),
     ("Explorer margin str", lambda m, d, t: Explorer(m, d, margin="0.02"), ValueError, "margin must be"),
     (

@@ -9,6 +9,7 @@ form, gets a ``scipy.stats.bootstrap`` interval. Undefined inputs (a single clas
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from collections.abc import Callable
 
@@ -28,11 +29,15 @@ NONINFERIOR, INFERIOR, INCONCLUSIVE = "non-inferior", "inferior", "inconclusive"
 
 def check_evidence_options(margin: float, level: float) -> None:
     """Refuse a non-inferiority ``margin`` or a confidence ``level`` no interval could use."""
-    if isinstance(margin, bool) or not isinstance(margin, int | float) or not 0 <= margin < 1:
-        raise ValueError(f"margin must be an AUC loss in [0, 1), got {margin!r}")
-    if isinstance(level, bool) or not isinstance(level, int | float):
+    _check_margin(margin)
+    if isinstance(level, bool) or not isinstance(level, numbers.Real):
         raise ValueError(f"level must be a number in (0, 1), got {level!r}")
     _z(level)
+
+
+def _check_margin(margin) -> None:
+    if isinstance(margin, bool) or not isinstance(margin, numbers.Real) or not 0 <= margin < 1:
+        raise ValueError(f"margin must be an AUC loss one accepts, in [0, 1), got {margin!r}")
 
 
 def _z(level: float) -> float:
@@ -211,8 +216,7 @@ def noninferiority(low: float, high: float, margin: float = 0.02) -> str:
 
     Non-inferior when the whole interval lies above −margin, inferior when it lies wholly below.
     """
-    if not margin >= 0:
-        raise ValueError(f"margin must be >= 0 (an AUC loss one accepts), got {margin}")
+    _check_margin(margin)
     if low > -margin:
         return NONINFERIOR
     if high < -margin:
