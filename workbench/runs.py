@@ -249,7 +249,7 @@ def check_one_notebook_version(notebook: str | Path, runs_dir: str | Path) -> No
     version, stem = notebook_version(notebook), Path(notebook).stem
     other = []
     for folder in sorted(Path(runs_dir).glob(f"{stem}-*")):
-        info = _read_info(folder)
+        info = _json_dict(folder / "run.json")
         if info.get("status") == "ok" and info.get("notebook_version") not in (None, version):
             other.append(folder.name)
     if other:
@@ -261,13 +261,13 @@ def check_one_notebook_version(notebook: str | Path, runs_dir: str | Path) -> No
         )
 
 
-def _read_info(run_dir: Path) -> dict:
-    """A run's run.json, or {} if it has none that can be read."""
+def _json_dict(path: Path) -> dict:
+    """The JSON object in ``path``, or {} if there is none that can be read (missing, damaged)."""
     try:
-        info = json.loads((Path(run_dir) / "run.json").read_text())
+        value = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return {}
-    return info if isinstance(info, dict) else {}
+    return value if isinstance(value, dict) else {}
 
 
 # --- executing one run ------------------------------------------------------------------------
@@ -316,7 +316,7 @@ def _is_plain_name(name) -> bool:
 
 def is_complete(run_dir: Path) -> bool:
     """A run is complete when its run.json says it succeeded and every result it declared is there."""
-    info = _read_info(run_dir)
+    info = _json_dict(Path(run_dir) / "run.json")
     if info.get("status") != "ok":
         return False
     results = info.get("results", list(DEFAULT_RESULTS))
@@ -510,11 +510,8 @@ def remove_partials(runs_dir: Path) -> list[Path]:
 
 
 def _owner_record(path: Path) -> dict | None:
-    try:
-        record = json.loads((path / OWNER_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) and _is_plain_name(record.get("run_id")) else None
+    record = _json_dict(path / OWNER_FILE)
+    return record if _is_plain_name(record.get("run_id")) else None
 
 
 def sweep(
