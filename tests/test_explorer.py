@@ -11,7 +11,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import multilabel_dataset, tiny_head_model, write_npz
+from conftest import multilabel_dataset, three_class_dataset, tiny_head_model, write_npz
 
 from workbench.curves import Evaluator
 from workbench.data import Split, load_npz
@@ -67,19 +67,9 @@ def test_estimate_OfAMultiLabelModel_HasTheMeanAUCsInterval():
 
 def test_model_ForOtherClasses_IsRefusedAsNotFittingTheData_BeforeItsLabelsAreBlamed(trained_tiny):
     """A 2-class model on 3-class data said 'calibration labels must be in [0, 2)'."""
-    from workbench.data import Dataset
-
     model, data = trained_tiny
-    three = Dataset(
-        "three",
-        *(
-            Split(s.images, s.labels + (s.labels == 1) * (np.arange(len(s)) % 2), s.sources)
-            for s in (data.train, data.val, data.test)
-        ),
-        ("a", "b", "c"),
-    )
     with pytest.raises(ValueError, match=r"model: a softmax head over 2 unit\(s\).*does not fit three"):
-        _explorer(model, three)
+        _explorer(model, three_class_dataset(data))
 
 
 def test_estimate_size_FollowsTheQuickestPassSeen_ExactWhenTheWholeSetIsAffordable(trained_tiny, tmp_path):

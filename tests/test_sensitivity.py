@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
-from conftest import tiny_cnn, tiny_resnet, write_npz  # noqa: E402
+from conftest import three_class_dataset, tiny_cnn, tiny_resnet, write_npz  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from workbench import plots  # noqa: E402
@@ -410,3 +410,10 @@ def test_progress_False_ShowsNoBar_ForTheGradientPassEither(trained_tiny, tmp_pa
     monkeypatch.setattr(scores_module, "gradient_stats", recording)
     sensitivity(Subject.build(*trained_tiny), "taylor", "structured", (0.5,), cache=tmp_path, progress=False)
     assert handed and all(callable(progress) for progress in handed)  # None would mean a tqdm bar
+
+
+def test_subject_build_ModelForOtherClasses_IsRefusedAsNotFittingTheData(trained_tiny):
+    """As in the Explorer: a 2-class model on 3-class data blamed the Scorer's calibration labels."""
+    model, data = trained_tiny
+    with pytest.raises(ValueError, match=r"model: a softmax head over 2 unit\(s\).*does not fit three"):
+        Subject.build(model, three_class_dataset(data))

@@ -33,7 +33,7 @@ from workbench.curves import Evaluator
 from workbench.data import Dataset, Split, stratified_sample
 from workbench.fs import write_atomically
 from workbench.masks import Masks, check_sparsity, normalise_per_layer, select
-from workbench.models import check_model_fits
+from workbench.models import check_built, check_model_fits
 from workbench.paths import cache_dir
 from workbench.registry import LayerInfo
 from workbench.scores import Scorer, check_criterion, check_granularity
@@ -124,9 +124,10 @@ class Subject:
         cls, model, dataset: Dataset, *, calibration_size: int = 256, seed: int = 0, test: bool = True
     ) -> Subject:
         """Score on a seeded, class-stratified sample of training images, as ``Explorer`` does."""
+        check_built(model)
+        check_model_fits(model, dataset, "model")  # before the Scorer, which would blame its labels
         calibration = stratified_sample(dataset.train, calibration_size, seed)
         scorer = Scorer(model, calibration.images, calibration.labels, seed=seed)
-        check_model_fits(model, dataset, "model")  # built, one input (the Scorer's check); a fitting head
         test_split = dataset.test if test else _first(dataset.val)
         return cls(model, dataset.val, scorer, Evaluator(model, dataset.val, test_split))
 
