@@ -244,7 +244,17 @@ CASES = {
         r"labels.csv: column label.*None",
     ),
     "no header": (csv_folder(["patient00,0", "patient01,1"]), ValueError, r"labels.csv: expected a header"),
-    "empty csv": (csv_folder([""]), ValueError, r"labels.csv: expected a header"),
+    "empty csv": (csv_folder([""]), ValueError, r"labels.csv: expected a header.*got an empty file"),
+    "header without rows": (
+        csv_folder(["volume,label"]),
+        ValueError,
+        r"labels.csv: has the header volume,label but no rows; .*such as 'patient00,1'",
+    ),
+    "slice header without rows, blank lines": (
+        csv_folder(["volume,slice,label", "", ""]),
+        ValueError,
+        r"labels.csv: has the header volume,slice,label but no rows; .*such as 'patient00,0,1'",
+    ),
     "binary csv": (
         lambda tmp: (
             (write_nifti_folder(tmp / "v", 3) / "labels.csv").write_bytes(b"\xff\xfe\x00bad")

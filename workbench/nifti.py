@@ -187,13 +187,18 @@ def read_labels_csv(path: Path, known_volumes: set[str]) -> LabelTable:
         )
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:  # -sig: Excel's byte-order mark
-            rows = list(csv.DictReader(handle, skipinitialspace=True))  # "volume, label" as written by hand
+            reader = csv.DictReader(handle, skipinitialspace=True)  # "volume, label" as written by hand
+            rows, header = list(reader), reader.fieldnames or []
     except (UnicodeDecodeError, csv.Error) as err:
         raise ValueError(f"{path}: not a readable CSV text file: {err}") from err
-    columns = set(rows[0]) if rows else set()
-    if not rows or not {"volume", "label"} <= columns:
+    columns = set(header)
+    if not {"volume", "label"} <= columns:
+        got = f"the first line {','.join(header)!r}" if header else "an empty file"
+        raise ValueError(f"{path}: expected a header volume,label or volume,slice,label, got {got}")
+    if not rows:
         raise ValueError(
-            f"{path}: expected a header volume,label or volume,slice,label, got {sorted(columns)}"
+            f"{path}: has the header {','.join(header)} but no rows; expected one line per volume "
+            f"(or slice) below it, such as {_example_row(known_volumes, columns)!r}"
         )
     unknown = sorted({row["volume"] for row in rows} - known_volumes)
     if unknown:
@@ -214,6 +219,11 @@ def read_labels_csv(path: Path, known_volumes: set[str]) -> LabelTable:
             raise ValueError(f"{path}: line {line} lists {what} a second time; expected each once")
         store[key] = label
     return table
+
+
+def _example_row(known_volumes: set[str], columns: set[str]) -> str:
+    volume = next(iter(sorted(known_volumes)), "scan01")
+    return f"{volume},0,1" if "slice" in columns else f"{volume},1"
 
 
 def _parse_int(text: str | None, path: Path, column: str) -> int:
