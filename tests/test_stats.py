@@ -284,3 +284,100 @@ def test_paired_difference_Interval_StaysWithinMinusOneAndOne():
     same_ranking = np.eye(3) * 0.6 + 0.2
     paired = compare_macro_auc(labels, dense, same_ranking)
     assert -1.0 <= paired["ci_low"] <= paired["difference"] <= paired["ci_high"] <= 1.0
+
+
+# --- input that would give a wrong number is refused, naming the argument ---------------------
+
+_LABELS = np.array([0, 0, 1, 1])
+_SCORES = np.array([0.1, 0.4, 0.35, 0.8])
+_PROBS = np.stack([1 - _SCORES, _SCORES], axis=1)
+_NAN_SCORES = np.array([0.1, np.nan, 0.35, 0.8])
+
+
+@pytest.mark.parametrize(
+    "call, pattern",
+    [
+        (lambda: noninferiority(0.1, -0.1), r"low must not exceed high .* low=0\.1, high=-0\.1"),
+        (
+            lambda: noninferiority(np.nan, 0.1),
+            r"low must be a bound of an AUC difference, in \[-1, 1\], got nan",
+        ),
+        (lambda: noninferiority(-0.1, 1.5), r"high must be .* in \[-1, 1\], got 1\.5"),
+        (lambda: noninferiority("0.1", 0.2), "low must be a bound"),
+        (
+            lambda: auc_ci(_LABELS, _NAN_SCORES),
+            r"scores must be finite numbers, got nan at 1 place\(s\), the first at index 1",
+        ),
+        (lambda: auc_ci(_LABELS, _SCORES[:3]), "labels has 4 entries but scores have 3"),
+        (lambda: auc_ci([0, 0.5, 1, 1], _SCORES), "labels must be 0/1"),
+        (lambda: auc_ci([0, np.nan, 1, 1], _SCORES), "labels must be 0/1"),
+        (lambda: auc_ci(_LABELS, _PROBS), r"scores must have 1 dimension\(s\), got shape \(4, 2\)"),
+        (lambda: auc_ci(_LABELS, _SCORES, level=np.nan), r"level must be a number in \(0, 1\), got nan"),
+        (lambda: compare_auc(_LABELS, _SCORES, _SCORES[:3]), "scores_a has 4 entries but scores_b has 3"),
+        (lambda: compare_auc(_LABELS, _SCORES, _NAN_SCORES), "scores_b must be finite numbers"),
+        (lambda: delong(_LABELS, _SCORES, _NAN_SCORES), r"scores\[1\] must be finite numbers"),
+        (lambda: delong(_LABELS), "at least one score array"),
+        (lambda: wilson_ci(2.5, 10), r"successes must be a whole number >= 0, got 2\.5"),
+        (lambda: wilson_ci(3, np.nan), "trials must be a whole number >= 0, got nan"),
+        (lambda: wilson_ci(-1, 10), "successes must be a whole number >= 0, got -1"),
+        (lambda: wilson_ci(True, 10), "successes must be a whole number"),
+        (lambda: wilson_ci(11, 10), r"successes must be in \[0, trials=10\], got 11"),
+        (lambda: wilson_ci(3, 10, level=95), r"level must be a number in \(0, 1\), got 95"),
+        (
+            lambda: mcnemar_p([1, 0, 0.5], [1, 1, 0]),
+            r"correct_a must be 0/1 or booleans, got values such as \[0\.5\]",
+        ),
+        (lambda: mcnemar_p([1, 0, 1], [1, np.nan, 0]), "correct_b must be 0/1 or booleans"),
+        (lambda: mcnemar_p([1, 0, 1], [1, 0]), "differ in shape"),
+        (lambda: bootstrap_ci(np.mean, 2.5), r"size must be a whole number >= 2, got 2\.5"),
+        (lambda: bootstrap_ci(np.mean, 10, resamples=0), "resamples must be a whole number >= 1, got 0"),
+        (lambda: bootstrap_ci(None, 10), "statistic must be a function of case indices, got NoneType"),
+        (lambda: ece_ci(_PROBS * 2, _LABELS), r"probs must be probabilities in \[0, 1\], got 0\.2\.\.1\.8"),
+        (lambda: ece_ci(np.where(_PROBS > 0.85, np.nan, _PROBS), _LABELS), "probs must be finite numbers"),
+        (
+            lambda: ece_ci(_PROBS, [0, 1, 2, 1]),
+            r"labels must be class indices in \[0, 2\), got values such as \[2\]",
+        ),
+        (lambda: ece_ci(_PROBS, [0, 1, 1]), "labels has 3 entries but probs has 4"),
+        (lambda: ece_ci(_PROBS, _LABELS, bins=0), "bins must be a whole number >= 1, got 0"),
+        (lambda: macro_auc_ci(_PROBS, [0, 1, 2, 1]), r"labels must be class indices in \[0, 2\)"),
+        (
+            lambda: macro_auc_ci(_PROBS, [0.0, 0.5, 1.0, 1.0]),
+            r"labels must be class indices in \[0, 2\), got values such as \[0\.5\]",
+        ),
+        (
+            lambda: macro_auc_ci(np.where(_PROBS > 0.85, np.nan, _PROBS), _LABELS),
+            "probs must be finite numbers",
+        ),
+        (lambda: macro_auc_ci(_PROBS, _LABELS[:3]), "labels has 3 entries but probs has 4"),
+        (
+            lambda: macro_auc_ci(_PROBS, np.array([[0, 1], [1, 0], [2, 1], [1, 0]])),
+            "labels must be 0/1 or booleans",
+        ),
+        (
+            lambda: compare_macro_auc(_LABELS, _PROBS, _PROBS[:3]),
+            r"probs_a \(4, 2\) and probs_b \(3, 2\) must have one shape",
+        ),
+        (lambda: macro_auc_of(_PROBS, _LABELS[:3], np.arange(3)), "labels has 3 entries but probs has 4"),
+    ],
+    ids=lambda value: "" if callable(value) else None,
+)
+def test_statistics_InputGivingWrongNumbers_IsRefusedNamingTheArgument(call, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        call()
+
+
+def test_noninferiority_ReversedInterval_IsRefused():
+    # the example: (0.1, -0.1) read as "low > -margin" and answered "non-inferior"
+    with pytest.raises(ValueError, match="low must not exceed high"):
+        noninferiority(0.1, -0.1)
+
+
+def test_auc_ci_OneNanScore_IsRefused_NotANanInterval():
+    with pytest.raises(ValueError, match="scores must be finite numbers, got nan"):
+        auc_ci(_LABELS, _NAN_SCORES)
+
+
+@pytest.mark.parametrize("counts", [(3.0, 10.0), (np.int64(3), np.int64(10)), (3, 10)])
+def test_wilson_ci_WholeNumbersOfAnyType_AreCounts(counts):
+    assert wilson_ci(*counts) == wilson_ci(3, 10)

@@ -27,11 +27,78 @@ METRICS_VERSION = max(METRIC_CHANGES)
 NONINFERIOR, INFERIOR, INCONCLUSIVE = "non-inferior", "inferior", "inconclusive"
 
 
+# --- input checks: what would give a wrong number is refused, naming the argument -------------
+
+
+def _whole(value, name: str, minimum: int = 0) -> int:
+    """``value`` as an int, or ValueError unless it is a whole number >= ``minimum`` (2.0 passes, 2.5 not)."""
+    whole = (
+        not isinstance(value, bool)
+        and isinstance(value, numbers.Real)
+        and np.isfinite(value)
+        and float(value) == int(value)
+    )
+    if not whole or int(value) < minimum:
+        raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _numbers(values, name: str, ndim: int | None = None) -> np.ndarray:
+    """``values`` as finite floats of ``ndim`` dimensions, or ValueError naming the first bad entry."""
+    try:
+        array = np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be an array of numbers, got {type(values).__name__}") from None
+    if ndim is not None and array.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimension(s), got shape {array.shape}")
+    bad = np.flatnonzero(~np.isfinite(array.reshape(-1)))
+    if bad.size:
+        first = tuple(int(i) for i in np.unravel_index(bad[0], array.shape))
+        where = first[0] if len(first) == 1 else first
+        raise ValueError(
+            f"{name} must be finite numbers, got {array[first]} at {bad.size} place(s), "
+            f"the first at index {where}"
+        )
+    return array
+
+
+def _probabilities(values, name: str, ndim: int | None = None) -> np.ndarray:
+    """``_numbers`` that are also in [0, 1] (a head's outputs, not logits)."""
+    array = _numbers(values, name, ndim)
+    if array.size and (array.min() < -1e-6 or array.max() > 1 + 1e-6):
+        raise ValueError(
+            f"{name} must be probabilities in [0, 1], got {array.min():.4g}..{array.max():.4g} (logits?)"
+        )
+    return array
+
+
+def _flags(values, name: str) -> np.ndarray:
+    """Booleans from 0/1 or boolean ``values``, or ValueError (0.5, NaN or 2 would count as True)."""
+    array = np.asarray(values)
+    if array.dtype != bool and not np.isin(array, (0, 1)).all():
+        odd = array[~np.isin(array, (0, 1))]
+        raise ValueError(f"{name} must be 0/1 or booleans, got values such as {odd[:3]}")
+    return array.astype(bool)
+
+
+def _class_ids(labels, classes: int, name: str = "labels") -> np.ndarray:
+    """(N,) int class indices in [0, ``classes``), or ValueError (NaN, 0.5 or 3 of 3 classes)."""
+    array = np.asarray(labels).reshape(-1)
+    valid = np.issubdtype(array.dtype, np.number) and np.isin(array, np.arange(classes)).all()
+    if not valid:
+        odd = array[~np.isin(array, np.arange(classes))] if array.dtype.kind in "iufb" else array
+        raise ValueError(f"{name} must be class indices in [0, {classes}), got values such as {odd[:3]}")
+    return array.astype(np.int64)
+
+
+def _same_length(name_a: str, a: np.ndarray, name_b: str, b: np.ndarray) -> None:
+    if len(a) != len(b):
+        raise ValueError(f"{name_a} has {len(a)} entries but {name_b} has {len(b)}: one per case each")
+
+
 def check_evidence_options(margin: float, level: float) -> None:
     """Refuse a non-inferiority ``margin`` or a confidence ``level`` no interval could use."""
     _check_margin(margin)
-    if isinstance(level, bool) or not isinstance(level, numbers.Real):
-        raise ValueError(f"level must be a number in (0, 1), got {level!r}")
     _z(level)
 
 
@@ -41,8 +108,8 @@ def _check_margin(margin) -> None:
 
 
 def _z(level: float) -> float:
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
+    if isinstance(level, bool) or not isinstance(level, numbers.Real) or not 0 < level < 1:
+        raise ValueError(f"level must be a number in (0, 1), got {level!r}")
     return float(stats.norm.ppf(0.5 + level / 2))
 
 
@@ -103,8 +170,16 @@ def delong(labels, *scores) -> tuple[np.ndarray, np.ndarray]:
 
     Returns:
         ``(aucs, covariance)`` with shapes (k,) and (k, k) for k score arrays.
+    Raises:
+        ValueError: scores that are not finite 1-D arrays of one length, or ``labels`` not 0/1 of
+            that length with both classes.
     """
-    scores = np.atleast_2d(np.asarray(scores, dtype=float))
+    arrays = [_numbers(s, f"scores[{i}]", ndim=1) for i, s in enumerate(scores)]
+    if not arrays:
+        raise ValueError("delong needs at least one score array, got none")
+    for i, array in enumerate(arrays[1:], 1):
+        _same_length("scores[0]", arrays[0], f"scores[{i}]", array)
+    scores = np.stack(arrays)
     aucs, terms = _case_terms(_binary_truth(labels, scores.shape[1]), scores[:, :, None])
     return aucs, terms @ terms.T
 
@@ -160,10 +235,11 @@ def auc_ci(labels, scores, level: float = 0.95) -> tuple[float, float, float]:
     the interval is then bounded by the smaller class's size (``_no_variation_half_width``).
 
     Raises:
-        ValueError: a single class in ``labels`` (AUC undefined), or a bad ``level``.
+        ValueError: a single class in ``labels`` (AUC undefined), labels not 0/1, ``scores`` not
+            finite (a NaN would give a NaN interval) or of another length, or a bad ``level``.
     """
     _z(level)
-    scores = np.asarray(scores, dtype=float)[None, :, None]
+    scores = _numbers(scores, "scores", ndim=1)[None, :, None]
     truth = _binary_truth(labels, scores.shape[1])
     aucs, terms = _case_terms(truth, scores)
     return _interval(float(aucs[0]), float(terms[0] @ terms[0]), level, _smaller_class(truth))
@@ -175,9 +251,13 @@ def compare_auc(labels, scores_a, scores_b, level: float = 0.95) -> dict:
     Returns:
         ``auc_a``, ``auc_b``, ``difference`` (b − a), its interval ``ci_low``/``ci_high`` and the
         two-sided ``p_value``. Identical scores give difference 0, interval [0, 0] and p = 1.
+    Raises:
+        ValueError: as ``auc_ci``, and for score arrays of different lengths.
     """
     _z(level)
-    scores = np.asarray([scores_a, scores_b], dtype=float)
+    a, b = _numbers(scores_a, "scores_a", ndim=1), _numbers(scores_b, "scores_b", ndim=1)
+    _same_length("scores_a", a, "scores_b", b)
+    scores = np.stack([a, b])
     return _paired(scores[:, :, None], _binary_truth(labels, scores.shape[1]), level)
 
 
@@ -185,10 +265,12 @@ def wilson_ci(successes: int, trials: int, level: float = 0.95) -> tuple[float, 
     """A proportion with its Wilson score interval (scipy's ``binomtest``).
 
     Raises:
-        ValueError: ``trials`` is 0 (the proportion is undefined) or ``successes`` is out of range.
+        ValueError: counts that are not whole numbers, ``trials`` 0 (the proportion is undefined),
+            ``successes`` out of range, or a bad ``level``.
     """
-    successes, trials = int(successes), int(trials)
-    if trials <= 0:
+    _z(level)
+    successes, trials = _whole(successes, "successes"), _whole(trials, "trials")
+    if trials == 0:
         raise ValueError(f"trials must be positive for a proportion, got {trials}")
     if not 0 <= successes <= trials:
         raise ValueError(f"successes must be in [0, trials={trials}], got {successes}")
@@ -200,8 +282,11 @@ def mcnemar_p(correct_a, correct_b) -> float:
     """McNemar's exact test on paired decisions: p-value that a and b are equally often right.
 
     Only the discordant cases count (a right and b wrong, or the reverse); with none, p = 1.
+
+    Raises:
+        ValueError: decisions that are not 0/1 or booleans, or of different shapes.
     """
-    correct_a, correct_b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
+    correct_a, correct_b = _flags(correct_a, "correct_a"), _flags(correct_b, "correct_b")
     if correct_a.shape != correct_b.shape:
         raise ValueError(f"correct_a and correct_b differ in shape: {correct_a.shape} vs {correct_b.shape}")
     only_a = int((correct_a & ~correct_b).sum())
@@ -215,8 +300,19 @@ def noninferiority(low: float, high: float, margin: float = 0.02) -> str:
     """Verdict from the interval of (new − reference): non-inferior, inferior or inconclusive.
 
     Non-inferior when the whole interval lies above −margin, inferior when it lies wholly below.
+
+    Raises:
+        ValueError: ``low``/``high`` not numbers with -1 <= low <= high <= 1 (a reversed interval
+            was read as non-inferior), or a bad ``margin``.
     """
     _check_margin(margin)
+    for name, bound in (("low", low), ("high", high)):
+        if isinstance(bound, bool) or not isinstance(bound, numbers.Real) or not -1 <= bound <= 1:
+            raise ValueError(f"{name} must be a bound of an AUC difference, in [-1, 1], got {bound!r}")
+    if low > high:
+        raise ValueError(
+            f"low must not exceed high (an interval of new - reference), got low={low}, high={high}"
+        )
     if low > -margin:
         return NONINFERIOR
     if high < -margin:
@@ -243,10 +339,14 @@ def bootstrap_ci(
             resamples are left out of the interval.
     Returns:
         ``(value on all cases, low, high)``.
+    Raises:
+        ValueError: ``size`` not a whole number >= 2, ``resamples`` not one >= 1, a bad ``level``,
+            or a statistic undefined on most resamples.
     """
     _z(level)
-    if size < 2:
-        raise ValueError(f"size must be at least 2 to bootstrap, got {size}")
+    if not callable(statistic):
+        raise ValueError(f"statistic must be a function of case indices, got {type(statistic).__name__}")
+    size, resamples = _whole(size, "size", 2), _whole(resamples, "resamples", 1)
     indices = np.arange(size)
     function = (lambda idx, axis=-1: statistic(idx)) if vectorized else statistic  # scipy passes axis
     with warnings.catch_warnings():
@@ -271,14 +371,28 @@ def bootstrap_ci(
 def calibration_gaps(
     confidence: np.ndarray, correct: np.ndarray, bins: int = 15
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-case bin index and (correct − confidence) gap, the ingredients of ECE."""
+    """Per-case bin index and (correct − confidence) gap, the ingredients of ECE.
+
+    Raises:
+        ValueError: ``confidence`` not probabilities, ``correct`` not 0/1, lengths that differ, or
+            ``bins`` not a whole number >= 1.
+    """
+    bins = _whole(bins, "bins", 1)
+    confidence = _probabilities(confidence, "confidence", ndim=1)
+    correct = _flags(correct, "correct").reshape(-1)
+    _same_length("confidence", confidence, "correct", correct)
     edges = np.linspace(0.0, 1.0, bins + 1)
     which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
-    return which, np.asarray(correct, float) - np.asarray(confidence, float)
+    return which, correct.astype(float) - confidence
 
 
 def ece_of(which: np.ndarray, gaps: np.ndarray, indices: np.ndarray, bins: int = 15) -> np.ndarray:
-    """ECE of the cases ``indices`` (shape (size,) or (batch, size)): Σ_bins |Σ gaps| / size, per row."""
+    """ECE of the cases ``indices`` (shape (size,) or (batch, size)): Σ_bins |Σ gaps| / size, per row.
+
+    ``which`` and ``gaps`` come from ``calibration_gaps`` (checked there); this runs per bootstrap batch.
+    """
+    bins = _whole(bins, "bins", 1)
+    _same_length("which", which, "gaps", gaps)
     indices = np.atleast_2d(indices)
     rows, size = indices.shape
     slots = which[indices] + bins * np.arange(rows)[:, None]
@@ -296,9 +410,15 @@ def ece_ci(
     percentile interval would exclude its own estimate (so would a basic or BCa one). The interval
     is then stretched to reach the estimate: wider, never narrower than the bootstrap's, so its
     coverage is not the nominal level (it is a bias-blind interval of a biased statistic either way).
+
+    Raises:
+        ValueError: ``probs`` not (N, classes) probabilities, ``labels`` not N class indices, or
+            bad ``level``, ``bins`` or ``resamples``.
     """
-    probs = np.asarray(probs, float)
-    which, gaps = calibration_gaps(probs.max(axis=1), probs.argmax(axis=1) == np.asarray(labels), bins)
+    probs = _probabilities(probs, "probs", ndim=2)
+    labels = _class_ids(labels, probs.shape[1])
+    _same_length("labels", labels, "probs", probs)
+    which, gaps = calibration_gaps(probs.max(axis=1), probs.argmax(axis=1) == labels, bins)
     value, low, high = bootstrap_ci(
         lambda idx: ece_of(which, gaps, idx, bins),
         len(gaps),
@@ -311,11 +431,17 @@ def ece_ci(
 
 
 def indicators(labels, columns: int) -> np.ndarray:
-    """(N, columns) boolean truth: class ids (N,) one-hot, or multi-label 0/1 columns (N, L) as they are."""
+    """(N, columns) boolean truth: class ids (N,) one-hot, or multi-label 0/1 columns (N, L) as they are.
+
+    Raises:
+        ValueError: class ids outside [0, columns) or multi-label flags other than 0/1 (either
+            would be read as "no class" or "present").
+    """
+    columns = _whole(columns, "columns", 1)
     labels = np.asarray(labels)
     if labels.ndim == 2:
-        return labels.astype(bool)
-    return labels.reshape(-1)[:, None] == np.arange(columns)
+        return _flags(labels, "labels")
+    return _class_ids(labels, columns)[:, None] == np.arange(columns)
 
 
 def auc_columns(
@@ -327,13 +453,24 @@ def auc_columns(
     Multi-label (labels (N, L) 0/1): the labels that hold both classes. Returns
     ``(columns, truth (N, len(columns)) booleans, missing)``: ``missing`` lists the classes absent
     from ``labels`` (the AUC is then undefined), or for multi-label the labels left out.
+
+    Raises:
+        ValueError: ``classes`` not a whole number >= 2, ``positive`` not one of them, or labels
+            outside [0, classes) (multi-label: not 0/1).
     """
+    classes = _whole(classes, "classes", 2)
+    if (
+        isinstance(positive, bool)
+        or not isinstance(positive, numbers.Integral)
+        or not 0 <= positive < classes
+    ):
+        raise ValueError(f"positive must be a class index in [0, {classes}), got {positive!r}")
     labels = np.asarray(labels)
     if multilabel:
-        labels = labels.reshape(len(labels), -1)
+        labels = _flags(labels.reshape(len(labels), -1), "labels")
         both = [j for j in range(labels.shape[1]) if 0 < labels[:, j].sum() < len(labels)]
         return tuple(both), labels[:, both].astype(bool), sorted(set(range(labels.shape[1])) - set(both))
-    labels = labels.reshape(-1)
+    labels = _class_ids(labels, classes)
     missing = sorted(set(range(classes)) - set(np.unique(labels).tolist()))
     if classes == 2:
         return (positive,), (labels == positive)[:, None], missing
@@ -346,7 +483,13 @@ def macro_auc_of(probs: np.ndarray, labels: np.ndarray, indices: np.ndarray) -> 
 
     Mann-Whitney on midranks, vectorised over bootstrap rows (scikit-learn's per-call
     validation makes a thousand resamples take a minute). NaN for rows where a column holds one class.
+
+    Raises:
+        ValueError: ``probs`` not finite (N, columns) numbers, or ``labels`` not N of them that
+            fit the columns.
     """
+    probs = _numbers(probs, "probs", ndim=2)
+    _same_length("labels", np.asarray(labels), "probs", probs)
     indices = np.atleast_2d(indices)
     size = indices.shape[1]
     truth = indicators(labels, probs.shape[1])
@@ -364,8 +507,7 @@ def macro_auc_of(probs: np.ndarray, labels: np.ndarray, indices: np.ndarray) -> 
 def _macro_truth(probs: np.ndarray, labels) -> np.ndarray:
     """``indicators`` of ``labels`` for ``probs``' columns; ValueError where a column holds one class."""
     labels = np.asarray(labels)
-    if len(labels) != len(probs):
-        raise ValueError(f"labels has {len(labels)} entries but probs have {len(probs)}")
+    _same_length("labels", labels, "probs", probs)
     truth = indicators(labels if labels.ndim == 2 else labels.reshape(-1), probs.shape[1])
     if labels.ndim == 1:
         present = int(truth.any(axis=0).sum())
@@ -381,16 +523,29 @@ def macro_auc_ci(probs: np.ndarray, labels, level: float = 0.95) -> tuple[float,
     """Macro AUC (see ``macro_auc_of``) with DeLong's interval of the mean (``_case_terms``).
 
     One column (a binary task's positive class) gives exactly ``auc_ci``.
+
+    Raises:
+        ValueError: ``probs`` not finite (N, columns) numbers, labels that do not fit them or hold
+            a single class in a column, or a bad ``level``.
     """
     _z(level)
-    probs = np.asarray(probs, float)
+    probs = _numbers(probs, "probs", ndim=2)
     truth = _macro_truth(probs, labels)
     aucs, terms = _case_terms(truth, probs[None])
     return _interval(float(aucs[0]), float(terms[0] @ terms[0]), level, _smaller_class(truth))
 
 
 def compare_macro_auc(labels, probs_a: np.ndarray, probs_b: np.ndarray, level: float = 0.95) -> dict:
-    """The paired test of two models' macro AUCs on the same cases, as ``compare_auc`` for one column."""
+    """The paired test of two models' macro AUCs on the same cases, as ``compare_auc`` for one column.
+
+    Raises:
+        ValueError: as ``macro_auc_ci``, and for probability arrays of different shapes.
+    """
     _z(level)
-    probs = np.asarray([probs_a, probs_b], float)
+    a, b = _numbers(probs_a, "probs_a", ndim=2), _numbers(probs_b, "probs_b", ndim=2)
+    if a.shape != b.shape:
+        raise ValueError(
+            f"probs_a {a.shape} and probs_b {b.shape} must have one shape: the same cases and columns"
+        )
+    probs = np.stack([a, b])
     return _paired(probs, _macro_truth(probs[0], labels), level)
