@@ -246,3 +246,58 @@ def three_class_dataset(data):
         return Split(split.images, labels, split.sources)
 
     return Dataset("three", *map(relabelled, (data.train, data.val, data.test)), ("a", "b", "c"))
+
+
+CUSTOM_LAYER_SOURCE = '''
+import keras
+
+
+@keras.saving.register_keras_serializable(package="user_layers")
+class ChannelAttention(keras.layers.Layer):
+    """Scale each channel by a learned weight (a user's own layer)."""
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(shape=(input_shape[-1],), initializer="ones", name="scale")
+
+    def call(self, x):
+        return x * self.scale
+'''
+
+
+def custom_layer_model_file(folder: Path, module: str = "user_layers") -> tuple[Path, Path]:
+    """Write ``<module>.py`` defining a registered ChannelAttention layer and a 24x24 binary model
+    using it, then make Keras forget the class, as a fresh kernel would; returns (model, module) paths."""
+    import sys
+
+    from workbench.compat import keras
+    from workbench.models import import_user_modules
+
+    source = folder / f"{module}.py"
+    source.write_text(CUSTOM_LAYER_SOURCE)
+    (imported,) = import_user_modules([source])
+    inputs = keras.Input((24, 24, 1))
+    x = imported.ChannelAttention()(keras.layers.Conv2D(4, 3, activation="relu")(inputs))
+    x = keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(x))
+    path = folder / "attention.keras"
+    keras.Model(inputs, x).save(path)
+    keras.saving.get_custom_objects().pop(f"{module}>ChannelAttention", None)
+    sys.modules.pop(module, None)
+    return path, source
+
+
+def faint_square_dataset(sizes=(300, 100, 200), contrast: float = 0.2, size: int = 24, seed: int = 0):
+    """A two-class Dataset a tiny CNN learns only partly (AUC ~0.85): label 1 images carry a square
+    ``contrast`` brighter than noise in [0, 0.5], so estimates of its AUC have room to err both ways."""
+    from workbench.data import Dataset, Split
+
+    splits = []
+    for offset, n in enumerate(sizes):
+        rng = np.random.default_rng(seed * 10 + offset)
+        labels = np.arange(n) % 2
+        images = rng.uniform(0.0, 0.5, size=(n, size, size, 1)).astype(np.float32)
+        for image, label in zip(images, labels, strict=True):
+            if label:
+                row, col = rng.integers(2, size - 8, size=2)
+                image[row : row + 6, col : col + 6] += contrast
+        splits.append(Split(images, labels, np.array([f"faint{seed}:{offset}:{i}" for i in range(n)])))
+    return Dataset("faint", *splits, class_names=("plain", "square"))

@@ -19,6 +19,7 @@ NUMERICS = f"oneDNN={os.environ['TF_ENABLE_ONEDNN_OPTS']}"
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from keras.src.models.functional import Functional  # noqa: E402 - models whose layer graph can be read
 
 if int(keras.__version__.split(".")[0]) < 3:
     raise ImportError(
@@ -38,4 +39,4 @@ if context.global_seed() is None:
 # determinism on) and one that loaded it from the cache, and the ε grid moved between runs.
 tf.config.experimental.enable_op_determinism()
 
-__all__ = ["NUMERICS", "keras", "tf"]
+__all__ = ["NUMERICS", "Functional", "keras", "tf"]

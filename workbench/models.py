@@ -8,13 +8,19 @@ L sigmoid units (multi-label).
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import json
+import re
+import sys
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
-from workbench.compat import keras
+from workbench.compat import Functional, keras
 from workbench.data import Dataset
 from workbench.heads import Head, as_head, detect_head, saved_compile_config
 
@@ -124,31 +130,41 @@ def build_model(name: str, dataset: Dataset) -> keras.Model:
     return BUILDERS[name](dataset.image_shape, dataset.num_classes, output=output)
 
 
-def load_user_model(path: str | Path, dataset: Dataset, head: str | None = None) -> keras.Model:
+def load_user_model(
+    path: str | Path,
+    dataset: Dataset,
+    head: str | None = None,
+    *,
+    custom_objects: dict | None = None,
+    safe_mode: bool = True,
+) -> keras.Model:
     """Load a user's ``.keras`` model, read its head, and check that it fits ``dataset``.
 
     The weights are exactly the file's. The model is compiled with its head's loss and no
     optimizer (see ``workbench.heads``), so later code reads the same head; nothing is trained.
+    The workbench needs a Sequential or functional model (its layer graph is read for pruning)
+    with one image input and one output.
 
     Args:
         head: overrides the head detection (one of ``workbench.heads.HEADS``).
+        custom_objects: ``{name: class}`` of custom layers the file uses (or import the module
+            that registers them first: ``import_user_modules``).
+        safe_mode: False lets Keras run the Python code a ``Lambda`` layer holds; only for a
+            file you trust.
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
-        ValueError: if it is not a loadable ``.keras`` file, its head can't be identified, or its
-            input shape, task or number of outputs doesn't match the data.
+        ValueError: if it is not a loadable ``.keras`` file (the message says what it needs:
+            a custom class, ``safe_mode=False``, a conversion), not a Sequential or functional
+            model, its head can't be identified, or its input shape, task or number of outputs
+            doesn't match the data.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model file not found: {path}")
-    if path.suffix != ".keras":
-        raise ValueError(f"model must be a Keras 3 .keras file, got {path.name}")
-    try:
-        model = keras.models.load_model(path, compile=False)
-    except Exception as err:  # Keras raises many kinds for broken archives
-        if not zipfile.is_zipfile(path):  # Keras then says "File not found" of a file that is there
-            raise ValueError(f"{path}: not a .keras file (a .keras model is a zip archive)") from None
-        raise ValueError(f"{path}: could not load the model: {err}") from err
+    _check_model_path(path)
+    if not isinstance(safe_mode, bool):
+        raise ValueError(f"safe_mode must be True or False, got {safe_mode!r}")
+    model = _load_keras_file(path, custom_objects, safe_mode)
+    check_built(model, where=str(path))
     try:
         found = detect_head(model, head, compile_config=saved_compile_config(path))
     except ValueError as err:
@@ -157,6 +173,116 @@ def load_user_model(path: str | Path, dataset: Dataset, head: str | None = None)
     # Record the head's loss for later detection; no optimizer, so training still compiles its own.
     model.compile(optimizer=None, loss=found.loss())
     return model
+
+
+def _check_model_path(path: Path) -> None:
+    """Refuse what is not a ``.keras`` file, saying how to get one."""
+    save_as = f"model.save('{path.stem}.keras')"
+    if path.is_dir():
+        raise ValueError(
+            f"model must be a Keras 3 .keras file, got the folder {path} (a TensorFlow SavedModel?); "
+            f"load it where it was made and save it with {save_as}"
+        )
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    if path.suffix in (".h5", ".hdf5"):
+        raise ValueError(
+            f"model must be a Keras 3 .keras file, got {path.name}, a legacy HDF5 file (Keras 2); convert it "
+            f"once: keras.models.load_model('{path}').save('{path.with_suffix('.keras')}')"
+        )
+    if path.suffix != ".keras":
+        raise ValueError(f"model must be a Keras 3 .keras file, got {path.name}")
+
+
+def _load_keras_file(path: Path, custom_objects: dict | None, safe_mode: bool) -> keras.Model:
+    try:
+        return keras.models.load_model(
+            path, custom_objects=custom_objects, compile=False, safe_mode=safe_mode
+        )
+    except Exception as err:  # Keras raises many kinds for broken archives
+        if not zipfile.is_zipfile(path):  # Keras then says "File not found" of a file that is there
+            raise ValueError(f"{path}: not a .keras file (a .keras model is a zip archive)") from None
+        raise ValueError(f"{path}: {_why_not_loaded(path, err)}") from err
+
+
+def _why_not_loaded(path: Path, err: Exception) -> str:
+    """What a failed ``load_model`` needs from the user, in one line."""
+    text = str(err)
+    unknown = re.search(r"Could not locate (?:class|function) '([^']+)'", text)
+    if unknown:
+        name = unknown.group(1)
+        return (
+            f"the model uses {name!r}, a custom class Keras does not know here; import the module that "
+            f"defines and registers it (@keras.saving.register_keras_serializable) first, or pass "
+            f"custom_objects={{{name!r}: {name}}} (notebooks: list the module in model_modules)"
+        )
+    if "safe_mode" in text:
+        return (
+            "the model has a Lambda layer holding Python code, which Keras runs only with safe_mode=False; "
+            "pass safe_mode=False if you trust the file (load_user_model, baseline; notebooks: the "
+            "safe_mode parameter)"
+        )
+    saved_by = _saved_keras_version(path)
+    if saved_by and saved_by.split(".")[0] != keras.__version__.split(".")[0]:
+        return f"could not load the model saved by Keras {saved_by} with Keras {keras.__version__}: {text}"
+    return f"could not load the model: {text}"
+
+
+def _saved_keras_version(path: Path) -> str | None:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return str(json.loads(archive.read("metadata.json")).get("keras_version"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+
+
+def import_user_modules(modules: list[str | Path] | tuple = ()) -> list[ModuleType]:
+    """Import the Python modules (names, or paths to ``.py`` files) that define a model's custom layers.
+
+    Importing runs their ``@keras.saving.register_keras_serializable`` decorators, so a ``.keras``
+    file that uses the classes loads. A ``.py`` file is imported under its stem.
+
+    Returns:
+        The imported modules.
+
+    Raises:
+        FileNotFoundError: for a ``.py`` path that does not exist.
+        ValueError: for a module that cannot be imported or fails while importing, naming it.
+    """
+    if isinstance(modules, str | Path):
+        modules = [modules]
+    return [_import_one(module) for module in modules]
+
+
+def _import_one(module: str | Path) -> ModuleType:
+    if not isinstance(module, str | Path):
+        raise ValueError(f"model_modules must hold module names or .py paths, got {module!r}")
+    path = Path(module)
+    if path.suffix == ".py" and not path.is_file():
+        raise FileNotFoundError(f"model_modules: no such .py file: {path.resolve()}")
+    try:
+        return _import_file(path) if path.suffix == ".py" else importlib.import_module(str(module))
+    except (ImportError, SyntaxError) as err:
+        raise ValueError(
+            f"model_modules: could not import {str(module)!r} ({err}); expected a module name importable "
+            "here or a path to a .py file"
+        ) from err
+    except Exception as err:  # the module's own code failed
+        raise ValueError(
+            f"model_modules: importing {str(module)!r} failed: {type(err).__name__}: {err}"
+        ) from err
+
+
+def _import_file(path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module  # Keras looks classes up by their module's name
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[path.stem]
+        raise
+    return module
 
 
 def dataset_task(dataset: Dataset) -> str:
@@ -176,17 +302,23 @@ def _takes(input_shape: tuple, image_shape: tuple) -> bool:
     )
 
 
-def check_built(model) -> None:
-    """Raise ValueError unless ``model`` is a built Keras model with one image input."""
+def check_built(model, where: str = "model") -> None:
+    """Raise ValueError unless ``model`` is a built Sequential or functional model with one image input."""
     if not isinstance(model, keras.Model):
         raise ValueError(f"model must be a Keras model (keras.Model), got {type(model).__name__}")
+    if not isinstance(model, keras.Sequential | Functional):
+        raise ValueError(
+            f"{where}: a subclassed model ({type(model).__name__}, layers wired in Python by its call) "
+            "cannot be pruned: the workbench reads the layer graph of a Sequential or functional model "
+            "(keras.Model(inputs, outputs)); build the same layers that way"
+        )
     if not model.built or not getattr(model, "inputs", None):  # an unbuilt Sequential raises on .inputs
         raise ValueError(
             f"model must be built with a known input shape (start it with keras.Input); {model.name!r} is not"
         )
     if len(model.inputs) > 1:
         raise ValueError(
-            f"model {model.name!r} has {len(model.inputs)} inputs; the workbench prunes models with one "
+            f"{where}: {model.name!r} has {len(model.inputs)} inputs; the workbench prunes models with one "
             "image input (wrap the others, e.g. fixed clinical covariates, inside the model)"
         )
 
