@@ -27,7 +27,7 @@ import pandas as pd
 
 from workbench.budget import Allocation, allocate, check_goal
 from workbench.curves import SCALAR_METRICS, Evaluator, curve, evaluate_model, log_grid, point_row
-from workbench.data import check_dataset, stratified_sample
+from workbench.data import Split, check_dataset, stratified_sample
 from workbench.evaluate import METRICS_VERSION, YOUDEN, OperatingPoint, layer_table
 from workbench.fs import write_atomically
 from workbench.heads import Head
@@ -43,7 +43,7 @@ from workbench.progressive import fingerprint, read_cached_curve, write_cached_c
 from workbench.prune import PruneSpec, apply_masks, fine_tune, make_masks
 from workbench.scores import Progress, Scorer
 from workbench.sensitivity import DEFAULT_GRID, Sensitivity, Subject, check_grid, sensitivity
-from workbench.stats import auc_columns, macro_auc_ci
+from workbench.stats import auc_columns, compare_macro_auc
 from workbench.train import Recipe
 
 log = logging.getLogger(__name__)
@@ -204,12 +204,10 @@ class Explorer:
         # it is thread-safe, so a curve computing in the background never blocks a point.
         self.evaluator = self._open_evaluator(progress)
         self._curve_lock = threading.Lock()  # one thread computes a curve or a goal table at a time
-        self._subset_lock = threading.Lock()
         self._points: dict[PruneSpec, dict] = {}  # exact metrics of every point shown (and on disk)
         self._curves: dict[tuple, pd.DataFrame] = {}
         self.estimate_budget = estimate_budget
         self._estimate_size = estimate_images
-        self._subset_evaluators: dict[int, tuple[Evaluator, np.ndarray]] = {}
         self._bounds: dict[tuple, tuple[float, float]] = {}  # the frozen scores' ε ranges
 
     def _open_evaluator(self, progress: Progress | None) -> Evaluator:
@@ -248,15 +246,12 @@ class Explorer:
         return self.cache_dir / f"{kind}-{key}.{suffix}"
 
     def warm_up(self) -> None:
-        """Do the one-off work of the first estimate now (trace the pass, build the subset evaluator).
+        """Do the one-off work of the first estimate now (trace the compiled pass every subset shares).
 
         A dashboard queues it on its worker after drawing a setting's first figure, so that the
         first slider move does not pay for it; when already done it costs nothing.
         """
         self.evaluator.warm_up()
-        size = self.estimate_size()
-        if size < self.evaluation_size:
-            self._subset_evaluator(size)
 
     @property
     def layers(self) -> list[str]:
@@ -460,21 +455,43 @@ class Explorer:
         return max(64, _round_down_to_size(affordable))
 
     def estimate(self, spec: PruneSpec, size: int | None = None) -> Point:
-        """A quick point from a seeded class-stratified subset of ``size`` val + test images.
+        """A quick, unbiased point from a class-stratified subset of ``size`` val + test images.
 
-        The point has ``exact=False``, ``n`` test images and ``interval``, the half-width of its
-        AUC's 95% interval. If the subset would be the whole set, this is ``point(spec)``.
+        The subset is drawn afresh for each spec (seeded by the explorer's seed and the spec, so
+        asking again gives the same answer): one subset shared by every move made every estimate
+        of a session err the same way (a subset of easy images read high at every ε). The AUC is
+        the dense model's exact AUC plus the pruned-minus-dense change measured on the subset's test
+        images, which is unbiased over draws and, the two models being scored on the same images,
+        far less noisy than the subset's own AUC. The point has ``exact=False``, ``n`` test images
+        and ``interval``: the half-width of that AUC's 95% interval (DeLong's paired interval of the
+        change, with the finite-population correction of a subset drawn from the test set).
+        If the subset would be the whole set, this is ``point(spec)``.
         """
         size = self.estimate_size() if size is None else check_image_count(size, "size")
         if size >= self.evaluation_size:
             return self.point(spec)
-        evaluator, labels = self._subset_evaluator(size)
+        evaluator = self._subset_evaluator(spec, size)
         result = make_masks(self.scorer, spec)
         metrics = evaluator.evaluate(result.keep, spec.structured)
-        multilabel = evaluator.head.multilabel
-        interval = _half_width(metrics["test_probs"], labels, evaluator.positive, multilabel)
+        auc, interval = self._estimated_auc(evaluator, metrics)
         table = layer_table(self.model, result)
-        return Point(spec, result, metrics, table, exact=False, n=len(labels), interval=interval)
+        n = len(evaluator.test)
+        return Point(spec, result, metrics | {"auc": auc}, table, exact=False, n=n, interval=interval)
+
+    def _estimated_auc(self, subset: Evaluator, metrics: dict) -> tuple[float | None, float]:
+        """The test AUC a subset's metrics estimate, and its interval's half-width (see ``estimate``)."""
+        dense, dense_on_subset, pruned_on_subset = (
+            self.dense_metrics["auc"],
+            subset.dense_metrics["auc"],
+            metrics["auc"],
+        )
+        if dense is None or dense_on_subset is None or pruned_on_subset is None:
+            return None, float("nan")  # a class missing from test (or from the subset)
+        # clipped: an AUC shown above 1 reads as a bug; it only moves estimates at the boundary
+        auc = float(np.clip(dense + pruned_on_subset - dense_on_subset, 0.0, 1.0))
+        labels = subset.test.labels
+        half = _paired_half_width(subset.dense_test, metrics["test_probs"], labels, subset)
+        return auc, half * np.sqrt(1.0 - len(labels) / len(self.dataset.test))
 
     def first_answer(self, spec: PruneSpec, *, masks_if_slow: bool = False) -> Point:
         """The quickest good answer for a control change, to be refined by ``point(spec)``.
@@ -525,27 +542,24 @@ class Explorer:
         n = len(self.dataset.test)  # the curve's points are evaluated on every test image
         return Point(spec, result, metrics, table, exact=False, n=n, nearest=float(row[column]))
 
-    def _subset_evaluator(self, size: int) -> tuple[Evaluator, np.ndarray]:
-        """An evaluator on a stratified subset of ``size`` images, and its test labels (cached)."""
-        with self._subset_lock:
-            return self._build_subset_evaluator(size)
+    def _subset_evaluator(self, spec: PruneSpec, size: int) -> Evaluator:
+        """An evaluator on a class-stratified subset of ``size`` evaluation images drawn for ``spec``.
 
-    def _build_subset_evaluator(self, size: int) -> tuple[Evaluator, np.ndarray]:
-        if size not in self._subset_evaluators:
-            share = size / self.evaluation_size
-            val, test = (
-                stratified_sample(split, max(8, round(share * len(split))), self.seed)
-                for split in (self.dataset.val, self.dataset.test)
+        Its dense probabilities are the full pass's rows (no pass of its own); it shares the
+        compiled forward pass, so building it costs no trace.
+        """
+        share = size / self.evaluation_size
+        seed = int(fingerprint(self.seed, repr(spec))[:8], 16)
+        (val, dense_val), (test, dense_test) = (
+            _sample_rows(split, probs, max(8, round(share * len(split))), seed)
+            for split, probs in (
+                (self.dataset.val, self.evaluator.dense_val),
+                (self.dataset.test, self.evaluator.dense_test),
             )
-            evaluator = Evaluator(
-                self.model, val, test, **self._evaluation, evidence=False, forward=self.evaluator.forward
-            )
-            labels = np.asarray(test.labels)  # (N, L) flags stay (N, L): a multi-label interval needs them
-            self._subset_evaluators[size] = (
-                evaluator,
-                labels if evaluator.head.multilabel else labels.reshape(-1),
-            )
-        return self._subset_evaluators[size]
+        )
+        dense = (dense_val, dense_test, self.evaluator.fastest_pass)
+        options = dict(evidence=False, forward=self.evaluator.forward, dense=dense)
+        return Evaluator(self.model, val, test, **self._evaluation, **options)
 
     def fine_tuned(
         self, point: Point, recipe: Recipe, *, progress: bool = True, callbacks: list | None = None
@@ -686,10 +700,20 @@ def check_image_count(count, name: str) -> int:
     return int(count)
 
 
-def _half_width(probs: np.ndarray, labels: np.ndarray, positive: int, multilabel: bool) -> float:
-    """Half the 95% DeLong interval of the task's AUC (``stats.auc_columns``); NaN where it is undefined."""
-    columns, truth, missing = auc_columns(labels, probs.shape[1], positive, multilabel)
+def _sample_rows(split: Split, probs: np.ndarray, n: int, seed: int) -> tuple[Split, np.ndarray]:
+    """``stratified_sample(split, n, seed)`` and the rows of ``probs`` (one per image) it took."""
+    # the sample drawn from a split whose images are their own positions tells which rows it took
+    positions = Split(np.arange(len(split)), split.labels, split.sources)
+    rows = stratified_sample(positions, n, seed).images.astype(int)
+    return split.subset(rows), probs[rows]
+
+
+def _paired_half_width(dense: np.ndarray, pruned: np.ndarray, labels: np.ndarray, subset: Evaluator) -> float:
+    """Half the 95% DeLong interval of the task's AUC change from ``dense`` to ``pruned``
+    (``stats.auc_columns``: the columns the AUC is taken over); NaN where it is undefined."""
+    multilabel = subset.head.multilabel
+    columns, truth, missing = auc_columns(labels, dense.shape[1], subset.positive, multilabel)
     if not columns or (missing and not multilabel):
         return float("nan")
-    _, low, high = macro_auc_ci(probs[:, columns], truth)
-    return (high - low) / 2
+    change = compare_macro_auc(truth, dense[:, columns], pruned[:, columns])
+    return (change["ci_high"] - change["ci_low"]) / 2
