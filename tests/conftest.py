@@ -301,3 +301,24 @@ def faint_square_dataset(sizes=(300, 100, 200), contrast: float = 0.2, size: int
                 image[row : row + 6, col : col + 6] += contrast
         splits.append(Split(images, labels, np.array([f"faint{seed}:{offset}:{i}" for i in range(n)])))
     return Dataset("faint", *splits, class_names=("plain", "square"))
+
+
+def write_finished_run(runs_dir: Path, name: str, params: dict, metrics, status: str = "ok", **info) -> Path:
+    """Write a finished run folder as a sweep leaves it; ``metrics`` may be a dict or raw text."""
+    import json
+
+    folder = runs_dir / name
+    folder.mkdir(parents=True)
+    record = {
+        "run_id": name,
+        "status": status,
+        "started": 0.0,
+        "ended": 1.0,
+        "error": {},
+        "results": [],
+        **info,
+    }
+    (folder / "run.json").write_text(json.dumps(record))
+    (folder / "params.json").write_text(json.dumps(params))
+    (folder / "metrics.json").write_text(metrics if isinstance(metrics, str) else json.dumps(metrics))
+    return folder

@@ -57,11 +57,16 @@ def test_strip_solutions_UnbalancedMarkers_RaiseValueError():
         classroom.strip_solutions("### BEGIN SOLUTION\nreturn 1\n")
 
 
-def test_write_student_version_NeverOverwrites(tmp_path):
+def test_write_student_version_ReplacesItsOwn_NeverAStudentsWork(tmp_path):
     written = classroom.write_student_version(NOTEBOOKS / TEACHER_NOTEBOOKS[0], tmp_path)
-    assert written.exists()
-    with pytest.raises(ValueError, match="exists"):
+    again = classroom.write_student_version(NOTEBOOKS / TEACHER_NOTEBOOKS[0], tmp_path)  # an edited lesson
+    assert again == written
+    with written.open("a") as notebook:
+        notebook.write("\n")  # a student saved their work in it
+    with pytest.raises(FileExistsError, match=f"{written} exists and was not written by the workbench"):
         classroom.write_student_version(NOTEBOOKS / TEACHER_NOTEBOOKS[0], tmp_path)
+    assert main(["class", "student", str(NOTEBOOKS / TEACHER_NOTEBOOKS[0]), "--out", str(tmp_path)]) == 2
+    assert written.read_text().endswith("\n\n")
 
 
 def _student_notebook(name: str, sparsity_body: str, results: str) -> nbformat.NotebookNode:
@@ -92,7 +97,10 @@ def test_class_summary_ReadsAFolderOfExecutedStudentNotebooks(tmp_path):
     assert table.loc["ada", "passed"] == 2 and table.loc["ada", "sparsity"] == "passed"
     assert table.loc["bob", "failed"] == 1 and table.loc["bob", "sparsity"] == "failed"
     assert table.loc["ada", "answers"] == 1 and "g times w" in table.loc["ada", "answer:why"]
-    assert main(["class", "summary", str(handed_in), "--out", str(out)]) == 2  # never overwrites
+    assert main(["class", "summary", str(handed_in), "--out", str(out)]) == 0  # its own table, again
+    out.write_text("the teacher's grades")
+    assert main(["class", "summary", str(handed_in), "--out", str(out)]) == 2  # never the teacher's
+    assert out.read_text() == "the teacher's grades"
     from_files = classroom.class_summary(tmp_path / "files")
     assert sorted(from_files["student"]) == ["ada", "bob"]
 
@@ -169,3 +177,20 @@ def test_class_student_OneBadNotebook_WritesNone_AndNamesIt(tmp_path, capsys):
     assert main(["class", "student", str(good), str(bad), "--out", str(out)]) == 2
     assert "bad.ipynb" in capsys.readouterr().err
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_class_summary_Out_ReplacesItsOwnTable_NeverTheTeachersFile(tmp_path, capsys):
+    """It refused even its own summary.csv (a second hand-in meant a new name), yet wrote non-atomically."""
+    handed_in, out = tmp_path / "handed_in", tmp_path / "summary.csv"
+    handed_in.mkdir()
+    (handed_in / "ada.json").write_text(json.dumps(_record("ada", "short")))
+    assert main(["class", "summary", str(handed_in), "--out", str(out)]) == 0
+    (handed_in / "bob.json").write_text(json.dumps(_record("bob", "short")))
+    assert main(["class", "summary", str(handed_in), "--out", str(out)]) == 0
+    assert sorted(pd.read_csv(out)["student"]) == ["ada", "bob"]
+    out.write_text("the teacher's grades")
+    capsys.readouterr()
+    assert main(["class", "summary", str(handed_in), "--out", str(out)]) == 2
+    assert f"{out} exists and was not written by the workbench" in capsys.readouterr().err
+    assert out.read_text() == "the teacher's grades"
+    assert main(["class", "summary", str(handed_in), "--out", str(out), "--overwrite"]) == 0

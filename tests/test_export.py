@@ -219,3 +219,30 @@ def test_export_all_AModelLiteRTCannotConvert_WritesNoFile(tmp_path):
     with pytest.raises(ValueError, match="no builtin op"):
         export_all(_pooling_conv3d(), tmp_path / "out", "volumes", calibration=np.zeros((4, 8, 8, 8, 1)))
     assert not (tmp_path / "out").exists()
+
+
+def test_export_all_RunAgain_ReplacesItsOwnFiles_NotTheUsers(exported, _trained_tiny_once, tiny_dataset):
+    folder = exported["keras"].parent
+    again = export_all(_trained_tiny_once, folder, "tiny", calibration=tiny_dataset.train.images)
+    assert again == exported and all(p.stat().st_size > 0 for p in again.values())
+    (folder / "tiny.tflite").write_bytes(b"the user's own model")
+    with pytest.raises(FileExistsError, match=r"tiny\.tflite exists and was not written by the workbench"):
+        export_all(_trained_tiny_once, folder, "tiny", calibration=tiny_dataset.train.images)
+    assert (folder / "tiny.tflite").read_bytes() == b"the user's own model"
+    export_all(_trained_tiny_once, folder, "tiny", calibration=tiny_dataset.train.images, overwrite=True)
+    assert probabilities(folder / "tiny.tflite", tiny_dataset.test.images[:2]).shape == (2, 2)
+
+
+@pytest.mark.parametrize(
+    "name, pattern",
+    [
+        ("notes.tflite", r"notes\.tflite: not a TFLite model \(.*Flatbuffer"),
+        ("notes.keras", r"notes\.keras: not a \.keras model \(a \.keras model is a zip archive\)"),
+    ],
+)
+def test_probabilities_ATextFileNamedAsAModel_NamesTheFile(name, pattern, tmp_path, tiny_dataset):
+    """LiteRT said only "The model is not a valid Flatbuffer buffer"; Keras said "File not found"."""
+    (tmp_path / name).write_text("not a model")
+    with pytest.raises(ValueError, match=pattern) as caught:
+        probabilities(tmp_path / name, tiny_dataset.test.images[:2])
+    assert str(tmp_path / name) in str(caught.value)

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import write_finished_run
 
 from workbench.__main__ import main
 from workbench.report import summarize, write_report
@@ -30,7 +31,8 @@ def test_write_results_RoundTripsNumpyValues(tmp_path):
         "n": 3,
     }
     assert (tmp_path / "run" / "layers.csv").read_text().splitlines() == ["layer,sparsity", "a,0.5"]
-    assert [p.name for p in (tmp_path / "run").iterdir() if p.name.startswith(".")] == []
+    hidden = [p.name for p in (tmp_path / "run").iterdir() if p.name.startswith(".")]
+    assert hidden == [".workbench-files.json"]  # no temporary left, only the record of what was written
 
 
 def test_write_results_EmptyDirectory_WritesNothing(tmp_path, monkeypatch):
@@ -48,16 +50,8 @@ def test_json_safe_HandlesNestedContainers():
 
 def _write_run(runs_dir, name, params, metrics, status="ok", metrics_version=None):
     """A finished run folder as a sweep leaves it; ``metrics`` may be a dict or raw text."""
-    folder = runs_dir / name
-    folder.mkdir(parents=True)
-    info = {"run_id": name, "status": status, "started": 0.0, "ended": 1.0, "error": {}, "results": []}
-    if metrics_version is not None:
-        info["metrics_version"] = metrics_version
-    (folder / "run.json").write_text(json.dumps(info))
-    (folder / "params.json").write_text(json.dumps(params))
-    text = metrics if isinstance(metrics, str) else json.dumps(metrics)
-    (folder / "metrics.json").write_text(text)
-    return folder
+    info = {} if metrics_version is None else {"metrics_version": metrics_version}
+    return write_finished_run(runs_dir, name, params, metrics, status, **info)
 
 
 def test_scan_TruncatedMetrics_IsReportedByPathAndSkipped(tmp_path):
@@ -163,7 +157,8 @@ def test_report_Out_RefusesToOverwriteAFileItDidNotWrite(tmp_path, capsys):
     (out / "summary.csv").write_text("the user's table")
     assert main(["report", "--runs", str(runs_dir), "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and str(out / "summary.csv") in err and "not written by a report" in err
+    assert err.count("\n") == 1 and str(out / "summary.csv") in err and "not written by the workbench" in err
+    assert "--overwrite replaces it" in err
     assert (out / "summary.csv").read_text() == "the user's table"
     assert sorted(p.name for p in out.iterdir()) == ["summary.csv"]
     (out / "report.html").write_text("<html><body>my page</body></html>")  # not a report's page
@@ -172,8 +167,24 @@ def test_report_Out_RefusesToOverwriteAFileItDidNotWrite(tmp_path, capsys):
     report = write_report(runs_dir, tmp_path / "fresh")
     again = write_report(runs_dir, tmp_path / "fresh")  # a report may rewrite its own files
     assert report.page == again.page and report.page.is_file()
-    (report.page.parent / ".workbench-report.json").unlink()  # as a report before manifests left it
+    (report.page.parent / ".workbench-files.json").unlink()  # as a report before manifests left it
     write_report(runs_dir, tmp_path / "fresh")
+    assert main(["report", "--runs", str(runs_dir), "--out", str(out), "--overwrite"]) == 0
+    assert (out / "summary.csv").read_text() != "the user's table"
+
+
+def test_report_OutWrittenByAnOlderReport_IsStillReplaced(tmp_path):
+    """Reports kept their own list, .workbench-report.json, before fs.claim kept one for every writer."""
+    runs_dir, out = tmp_path / "runs", tmp_path / "old"
+    _write_run(runs_dir, "a", {"epsilon": 1e-4}, {"accuracy": 0.8, "auc": 0.9})
+    out.mkdir()
+    (out / "summary.csv").write_text("an older report's table")
+    (out / ".workbench-report.json").write_text(json.dumps({"files": ["summary.csv"]}))
+    write_report(runs_dir, out)
+    assert (out / "summary.csv").read_text().startswith("epsilon")
+    (out / "summary.csv").write_text("the user's edit")  # now the workbench's record says what it wrote
+    with pytest.raises(FileExistsError, match="summary.csv exists and was not written by the workbench"):
+        write_report(runs_dir, out)
 
 
 def test_report_ShowsIntervalsPValuesAndVerdictCountsPerGroup(tmp_path, capsys):

@@ -1,9 +1,10 @@
-"""Command line: ``python -m workbench {summary,download,prepare,sweep,report,class} ...``.
+"""Command line: ``python -m workbench {summary,download,prepare,notebook,sweep,report,class} ...``.
 
 python -m workbench summary                       # the offline phantom dataset
 python -m workbench summary data/pneumoniamnist.npz ../shared/data/pneumoniamnist.npz
 python -m workbench download breastmnist          # into data/, MD5-checked
 python -m workbench prepare                       # generate the phantom volumes now
+python -m workbench notebook NOTEBOOK OUT -p NAME VALUE [--prepare-only]   # papermill, never over your files
 python -m workbench sweep NOTEBOOK -p NAME VALUE... [--seeds 0 1]
 python -m workbench report                        # runs/report/report.html
 
@@ -17,6 +18,8 @@ import logging
 import signal
 import sys
 import traceback
+
+from workbench.fs import OVERWRITE_HELP
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,6 +69,24 @@ def _parser() -> argparse.ArgumentParser:
     prepare = commands.add_parser("prepare", help="generate the offline phantom dataset if it is missing")
     prepare.set_defaults(run=_prepare)
 
+    notebook = commands.add_parser(
+        "notebook", help="write a notebook with parameters set, executed or --prepare-only (as papermill)"
+    )
+    notebook.add_argument("notebook", help="a notebook with a 'parameters' cell")
+    notebook.add_argument("out", help="the .ipynb to write (a file the workbench did not write is kept)")
+    notebook.add_argument(
+        "-p",
+        "--param",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="a parameter and its value, e.g. -p epsilon 1e-3 (repeatable)",
+    )
+    notebook.add_argument("--prepare-only", action="store_true", help="set the parameters, don't execute")
+    notebook.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+    notebook.set_defaults(run=_notebook)
+
     sweep = commands.add_parser("sweep", help="run a notebook once per combination of parameter values")
     sweep.add_argument("notebook", help="a notebook with a 'parameters' cell and a results_dir parameter")
     sweep.add_argument(
@@ -94,6 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--metric", nargs="+", default=["accuracy", "auc"], help="metrics to plot")
     report.add_argument("--group", help="one line per value of this parameter (default criterion)")
+    report.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     report.set_defaults(run=_report)
 
     from workbench.classroom import register_commands  # teaching: class {student,prepare,summary}
@@ -123,6 +145,21 @@ def _prepare(args) -> int:
     from workbench.phantom import ensure_phantoms
 
     print(f"phantom volumes ready in {ensure_phantoms(data_dir())}")
+    return 0
+
+
+def _notebook(args) -> int:
+    from workbench.runs import run_notebook
+
+    out = run_notebook(
+        args.notebook,
+        args.out,
+        dict(args.param),
+        prepare_only=args.prepare_only,
+        overwrite=args.overwrite,
+        allow="--overwrite",
+    )
+    print(f"{'prepared' if args.prepare_only else 'executed'} {out}")
     return 0
 
 
@@ -160,7 +197,15 @@ def _interrupt(signum, frame) -> None:
 def _report(args) -> int:
     from workbench.report import write_report
 
-    report = write_report(args.runs, args.out, x=args.x, metrics=tuple(args.metric), group=args.group)
+    report = write_report(
+        args.runs,
+        args.out,
+        x=args.x,
+        metrics=tuple(args.metric),
+        group=args.group,
+        overwrite=args.overwrite,
+        allow="--overwrite",
+    )
     for bad in report.skipped:
         print(f"skipped {bad}", file=sys.stderr)
     print(report.table.to_string(index=False))

@@ -27,6 +27,8 @@ import logging
 import re
 from pathlib import Path
 
+from workbench import fs
+
 log = logging.getLogger(__name__)
 
 TEACHER_TAG = "teacher"
@@ -71,21 +73,29 @@ def student_version(notebook):
     return student
 
 
-def write_student_version(notebook_path: str | Path, out_dir: str | Path) -> Path:
-    """Write the student version of ``notebook_path`` into ``out_dir`` (never over an existing file)."""
+def write_student_version(
+    notebook_path: str | Path, out_dir: str | Path, *, overwrite: bool = False, allow: str = "overwrite=True"
+) -> Path:
+    """Write the student version of ``notebook_path`` into ``out_dir``.
+
+    A student version written before is replaced (the teacher edited the lesson); a file of that
+    name that the workbench did not write, or that was changed since (a student's work), is not,
+    unless ``overwrite``.
+
+    Raises:
+        FileNotFoundError: if the notebook does not exist.
+        FileExistsError: naming the file in the way (``allow`` says how to replace it).
+    """
     import nbformat
 
     source = Path(notebook_path)
     if not source.is_file():
         raise FileNotFoundError(f"notebook not found: {source}")
-    target = Path(out_dir) / source.name
-    if target.exists():
-        raise ValueError(
-            f"--out: {target} exists; remove it or choose another folder (nothing is overwritten)"
-        )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(student_version(nbformat.read(source, as_version=4)), target)
-    return target
+    student = nbformat.writes(student_version(nbformat.read(source, as_version=4)))
+    student += "\n"  # as nbformat.write ends a file
+    with fs.claim(Path(out_dir), [source.name], overwrite, allow=allow) as folder:
+        fs.write_atomically(folder / source.name, student)
+    return Path(out_dir) / source.name
 
 
 # --- collecting results ----------------------------------------------------------------------
@@ -210,6 +220,7 @@ def register_commands(commands) -> None:
     student = actions.add_parser("student", help="write notebooks' student versions (solutions stripped)")
     student.add_argument("notebooks", nargs="+", help="teacher notebooks with ### BEGIN/END SOLUTION marks")
     student.add_argument("--out", required=True, help="folder for the student versions")
+    student.add_argument("--overwrite", action="store_true", help=fs.OVERWRITE_HELP)
     student.set_defaults(run=_student)
     prepare = actions.add_parser("prepare", help="phantom data + notebook 01's baseline in WORKBENCH_DATA")
     prepare.add_argument("--epochs", type=int, default=12, help="as notebook 01's epochs (default 12)")
@@ -217,21 +228,22 @@ def register_commands(commands) -> None:
     summary = actions.add_parser("summary", help="a CSV of every student's checks and answers")
     summary.add_argument("folder", help="a folder of results .json files and/or executed notebooks")
     summary.add_argument("--out", default="summary.csv", help="the CSV to write (default summary.csv)")
+    summary.add_argument("--overwrite", action="store_true", help=fs.OVERWRITE_HELP)
     summary.set_defaults(run=_summary)
 
 
 def _student(args) -> int:
     import nbformat
 
+    out = Path(args.out)
     for notebook in args.notebooks:  # check every notebook first: all are written, or none
         try:
             student_version(nbformat.read(notebook, as_version=4))
         except Exception as error:
             raise ValueError(f"{notebook}: {error}") from None
-        if (Path(args.out) / Path(notebook).name).exists():
-            raise ValueError(f"--out: {Path(args.out) / Path(notebook).name} exists; nothing was written")
+    fs.check_claim(out, [Path(n).name for n in args.notebooks], args.overwrite, allow="--overwrite")
     for notebook in args.notebooks:
-        print(f"wrote {write_student_version(notebook, args.out)}")
+        print(f"wrote {write_student_version(notebook, out, overwrite=args.overwrite, allow='--overwrite')}")
     return 0
 
 
@@ -242,9 +254,9 @@ def _prepare(args) -> int:
 
 def _summary(args) -> int:
     out = Path(args.out)
-    if out.exists():
-        raise ValueError(f"--out: {out} exists; choose another name (nothing is overwritten)")
+    fs.check_claim(out.parent, [out.name], args.overwrite, allow="--overwrite")
     table = class_summary(args.folder)
-    table.to_csv(out, index=False)
+    with fs.claim(out.parent, [out.name], args.overwrite, allow="--overwrite"):
+        fs.write_atomically(out, table.to_csv(index=False))
     print(f"{len(table)} student records -> {out}")
     return 0

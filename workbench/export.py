@@ -20,6 +20,7 @@ import io
 import logging
 import re
 import warnings
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,10 +28,10 @@ import numpy as np
 import pandas as pd
 from ai_edge_litert.interpreter import Interpreter
 
+from workbench import fs
 from workbench.compat import keras, tf
 from workbench.data import Split
 from workbench.evaluate import multilabel_metrics, validated_metrics
-from workbench.fs import write_atomically
 from workbench.heads import Head, as_head, detect_head, predict_probabilities, saved_compile_config
 from workbench.models import batch_shape, check_images
 from workbench.prune import copy_model
@@ -42,16 +43,23 @@ FORMATS = ("keras", "tflite", "int8")
 SUFFIXES = {"keras": ".keras", "tflite": ".tflite", "int8": ".int8.tflite"}
 
 
-def save_keras(model: keras.Model, path: str | Path, head: Head | str | None = None) -> Path:
+def save_keras(
+    model: keras.Model, path: str | Path, head: Head | str | None = None, *, overwrite: bool = False
+) -> Path:
     """Save ``model`` for inference as a ``.keras`` file (atomically) and return its path.
 
     What is saved is a copy: architecture and weights, without the optimizer state that a trained
     model carries (Adam's two moments would triple the file). A model whose outputs are sigmoid
     logits is saved compiled with its loss only, so that the file tells what its outputs mean.
+
+    Raises:
+        ValueError: if ``path`` does not end in ``.keras``.
+        FileExistsError: if ``path`` is a file the workbench did not write, and not ``overwrite``.
     """
     path = Path(path)
     if path.suffix != ".keras":
         raise ValueError(f"path must end in .keras, got {path.name!r}")
+    fs.check_claim(path.parent, [path.name], overwrite)
     copy = copy_model(model)
     try:
         head = as_head(model, head)
@@ -59,7 +67,8 @@ def save_keras(model: keras.Model, path: str | Path, head: Head | str | None = N
         head = None  # a head nobody can read: the file says no more than the model does
     if head is not None and head.kind.endswith("_logits"):
         copy.compile(loss=head.loss())
-    return save_atomically(copy, path)
+    with fs.claim(path.parent, [path.name], overwrite):
+        return save_atomically(copy, path)
 
 
 def gzip_size(source: str | Path | bytes) -> int:
@@ -214,23 +223,34 @@ def export_all(
     name: str,
     calibration: np.ndarray,
     head: Head | str | None = None,
+    *,
+    overwrite: bool = False,
 ) -> dict[str, Path]:
     """Write ``name.keras``, ``name.tflite`` and ``name.int8.tflite`` into ``folder``: all three or,
     when a conversion fails (``to_tflite``'s ValueError), none.
 
+    Files the workbench wrote there before are replaced; files of those names that it did not
+    write are not, unless ``overwrite``.
+
     Returns:
         {format: path} for the formats in ``FORMATS``.
+
+    Raises:
+        FileExistsError: naming a file of the user's in the way (checked before converting; nothing
+            is written).
     """
     folder = Path(folder)
     paths = {fmt: folder / f"{name}{suffix}" for fmt, suffix in SUFFIXES.items()}
+    names = [path.name for path in paths.values()]
+    fs.check_claim(folder, names, overwrite)  # before the conversions, which take seconds
     converted = {
         "tflite": to_tflite(model, head=head),
         "int8": to_tflite(model, "int8", calibration, head=head),
     }
-    folder.mkdir(parents=True, exist_ok=True)
-    save_keras(model, paths["keras"], head)
-    for fmt, content in converted.items():
-        write_atomically(paths[fmt], content)
+    with fs.claim(folder, names, overwrite):
+        save_keras(model, paths["keras"], head, overwrite=overwrite)
+        for fmt, content in converted.items():
+            fs.write_atomically(paths[fmt], content)
     return paths
 
 
@@ -241,18 +261,38 @@ def probabilities(
 
     A ``.keras`` file's outputs go through its head, read from the file as ``load_user_model`` reads
     it (or ``head``); a ``.tflite`` file written by ``to_tflite`` outputs probabilities already.
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: if ``path`` is not a ``.keras`` or ``.tflite`` file, or not a model of its kind
+            (naming the file: LiteRT and Keras don't).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"exported model not found: {path}")
     if path.suffix == ".keras":
-        model = keras.models.load_model(path, compile=False)
+        model = _load_keras(path)
         if not isinstance(head, Head):
             head = detect_head(model, head, compile_config=saved_compile_config(path))
         return predict_probabilities(model, images, head)
     if path.suffix == ".tflite":
-        return TFLiteModel(path.read_bytes(), batch_size=max(1, min(batch_size, len(images)))).predict(images)
+        with fs.naming(path):
+            content = path.read_bytes()
+        try:
+            run = TFLiteModel(content, batch_size=max(1, min(batch_size, len(images))))
+        except ValueError as err:  # LiteRT: "The model is not a valid Flatbuffer buffer", no file named
+            raise ValueError(f"{path}: not a TFLite model ({err})") from None
+        return run.predict(images)
     raise ValueError(f"path must be a .keras or .tflite file, got {path.name!r}")
+
+
+def _load_keras(path: Path) -> keras.Model:
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as err:  # noqa: BLE001 - Keras raises many kinds for broken archives
+        if not zipfile.is_zipfile(path):  # Keras then says "File not found" of a file that is there
+            raise ValueError(f"{path}: not a .keras model (a .keras model is a zip archive)") from None
+        raise ValueError(f"{path}: could not load the model: {err}") from err
 
 
 def file_metrics(

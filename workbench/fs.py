@@ -1,21 +1,26 @@
-"""File-system safety in one place: atomic writes, exclusive claims, and probing an owner process.
+"""File-system safety in one place: atomic writes, claimed file names, exclusive locks, and
+probing an owner process.
 
 Everything the workbench writes for the user goes through here, so that a file is either whole or
-absent, a claimed piece of work is done by one process at a time, and a folder is cleaned up only
+absent, a file the user made is never replaced unasked (``claim``), an error names the file it is
+about, a claimed piece of work is done by one process at a time, and a folder is cleaned up only
 when the process that made it is gone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 PARTIAL_PREFIX = ".partial-"
+MANIFEST = ".workbench-files.json"  # in a folder the user chose: the files the workbench wrote there
+OVERWRITE_HELP = "replace files of those names that the workbench did not write (or that were changed since)"
 
 
 def _umask() -> int:
@@ -49,17 +54,44 @@ def atomic_path(path: Path) -> Iterator[Path]:
         'hello'
     """
     path = Path(path)
-    handle, name = tempfile.mkstemp(
-        dir=path.parent, prefix=f"{PARTIAL_PREFIX}{path.name}.", suffix=path.suffix
-    )
+    with naming(path):
+        handle, name = tempfile.mkstemp(
+            dir=path.parent, prefix=f"{PARTIAL_PREFIX}{path.name}.", suffix=path.suffix
+        )
     os.close(handle)
     temporary = Path(name)
     try:
-        yield temporary
-        give_usual_mode(temporary)
-        os.replace(temporary, path)
+        with naming(path):
+            yield temporary
+            give_usual_mode(temporary)
+            os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """Make an OSError raised in the block name ``path``, the file the user knows.
+
+    A write into a full disk says only "[Errno 28] No space left on device", and an error about
+    ``atomic_path``'s temporary file names a file that is gone a moment later. An error that names
+    another file already says what it is about and passes unchanged.
+    """
+    try:
+        yield
+    except OSError as err:
+        if err.filename is not None and not _is_temporary_of(err.filename, Path(path)):
+            raise
+        if err.errno is None:
+            raise OSError(f"{path}: {err}") from err
+        raise OSError(err.errno, err.strerror or os.strerror(err.errno), str(path)) from err
+
+
+def _is_temporary_of(filename, path: Path) -> bool:
+    if not isinstance(filename, str | bytes | os.PathLike):  # a file descriptor
+        return False
+    name = Path(os.fsdecode(filename))
+    return name.parent == path.parent and name.name.startswith(f"{PARTIAL_PREFIX}{path.name}.")
 
 
 def write_atomically(path: Path, payload: bytes | str) -> None:
@@ -71,6 +103,100 @@ def write_atomically(path: Path, payload: bytes | str) -> None:
 def write_json(path: Path, value) -> None:
     """Write ``value`` as indented, key-sorted JSON, atomically."""
     write_atomically(path, json.dumps(value, indent=2, sort_keys=True))
+
+
+# --- files the workbench wrote in a folder the user chose ------------------------------------
+
+
+def check_claim(
+    folder: Path, names: Iterable[str], overwrite: bool = False, *, allow: str = "overwrite=True", ours=()
+) -> None:
+    """Refuse, before anything is written, to replace a file in ``folder`` that the workbench did not write.
+
+    A file counts as the workbench's while its manifest (``MANIFEST``) records it with the content
+    it has now: one the user made, or changed since, is theirs.
+
+    Args:
+        names: the file names about to be written into ``folder``.
+        overwrite: replace such files all the same.
+        allow: how the caller allows it, for the message (``"--overwrite"`` on the command line).
+        ours: names the caller knows to be the workbench's by other means (an older manifest).
+
+    Raises:
+        FileExistsError: naming the first such file and how to allow replacing it.
+    """
+    if overwrite:
+        return
+    folder = Path(folder)
+    written = _manifest(folder)
+    for name in names:
+        path = folder / name
+        if path.exists() and name not in ours and written.get(name) != _digest(path):
+            raise FileExistsError(
+                f"{path} exists and was not written by the workbench (or was changed since); "
+                f"{allow} replaces it (nothing was written)"
+            )
+
+
+@contextlib.contextmanager
+def claim(
+    folder: Path, names: Iterable[str], overwrite: bool = False, *, allow: str = "overwrite=True", ours=()
+) -> Iterator[Path]:
+    """Check ``names`` with ``check_claim``, create ``folder``, yield it for the writing, then record
+    the files written in its manifest, so that the next call may replace them.
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> for _ in range(2):  # a re-run replaces what the first run wrote
+        ...     with claim(folder, ["a.txt"]) as out:
+        ...         write_atomically(out / "a.txt", "hello")
+        >>> sorted(p.name for p in folder.iterdir())
+        ['.workbench-files.json', 'a.txt']
+    """
+    names = list(names)
+    folder = Path(folder)
+    check_claim(folder, names, overwrite, allow=allow, ours=ours)
+    with naming(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+    before = {name: _identity(folder / name) for name in names}
+    try:
+        yield folder
+    finally:  # what was written is the workbench's, even if a later write failed
+        changed = [n for n in names if (folder / n).is_file() and _identity(folder / n) != before[n]]
+        if changed:
+            written = _manifest(folder)
+            write_json(folder / MANIFEST, {"files": {**written, **{n: _digest(folder / n) for n in changed}}})
+
+
+def _manifest(folder: Path) -> dict[str, str]:
+    """{name: digest} of the files the workbench wrote into ``folder`` ({} if none, or unreadable)."""
+    try:
+        files = json.loads((folder / MANIFEST).read_text()).get("files")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {str(k): v for k, v in files.items() if isinstance(v, str)} if isinstance(files, dict) else {}
+
+
+def _digest(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as handle:
+            return "sha256:" + hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError:  # a folder, or unreadable: not a file the workbench could have written
+        return None
+
+
+def _identity(path: Path) -> tuple | None:
+    """What tells a file replaced by ``atomic_path`` from the one before (a new inode: both existed
+    at once, so the number cannot be reused)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
+# --- owners and locks -------------------------------------------------------------------------
 
 
 def process_alive(pid: int) -> bool:

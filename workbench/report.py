@@ -30,7 +30,7 @@ from workbench.stats import METRIC_CHANGES
 log = logging.getLogger(__name__)
 
 RUN_COLUMNS = {"run_id", "status", "seconds", "error", "seed", "results_dir", "metrics_version"}
-MANIFEST = ".workbench-report.json"  # the files a report wrote into its folder, so it may rewrite them
+MANIFEST = ".workbench-report.json"  # read only: where reports before fs.claim listed the files they wrote
 TALLY = " tally"  # summary column suffix for counted text metrics
 _PAGE_HEAD = "<html><head><meta charset='utf-8'><title>Sweep report</title></head><body>"
 
@@ -223,6 +223,8 @@ def write_report(
     x: str | None = None,
     metrics: tuple[str, ...] = ("accuracy", "auc"),
     group: str | None = None,
+    overwrite: bool = False,
+    allow: str = "overwrite=True",
 ) -> Report:
     """Write summary.csv, summary.html, one PNG per metric and report.html into ``out_dir``.
 
@@ -231,10 +233,13 @@ def write_report(
     Args:
         x: the x axis: a swept parameter (default: ``epsilon`` if swept) or a metric like ``sparsity``.
         group: one line per value of this parameter (default: ``criterion`` if swept).
+        overwrite: replace files of those names that the workbench did not write (see ``fs.claim``).
+        allow: how the caller says ``overwrite``, for the refusal's message (the CLI: ``--overwrite``).
 
     Raises:
         FileNotFoundError: if ``runs_dir`` is not a folder.
-        FileExistsError: if ``out_dir`` holds a file of the same name that a report did not write.
+        FileExistsError: if ``out_dir`` holds a file of the same name that the workbench did not
+            write, and not ``overwrite`` (nothing is written).
         ValueError: if there is no successful run to summarise, or ``group`` is not a swept parameter.
     """
     frame, skipped = scan(runs_dir)
@@ -253,15 +258,15 @@ def write_report(
     plotted = [m for m in metrics if _plottable(summary, m, x)]
     out = Path(out_dir or Path(runs_dir) / "report")
     names = ["summary.csv", "summary.html", "report.html", *(f"{m}.png" for m in plotted)]
-    _claim_outputs(out, names)
     readable = with_plus_minus(summary)
-    fs.write_atomically(out / "summary.csv", summary.to_csv(index=False))
-    fs.write_atomically(out / "summary.html", readable.to_html(index=False))
-    images = {f"{m}.png": _plot(summary, x, m, group) for m in plotted}
-    for name, png in images.items():
-        fs.write_atomically(out / name, png)
-    failed = frame[frame["status"] == "failed"]
-    fs.write_atomically(out / "report.html", _html(readable, images, failed, skipped, notes))
+    with fs.claim(out, names, overwrite, allow=allow, ours=_earlier_report(out, names)):
+        fs.write_atomically(out / "summary.csv", summary.to_csv(index=False))
+        fs.write_atomically(out / "summary.html", readable.to_html(index=False))
+        images = {f"{m}.png": _plot(summary, x, m, group) for m in plotted}
+        for name, png in images.items():
+            fs.write_atomically(out / name, png)
+        failed = frame[frame["status"] == "failed"]
+        fs.write_atomically(out / "report.html", _html(readable, images, failed, skipped, notes))
     return Report(out / "report.html", readable, skipped)
 
 
@@ -285,25 +290,15 @@ def _plottable(summary: pd.DataFrame, metric: str, x: str | None) -> bool:
     return False
 
 
-def _claim_outputs(out: Path, names: list[str]) -> None:
-    """Make sure writing ``names`` into ``out`` replaces only files an earlier report wrote; record them."""
-    out.mkdir(parents=True, exist_ok=True)
-    manifest = out / MANIFEST
-    try:
-        ours = set(json.loads(manifest.read_text())["files"])
-    except (OSError, ValueError, KeyError, TypeError):
-        ours = _earlier_report(out, names)
-    foreign = [name for name in names if (out / name).exists() and name not in ours]
-    if foreign:
-        raise FileExistsError(
-            f"{out / foreign[0]} exists and was not written by a report; "
-            "choose another --out or move the file away (nothing was written)"
-        )
-    fs.write_json(manifest, {"files": sorted(ours | set(names))})
-
-
 def _earlier_report(out: Path, names: list[str]) -> set[str]:
-    """The files of a report written before reports kept a manifest, recognised by its page."""
+    """The files of a report written before ``fs.claim``: listed in its own manifest, or, before
+    reports kept one, recognised by its page (neither counts once ``fs.claim`` keeps the record)."""
+    if (out / fs.MANIFEST).exists():
+        return set()
+    try:
+        return set(json.loads((out / MANIFEST).read_text())["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
     try:
         page = (out / "report.html").read_text()
     except (OSError, UnicodeDecodeError):

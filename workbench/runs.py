@@ -20,6 +20,7 @@ is gone, are removed.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import itertools
@@ -32,6 +33,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,21 +72,31 @@ def json_safe(value):
 
 
 def write_results(
-    directory: str | Path | None, metrics: dict, layers: pd.DataFrame | None = None
+    directory: str | Path | None,
+    metrics: dict,
+    layers: pd.DataFrame | None = None,
+    *,
+    overwrite: bool = False,
 ) -> Path | None:
     """Write ``metrics.json`` (and ``layers.csv``) into ``directory``; returns the directory.
 
     This is what a notebook calls with its ``results_dir`` parameter. An empty ``directory`` (the
-    parameter's default in an interactive session) writes nothing and returns None.
+    parameter's default in an interactive session) writes nothing and returns None. Files this
+    function wrote before are replaced (a notebook run again); files of those names that the
+    workbench did not write are not, unless ``overwrite``.
+
+    Raises:
+        FileExistsError: naming a file of the user's in the way (nothing is written).
     """
     if not directory:
         log.info("no results_dir given: results not written")
         return None
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    if layers is not None:
-        fs.write_atomically(directory / "layers.csv", layers.to_csv(index=False))
-    fs.write_json(directory / "metrics.json", json_safe(metrics))
+    names = ["metrics.json"] + (["layers.csv"] if layers is not None else [])
+    with fs.claim(directory, names, overwrite):
+        if layers is not None:
+            fs.write_atomically(directory / "layers.csv", layers.to_csv(index=False))
+        fs.write_json(directory / "metrics.json", json_safe(metrics))
     return directory
 
 
@@ -270,6 +282,69 @@ def _json_dict(path: Path) -> dict:
     return value if isinstance(value, dict) else {}
 
 
+# --- one notebook into a file of the user's ---------------------------------------------------
+
+
+def run_notebook(
+    notebook: str | Path,
+    out: str | Path,
+    parameters: dict | None = None,
+    *,
+    prepare_only: bool = False,
+    overwrite: bool = False,
+    allow: str = "overwrite=True",
+) -> Path:
+    """Write ``notebook`` with ``parameters`` set into ``out``, executed (papermill) or, with
+    ``prepare_only``, ready to open; returns ``out``.
+
+    Unlike ``papermill``, it does not replace a file the workbench did not write (``fs.claim``).
+    Values given as text are converted to the types the notebook declares. The kernel runs in the
+    current folder, as papermill's does.
+
+    Raises:
+        FileNotFoundError: if the notebook does not exist.
+        ValueError: for a parameter the notebook does not declare or a value of the wrong type.
+        FileExistsError: if ``out`` is a file the workbench did not write (nothing is written).
+        papermill.PapermillExecutionError: a cell failed (``out`` shows where).
+    """
+    import papermill
+
+    out = Path(out)
+    if out.suffix != ".ipynb":
+        raise ValueError(f"out must be a .ipynb file, got {str(out)!r}")
+    values = checked_parameters(notebook, parameters or {})
+    with fs.claim(out.parent, [out.name], overwrite, allow=allow):
+        if not prepare_only:
+            _use_this_environments_kernel()
+        with fs.naming(out):  # papermill's writes into a full disk name no file
+            papermill.execute_notebook(
+                str(notebook), str(out), parameters=values, prepare_only=prepare_only, progress_bar=False
+            )
+    return out
+
+
+def checked_parameters(notebook: str | Path, parameters: dict) -> dict:
+    """``parameters`` converted to the types ``notebook`` declares (see ``coerce``).
+
+    Raises:
+        FileNotFoundError: if the notebook doesn't exist.
+        ValueError: for a parameter the notebook does not declare, or a value of the wrong type.
+    """
+    declared = notebook_parameters(notebook)
+    unknown = sorted(set(parameters) - set(declared))
+    if unknown:
+        raise ValueError(
+            f"parameters {unknown} are not declared by {Path(notebook).name}; it declares {sorted(declared)}"
+        )
+    values = {}
+    for name, value in parameters.items():
+        try:
+            values[name] = coerce(value, declared[name]["inferred_type_name"])
+        except ValueError as err:
+            raise ValueError(f"parameter {name!r} of {Path(notebook).name}: {err}") from None
+    return values
+
+
 # --- executing one run ------------------------------------------------------------------------
 
 
@@ -350,33 +425,48 @@ def execute_run(
             return RunOutcome(identity, params, "skipped")
         if _is_foreign(runs_dir / identity):
             return RunOutcome(identity, params, "failed", error=_in_the_way(runs_dir / identity))
-        partial = _make_partial(runs_dir, identity)
-        fs.write_json(partial / "params.json", json_safe(params))
-        version = notebook_version(notebook)  # before it runs: the code it runs
-        started = time.time()
-        error = _execute(notebook, params, partial, kernel_name) or _missing_results(partial, results)
-        info = {
-            "run_id": identity,
-            "notebook": str(notebook),
-            "notebook_version": version,
-            "status": "failed" if error else "ok",
-            "started": started,
-            "ended": time.time(),
-            "error": error,
-            "results": list(results),
-            "metrics_version": METRICS_VERSION,
-        }
-        fs.write_json(partial / "run.json", json_safe(info))
-        status = _publish(partial, runs_dir / identity, info["status"])
+        with _removed_on_error(_make_partial(runs_dir, identity), identity) as partial:
+            fs.write_json(partial / "params.json", json_safe(params))
+            version = notebook_version(notebook)  # before it runs: the code it runs
+            started = time.time()
+            error = _execute(notebook, params, partial, kernel_name) or _missing_results(partial, results)
+            info = {
+                "run_id": identity,
+                "notebook": str(notebook),
+                "notebook_version": version,
+                "status": "failed" if error else "ok",
+                "started": started,
+                "ended": time.time(),
+                "error": error,
+                "results": list(results),
+                "metrics_version": METRICS_VERSION,
+            }
+            fs.write_json(partial / "run.json", json_safe(info))
+            status = _publish(partial, runs_dir / identity, info["status"])
     return RunOutcome(identity, params, status, info["ended"] - started, error)
 
 
 def _make_partial(runs_dir: Path, identity: str) -> Path:
     """A fresh partial folder, marked with its owner so that only the workbench ever cleans it."""
     partial = Path(tempfile.mkdtemp(prefix=f"{PARTIAL_PREFIX}{identity}-{os.getpid()}-", dir=runs_dir))
-    give_usual_mode(partial)
-    fs.write_json(partial / OWNER_FILE, {**fs.owner(), "run_id": identity})
+    with _removed_on_error(partial, identity):
+        give_usual_mode(partial)
+        fs.write_json(partial / OWNER_FILE, {**fs.owner(), "run_id": identity})
     return partial
+
+
+@contextlib.contextmanager
+def _removed_on_error(partial: Path, identity: str) -> Iterator[Path]:
+    """Yield ``partial``; remove it if the block raises (a full disk, Ctrl-C), rather than leave it
+    for the next sweep, and say in an OSError which run was lost."""
+    try:
+        yield partial
+    except BaseException as err:
+        shutil.rmtree(partial, ignore_errors=True)
+        if isinstance(err, OSError) and err.errno is not None and err.filename is not None:
+            why = f"{err.strerror} (run {identity} not saved; its partial folder was removed)"
+            raise OSError(err.errno, why, err.filename) from err
+        raise
 
 
 # The kernel's own log is not the notebook's output: jupyter_client interrupts every kernel as it shuts it
