@@ -322,3 +322,45 @@ def write_finished_run(runs_dir: Path, name: str, params: dict, metrics, status:
     (folder / "params.json").write_text(json.dumps(params))
     (folder / "metrics.json").write_text(metrics if isinstance(metrics, str) else json.dumps(metrics))
     return folder
+
+
+@pytest.fixture
+def read_only(monkeypatch):
+    """Make a folder read-only: ``read_only(folder)``. Mode 0o555, and since mode bits do not stop
+    root (CI), the workbench's write test (``paths.is_writable``) also meets EROFS below it."""
+    import errno
+
+    from workbench import paths
+
+    frozen: list[Path] = []
+    real_try = getattr(paths, "_try_write", None)
+
+    def try_write(folder):
+        if any(Path(folder).resolve().is_relative_to(f) for f in frozen):
+            raise OSError(errno.EROFS, "Read-only file system", str(folder))
+        real_try(folder)
+
+    monkeypatch.setattr(paths, "_try_write", try_write, raising=False)  # False: also runs on code without it
+
+    def freeze(folder: Path) -> Path:
+        for path in [folder, *folder.rglob("*")]:
+            if path.is_dir():
+                path.chmod(0o555)
+        frozen.append(folder.resolve())
+        return folder
+
+    yield freeze
+    for folder in frozen:
+        for path in [folder, *folder.rglob("*")]:
+            if path.is_dir():
+                path.chmod(0o755)
+
+
+@pytest.fixture
+def shared_data(tmp_path, monkeypatch):
+    """WORKBENCH_DATA at tmp_path/shared and the user's folder (XDG_CACHE_HOME) at tmp_path/user;
+    returns (shared data folder, the user's workbench folder)."""
+    monkeypatch.setenv("WORKBENCH_DATA", str(tmp_path / "shared"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user"))
+    (tmp_path / "shared").mkdir()
+    return tmp_path / "shared", tmp_path / "user" / "workbench"

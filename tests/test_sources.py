@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -72,3 +73,37 @@ def test_loadDataset_FolderThatDoesNotExist_SaysNoSuchFolder(tmp_path):
 
     with pytest.raises(ValueError, match=r"no file or folder .*my_scans exists"):
         load_dataset(tmp_path / "my_scans")
+
+
+# --- a shared, read-only data folder ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("shared_has_phantom", [True, False])
+def test_loadPhantom_ReadOnlyDataFolder_ReadsItsPhantomElseMakesOneInTheUserFolder(
+    shared_data, read_only, monkeypatch, tmp_path, shared_has_phantom
+):
+    shared, user = shared_data
+    folder = generate_phantoms(tmp_path / "made" / "phantom", n_volumes=12, shape=(16, 16, 8), seed=2)
+    if shared_has_phantom:
+        (shared / "phantom").mkdir()
+    read_only(shared)
+    asked = []
+    monkeypatch.setattr(sources, "ensure_phantoms", lambda data_dir: asked.append(data_dir) or folder)
+    assert load_dataset("phantom").name == "phantom"
+    assert asked == [shared if shared_has_phantom else user]
+
+
+def test_loadDataset_MedmnistName_ReadOnlyDataFolder_DownloadsIntoAndReadsFromTheUserFolder(
+    shared_data, read_only, monkeypatch
+):
+    shared, user = shared_data
+    read_only(shared)
+    def download(name, folder):  # as medmnist.download: makes the folder, returns the file
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        return write_npz(Path(folder) / f"{name}.npz")
+
+    monkeypatch.setattr(sources, "download", download)
+    assert load_dataset("pneumoniamnist", allow_download=True).class_names == ("normal", "pneumonia")
+    assert (user / "pneumoniamnist.npz").is_file()
+    monkeypatch.setattr(sources, "download", lambda *a: pytest.fail("downloaded a file the user folder has"))
+    assert len(load_dataset("pneumoniamnist").train) == 40

@@ -167,3 +167,51 @@ def test_recalibrate_batchnorm_NestedModel_MovingMeanIsTheImagesMean_WeightsUnto
     np.testing.assert_allclose(norm.moving_mean.numpy(), conv(images).numpy().mean(axis=(0, 1, 2)), atol=1e-4)
     assert norm.momentum == 0.99  # restored
     np.testing.assert_array_equal(conv.kernel.numpy(), kernel)
+
+
+# --- a shared, read-only data folder ----------------------------------------------------------
+
+
+def test_baseline_ReadOnlyDataFolderWithCache_TrainsOnceKeepsItInUserCacheWithOneNote(
+    shared_data, read_only, tiny_dataset, monkeypatch, caplog
+):
+    shared, user = shared_data
+    (shared / "cache").mkdir()
+    read_only(shared)
+    with caplog.at_level("WARNING", logger="workbench.paths"):
+        trained, history = baseline(tiny_dataset, "seed_cnn", QUICK, progress=False)
+        monkeypatch.setattr(train, "fit", lambda *a, **k: pytest.fail("retrained a cached baseline"))
+        cached, cached_history = baseline(tiny_dataset, "seed_cnn", QUICK, progress=False)
+    assert len(history["loss"]) == QUICK.epochs and cached_history == history
+    assert _weights_equal(trained, cached)
+    assert [p.name for p in (user / "cache").glob("*.keras")] == [
+        f"seed_cnn-{train.cache_key(tiny_dataset, 'seed_cnn', QUICK)}.keras"
+    ]
+    assert list((shared / "cache").iterdir()) == []
+    notes = [r.getMessage() for r in caplog.records]
+    assert len(notes) == 1 and "read-only" in notes[0] and str(user / "cache") in notes[0]
+
+
+def test_baseline_ReadOnlyDataFolder_ReadsTheSharedCacheFirst(
+    shared_data, read_only, tiny_dataset, monkeypatch
+):
+    shared, user = shared_data
+    prepared, _ = baseline(tiny_dataset, "seed_cnn", QUICK, progress=False)  # the teacher's run
+    read_only(shared)
+    monkeypatch.setattr(
+        train, "fit", lambda *a, **k: pytest.fail("retrained a baseline the shared cache has")
+    )
+    loaded, history = baseline(tiny_dataset, "seed_cnn", QUICK, progress=False)
+    assert _weights_equal(prepared, loaded) and history
+    assert not user.exists()
+
+
+def test_baseline_CacheCannotBeWritten_ReturnsTheTrainedModelAndWarnsNamingTheFile(tmp_path, tiny_dataset):
+    (tmp_path / "a_file").write_text("not a folder")  # a real write failure, root or not
+    with pytest.warns(
+        UserWarning, match=r"could not cache the trained baseline as .*a_file/cache/seed_cnn-.*\.keras"
+    ):
+        model, history = baseline(
+            tiny_dataset, "seed_cnn", QUICK, cache_dir=tmp_path / "a_file" / "cache", progress=False
+        )
+    assert model.output_shape == (None, 2) and len(history["loss"]) == QUICK.epochs

@@ -6,6 +6,7 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
+from workbench import paths
 from workbench.data import Dataset, load_npz
 from workbench.medmnist import CLASS_NAMES, download
 from workbench.nifti import MODES, load_nifti_folder
@@ -96,7 +97,9 @@ def load_phantom(
     ``mode="volume"`` gives whole 16x32x32 volumes labelled "lesion anywhere in this volume"
     (dataset ``phantom3d``, 120 volumes, small enough for tests).
     """
-    folder = ensure_phantoms(data_dir())
+    # a shared data folder's phantom is read as it is; a missing one is generated where we may write
+    root = data_dir() if (data_dir() / "phantom").exists() else paths.writable("phantom").parent
+    folder = ensure_phantoms(root)
     size = PHANTOM_VOLUME_SIZE if mode == "volume" else PHANTOM_IMAGE_SIZE
     dataset = load_nifti_folder(
         folder, mode=mode, size=size, seed=seed, class_names=class_names or PHANTOM_CLASSES
@@ -114,14 +117,14 @@ def _phantom_mode(name: str, mode: str | None) -> str:
 
 
 def _load_medmnist_by_name(name: str, allow_download: bool, class_names) -> Dataset:
-    path = data_dir() / f"{name}.npz"
-    if not path.is_file():
+    path = paths.find(f"{name}.npz")
+    if path is None:
         if not allow_download:
             raise FileNotFoundError(
-                f"{path} is missing; download it with `python -m workbench download {name}` "
-                "or pass allow_download=True"
+                f"{data_dir() / f'{name}.npz'} is missing; download it with "
+                f"`python -m workbench download {name}` or pass allow_download=True"
             )
-        download(name, data_dir())
+        path = download(name, paths.writable(f"{name}.npz").parent)
     return load_npz(path, class_names=class_names or CLASS_NAMES[name])
 
 

@@ -1,7 +1,8 @@
 """Seeded training, and a cache of trained baselines keyed by (data, model, seed, recipe).
 
 A baseline trained once is reused: ``baseline(dataset)`` trains on the first call and loads
-from ``data/cache`` (see ``workbench.paths``) afterwards. Cache writes go to a temporary file
+from the cache afterwards (``data/cache``, or the user's cache folder when the data folder is
+read-only: see ``workbench.paths``). Cache writes go to a temporary file
 that is renamed into place, so a killed training leaves nothing a later run would load.
 """
 
@@ -11,17 +12,18 @@ import hashlib
 import json
 import logging
 import math
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from workbench import paths
 from workbench.compat import keras, tf
 from workbench.data import Dataset
 from workbench.fs import atomic_path, write_atomically
 from workbench.heads import Head, as_head
 from workbench.models import build_model, check_model_fits, load_user_model
-from workbench.paths import cache_dir as default_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +193,8 @@ def baseline(
     cache_dir: str | Path | None = None,
     progress: bool = True,
     train_user_model: bool = False,
+    custom_objects: dict | None = None,
+    safe_mode: bool = True,
 ) -> tuple[keras.Model, dict[str, list[float]]]:
     """Return a trained baseline for ``dataset``, training it only if the cache has none.
 
@@ -202,33 +206,51 @@ def baseline(
         model: a builder name from ``workbench.models.BUILDERS`` or a path to a user's ``.keras``.
         recipe: epochs, batch size, learning rate and seed.
         train_user_model: train a user's model before exploring it (off: explore it as given).
+        cache_dir: the one folder to read and write cached baselines (default: the data folder's
+            ``cache`` for reading, ``workbench.paths.cache_dir()`` for writing; see there).
+        custom_objects, safe_mode: for a user's model, as ``workbench.models.load_user_model``.
 
     Returns:
-        (the model, its training history).
+        (the model, its training history). A model trained here is returned even if caching it
+        fails (a warning names the file).
 
     Example:
         >>> model, history = baseline(load_default(), "seed_cnn", Recipe(epochs=5))  # doctest: +SKIP
     """
     if not isinstance(train_user_model, bool):
         raise ValueError(f"train_user_model must be True or False, got {train_user_model!r}")
+    load_options = dict(custom_objects=custom_objects, safe_mode=safe_mode)
     if _is_model_file(model) and not train_user_model:
         log.info("exploring the user's model %s as given (no training)", model)
-        return load_user_model(model, dataset), {}
-    path = (
-        Path(cache_dir or default_cache_dir())
-        / f"{Path(str(model)).stem}-{cache_key(dataset, model, recipe)}.keras"
-    )
-    if path.is_file():
-        log.info("loading cached baseline %s", path)
-        cached = keras.models.load_model(path)
-        check_model_fits(cached, dataset, where=str(path))
-        return cached, _read_history(path)
+        return load_user_model(model, dataset, **load_options), {}
+    name = f"{Path(str(model)).stem}-{cache_key(dataset, model, recipe)}.keras"
+    found = Path(cache_dir) / name if cache_dir else paths.find_cached(name)
+    if found is not None and found.is_file():
+        log.info("loading cached baseline %s", found)
+        cached = keras.models.load_model(found, **load_options)
+        check_model_fits(cached, dataset, where=str(found))
+        return cached, _read_history(found)
     seed_everything(recipe.seed)
-    net = build_model(str(model), dataset) if not _is_model_file(model) else load_user_model(model, dataset)
+    if _is_model_file(model):
+        net = load_user_model(model, dataset, **load_options)
+    else:
+        net = build_model(str(model), dataset)
     compile_model(net, recipe.learning_rate)
     history = fit(net, dataset, recipe, progress=progress)
-    save_atomically(net, path, history)
+    _save_or_warn(net, Path(cache_dir or paths.cache_dir()) / name, history)
     return net, history
+
+
+def _save_or_warn(model: keras.Model, path: Path, history: dict) -> None:
+    """Cache a freshly trained baseline; a failed write costs the cache entry, never the model."""
+    try:
+        save_atomically(model, path, history)
+    except OSError as err:
+        warnings.warn(
+            f"could not cache the trained baseline as {path} ({err}); it is returned but not saved, "
+            "so the next run trains it again",
+            stacklevel=3,
+        )
 
 
 def cache_key(dataset: Dataset, model: str | Path, recipe: Recipe) -> str:
