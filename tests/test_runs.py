@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import subprocess
 import sys
 
+import nbformat
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import write_finished_run
 
 from workbench.__main__ import main
+from workbench.paths import PROJECT_ROOT
 from workbench.report import summarize, write_report
 from workbench.runs import json_safe, load, scan, write_results
 
@@ -255,3 +259,56 @@ def test_with_plus_minus_APValue_KeepsItsSize():
         }
     )
     assert with_plus_minus(summary).loc[0, "mcnemar_p"] == "mean 0.00031"
+
+
+README = PROJECT_ROOT / "README.md"
+
+
+def _readme_notebook_commands() -> list[str]:
+    """README's `python -m workbench notebook` commands, as written (continued lines joined)."""
+    found = re.findall(r"\.venv/bin/python -m workbench notebook (?:[^`\n\\]|\\\n)*", README.read_text())
+    return [" ".join(command.replace("\\\n", " ").split()) for command in found]
+
+
+def _out_of(command: str) -> str:
+    """The file a `python -m workbench notebook NOTEBOOK OUT ...` command writes."""
+    words, positional = shlex.split(command)[4:], []
+    while words:
+        word = words.pop(0)
+        if word == "-p":
+            del words[:2]  # NAME VALUE
+        elif not word.startswith("-"):
+            positional.append(word)
+    return positional[1]
+
+
+@pytest.fixture
+def checkout_copy(tmp_path):
+    """A folder to run README's commands in: the project's notebooks and environment, nothing else."""
+    for name in ("notebooks", ".venv"):
+        (tmp_path / name).symlink_to(PROJECT_ROOT / name)
+    return tmp_path
+
+
+def test_readme_NotebookCommands_RefuseToReplaceAFileOfTheUsers(checkout_copy):
+    """README's papermill commands replaced an existing my_explorer.ipynb without a word."""
+    commands = _readme_notebook_commands()
+    assert len(commands) == 3 and not re.search(r"bin/papermill (?!--help-notebook)", README.read_text())
+    for command in commands:
+        out = checkout_copy / _out_of(command)
+        out.write_text("the user's own notebook")
+        done = subprocess.run(["bash", "-c", command], cwd=checkout_copy, capture_output=True, text=True)
+        assert done.returncode == 2, done.stderr
+        assert f"{_out_of(command)} exists and was not written by the workbench" in done.stderr
+        assert "--overwrite replaces it" in done.stderr and out.read_text() == "the user's own notebook"
+        out.unlink()
+
+
+def test_readme_PrepareOnlyCommand_WritesTheCopy_AndRunsAgain(checkout_copy):
+    (command,) = [c for c in _readme_notebook_commands() if "--prepare-only" in c]
+    for _ in range(2):  # the second replaces what the first wrote
+        done = subprocess.run(["bash", "-c", command], cwd=checkout_copy, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    notebook = nbformat.read(checkout_copy / _out_of(command), as_version=4)
+    injected = [c for c in notebook.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert injected and 'dataset = "pneumoniamnist"' in injected[0].source

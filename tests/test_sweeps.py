@@ -514,3 +514,26 @@ def test_execute_KernelThatDiesWhileStarting_IsStartedAgain_ButANotebookErrorIsN
     monkeypatch.setattr(papermill, "execute_notebook", broken)
     assert runs._execute("nb.ipynb", {}, tmp_path, "python3")["evalue"] == "something else"
     assert len(calls) == 1
+
+
+def test_sweep_FullDisk_NamesTheFile_AndRemovesItsPartialFolder(notebook, tmp_path, monkeypatch, capsys):
+    """It stopped with "error: [Errno 28] No space left on device", and the partial folder stayed."""
+    runs_dir = tmp_path / "runs"
+    real_write = Path.write_bytes
+
+    def executed(notebook, params, partial, kernel_name):  # the notebook ran; no kernel needed here
+        (partial / "metrics.json").write_text("{}")
+        return {}
+
+    def fills_the_disk(path, payload):
+        if "run.json" in path.name:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(path, payload)
+
+    monkeypatch.setattr(run_store, "_execute", executed)
+    monkeypatch.setattr(Path, "write_bytes", fills_the_disk)
+    assert main(_cli(notebook, runs_dir, "-p", "x", "1")) == 2
+    err = capsys.readouterr().err.splitlines()[-1]  # after the progress bar
+    assert err.startswith(f"error: {runs_dir.resolve()}/.partial-tiny-")
+    assert "/run.json: No space left on device (run tiny-" in err and "its partial folder was removed" in err
+    assert [p.name for p in runs_dir.iterdir()] == [".locks"]
