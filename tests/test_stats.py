@@ -312,7 +312,7 @@ _NAN_SCORES = np.array([0.1, np.nan, 0.35, 0.8])
         (lambda: auc_ci([0, 0.5, 1, 1], _SCORES), "labels must be 0/1"),
         (lambda: auc_ci([0, np.nan, 1, 1], _SCORES), "labels must be 0/1"),
         (lambda: auc_ci(_LABELS, _PROBS), r"scores must have 1 dimension\(s\), got shape \(4, 2\)"),
-        (lambda: auc_ci(_LABELS, _SCORES, level=np.nan), r"level must be a number in \(0, 1\), got nan"),
+        (lambda: auc_ci(_LABELS, _SCORES, level=np.nan), r"level must be in \(0, 1\), got nan"),
         (lambda: compare_auc(_LABELS, _SCORES, _SCORES[:3]), "scores_a has 4 entries but scores_b has 3"),
         (lambda: compare_auc(_LABELS, _SCORES, _NAN_SCORES), "scores_b must be finite numbers"),
         (lambda: delong(_LABELS, _SCORES, _NAN_SCORES), r"scores\[1\] must be finite numbers"),
@@ -322,7 +322,7 @@ _NAN_SCORES = np.array([0.1, np.nan, 0.35, 0.8])
         (lambda: wilson_ci(-1, 10), "successes must be a whole number >= 0, got -1"),
         (lambda: wilson_ci(True, 10), "successes must be a whole number"),
         (lambda: wilson_ci(11, 10), r"successes must be in \[0, trials=10\], got 11"),
-        (lambda: wilson_ci(3, 10, level=95), r"level must be a number in \(0, 1\), got 95"),
+        (lambda: wilson_ci(3, 10, level=95), r"level must be in \(0, 1\), got 95"),
         (
             lambda: mcnemar_p([1, 0, 0.5], [1, 1, 0]),
             r"correct_a must be 0/1 or booleans, got values such as \[0\.5\]",

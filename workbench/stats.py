@@ -109,7 +109,7 @@ def _check_margin(margin) -> None:
 
 def _z(level: float) -> float:
     if isinstance(level, bool) or not isinstance(level, numbers.Real) or not 0 < level < 1:
-        raise ValueError(f"level must be a number in (0, 1), got {level!r}")
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
     return float(stats.norm.ppf(0.5 + level / 2))
 
 
