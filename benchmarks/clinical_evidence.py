@@ -25,7 +25,14 @@ from _common import pneumonia
 
 from workbench.curves import Evaluator, evaluate_model, split_probabilities, stacked_images
 from workbench.data import stratified_sample
-from workbench.evaluate import EVIDENCE_KEYS, OperatingPoint, compare_to_dense, settle
+from workbench.evaluate import (
+    EVIDENCE_KEYS,
+    OperatingPoint,
+    Predictions,
+    compare_to_dense,
+    images_fingerprint,
+    settle,
+)
 from workbench.heads import as_head
 from workbench.masks import overall_sparsity
 from workbench.prune import (
@@ -52,8 +59,10 @@ def check(ok: bool, message: str, failures: list[str]) -> None:
 
 
 def check_dense_against_itself(evaluator: Evaluator, failures: list[str]) -> None:
-    dense = (evaluator.dense_val, evaluator.dense_test)
-    same = compare_to_dense(dense, dense, evaluator.val.labels, evaluator.test.labels)
+    val, test = evaluator.val, evaluator.test  # the evaluator's own dense pass of these images
+    images = images_fingerprint(val.images, test.images)
+    dense = Predictions(evaluator.dense_val, evaluator.dense_test, val.labels, test.labels, images)
+    same = compare_to_dense(dense, dense)
     check(same["auc_difference"] == 0, f"dense vs dense difference {same['auc_difference']}", failures)
     check(
         same["noninferiority"] == "non-inferior", f"dense vs dense verdict {same['noninferiority']}", failures

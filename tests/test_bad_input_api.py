@@ -14,7 +14,7 @@ import pytest
 from conftest import tiny_head_model
 
 from workbench.curves import Evaluator, evaluate_model, log_grid
-from workbench.evaluate import compare_to_dense, validated_metrics
+from workbench.evaluate import Predictions, compare_to_dense, validated_metrics
 from workbench.explorer import Explorer
 from workbench.heads import detect_head
 from workbench.masks import check_masks, select
@@ -343,7 +343,7 @@ CASES = [
     ),
     (
         "compare_to_dense labels 1..3",
-        lambda m, d, t: compare_to_dense(_pairs(), _pairs(), np.array([1, 2, 3, 1]), np.array([1, 2, 3, 1])),
+        lambda m, d, t: compare_to_dense(*[Predictions(*_pairs(), *[np.array([1, 2, 3, 1])] * 2, "x")] * 2),
         ValueError,
         r"val labels must be class indices in \[0, 3\), got 1\.\.3",
     ),
@@ -392,7 +392,8 @@ CASES = [
     (
         "compare_to_dense 3 vs 2 columns",
         lambda m, d, t: compare_to_dense(
-            _pairs(), _probs_and_labels()[:1] * 2, *[np.array([0, 1, 0, 1])] * 2
+            Predictions(*_pairs(), *[np.array([0, 1, 0, 1])] * 2, "x"),
+            Predictions(*_probs_and_labels()[:1] * 2, *[np.array([0, 1, 0, 1])] * 2, "x"),
         ),
         ValueError,
         "must have the same shape",

@@ -9,7 +9,10 @@ from sklearn.metrics import roc_auc_score
 
 from workbench.evaluate import (
     EVIDENCE_KEYS,
+    NO_VERDICT,
+    ChanceReferenceWarning,
     OperatingPoint,
+    Predictions,
     auc,
     changed_predictions,
     clinical_metrics,
@@ -28,6 +31,12 @@ from workbench.prune import apply_masks
 def _binary(p_positive):
     p = np.asarray(p_positive, dtype=float)
     return np.stack([1 - p, p], axis=1)
+
+
+def _tagged(val, test, val_labels, test_labels):
+    """Predictions of hand-made probabilities, all tagged as of one set of images (the statistics'
+    tests; ``curves.predictions`` tags a model's real outputs)."""
+    return Predictions(val, test, val_labels, test_labels, images="hand-made")
 
 
 def test_auc_AgreesWithScikitLearn_BinaryAndMultiClass():
@@ -229,7 +238,7 @@ def test_compare_to_dense_DenseAgainstItself_ZeroDifferenceNonInferior():
     rng = np.random.default_rng(9)
     val, val_labels = _scores(rng, 200)
     test, test_labels = _scores(rng, 300)
-    evidence = compare_to_dense((val, test), (val, test), val_labels, test_labels)
+    evidence = compare_to_dense(*[_tagged(val, test, val_labels, test_labels)] * 2)
     assert tuple(evidence) == EVIDENCE_KEYS
     assert evidence["auc_difference"] == 0 and evidence["auc_difference_p"] == 1.0
     assert evidence["noninferiority"] == "non-inferior" and evidence["mcnemar_p"] == 1.0
@@ -245,7 +254,8 @@ def test_compare_to_dense_UselessPrunedModel_IsInferior_AndMcNemarSeesIt():
     val, val_labels = _scores(rng, 200, shift=2.0)
     test, test_labels = _scores(rng, 400, shift=2.0)
     noise = _binary(rng.random(400))
-    evidence = compare_to_dense((val, test), (_binary(rng.random(200)), noise), val_labels, test_labels)
+    dense = _tagged(val, test, val_labels, test_labels)
+    evidence = compare_to_dense(dense, _tagged(_binary(rng.random(200)), noise, val_labels, test_labels))
     assert evidence["noninferiority"] == "inferior"
     assert evidence["auc_difference_high"] < -0.02 and evidence["auc_difference_p"] < 1e-6
     assert evidence["mcnemar_p"] < 1e-6
@@ -256,7 +266,7 @@ def test_compare_to_dense_SingleClassTest_VerdictUndefined_NoNumbers():
     val, val_labels = _scores(rng, 100)
     test = _binary(rng.random(20))
     with pytest.warns(UndefinedMetricWarning, match="AUC evidence is undefined"):
-        evidence = compare_to_dense((val, test), (val, test), val_labels, np.ones(20, int))
+        evidence = compare_to_dense(*[_tagged(val, test, val_labels, np.ones(20, int))] * 2)
     assert evidence["noninferiority"] == "undefined"
     assert evidence["auc"] is None and evidence["auc_difference_p"] is None
     assert evidence["specificity"] is None and evidence["sensitivity"] is not None
@@ -267,7 +277,7 @@ def test_compare_to_dense_MultiClass_MacroDeLongIntervals():
     labels = rng.integers(0, 3, 150)
     logits = rng.normal(size=(150, 3)) + 2 * np.eye(3)[labels]
     probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    evidence = compare_to_dense((probs, probs), (probs, probs), labels, labels)
+    evidence = compare_to_dense(*[_tagged(probs, probs, labels, labels)] * 2)
     assert evidence["auc"] == pytest.approx(roc_auc_score(labels, probs, multi_class="ovr"))
     assert evidence["auc_difference"] == 0 and evidence["auc_difference_p"] == 1.0
     assert evidence["auc_difference_low"] == evidence["auc_difference_high"] == 0
@@ -278,7 +288,7 @@ def test_compare_to_dense_MultiClass_MacroDeLongIntervals():
 def test_compare_to_dense_BadMargin_Raises():
     probs, labels = _binary([0.2, 0.8]), np.array([0, 1])
     with pytest.raises(ValueError, match="margin"):
-        compare_to_dense((probs, probs), (probs, probs), labels, labels, margin=-0.1)
+        compare_to_dense(*[_tagged(probs, probs, labels, labels)] * 2, margin=-0.1)
 
 
 # --- the fast Evaluator and the one-shot evaluate_model agree --------------------------------
@@ -330,3 +340,147 @@ def test_validated_metrics_UlpNoiseOfAConstantModel_TiesInsteadOfRanking():
     assert roc_auc_score(labels, p) == 1.0  # the noise alone would rank every case perfectly
     m = validated_metrics(_binary(p), labels, _binary(p), labels)
     assert m["auc"] == 0.5
+
+
+# --- a dense reference must be of the same images (issue 25, item 3) --------------------------
+
+
+def test_compare_to_dense_IssuesShuffledRawArrays_AreRefusedSayingWhatToPass():
+    rng = np.random.default_rng(13)
+    pv, yv = _scores(rng, 100)
+    pt, yt = _scores(rng, 100)
+    perm = rng.permutation(100)  # the dense probabilities of other images, of the same shape
+    with pytest.raises(
+        ValueError,
+        match=r"dense must be Predictions, made by workbench\.curves\.predictions\(model, dataset\)",
+    ):
+        compare_to_dense((pv, pt[perm]), (pv, pt), yv, yt)
+
+
+def _shuffled(data, seed=0):
+    from workbench.data import Dataset
+
+    order = np.random.default_rng(seed).permutation(len(data.test))
+    return Dataset(data.name, data.train, data.val, data.test.subset(order), data.class_names)
+
+
+def test_compare_to_dense_PredictionsOfOtherImages_AreRefused(trained_tiny):
+    from workbench.curves import predictions
+
+    model, data = trained_tiny
+    with pytest.raises(ValueError, match="dense and pruned are predictions of different images"):
+        compare_to_dense(predictions(model, _shuffled(data)), predictions(model, data))
+
+
+def test_compare_to_dense_Predictions_GiveExactlyEvaluateModelsEvidence(trained_tiny):
+    from workbench.curves import evaluate_model, predictions
+    from workbench.prune import PruneSpec, make_masks
+    from workbench.scores import Scorer
+
+    model, data = trained_tiny
+    keep = make_masks(
+        Scorer(model, data.val.images, data.val.labels), PruneSpec("magnitude", sparsity=0.5)
+    ).keep
+    pruned = apply_masks(model, keep)
+    evidence = compare_to_dense(predictions(model, data), predictions(pruned, data))
+    slow = evaluate_model(pruned, data.val, data.test, dense=model)
+    assert evidence == {key: slow[key] for key in EVIDENCE_KEYS}
+
+
+@pytest.mark.parametrize(
+    "call, pattern",
+    [
+        (lambda p: compare_to_dense(p, (p.val, p.test)), "pruned must be Predictions"),
+        (
+            lambda p: compare_to_dense(p, p, p.val_labels, p.test_labels),
+            "takes the labels from the Predictions",
+        ),
+        (
+            lambda p: compare_to_dense(
+                p, Predictions(p.val, p.test, p.val_labels, 1 - p.test_labels, p.images)
+            ),
+            "different test_labels for the same images",
+        ),
+        (lambda p: Predictions(p.val, p.test, p.val_labels, p.test_labels, ""), "images must be the images'"),
+        (
+            lambda p: Predictions(p.val, p.test[:, :1], p.val_labels, p.test_labels, "x"),
+            "test probabilities must",
+        ),
+    ],
+)
+def test_compare_to_dense_PredictionsMisused_AreRefused(call, pattern):
+    rng = np.random.default_rng(14)
+    val, val_labels = _scores(rng, 40)
+    test, test_labels = _scores(rng, 40)
+    with pytest.raises(ValueError, match=pattern):
+        call(_tagged(val, test, val_labels, test_labels))
+
+
+# --- a reference no better than chance gets no verdict (issue 25, item 10) --------------------
+
+
+def test_compare_to_dense_ConstantDenseModel_NoVerdict_WarnsNamingTheCure():
+    labels = np.array([0, 1] * 30)
+    constant = _tagged(_binary(np.full(60, 0.5)), _binary(np.full(60, 0.5)), labels, labels)
+    with pytest.warns(ChanceReferenceWarning, match="outputs are the same .*train.recalibrate_batchnorm"):
+        evidence = compare_to_dense(constant, constant)
+    assert evidence["dense_auc"] == evidence["auc"] == 0.5
+    assert evidence["noninferiority"] == NO_VERDICT  # it said "non-inferior" (0.5 vs 0.5)
+
+
+def test_compare_to_dense_DenseAtChance_NoVerdict_WarnsWithItsInterval():
+    rng = np.random.default_rng(15)
+    labels = np.array([0, 1] * 40)
+    chance = _tagged(_binary(rng.random(80)), _binary(rng.random(80)), labels, labels)
+    with pytest.warns(ChanceReferenceWarning, match=r"test AUC is 0\.\d+ \[0\.\d+, 0\.\d+\] on 80 images"):
+        evidence = compare_to_dense(chance, chance)
+    assert evidence["noninferiority"] == NO_VERDICT
+
+
+def _constant_model(model):
+    from workbench.registry import get_kernels
+
+    return apply_masks(model, {name: np.zeros(k.shape, bool) for name, k in get_kernels(model).items()})
+
+
+def test_evaluate_model_ConstantModel_WarnsItIsNoReference(trained_tiny):
+    from workbench.curves import evaluate_model
+
+    model, data = trained_tiny
+    with pytest.warns(ChanceReferenceWarning, match="the model's outputs are the same"):
+        metrics = evaluate_model(_constant_model(model), data.val, data.test)
+    assert metrics["auc"] == 0.5
+
+
+def test_evaluator_ConstantDenseModel_DenseAndEveryPointGetNoVerdict(trained_tiny):
+    from workbench.curves import Evaluator
+    from workbench.registry import get_kernels
+
+    model, data = trained_tiny
+    with pytest.warns(ChanceReferenceWarning, match="the dense model's outputs"):
+        evaluator = Evaluator(_constant_model(model), data.val, data.test)
+        point = evaluator.evaluate({name: np.ones(k.shape, bool) for name, k in get_kernels(model).items()})
+    assert evaluator.dense_metrics["noninferiority"] == point["noninferiority"] == NO_VERDICT
+
+
+# --- ranking metrics from unrounded probabilities (issue 25, item 12) -------------------------
+
+
+def _saturated(rng, n=300, dtype=np.float64):
+    """Saturated outputs: positives and half the negatives within 1e-7 of 1, as MobileNetV3Small's."""
+    labels = rng.integers(0, 2, n)
+    near_one = 1 - rng.integers(1, 400, n) * (1e-9 if dtype == np.float64 else 6e-8)
+    p = np.where((labels == 1) | (rng.random(n) < 0.5), near_one, rng.random(n) * 0.9)
+    return np.stack([1 - p, p], axis=1).astype(dtype), labels
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_validated_metrics_SaturatedProbabilities_AucEqualsScikitLearn(dtype):
+    rng = np.random.default_rng(16)
+    val, val_labels = _saturated(rng, dtype=dtype)
+    test, test_labels = _saturated(rng, dtype=dtype)
+    expected = roc_auc_score(test_labels, test[:, 1])
+    assert validated_metrics(val, val_labels, test, test_labels)["auc"] == pytest.approx(expected, abs=1e-6)
+    evidence = compare_to_dense(*[_tagged(val, test, val_labels, test_labels)] * 2)
+    assert evidence["auc"] == evidence["dense_auc"] == pytest.approx(expected, abs=1e-6)
+    assert auc(test, test_labels) == pytest.approx(expected, abs=1e-6)

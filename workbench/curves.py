@@ -18,14 +18,17 @@ import numpy as np
 import pandas as pd
 
 from workbench.compat import tf
-from workbench.data import Split
+from workbench.data import Dataset, Split
 from workbench.evaluate import (
     YOUDEN,
     OperatingPoint,
+    Predictions,
+    at_chance,
     auc_evidence,
     changed_labels,
     check_positive,
     check_same_outputs,
+    images_fingerprint,
     multilabel_metrics,
     pruned_metrics,
     validated_metrics,
@@ -333,6 +336,15 @@ def evaluate_model(
             raise ValueError(f"dense (the reference model): {err}") from None
     images = stacked_images(val, test)
     probs = split_probabilities(model, head, images, len(val.labels))
+    if dense is None:  # the model may be the dense one: say so if it is no reference
+        at_chance(
+            probs[1],
+            test.labels,
+            positive=positive,
+            multilabel=head.multilabel,
+            level=level,
+            what="the model",
+        )
     if dense is None and head.multilabel:
         return multilabel_metrics(probs[0], val.labels, probs[1], test.labels)
     if dense is None:
@@ -342,6 +354,24 @@ def evaluate_model(
         return multilabel_evidence(reference, probs, val, test, margin=margin, level=level)
     options = dict(positive=positive, operating=operating, margin=margin, level=level)
     return pruned_metrics(reference, probs, val.labels, test.labels, **options)
+
+
+def predictions(model, dataset: Dataset, *, head: Head | str | None = None) -> Predictions:
+    """Run ``model`` on ``dataset``'s validation and test images: the input of ``compare_to_dense``.
+
+    Example:
+        >>> evidence = compare_to_dense(predictions(model, data), predictions(pruned, data))  # doctest: +SKIP
+
+    Raises:
+        ValueError: ``dataset`` not a Dataset, or a model that does not take its images or fit its
+            labels (``check_evaluation``).
+    """
+    if not isinstance(dataset, Dataset):
+        raise ValueError(f"dataset must be a Dataset (e.g. load_npz(path)), got {type(dataset).__name__}")
+    val, test = dataset.val, dataset.test
+    head = check_evaluation(model, val, test, 0, head)
+    probs = split_probabilities(model, head, stacked_images(val, test), len(val.labels))
+    return Predictions(*probs, val.labels, test.labels, images_fingerprint(val.images, test.images))
 
 
 SCALAR_METRICS = ("accuracy", "auc", "sensitivity", "specificity", "ece")

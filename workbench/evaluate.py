@@ -11,9 +11,13 @@ Undefined metrics (a single class) are None with an ``UndefinedMetricWarning``, 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
+import numbers
+import sys
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -29,6 +33,12 @@ from workbench.stats import METRICS_VERSION, auc_ci, compare_auc  # noqa: F401 -
 
 RULES = ("youden", "sensitivity", "specificity")
 UNDEFINED = "undefined"  # the verdict when AUC is undefined (a single class in test)
+NO_VERDICT = "no verdict"  # the verdict against a reference no better than chance (``at_chance``)
+NOISE_ULPS = 4  # float32 ulps by which batched kernels move a row's output with its batch position
+
+
+class ChanceReferenceWarning(UserWarning):
+    """A model's outputs are constant or its AUC interval holds 0.5: nothing to compare against."""
 
 
 @dataclass(frozen=True)
@@ -61,14 +71,25 @@ NEVER = float(np.nextafter(np.float32(1.0), np.float32(2.0)))
 
 
 def settle(probs: np.ndarray) -> np.ndarray:
-    """Round float32 probabilities to 20 of 23 mantissa bits (relative ~1e-6) before ranking them.
+    """Make a column exactly constant where its values differ only by float32 noise; round nothing else.
 
     Softmax and batched kernels differ by an ulp or two with a row's position in the batch, so a
     constant model's outputs are not exactly equal and the noise would rank cases (AUC 0.556 for
-    a model with every kernel pruned). Rounding ties what only noise separates.
+    a model with every kernel pruned). A column whose whole spread is within ``NOISE_ULPS`` float32
+    ulps is such a model's: it is set to its first value. Every other value is kept as it is, so
+    ranking metrics equal scikit-learn's: rounding every value to 20 mantissa bits, as this did
+    before, tied saturated outputs (MobileNetV3Small AUC 0.9487 against scikit-learn's 0.9511).
+    Repeated evaluations agree bit for bit because ``curves.Forward`` runs every row with the
+    same neighbours, not because of rounding.
     """
-    bits = np.ascontiguousarray(probs, dtype=np.float32).view(np.uint32)
-    return ((bits + np.uint32(4)) & ~np.uint32(7)).view(np.float32)
+    probs = np.asarray(probs)
+    probs = np.array(probs, dtype=np.result_type(probs.dtype, np.float32))  # float64 stays float64
+    if not len(probs):
+        return probs
+    largest = np.abs(probs).max(axis=0).astype(np.float32)
+    constant = np.ptp(probs, axis=0) <= NOISE_ULPS * np.spacing(largest)
+    probs[:, constant] = probs[0, constant]
+    return probs
 
 
 def operating_threshold(
@@ -79,7 +100,17 @@ def operating_threshold(
     Returns:
         The threshold (decisions are ``p >= threshold``), or None with a warning when validation
         holds a single class: no threshold can be chosen, and decisions fall back to argmax.
+    Raises:
+        ValueError: ``val_probs`` not (N, classes) probabilities, ``val_labels`` not N class indices,
+            ``positive`` not a class, or ``operating`` not an ``OperatingPoint``.
     """
+    _check_probabilities(val_probs, val_labels, "val")
+    check_positive(positive, np.shape(val_probs)[1])
+    if not isinstance(operating, OperatingPoint):
+        raise ValueError(
+            f"operating must be an OperatingPoint, e.g. OperatingPoint('youden'), got {operating!r}"
+        )
+    val_probs = np.asarray(val_probs)
     truth = np.asarray(val_labels).reshape(-1) == positive
     if truth.all() or not truth.any():
         warnings.warn(
@@ -110,8 +141,13 @@ def _undefined(what: str) -> None:
 
 
 def auc(probs: np.ndarray, labels: np.ndarray) -> float | None:
-    """ROC AUC: binary on p(class 1), multi-class one-vs-rest macro; None (with a warning) if undefined."""
-    labels = np.asarray(labels).reshape(-1)
+    """ROC AUC: binary on p(class 1), multi-class one-vs-rest macro; None (with a warning) if undefined.
+
+    Raises:
+        ValueError: ``probs`` not (N, classes) probabilities or ``labels`` not N class indices.
+    """
+    _check_probabilities(probs, labels, "test")
+    probs, labels = np.asarray(probs), np.asarray(labels).reshape(-1)
     if len(np.unique(labels)) < probs.shape[1]:
         _undefined(f"test holds {len(np.unique(labels))} of {probs.shape[1]} classes: AUC is undefined")
         return None
@@ -121,7 +157,13 @@ def auc(probs: np.ndarray, labels: np.ndarray) -> float | None:
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
-    """ECE: the bin-weighted gap between confidence (max probability) and accuracy."""
+    """ECE: the bin-weighted gap between confidence (max probability) and accuracy.
+
+    Raises:
+        ValueError: ``probs`` not (N, classes) probabilities or ``labels`` not N class indices.
+    """
+    _check_probabilities(probs, labels, "test")
+    probs, labels = np.asarray(probs), np.asarray(labels).reshape(-1)
     which, gaps = stats.calibration_gaps(probs.max(axis=1), probs.argmax(axis=1) == np.asarray(labels), bins)
     return float(stats.ece_of(which, gaps, np.arange(len(gaps)), bins)[0])
 
@@ -130,7 +172,12 @@ def reliability_curve(probs: np.ndarray, labels: np.ndarray, bins: int = 10) -> 
     """The data of a reliability diagram: per non-empty confidence bin, mean confidence, accuracy, count.
 
     Confidence is the max probability, as in ``expected_calibration_error``.
+
+    Raises:
+        ValueError: ``probs`` not (N, classes) probabilities or ``labels`` not N class indices.
     """
+    _check_probabilities(probs, labels, "test")
+    probs = np.asarray(probs)
     confidence = probs.max(axis=1)
     correct = probs.argmax(axis=1) == np.asarray(labels).reshape(-1)
     which, _ = stats.calibration_gaps(confidence, correct, bins)
@@ -161,8 +208,14 @@ def clinical_metrics(
     Returns:
         A dict; a metric that is undefined on these labels (AUC with one class, sensitivity with
         no positives) is None and raises an ``UndefinedMetricWarning``.
+    Raises:
+        ValueError: ``probs`` not (N, classes) probabilities, ``labels`` not N class indices,
+            ``positive`` not a class, or ``threshold`` neither None nor a number in [0, 1].
     """
-    labels = np.asarray(labels).reshape(-1)
+    _check_probabilities(probs, labels, "test")
+    check_positive(positive, np.shape(probs)[1])
+    _check_threshold(threshold, "threshold")
+    probs, labels = np.asarray(probs), np.asarray(labels).reshape(-1).astype(np.int64)
     classes = probs.shape[1]
     predicted = decisions(probs, threshold, positive)
     # Plain counting, ~20x quicker than sklearn's validated confusion_matrix on a hot path.
@@ -199,17 +252,25 @@ def _check_probabilities(probs, labels, split: str) -> None:
             f"{split} labels must be {len(probs)} class indices, one per row of the probabilities, "
             f"got shape {labels.shape} (multi-label data: multilabel_metrics)"
         )
-    if labels.size and (labels.min() < 0 or labels.max() >= probs.shape[1]):
+    if not np.isin(labels, np.arange(probs.shape[1])).all():  # NaN and 0.5 are no class either
+        shown = f"{labels.min()}..{labels.max()}" if np.isfinite(labels.astype(float)).all() else "NaN"
+        raise ValueError(f"{split} labels must be class indices in [0, {probs.shape[1]}), got {shown}")
+
+
+def _check_threshold(threshold, name: str) -> None:
+    """Refuse a threshold that is neither None (argmax) nor a number in [0, NEVER] (NaN calls nobody)."""
+    if threshold is None:
+        return
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not 0 <= threshold <= NEVER:
         raise ValueError(
-            f"{split} labels must be class indices in [0, {probs.shape[1]}), "
-            f"got {labels.min()}..{labels.max()}"
+            f"{name} must be None (argmax) or a probability threshold in [0, 1], got {threshold!r}"
         )
 
 
-def check_same_outputs(dense: tuple, pruned: tuple) -> None:
+def check_same_outputs(dense: tuple, pruned: tuple, splits: tuple = ("val", "test")) -> None:
     """Raise ValueError unless the dense and pruned (val, test) probabilities have the same shapes:
     a reference with other classes or images compares nothing."""
-    for split, before, after in zip(("val", "test"), dense, pruned, strict=True):
+    for split, before, after in zip(splits, dense, pruned, strict=True):
         before, after = np.shape(before), np.shape(after)
         if before != after:
             raise ValueError(
@@ -270,7 +331,13 @@ def changed_predictions(
     """Indices of images whose decision differs between the dense and the pruned model.
 
     Decisions are argmax, or each model's own operating threshold when given (binary).
+
+    Raises:
+        ValueError: probabilities of different shapes, or thresholds that are not probabilities.
     """
+    check_same_outputs((dense_probs,), (pruned_probs,), ("test",))
+    _check_threshold(dense_threshold, "dense_threshold")
+    _check_threshold(pruned_threshold, "pruned_threshold")
     before = decisions(dense_probs, dense_threshold, positive)
     return np.flatnonzero(before != decisions(pruned_probs, pruned_threshold, positive))
 
@@ -287,12 +354,59 @@ EVIDENCE_KEYS = (
 )  # fmt: skip
 
 
+def images_fingerprint(val_images: np.ndarray, test_images: np.ndarray) -> str:
+    """A short hash of the validation and test images, in order: which images predictions are of."""
+    digest = hashlib.sha256()
+    for images in (val_images, test_images):
+        images = np.ascontiguousarray(images, dtype=np.float32)
+        digest.update(str(images.shape).encode())
+        digest.update(images.tobytes())
+    return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True, eq=False)
+class Predictions:
+    """A model's validation and test probabilities, their labels, and which images they are of.
+
+    Make it with ``workbench.curves.predictions(model, dataset)``, which runs the model on the
+    dataset's own images: raw arrays cannot show which images they came from, and a reference
+    of other images (shuffled, same shape) was called non-inferior (ΔAUC +0.372).
+    ``images`` is ``images_fingerprint`` of those images; the arrays are read-only copies.
+    """
+
+    val: np.ndarray
+    test: np.ndarray
+    val_labels: np.ndarray
+    test_labels: np.ndarray
+    images: str
+
+    def __post_init__(self) -> None:
+        _check_probabilities(self.val, self.val_labels, "val")
+        _check_probabilities(self.test, self.test_labels, "test")
+        if not isinstance(self.images, str) or not self.images:
+            raise ValueError(
+                f"images must be the images' fingerprint (images_fingerprint), got {self.images!r}"
+            )
+        for name in ("val", "test", "val_labels", "test_labels"):
+            array = np.array(getattr(self, name))
+            array.setflags(write=False)
+            object.__setattr__(self, name, array.reshape(-1) if name.endswith("labels") else array)
+
+
+def _check_predictions(value, name: str) -> Predictions:
+    if not isinstance(value, Predictions):
+        raise ValueError(
+            f"{name} must be Predictions, made by workbench.curves.predictions(model, dataset) (raw arrays "
+            f"cannot show which images they are of), got {type(value).__name__}; or compare the models: "
+            "evaluate_model(pruned, dataset.val, dataset.test, dense=dense_model)"
+        )
+    return value
+
+
 def compare_to_dense(
-    dense: tuple[np.ndarray, np.ndarray],
-    pruned: tuple[np.ndarray, np.ndarray],
-    val_labels: np.ndarray,
-    test_labels: np.ndarray,
-    *,
+    dense: Predictions,
+    pruned: Predictions,
+    *old_labels,
     positive: int = 1,
     operating: OperatingPoint = YOUDEN,
     margin: float = 0.02,
@@ -305,22 +419,48 @@ def compare_to_dense(
     AUC for multi-class: ``stats.macro_auc_ci``); sensitivity and specificity get Wilson intervals,
     ECE a bootstrap one; McNemar's exact test compares the decisions that changed.
 
+    The models' outputs come as ``Predictions``, tagged with the images they are of, not as raw
+    arrays: a paired test of two models on different images is meaningless, and arrays cannot
+    show it. The old form ``compare_to_dense((dense_val, dense_test), (val, test), y_val, y_test)``
+    is refused, saying what to pass. Models themselves: ``curves.evaluate_model(..., dense=)``.
+
     Args:
-        dense, pruned: (validation, test) probabilities of each model, shape (N, classes).
+        dense, pruned: each model's ``Predictions`` (``curves.predictions(model, dataset)``).
         margin: the AUC loss δ one accepts; the verdict is "non-inferior", "inferior",
-            "inconclusive", or "undefined" when AUC is (a single class in test).
+            "inconclusive", "undefined" when AUC is (a single class in test), or "no verdict"
+            when the dense model is no better than chance (``at_chance``, with a warning).
     Returns:
         A flat dict with exactly the keys in ``EVIDENCE_KEYS``; undefined values are None.
+    Raises:
+        ValueError: raw arrays instead of ``Predictions``, predictions of different images, or
+            bad ``positive``, ``operating``, ``margin`` or ``level``.
 
     Example:
-        >>> evidence = compare_to_dense((dense_val, dense_test), (val, test), y_val, y_test)  # doctest: +SKIP
-        >>> evidence["noninferiority"], evidence["auc_difference_p"]                          # doctest: +SKIP
+        >>> dense = predictions(dense_model, dataset)                          # doctest: +SKIP
+        >>> evidence = compare_to_dense(dense, predictions(pruned_model, dataset))  # doctest: +SKIP
+        >>> evidence["noninferiority"], evidence["auc_difference_p"]          # doctest: +SKIP
     """
+    dense, pruned = _check_predictions(dense, "dense"), _check_predictions(pruned, "pruned")
+    if old_labels:
+        raise ValueError(
+            f"compare_to_dense takes the labels from the Predictions, got {len(old_labels)} more"
+        )
+    if dense.images != pruned.images:
+        raise ValueError(
+            f"dense and pruned are predictions of different images (fingerprints {dense.images} and "
+            f"{pruned.images}): run both models on the same dataset"
+        )
+    for split in ("val_labels", "test_labels"):
+        if not np.array_equal(getattr(dense, split), getattr(pruned, split)):
+            raise ValueError(
+                f"dense and pruned hold different {split} for the same images: one dataset's labels"
+            )
+    check_same_outputs((dense.val, dense.test), (pruned.val, pruned.test))
     everything = pruned_metrics(
-        dense,
-        pruned,
-        val_labels,
-        test_labels,
+        (dense.val, dense.test),
+        (pruned.val, pruned.test),
+        pruned.val_labels,
+        pruned.test_labels,
         positive=positive,
         operating=operating,
         margin=margin,
@@ -396,9 +536,59 @@ def auc_evidence(
     values = stats.macro_auc_ci(pruned[:, columns], truth, level) + (paired["auc_a"],)
     values += (paired["difference"], paired["ci_low"], paired["ci_high"], paired["p_value"])
     result = dict(zip(names, values, strict=True))
-    result["noninferiority"] = stats.noninferiority(values[5], values[6], margin)
+    chance = at_chance(dense, labels, multilabel=multilabel, level=level)
+    result["noninferiority"] = NO_VERDICT if chance else stats.noninferiority(values[5], values[6], margin)
     result["margin"] = float(margin)
     return result
+
+
+def at_chance(
+    probs: np.ndarray,
+    labels: np.ndarray,
+    *,
+    positive: int = 1,
+    multilabel: bool = False,
+    level: float = 0.95,
+    what: str = "the dense model",
+) -> bool:
+    """Warn (``ChanceReferenceWarning``) and return True when ``probs`` are constant or their AUC
+    interval holds 0.5: such a model is no reference, and a pruned copy of it gets ``NO_VERDICT``.
+
+    Briefly trained BatchNorm backbones validated at 0.495–0.505 on stale moving statistics, and a
+    constant model's pruned copy was called non-inferior (0.5 vs 0.5). False, silently, where the
+    AUC is undefined (a class missing): that has its own warning.
+    """
+    columns, truth, missing = stats.auc_columns(labels, probs.shape[1], positive, multilabel)
+    if not columns or (missing and not multilabel):
+        return False
+    scores = settle(probs[:, columns])
+    if (np.ptp(scores, axis=0) == 0).all():
+        reason = f"outputs are the same for all {len(probs)} test images"
+    else:
+        value, low, high = stats.macro_auc_ci(scores, truth, level)
+        if not low <= 0.5 <= high:
+            return False
+        reason = (
+            f"test AUC is {value:.3f} [{low:.3f}, {high:.3f}] on {len(probs)} images, "
+            "not distinguishable from chance"
+        )
+    warnings.warn(
+        f"{what}'s {reason}, so a pruned copy compared with it gets no verdict: is the model trained "
+        "(after a short training, workbench.train.recalibrate_batchnorm often fixes its BatchNorm "
+        "statistics), and is the test split large enough?",
+        ChanceReferenceWarning,
+        stacklevel=user_stacklevel(),
+    )
+    return True
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning point at the first caller outside this package."""
+    package = str(Path(__file__).parent)
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _rate_evidence(confusion: np.ndarray, positive: int, level: float) -> dict:
@@ -428,7 +618,12 @@ def multilabel_metrics(
     Args:
         val_probs, test_probs: (N, L) per-label probabilities.
         val_labels, test_labels: (N, L) 0/1 labels.
+    Raises:
+        ValueError: probabilities not (N, L) in [0, 1], or labels not 0/1 of their shape.
     """
+    for split, probs, labels in (("val", val_probs, val_labels), ("test", test_probs, test_labels)):
+        _check_label_flags(probs, labels, split)
+    val_probs, test_probs = np.asarray(val_probs), np.asarray(test_probs)
     val_labels, test_labels = np.asarray(val_labels), np.asarray(test_labels)
     per_label = [
         _one_label(val_probs[:, j], val_labels[:, j], test_probs[:, j], test_labels[:, j])
@@ -439,6 +634,20 @@ def multilabel_metrics(
     out.update({f"{key}_per_label": values for key, values in columns.items()})
     out["threshold"] = None  # one per label, see threshold_per_label
     return out
+
+
+def _check_label_flags(probs, labels, split: str) -> None:
+    """Raise ValueError unless ``probs`` are (N, L) probabilities and ``labels`` (N, L) 0/1 flags."""
+    probs, labels = np.asarray(probs), np.asarray(labels)
+    if probs.ndim != 2 or not np.isfinite(probs).all() or probs.min() < -1e-6 or probs.max() > 1 + 1e-6:
+        raise ValueError(
+            f"{split} probabilities must be (N, labels) per-label probabilities in [0, 1], finite"
+        )
+    if labels.shape != probs.shape or not np.isin(labels, (0, 1)).all():
+        raise ValueError(
+            f"{split} labels must be 0/1 flags of the probabilities' shape {probs.shape}, "
+            f"got shape {labels.shape} with values {np.unique(labels)[:5]}"
+        )
 
 
 def _one_label(val_p: np.ndarray, val_y: np.ndarray, test_p: np.ndarray, test_y: np.ndarray) -> dict:
@@ -463,6 +672,8 @@ def _nanmean(values: list[float | None]) -> float | None:
 
 def changed_labels(dense_probs: np.ndarray, pruned_probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     """Multi-label: indices of images where any label's decision at ``threshold`` differs."""
+    check_same_outputs((dense_probs,), (pruned_probs,), ("test",))
+    _check_threshold(threshold, "threshold")
     return np.flatnonzero(((dense_probs >= threshold) != (pruned_probs >= threshold)).any(axis=1))
 
 
