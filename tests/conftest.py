@@ -357,7 +357,7 @@ def read_only(monkeypatch):
 
 
 @pytest.fixture
-def shared_data(tmp_path, monkeypatch):
+def data_and_user_folders(tmp_path, monkeypatch):
     """WORKBENCH_DATA at tmp_path/shared and the user's folder (XDG_CACHE_HOME) at tmp_path/user;
     returns (shared data folder, the user's workbench folder)."""
     monkeypatch.setenv("WORKBENCH_DATA", str(tmp_path / "shared"))

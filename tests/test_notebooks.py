@@ -188,3 +188,25 @@ def test_notebook_EveryParameter_IsOnePapermillCanRead(path):
     tagged = next(c for c in cells if "parameters" in c.metadata.get("tags", []))
     assigned = [node.target.id for node in ast.parse(tagged.source).body if isinstance(node, ast.AnnAssign)]
     assert list(papermill.inspect_notebook(str(path))) == assigned
+
+
+@pytest.mark.slow
+def test_explorer_notebook_UsersModelWithACustomLayer_OpensWithModelModules(shared_data, tmp_path):
+    """A registered custom layer defined in the user's .py file: the kernel imports it (model_modules)."""
+    from conftest import custom_layer_model_file, write_npz
+
+    model, module = custom_layer_model_file(tmp_path)
+    name = "01_explore_threshold.ipynb"
+    options = {
+        **SMALL[name],
+        "dataset": str(write_npz(tmp_path / "mine.npz")),
+        "model": str(model),
+        "model_modules": [str(module)],
+        "calibration_size": 16,
+    }
+    _run(name, tmp_path, **options, results_dir=str(tmp_path / "out"))
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert 0.0 <= metrics["sparsity"] < 1.0
+    layers = (tmp_path / "out" / "layers.csv").read_text().splitlines()
+    assert [row.split(",")[1] for row in layers[1:3]] == ["Conv2D", "Dense"]  # the prunable ones
+    assert any(row.startswith("channel_attention") for row in layers), layers  # the user's layer, listed

@@ -80,9 +80,9 @@ def test_loadDataset_FolderThatDoesNotExist_SaysNoSuchFolder(tmp_path):
 
 @pytest.mark.parametrize("shared_has_phantom", [True, False])
 def test_loadPhantom_ReadOnlyDataFolder_ReadsItsPhantomElseMakesOneInTheUserFolder(
-    shared_data, read_only, monkeypatch, tmp_path, shared_has_phantom
+    data_and_user_folders, read_only, monkeypatch, tmp_path, shared_has_phantom
 ):
-    shared, user = shared_data
+    shared, user = data_and_user_folders
     folder = generate_phantoms(tmp_path / "made" / "phantom", n_volumes=12, shape=(16, 16, 8), seed=2)
     if shared_has_phantom:
         (shared / "phantom").mkdir()
@@ -94,10 +94,11 @@ def test_loadPhantom_ReadOnlyDataFolder_ReadsItsPhantomElseMakesOneInTheUserFold
 
 
 def test_loadDataset_MedmnistName_ReadOnlyDataFolder_DownloadsIntoAndReadsFromTheUserFolder(
-    shared_data, read_only, monkeypatch
+    data_and_user_folders, read_only, monkeypatch
 ):
-    shared, user = shared_data
+    shared, user = data_and_user_folders
     read_only(shared)
+
     def download(name, folder):  # as medmnist.download: makes the folder, returns the file
         Path(folder).mkdir(parents=True, exist_ok=True)
         return write_npz(Path(folder) / f"{name}.npz")

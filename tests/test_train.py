@@ -173,9 +173,9 @@ def test_recalibrate_batchnorm_NestedModel_MovingMeanIsTheImagesMean_WeightsUnto
 
 
 def test_baseline_ReadOnlyDataFolderWithCache_TrainsOnceKeepsItInUserCacheWithOneNote(
-    shared_data, read_only, tiny_dataset, monkeypatch, caplog
+    data_and_user_folders, read_only, tiny_dataset, monkeypatch, caplog
 ):
-    shared, user = shared_data
+    shared, user = data_and_user_folders
     (shared / "cache").mkdir()
     read_only(shared)
     with caplog.at_level("WARNING", logger="workbench.paths"):
@@ -193,9 +193,9 @@ def test_baseline_ReadOnlyDataFolderWithCache_TrainsOnceKeepsItInUserCacheWithOn
 
 
 def test_baseline_ReadOnlyDataFolder_ReadsTheSharedCacheFirst(
-    shared_data, read_only, tiny_dataset, monkeypatch
+    data_and_user_folders, read_only, tiny_dataset, monkeypatch
 ):
-    shared, user = shared_data
+    shared, user = data_and_user_folders
     prepared, _ = baseline(tiny_dataset, "seed_cnn", QUICK, progress=False)  # the teacher's run
     read_only(shared)
     monkeypatch.setattr(
