@@ -20,6 +20,7 @@ from workbench.evaluate import (
     expected_calibration_error,
     flops,
     gzip_bytes,
+    multilabel_metrics,
     operating_threshold,
     parameter_counts,
     validated_metrics,
@@ -484,3 +485,33 @@ def test_validated_metrics_SaturatedProbabilities_AucEqualsScikitLearn(dtype):
     evidence = compare_to_dense(*[_tagged(val, test, val_labels, test_labels)] * 2)
     assert evidence["auc"] == evidence["dense_auc"] == pytest.approx(expected, abs=1e-6)
     assert auc(test, test_labels) == pytest.approx(expected, abs=1e-6)
+
+
+_P = _binary([0.2, 0.7, 0.4, 0.9])
+
+
+@pytest.mark.parametrize(
+    "call, pattern",
+    [
+        (
+            lambda: validated_metrics(_P, [0, 1, 0, 1], _P, [0, np.nan, 0, 1]),
+            r"test labels must be class indices .* got NaN",
+        ),
+        (
+            lambda: validated_metrics(_P, [0, 0.5, 0, 1], _P, [0, 1, 0, 1]),
+            r"val labels must be class indices in \[0, 2\)",
+        ),
+        (lambda: clinical_metrics(_P, [0, 1, 0, 1], threshold=np.nan), "threshold must be None .* got nan"),
+        (lambda: auc(np.where(_P > 0.85, np.nan, _P), [0, 1, 0, 1]), "probabilities must be finite"),
+        (lambda: expected_calibration_error(_P, [0, 1, 2, 1]), r"labels must be class indices in \[0, 2\)"),
+        (lambda: operating_threshold(_P, [0, 1, 0], 1), "val labels must be 4 class indices"),
+        (
+            lambda: changed_predictions(_P, _P[:3]),
+            r"test probabilities \(4, 2\) and the pruned model's \(3, 2\)",
+        ),
+        (lambda: multilabel_metrics(_P, [[0, 1]] * 4, _P, [[0, 2]] * 4), "test labels must be 0/1 flags"),
+    ],
+)
+def test_evaluate_InputGivingWrongNumbers_IsRefusedNamingTheArgument(call, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        call()
