@@ -202,3 +202,14 @@ def test_lab_AFailedCheck_IsShownWithTheRecord_SoASavedNotebookCarriesIt(tmp_pat
     with pytest.raises(teaching.CheckFailed):
         lab.check("sparsity", lambda keep: 0.5)
     assert shown and not shown[-1][1]["checks"]["sparsity"]["passed"]
+
+
+def test_lab_FileOfAnotherStudent_IsRefused_AndLeftAsItIs(tmp_path):
+    """Bob's Lab took over Ada's file: her checks were rewritten under his name."""
+    shared = tmp_path / "results.json"
+    teaching.Lab("05", shared, student="ada").answer("why", "because " * 20)
+    before = shared.read_bytes()
+    with pytest.raises(ValueError, match=r"holds the record of student 'ada', not 'bob'.*student='ada'"):
+        teaching.Lab("05", shared, student="bob")
+    assert shared.read_bytes() == before
+    teaching.Lab("05", shared, student="ada").answer("how", "by " * 20)  # ada goes on with her own

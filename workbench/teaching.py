@@ -314,6 +314,16 @@ def _previous_record(path: Path, lesson: str) -> dict:
     return previous
 
 
+def _check_same_student(path: Path, previous: dict, student: str) -> None:
+    """Refuse to carry one student's record over into another's (it was rewritten under the new name)."""
+    earlier = previous.get("student")
+    if earlier and earlier != student:
+        raise ValueError(
+            f"results_path {path} holds the record of student {earlier!r}, not {student!r}; it is left as "
+            f"it is: give each student their own file (or student={earlier!r} to go on with it)"
+        )
+
+
 class Lab:
     """One student's session: runs checks, keeps answers, and saves both to ``results_path``.
 
@@ -329,6 +339,7 @@ class Lab:
         self.record = {"lesson": lesson, "student": student or getpass.getuser(), "checks": {}, "answers": {}}
         if self.path.is_file():  # a re-run keeps what was done before
             previous = _previous_record(self.path, lesson)
+            _check_same_student(self.path, previous, self.record["student"])
             self.record["checks"].update(previous.get("checks", {}))
             self.record["answers"].update(previous.get("answers", {}))
         show_failures_as_messages()
