@@ -391,7 +391,7 @@ def test_damaged_cache_cell_IsComputedAgain_WithAWarningNamingIt(trained_tiny, t
     first = sensitivity(subject, "taylor", "structured", (0.5,), cache=tmp_path, progress=False)
     damaged = sorted(first.folder.glob("taylor--*.json"))[0]
     damaged.write_text("")
-    with pytest.warns(UserWarning, match=f"unreadable sensitivity cache file .*{damaged.name}"):
+    with pytest.warns(UserWarning, match=f"damaged sensitivity cache file .*{damaged.name}"):
         again = sensitivity(subject, "taylor", "structured", (0.5,), cache=tmp_path, progress=False)
     assert again.computed == 1
     pd.testing.assert_frame_equal(again.cells, first.cells)

@@ -15,8 +15,9 @@ An ``Explorer`` answers the questions a dashboard asks, as plain function calls:
 from __future__ import annotations
 
 import io
+import json
 import logging
-import pickle
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -26,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.budget import Allocation, allocate, check_goal
+from workbench.cache import DIFFERENCE, FRACTION, check_array, check_fields, check_number, read_cached
 from workbench.curves import SCALAR_METRICS, Evaluator, curve, evaluate_model, log_grid, point_row
 from workbench.data import Split, check_dataset, stratified_sample
 from workbench.evaluate import METRICS_VERSION, YOUDEN, OperatingPoint, layer_table
@@ -214,13 +216,9 @@ class Explorer:
         """The evaluator, with its dense pass from the disk cache when these weights and data had one."""
         data = self.dataset
         path = self._cache_file("dense", "npz")
-        if path is not None and path.is_file():
-            try:
-                with np.load(path) as saved:
-                    dense = (saved["val"], saved["test"], float(saved["seconds"]))
-                return Evaluator(self.model, data.val, data.test, **self._evaluation, dense=dense)
-            except (OSError, ValueError, KeyError) as err:
-                log.warning("ignoring unreadable cached dense pass %s: %s", path, err)
+        dense = read_cached(path, _read_dense, self._check_dense, "cached dense pass") if path else None
+        if dense is not None:
+            return Evaluator(self.model, data.val, data.test, **self._evaluation, dense=dense)
         evaluator = Evaluator(self.model, data.val, data.test, **self._evaluation, progress=progress)
         if path is not None:
             buffer = io.BytesIO()
@@ -334,7 +332,7 @@ class Explorer:
         """The curve for ``spec`` if it is in memory or in the disk cache, else None (never computes)."""
         key = self.curve_key(spec)
         if key not in self._curves and self.cache_dir is not None:
-            found = read_cached_curve(self.cache_dir, self.cache_fingerprint(spec))
+            found = read_cached_curve(self.cache_dir, self.cache_fingerprint(spec), self.grid_points)
             if found is not None:
                 self._curves[key] = found
         return self._curves.get(key)
@@ -413,18 +411,15 @@ class Explorer:
         return self.point(spec) if self._known_metrics(spec) is not None else None
 
     def _point_file(self, spec: PruneSpec) -> Path | None:
-        return self._cache_file("point", "pkl", self.seed, repr(spec), METRICS_VERSION)
+        return self._cache_file("point", "npz", self.seed, repr(spec), METRICS_VERSION)
 
     def _known_metrics(self, spec: PruneSpec) -> dict | None:
         if spec not in self._points:
             path = self._point_file(spec)
-            if path is None or not path.is_file():
+            metrics = read_cached(path, _read_point, self._check_point, "cached point") if path else None
+            if metrics is None:
                 return None
-            try:
-                self._points[spec] = pickle.loads(path.read_bytes())  # our own cache files
-            except Exception as err:  # noqa: BLE001 - any unreadable cache file is recomputed
-                log.warning("ignoring unreadable cached point %s: %s", path, err)
-                return None
+            self._points[spec] = metrics
         return self._points[spec]
 
     def _remember(self, spec: PruneSpec, metrics: dict) -> None:
@@ -432,7 +427,23 @@ class Explorer:
         path = self._point_file(spec)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomically(path, pickle.dumps(metrics))
+            write_atomically(path, _point_bytes(metrics))
+
+    def _check_dense(self, dense: tuple) -> None:
+        """Refuse a cached dense pass whose probabilities do not fit the evaluation images."""
+        val, test, seconds = dense
+        check_array(val, "val", (len(self.dataset.val), None), FRACTION)
+        check_array(test, "test", (len(self.dataset.test), val.shape[1]), FRACTION)
+        check_number(seconds, "seconds", (1e-9, math.inf))
+
+    def _check_point(self, metrics: dict) -> None:
+        """Refuse cached metrics with an AUC or rate of the wrong type or out of range, or arrays
+        that do not fit the test images."""
+        bounds = {name: limits for name, limits in _POINT_BOUNDS.items() if name in metrics}
+        check_fields(metrics, {"auc": FRACTION, **bounds}, optional={"auc", *bounds})
+        n, columns = self.evaluator.dense_test.shape
+        check_array(metrics.get("changed"), "changed", (None,), (0, n - 1))
+        check_array(metrics.get("test_probs"), "test_probs", (n, columns), FRACTION)
 
     @property
     def evaluation_size(self) -> int:
@@ -675,6 +686,35 @@ class Explorer:
     def _goal_subject(self) -> Subject:
         """The sensitivity subject: the explorer's model, scorer and evaluator."""
         return Subject(self.model, self.dataset.val, self.scorer, self.evaluator)
+
+
+# The (low, high) of a cached point's metrics checked when present: AUCs and rates, the AUC change
+_POINT_BOUNDS = {
+    **dict.fromkeys(("auc_low", "auc_high", "dense_auc", "accuracy", "sensitivity", "specificity"), FRACTION),
+    **dict.fromkeys(("auc_difference", "auc_difference_low", "auc_difference_high"), DIFFERENCE),
+}
+
+
+def _read_dense(path: Path) -> tuple[np.ndarray, np.ndarray, float]:
+    with np.load(path, allow_pickle=False) as saved:
+        return saved["val"], saved["test"], float(saved["seconds"])
+
+
+def _point_bytes(metrics: dict) -> bytes:
+    """A point's metrics as .npz bytes: its arrays as arrays, everything else as one JSON text (no
+    pickle, which would run whatever code a file it reads holds)."""
+    arrays = {name: value for name, value in metrics.items() if isinstance(value, np.ndarray)}
+    rest = {name: value for name, value in metrics.items() if name not in arrays}
+    buffer = io.BytesIO()
+    text = json.dumps(rest, default=lambda value: value.item())  # NumPy scalars as numbers
+    np.savez(buffer, _json=np.array(text), **arrays)
+    return buffer.getvalue()
+
+
+def _read_point(path: Path) -> dict:
+    with np.load(path, allow_pickle=False) as saved:
+        arrays = {name: saved[name] for name in saved.files if name != "_json"}
+        return json.loads(str(saved["_json"])) | arrays
 
 
 def _number_or_none(value) -> float | None:

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from workbench.cache import FRACTION, NON_NEGATIVE, check_array, read_cached
 from workbench.fs import write_atomically
 
 log = logging.getLogger(__name__)
@@ -191,18 +192,32 @@ def _curve_path(folder: Path, key: str) -> Path:
     return Path(folder) / f"curve-{key}.csv"
 
 
-def read_cached_curve(folder: str | Path, key: str) -> pd.DataFrame | None:
-    """The curve cached under ``key`` in ``folder``, or None if there is none or it is unreadable."""
-    path = _curve_path(Path(folder), key)
-    if not path.is_file():
-        return None
-    try:
-        table = pd.read_csv(path)
-    except (OSError, ValueError, pd.errors.ParserError) as err:
-        log.warning("ignoring unreadable cached curve %s: %s", path, err)
-        return None
-    table["guarded"] = table["guarded"].fillna("").astype(str)
+def read_cached_curve(folder: str | Path, key: str, rows: int | None = None) -> pd.DataFrame | None:
+    """The curve cached under ``key`` in ``folder``; None if there is none, or it is damaged
+    (``cache.read_cached``: unreadable, values out of range, or not ``rows`` rows when given)."""
+    table = read_cached(
+        _curve_path(Path(folder), key), pd.read_csv, lambda t: check_curve(t, rows), "cached curve"
+    )
+    if table is not None:
+        table["guarded"] = table["guarded"].fillna("").astype(str)
     return table
+
+
+def check_curve(table: pd.DataFrame, rows: int | None = None) -> None:
+    """Refuse a curve table (ValueError) unless its sparsities are fractions, its metrics fractions
+    or NaN (undefined), its ``changed`` counts >= 0, and it has ``rows`` rows when given."""
+    if rows is not None and len(table) != rows:
+        raise ValueError(f"expected {rows} rows, got {len(table)} (a truncated file?)")
+    for name in ("sparsity", "changed", "guarded"):
+        if name not in table:
+            raise ValueError(f"column {name!r} is missing")
+    for name in table.columns.drop(["guarded", "epsilon", "target"], errors="ignore"):
+        column = table[name]
+        if name.startswith("sparsity") or name == "changed":  # always defined
+            bounds = FRACTION if name != "changed" else NON_NEGATIVE
+            check_array(column.to_numpy(), name, (None,), bounds)
+        else:  # a metric: NaN where it is undefined (a class missing from test)
+            check_array(column.dropna().to_numpy(), name, (None,), FRACTION)
 
 
 def write_cached_curve(folder: str | Path, key: str, table: pd.DataFrame) -> Path:

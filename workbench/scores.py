@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import warnings
 import weakref
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from workbench.cache import NON_NEGATIVE, check_array, check_number, read_cached
 from workbench.compat import NUMERICS, keras, tf
 from workbench.fs import atomic_path
 from workbench.heads import Head, as_head
@@ -411,25 +413,34 @@ def write_stats(path: str | Path, stats: GradientStats) -> Path:
 
 
 def read_stats(path: str | Path, infos: list[LayerInfo]) -> GradientStats | None:
-    """The statistics cached at ``path`` if they fit ``infos``' layers and shapes, else None."""
-    path = Path(path)
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as found:
-            names = [str(name) for name in found["names"]]
-            fields = {
-                field: {name: found[f"{field}_{i}"] for i, name in enumerate(names)}
-                for field in _STATS_FIELDS
-            }
-            batches = int(found["batches"])
-    except (OSError, ValueError, KeyError) as err:
-        log.warning("ignoring unreadable cached gradient statistics %s: %s", path, err)
-        return None
-    if names != [info.name for info in infos] or any(
-        fields["abs_grad"][info.name].shape != tuple(info.shape) for info in infos
-    ):
-        log.warning("ignoring cached gradient statistics %s: they are for other layers", path)
-        return None
-    log.info("gradient statistics read from %s", path)
-    return GradientStats(**fields, batches=batches)
+    """The statistics cached at ``path`` if they fit ``infos``' layers and shapes, else None
+    (a damaged file, or one for other layers, is warned about and ignored: ``cache.read_cached``)."""
+    stats = read_cached(
+        path, _load_stats, lambda found: _check_stats(found, infos), "cached gradient statistics"
+    )
+    if stats is not None:
+        log.info("gradient statistics read from %s", path)
+    return stats
+
+
+def _load_stats(path: Path) -> GradientStats:
+    with np.load(path, allow_pickle=False) as found:
+        names = [str(name) for name in found["names"]]
+        fields = {
+            field: {name: found[f"{field}_{i}"] for i, name in enumerate(names)} for field in _STATS_FIELDS
+        }
+        return GradientStats(**fields, batches=found["batches"].item())
+
+
+def _check_stats(stats: GradientStats, infos: list[LayerInfo]) -> None:
+    """Refuse statistics for other layers or shapes, or holding negative or non-finite values."""
+    names = list(stats.abs_grad)
+    if names != [info.name for info in infos]:
+        raise ValueError(f"they are for other layers ({len(names)} layers, {names[:3]}...)")
+    check_number(stats.batches, "batches", (1, math.inf))
+    for info in infos:
+        for field in ("abs_grad", "sq_grad"):
+            check_array(
+                getattr(stats, field)[info.name], f"{field} of {info.name}", tuple(info.shape), NON_NEGATIVE
+            )
+        check_array(stats.unit_taylor[info.name], f"unit_taylor of {info.name}", (None,), NON_NEGATIVE)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import sys
 import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -29,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from workbench import stats
+from workbench.cache import DIFFERENCE, FRACTION, NON_NEGATIVE, check_fields, read_cached, user_stacklevel
 from workbench.curves import Evaluator
 from workbench.data import Dataset, Split, stratified_sample
 from workbench.fs import write_atomically
@@ -180,7 +180,7 @@ class ValidationAuc:
             warnings.warn(
                 f"labels {missing} hold one class in validation and have no AUC there: the table ranks "
                 "by the mean AUC of the others",
-                stacklevel=_user_stacklevel(),
+                stacklevel=user_stacklevel(),
             )
         elif classes == 2 and missing:
             raise ValueError(
@@ -388,7 +388,7 @@ def sensitivity(
     dense = _dense(subject, folder, granularity)
     _warn_if_at_chance(dense, len(subject.val))
     paths = [(c, row, s, _cell_path(folder, c, row.name, s)) for c in criteria for row in rows for s in grid]
-    cells = {path: _read_json(path) for *_, path in paths}  # None: not computed yet, or damaged
+    cells = {path: _read_cell(path, c, row.name, s) for c, row, s, path in paths}  # None: to compute
     todo: dict[tuple, list[float]] = {}
     for c, row, s, path in paths:
         if cells[path] is None:
@@ -435,24 +435,40 @@ def check_guard(min_keep) -> None:
         raise ValueError(f"min_keep must be an integer >= 1 (every layer keeps its guard), got {min_keep!r}")
 
 
-def _read_json(path: Path) -> dict | None:
-    """A cached cell (or dense.json); None if it is not there yet, or damaged (computed again)."""
-    if not path.is_file():
-        return None
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        warnings.warn(
-            f"unreadable sensitivity cache file {path} ({err}): computing it again",
-            stacklevel=_user_stacklevel(),
-        )
-        return None
-    return value if isinstance(value, dict) else None
+# What a cell and dense.json hold: (low, high) of each number; a file holding anything else is damaged
+_DENSE_FIELDS = {"auc": FRACTION, "low": FRACTION, "high": FRACTION}
+_CELL_FIELDS = {
+    **_DENSE_FIELDS,
+    "target": FRACTION,
+    "sparsity": FRACTION,
+    "drop": DIFFERENCE,
+    "drop_low": DIFFERENCE,
+    "drop_high": DIFFERENCE,
+    "distortion": NON_NEGATIVE,
+}
+
+
+def _read_cell(path: Path, criterion: str, row: str, target: float) -> dict | None:
+    """The cell cached at ``path``; None if it is not there yet, or damaged (``cache.read_cached``)."""
+
+    def check(cell) -> None:
+        check_fields(cell, _CELL_FIELDS)
+        held = (cell.get("criterion"), cell.get("row"), round(cell["target"], 6))
+        if held != (criterion, row, round(target, 6)):  # the file name keeps 6 decimals
+            raise ValueError(f"it holds {cell.get('criterion')!r}, {cell.get('row')!r} at {cell['target']!r}")
+
+    return read_cached(path, _read_json, check, "sensitivity cache file")
+
+
+def _read_json(path: Path):
+    return json.loads(path.read_text())
 
 
 def _dense(subject: Subject, folder: Path, granularity: str) -> dict:
     path = folder / "dense.json"
-    cached = _read_json(path)
+    cached = read_cached(
+        path, _read_json, lambda dense: check_fields(dense, _DENSE_FIELDS), "sensitivity cache file"
+    )
     if cached is not None:
         return cached
     probs, _ = subject.evaluator.probabilities(dense_keep(subject.scorer.infos), granularity == "structured")
@@ -471,17 +487,8 @@ def _warn_if_at_chance(dense: dict, images: int) -> None:
             "distinguishable from chance, so drops measured against it say little: is the model "
             "trained (after a short training, workbench.train.recalibrate_batchnorm often fixes its "
             "BatchNorm statistics), and is the validation split large enough?",
-            stacklevel=_user_stacklevel(),
+            stacklevel=user_stacklevel(),
         )
-
-
-def _user_stacklevel() -> int:
-    """The ``stacklevel`` that makes a warning point at the first caller outside this package."""
-    package = str(Path(__file__).parent)
-    frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_code.co_filename.startswith(package):
-        frame, level = frame.f_back, level + 1
-    return level
 
 
 def _cell_path(folder: Path, criterion: str, row: str, target: float) -> Path:

@@ -1,0 +1,206 @@
+"""The damaged-file rule, for every disk cache: a cached file that is truncated, or holds a value of
+the wrong type or out of range, is warned about by name and computed again, and the value computed
+again is the one the first computation gave (#25 item 7)."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from workbench.cache import check_fields, read_cached
+from workbench.explorer import Explorer
+from workbench.prune import PruneSpec
+from workbench.scores import Scorer
+from workbench.sensitivity import Subject, sensitivity
+
+SPEC = PruneSpec(criterion="magnitude", sparsity=0.5)
+
+
+# --- damaging a file ---------------------------------------------------------------------------
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+
+
+def set_json(key: str, value):
+    def damage(path: Path) -> None:
+        record = json.loads(path.read_text())
+        path.write_text(json.dumps(record | {key: value}))  # json writes NaN as NaN: valid to json.loads
+
+    return damage
+
+
+def set_npz(key: str, value):
+    def damage(path: Path) -> None:
+        with np.load(path) as saved:
+            arrays = {name: saved[name] for name in saved.files}
+        numeric = np.isscalar(value) and not isinstance(value, str)
+        arrays[key] = np.full_like(arrays[key], value) if numeric else np.asarray(value)
+        np.savez(path.with_suffix(""), **arrays)  # savez adds .npz back
+
+    return damage
+
+
+def set_point_json(key: str, value):
+    """The scalar metrics of a cached point, kept as one JSON text inside its .npz."""
+
+    def damage(path: Path) -> None:
+        with np.load(path) as saved:
+            arrays = {name: saved[name] for name in saved.files}
+        arrays["_json"] = np.array(json.dumps(json.loads(str(arrays["_json"])) | {key: value}))
+        np.savez(path.with_suffix(""), **arrays)
+
+    return damage
+
+
+def set_csv(column: str, value):
+    def damage(path: Path) -> None:
+        table = pd.read_csv(path)
+        table[column] = table[column].astype(object)
+        table.loc[1, column] = value
+        path.write_text(table.to_csv(index=False))
+
+    return damage
+
+
+def drop_last_rows(path: Path) -> None:
+    """A curve cut short at a line boundary: still a valid CSV, two points fewer."""
+    path.write_text("".join(path.read_text().splitlines(keepends=True)[:-2]))
+
+
+# --- the caches: compute once, find the file, reopen ------------------------------------------
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One disk cache: ``compute(model, data, folder)`` gives its value (writing the file), ``glob``
+    finds the file, ``same(a, b)`` compares two values."""
+
+    compute: object
+    glob: str
+    same: object
+
+
+def _explorer(model, data, folder):
+    return Explorer(model, data, calibration_size=32, grid_points=6, cache_dir=folder)
+
+
+def _table(model, data, folder):
+    options = dict(baseline=False, cache=folder, progress=False)
+    return sensitivity(Subject.build(model, data), "taylor", "structured", (0.5,), **options)
+
+
+def _same_metrics(a: dict, b: dict) -> bool:
+    return a["auc"] == b["auc"] and np.array_equal(a["test_probs"], b["test_probs"])
+
+
+KINDS = {
+    "sensitivity cell": Kind(
+        lambda m, d, f: _table(m, d, f).cells,
+        "*/taylor--*.json",
+        lambda a, b: a.equals(b),
+    ),
+    "sensitivity dense.json": Kind(lambda m, d, f: _table(m, d, f).dense, "*/dense.json", dict.__eq__),
+    "dense pass": Kind(
+        lambda m, d, f: _explorer(m, d, f).evaluator.dense_test,
+        "dense-*.npz",
+        np.array_equal,
+    ),
+    "point": Kind(lambda m, d, f: _explorer(m, d, f).point(SPEC).metrics, "point-*.npz", _same_metrics),
+    "curve": Kind(
+        lambda m, d, f: _explorer(m, d, f).curve(SPEC),
+        "curve-*.csv",
+        lambda a, b: a.equals(b),
+    ),
+    "gradient statistics": Kind(
+        lambda m, d, f: Scorer(m, d.val.images, d.val.labels, cache_dir=f).stats().abs_grad["fc"],
+        "gradients-*.npz",
+        np.array_equal,
+    ),
+}
+
+DAMAGES = [
+    ("sensitivity cell", "truncated", truncate),
+    ("sensitivity cell", "auc n/a", set_json("auc", "n/a")),
+    ("sensitivity cell", "auc 1.7", set_json("auc", 1.7)),
+    ("sensitivity cell", "auc NaN", set_json("auc", float("nan"))),
+    ("sensitivity cell", "negative distortion", set_json("distortion", -1.0)),
+    ("sensitivity cell", "another row's cell", set_json("row", "elsewhere")),
+    ("sensitivity dense.json", "truncated", truncate),
+    ("sensitivity dense.json", "auc n/a", set_json("auc", "n/a")),
+    ("sensitivity dense.json", "high 1.7", set_json("high", 1.7)),
+    ("dense pass", "truncated", truncate),
+    ("dense pass", "probability 1.7", set_npz("test", 1.7)),
+    ("dense pass", "probability NaN", set_npz("val", np.nan)),
+    ("dense pass", "text seconds", set_npz("seconds", "n/a")),
+    ("dense pass", "rows of other images", set_npz("test", np.full((3, 2), 0.5))),
+    ("point", "truncated", truncate),
+    ("point", "auc n/a", set_point_json("auc", "n/a")),
+    ("point", "auc 1.7", set_point_json("auc", 1.7)),
+    ("point", "auc NaN", set_point_json("auc", float("nan"))),
+    ("point", "negative changed index", set_npz("changed", [-4])),
+    ("curve", "truncated", truncate),
+    ("curve", "two rows short", drop_last_rows),
+    ("curve", "auc 1.7", set_csv("auc", 1.7)),
+    ("curve", "auc as text", set_csv("auc", "high")),  # pandas reads "n/a" as NaN: undefined
+    ("curve", "sparsity NaN", set_csv("sparsity", float("nan"))),
+    ("curve", "negative count", set_csv("changed", -3)),
+    ("gradient statistics", "truncated", truncate),
+    ("gradient statistics", "NaN gradient", set_npz("abs_grad_0", np.nan)),
+    ("gradient statistics", "negative gradient", set_npz("sq_grad_1", -1.0)),
+    ("gradient statistics", "negative batches", set_npz("batches", -3)),
+]
+
+
+@pytest.mark.parametrize(
+    ("kind", "damage"), [(k, d) for k, _, d in DAMAGES], ids=[f"{k}: {n}" for k, n, _ in DAMAGES]
+)
+def test_damaged_cache_file_IsWarnedAboutByName_AndComputedAgain(kind, damage, trained_tiny, tmp_path):
+    model, data = trained_tiny
+    case = KINDS[kind]
+    first = case.compute(model, data, tmp_path)
+    path = sorted(tmp_path.glob(case.glob))[0]  # a sensitivity table has a cell per row
+    damage(path)
+    with pytest.warns(UserWarning, match=re.escape(path.name)):
+        again = case.compute(model, data, tmp_path)
+    assert case.same(first, again), "the value computed again is the first computation's"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        case.compute(model, data, tmp_path)  # the file written again is trusted, without a word
+
+
+@pytest.mark.parametrize(
+    ("text", "fault"),
+    [
+        ("[1, 2]", "expected a JSON object, got list"),
+        ('{"auc": true}', "auc must be a number, got True"),
+        ('{"auc": Infinity}', r"auc must be a finite number in \[0, 1\], got inf"),
+        ("{}", "auc is missing"),
+    ],
+)
+def test_read_cached_ValueOfTheWrongKind_SaysWhatIsWrong_AndReturnsNone(text, fault, tmp_path):
+    path = tmp_path / "cell.json"
+    path.write_text(text)
+    with pytest.warns(UserWarning, match=f"damaged cell {re.escape(str(path))} .*{fault}"):
+        value = read_cached(
+            path, lambda p: json.loads(p.read_text()), lambda v: check_fields(v, {"auc": (0, 1)}), "cell"
+        )
+    assert value is None
+    assert read_cached(tmp_path / "absent.json", json.loads) is None  # not there yet: no warning
+
+
+def test_point_cache_HoldsNoPickle(trained_tiny, tmp_path):
+    """A pickle read from disk runs whatever code it holds; a point is .npz of arrays and JSON text."""
+    _explorer(*trained_tiny, tmp_path).point(SPEC)
+    (path,) = tmp_path.glob("point-*")
+    with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as saved:
+        assert "_json" in saved.files and "test_probs" in saved.files
