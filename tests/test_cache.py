@@ -204,3 +204,23 @@ def test_point_cache_HoldsNoPickle(trained_tiny, tmp_path):
     (path,) = tmp_path.glob("point-*")
     with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as saved:
         assert "_json" in saved.files and "test_probs" in saved.files
+
+
+# --- a shared, read-only data folder -------------------------------------------------------------
+
+
+def test_read_cached_PathInTheUserFolder_ReadsTheSharedDataFolderFirst(data_and_user_folders):
+    shared, user = data_and_user_folders
+    (shared / "cache").mkdir()
+    (shared / "cache" / "cell.json").write_text('{"auc": 0.9}')
+    (user / "cache").mkdir(parents=True)
+    (user / "cache" / "cell.json").write_text('{"auc": 0.1}')
+    value = read_cached(user / "cache" / "cell.json", lambda p: json.loads(p.read_text()))
+    assert value == {"auc": 0.9}  # the teacher's prepared file, though writes go to the user's folder
+
+
+def test_read_cached_NothingShared_ReadsTheUserFolder(data_and_user_folders):
+    _, user = data_and_user_folders
+    (user / "cache").mkdir(parents=True)
+    (user / "cache" / "cell.json").write_text('{"auc": 0.1}')
+    assert read_cached(user / "cache" / "cell.json", lambda p: json.loads(p.read_text())) == {"auc": 0.1}

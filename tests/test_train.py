@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,16 @@ def test_baseline_SecondCall_LoadsFromCacheWithoutTraining(tmp_path, tiny_datase
     cached, cached_history = baseline(tiny_dataset, "seed_cnn", QUICK, cache_dir=tmp_path, progress=False)
     assert _weights_equal(trained, cached)
     assert cached_history == history
+
+
+@pytest.mark.parametrize("damage", ['{"loss": "n/a"}', "[1, 2]", '{"loss": [0.5, NaN]}', '{"loss": [0.'])
+def test_baseline_DamagedCachedHistory_IsWarnedAboutByName_ModelStillLoads(tmp_path, tiny_dataset, damage):
+    trained, _ = baseline(tiny_dataset, "seed_cnn", QUICK, cache_dir=tmp_path, progress=False)
+    (history_file,) = tmp_path.glob("*.history.json")
+    history_file.write_text(damage)
+    with pytest.warns(UserWarning, match=re.escape(str(history_file))):
+        cached, history = baseline(tiny_dataset, "seed_cnn", QUICK, cache_dir=tmp_path, progress=False)
+    assert _weights_equal(trained, cached) and history == {}
 
 
 def test_baseline_KilledWhileSaving_LeavesNoCacheEntry(tmp_path, tiny_dataset, monkeypatch):

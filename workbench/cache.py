@@ -20,6 +20,8 @@ from typing import TypeVar
 
 import numpy as np
 
+from workbench.paths import read_places
+
 T = TypeVar("T")
 
 # (low, high) of the values a cache keeps: fractions (AUCs, rates, sparsities), signed differences
@@ -42,12 +44,14 @@ def read_cached(
         check: raises (``ValueError`` saying what is wrong) unless the value can be trusted.
         what: what the file holds, for the warning ("sensitivity cell", "cached curve", ...).
 
+    A ``path`` in the user's folder is read from the shared data folder first (``paths.read_places``).
+
     Returns:
         The value, or None when there is no file or it is damaged; a damaged file is warned about
         (``UserWarning`` naming it and the fault) and the caller computes the value again.
     """
-    path = Path(path)
-    if not path.is_file():
+    path = next((place for place in read_places(path) if place.is_file()), None)
+    if path is None:
         return None
     try:
         value = read(path)

@@ -71,6 +71,20 @@ def cache_dirs() -> list[Path]:
     return readable("cache")
 
 
+def read_places(path: str | Path) -> list[Path]:
+    """Return where a file that would be written at ``path`` may already be, in the order to read it.
+
+    A path in the user's folder (where ``writable`` sends writes when the data folder is read-only)
+    is read from the shared data folder first: a teacher's prepared caches serve the class.
+    """
+    path = Path(path)
+    try:
+        shared = data_dir() / path.relative_to(user_dir())
+    except ValueError:
+        return [path]
+    return [shared, path]
+
+
 def find_cached(name: str | Path) -> Path | None:
     """Return the first existing ``<folder>/name`` over ``cache_dirs()``, or None if none has it."""
     return find(Path("cache") / name)

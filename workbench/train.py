@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from workbench import paths
+from workbench.cache import check_number, read_cached
 from workbench.compat import keras, tf
 from workbench.data import Dataset
 from workbench.fs import atomic_path, write_atomically
@@ -273,8 +274,25 @@ def save_atomically(model: keras.Model, path: Path, history: dict | None = None)
 
 
 def _read_history(model_path: Path) -> dict[str, list[float]]:
-    history_path = model_path.with_suffix(".history.json")
-    return json.loads(history_path.read_text()) if history_path.is_file() else {}
+    """The cached model's training history; {} when there is none or it is damaged (warned about)."""
+    history = read_cached(
+        model_path.with_suffix(".history.json"),
+        lambda p: json.loads(p.read_text()),
+        _check_history,
+        "training history",
+    )
+    return history or {}
+
+
+def _check_history(history) -> None:
+    """Refuse anything but Keras's history: {metric: [finite number per epoch]}."""
+    if not isinstance(history, dict):
+        raise ValueError(f"expected a JSON object of metric -> values, got {type(history).__name__}")
+    for name, values in history.items():
+        if not isinstance(values, list):
+            raise ValueError(f"{name} must be a list of numbers, got {values!r}")
+        for value in values:
+            check_number(value, name)
 
 
 def _is_model_file(model: str | Path) -> bool:
