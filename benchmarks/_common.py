@@ -8,9 +8,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from workbench.data import Dataset, load_npz
-from workbench.medmnist import CLASS_NAMES
-from workbench.paths import SHARED_PNEUMONIA
+from workbench.core.paths import SHARED_PNEUMONIA
+from workbench.data.dataset import Dataset, load_npz
+from workbench.data.medmnist import CLASS_NAMES
 
 
 def pneumonia() -> Dataset:

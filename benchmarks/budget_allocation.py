@@ -36,11 +36,11 @@ import numpy as np
 import pandas as pd
 from _common import pneumonia, report_target
 
-from workbench.budget import allocate, fine_tune_allocation
-from workbench.prune import FINE_TUNE_RECIPE
-from workbench.sensitivity import Subject, sensitivity
-from workbench.stats import auc_ci, compare_auc
-from workbench.train import Recipe, baseline
+from workbench.analysis.budget import allocate, fine_tune_allocation
+from workbench.analysis.sensitivity import Subject, sensitivity
+from workbench.core.stats import auc_ci, compare_auc
+from workbench.model.train import Recipe, baseline
+from workbench.prune.pruning import FINE_TUNE_RECIPE
 
 BUDGETS = [("flops", 0.5), ("flops", 0.25), ("flops", 0.1), ("params", 0.1), ("params", 0.05)]
 TIGHTEST = {("flops", 0.1), ("params", 0.05)}

@@ -23,9 +23,9 @@ import time
 import numpy as np
 from _common import pneumonia
 
-from workbench.curves import Evaluator, evaluate_model, split_probabilities, stacked_images
-from workbench.data import stratified_sample
-from workbench.evaluate import (
+from workbench.analysis.curves import Evaluator, evaluate_model, split_probabilities, stacked_images
+from workbench.core.masks import overall_sparsity
+from workbench.core.metrics import (
     EVIDENCE_KEYS,
     OperatingPoint,
     Predictions,
@@ -33,9 +33,11 @@ from workbench.evaluate import (
     images_fingerprint,
     settle,
 )
-from workbench.heads import as_head
-from workbench.masks import overall_sparsity
-from workbench.prune import (
+from workbench.data.dataset import stratified_sample
+from workbench.model.heads import as_head
+from workbench.model.registry import get_kernels
+from workbench.model.train import Recipe, baseline
+from workbench.prune.pruning import (
     FINE_TUNE_RECIPE,
     PruneSpec,
     apply_masks,
@@ -43,9 +45,7 @@ from workbench.prune import (
     make_masks,
     masks_from_weights,
 )
-from workbench.registry import get_kernels
-from workbench.scores import Scorer
-from workbench.train import Recipe, baseline
+from workbench.prune.scores import Scorer
 
 SPARSITIES = (0.5, 0.75, 0.9, 0.95)
 CRITERIA = ("gradient", "taylor")

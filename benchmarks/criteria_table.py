@@ -17,12 +17,12 @@ import time
 import pandas as pd
 from _common import pneumonia
 
-from workbench.curves import Evaluator, evaluate_model
-from workbench.data import stratified_sample
-from workbench.masks import overall_sparsity
-from workbench.prune import PruneSpec, apply_masks, fine_tune, make_masks, masks_from_weights
-from workbench.scores import CRITERIA, Scorer
-from workbench.train import Recipe, baseline
+from workbench.analysis.curves import Evaluator, evaluate_model
+from workbench.core.masks import overall_sparsity
+from workbench.data.dataset import stratified_sample
+from workbench.model.train import Recipe, baseline
+from workbench.prune.pruning import PruneSpec, apply_masks, fine_tune, make_masks, masks_from_weights
+from workbench.prune.scores import CRITERIA, Scorer
 
 SPARSITIES = (0.5, 0.75, 0.9, 0.95)
 SCOPES = ("layerwise", "global")

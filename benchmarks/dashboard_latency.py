@@ -31,12 +31,12 @@ from dataclasses import dataclass
 import numpy as np
 from _common import pneumonia
 
-from workbench.compat import keras, tf
-from workbench.data import Dataset, Split, stratified_sample
-from workbench.explorer import Explorer
-from workbench.paths import cache_dir
-from workbench.train import Recipe, baseline, compile_model, fit, recalibrate_batchnorm
-from workbench.widgets import Dashboard
+from workbench.core.paths import cache_dir
+from workbench.data.dataset import Dataset, Split, stratified_sample
+from workbench.explore.session import Explorer
+from workbench.model.compat import keras, tf
+from workbench.model.train import Recipe, baseline, compile_model, fit, recalibrate_batchnorm
+from workbench.view.dashboard import Dashboard
 
 BACKBONES = {"mobilenetv2": keras.applications.MobileNetV2, "densenet121": keras.applications.DenseNet121}
 

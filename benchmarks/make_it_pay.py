@@ -33,18 +33,25 @@ import numpy as np
 import pandas as pd
 from _common import pneumonia
 
-from workbench.compat import keras, tf
-from workbench.curves import evaluate_model
-from workbench.data import stratified_sample
-from workbench.evaluate import flops, parameter_counts
-from workbench.export import TFLiteModel, export_all, file_metrics
-from workbench.models import seed_cnn
-from workbench.paths import SHARED_PNEUMONIA
-from workbench.prune import PruneSpec, apply_masks, fine_tune, make_masks, masks_from_weights, prune_gradually
-from workbench.registry import prunable_layers
-from workbench.scores import Scorer
-from workbench.slim import couple_masks, slim_model
-from workbench.train import Recipe, baseline
+from workbench.analysis.curves import evaluate_model
+from workbench.core.paths import SHARED_PNEUMONIA
+from workbench.data.dataset import stratified_sample
+from workbench.model.builders import seed_cnn
+from workbench.model.compat import keras, tf
+from workbench.model.cost import flops, parameter_counts
+from workbench.model.registry import prunable_layers
+from workbench.model.train import Recipe, baseline
+from workbench.prune.export import TFLiteModel, export_all, file_metrics
+from workbench.prune.pruning import (
+    PruneSpec,
+    apply_masks,
+    fine_tune,
+    make_masks,
+    masks_from_weights,
+    prune_gradually,
+)
+from workbench.prune.scores import Scorer
+from workbench.prune.slim import couple_masks, slim_model
 
 SPARSITIES = (0.5, 0.75, 0.9, 0.95)
 BEST_UNSTRUCTURED = PruneSpec(criterion="taylor", scope="global")

@@ -29,15 +29,16 @@ import numpy as np
 import pandas as pd
 from _common import pneumonia
 
-from workbench.compat import keras, tf
-from workbench.data import Dataset, Split, stratified_sample
-from workbench.evaluate import auc, flops
-from workbench.export import TFLiteModel, to_tflite
-from workbench.models import seed_cnn, small_resnet
-from workbench.prune import PruneSpec, apply_masks, fine_tune, make_masks
-from workbench.scores import Scorer
-from workbench.slim import couple_masks, slim_model
-from workbench.train import Recipe, compile_model, fit, recalibrate_batchnorm
+from workbench.core.metrics import auc
+from workbench.data.dataset import Dataset, Split, stratified_sample
+from workbench.model.builders import seed_cnn, small_resnet
+from workbench.model.compat import keras, tf
+from workbench.model.cost import flops
+from workbench.model.train import Recipe, compile_model, fit, recalibrate_batchnorm
+from workbench.prune.export import TFLiteModel, to_tflite
+from workbench.prune.pruning import PruneSpec, apply_masks, fine_tune, make_masks
+from workbench.prune.scores import Scorer
+from workbench.prune.slim import couple_masks, slim_model
 
 BACKBONES = ("MobileNetV2", "DenseNet121", "ResNet50", "EfficientNetB0")
 MODELS = (*BACKBONES, "small_resnet", "seed_cnn")

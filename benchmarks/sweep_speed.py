@@ -14,11 +14,11 @@ import time
 import numpy as np
 from _common import pneumonia, report_target, timings_ms
 
-from workbench.curves import Evaluator, curve, log_grid
-from workbench.masks import epsilon_range
-from workbench.prune import PruneSpec, make_masks
-from workbench.scores import Scorer
-from workbench.train import Recipe, baseline
+from workbench.analysis.curves import Evaluator, curve, log_grid
+from workbench.core.masks import epsilon_range
+from workbench.model.train import Recipe, baseline
+from workbench.prune.pruning import PruneSpec, make_masks
+from workbench.prune.scores import Scorer
 
 
 def main() -> int:

@@ -6,7 +6,7 @@
 Called by make_it_pay.py, which trains the baselines with the workbench and hands over their
 weights as .npz files (``arr_0 ... arr_n`` in ``model.get_weights()`` order). For each baseline and
 sparsity this rebuilds seed_cnn in tf_keras, loads the weights, prunes with PolynomialDecay from
-0 to the sparsity while fine-tuning (the same schedule as ``workbench.prune.prune_gradually``:
+0 to the sparsity while fine-tuning (the same schedule as ``workbench.prune.pruning.prune_gradually``:
 cubic ramp over the first two thirds of the steps, 8 mask updates), strips the wrappers and
 writes ``DIR/tfmot-seed{seed}-{sparsity}.npz``. Needs the benchmark extra: tensorflow-model-optimization
 and tf_keras.
@@ -26,14 +26,14 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_model_optimization as tfmot  # noqa: E402
 
-from workbench.data import load_npz  # noqa: E402  (NumPy only: no Keras 3 import)
+from workbench.data.dataset import load_npz  # noqa: E402  (NumPy only: no Keras 3 import)
 
 keras = tf.keras
 sparsity_api = tfmot.sparsity.keras
 
 
 def seed_cnn(input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
-    """workbench.models.seed_cnn, layer for layer, in tf_keras."""
+    """workbench.model.builders.seed_cnn, layer for layer, in tf_keras."""
     layers = keras.layers
     return keras.Sequential(
         [

@@ -65,7 +65,7 @@ def write_nifti_folder(
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory):
     """A small learnable two-class Dataset with 24x24 grey images (immutable, shared)."""
-    from workbench.data import load_npz
+    from workbench.data.dataset import load_npz
 
     return load_npz(write_npz(tmp_path_factory.mktemp("tiny") / "tiny.npz"), class_names=("plain", "square"))
 
@@ -79,7 +79,7 @@ def tiny_head_model(
     units: int = 2, activation: str | None = "softmax", input_shape=(24, 24, 1), seed: int = 0
 ):
     """tiny_cnn with any head: ``units`` outputs with ``activation`` (None = linear logits)."""
-    from workbench.compat import keras
+    from workbench.model.compat import keras
 
     keras.utils.set_random_seed(seed)
     layers = keras.layers
@@ -98,7 +98,7 @@ def tiny_head_model(
 
 def multilabel_dataset(labels: int = 3, sizes=(48, 24, 24), size: int = 24, seed: int = 0):
     """A learnable L-label Dataset: label j is on when quadrant j of the image holds a bright square."""
-    from workbench.data import Dataset, Split
+    from workbench.data.dataset import Dataset, Split
 
     rng = np.random.default_rng(seed)
     splits = []
@@ -116,7 +116,7 @@ def multilabel_dataset(labels: int = 3, sizes=(48, 24, 24), size: int = 24, seed
 
 @pytest.fixture(scope="session")
 def _trained_tiny_once(tiny_dataset):
-    from workbench.train import Recipe, compile_model, fit
+    from workbench.model.train import Recipe, compile_model, fit
 
     model = compile_model(tiny_cnn())
     fit(model, tiny_dataset, Recipe(epochs=3, batch_size=8), progress=False)
@@ -126,14 +126,14 @@ def _trained_tiny_once(tiny_dataset):
 @pytest.fixture
 def trained_tiny(_trained_tiny_once, tiny_dataset):
     """(a fresh copy of tiny_cnn trained 3 epochs on tiny_dataset, the dataset)."""
-    from workbench.prune import copy_model
+    from workbench.prune.pruning import copy_model
 
     return copy_model(_trained_tiny_once), tiny_dataset
 
 
 def assert_sparsity_pinned(model, keep):
     """Every pruned kernel entry of ``model`` is exactly zero."""
-    from workbench.registry import get_kernels
+    from workbench.model.registry import get_kernels
 
     for name, kernel in get_kernels(model).items():
         assert np.all(kernel[~keep[name]] == 0.0), f"{name}: a pruned weight is non-zero"
@@ -162,7 +162,7 @@ def write_tiny_notebook(path: Path) -> Path:
             "if fail:\n    raise RuntimeError(f'asked to fail at x={x}')"
         ),
         nbformat.v4.new_code_cell(
-            "from workbench.runs import write_results\n"
+            "from workbench.runs.store import write_results\n"
             "write_results(results_dir, {'accuracy': 0.5 + x / 10 + seed / 100, 'auc': 0.9,"
             " 'sparsity': x / 10, 'started': started, 'ended': time.time()})"
         ),
@@ -212,7 +212,7 @@ def write_multilabel_npz(path: Path, sizes=(40, 12, 12), n_labels: int = 3, imag
 @pytest.fixture(scope="session")
 def tiny_volume_dataset(tmp_path_factory):
     """A small learnable two-class Dataset of (8, 12, 12, 1) volumes (immutable, shared)."""
-    from workbench.data import load_npz
+    from workbench.data.dataset import load_npz
 
     return load_npz(
         write_volume_npz(tmp_path_factory.mktemp("vol") / "cubes.npz"), class_names=("plain", "cube")
@@ -222,7 +222,7 @@ def tiny_volume_dataset(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_multilabel_dataset(tmp_path_factory):
     """A small multi-label Dataset: 24x24 grey images, labels (N, 3) 0/1 named a, b, c."""
-    from workbench.data import load_npz
+    from workbench.data.dataset import load_npz
 
     path = write_multilabel_npz(tmp_path_factory.mktemp("multi") / "multi.npz")
     return load_npz(path, class_names=("a", "b", "c"))
@@ -230,8 +230,8 @@ def tiny_multilabel_dataset(tmp_path_factory):
 
 def tiny_resnet(input_shape=(24, 24, 1), classes=2, seed=0):
     """small_resnet at widths (4, 8): two coupled channel groups, BatchNorm, a shortcut conv."""
-    from workbench.compat import keras
-    from workbench.models import small_resnet
+    from workbench.model.builders import small_resnet
+    from workbench.model.compat import keras
 
     keras.utils.set_random_seed(seed)
     return small_resnet(input_shape, classes, widths=(4, 8))
@@ -239,7 +239,7 @@ def tiny_resnet(input_shape=(24, 24, 1), classes=2, seed=0):
 
 def three_class_dataset(data):
     """``data`` (binary) relabelled into 3 classes: half of each class-1 split's odd rows become class 2."""
-    from workbench.data import Dataset, Split
+    from workbench.data.dataset import Dataset, Split
 
     def relabelled(split):
         labels = split.labels + (split.labels == 1) * (np.arange(len(split)) % 2)
@@ -269,8 +269,8 @@ def custom_layer_model_file(folder: Path, module: str = "user_layers") -> tuple[
     using it, then make Keras forget the class, as a fresh kernel would; returns (model, module) paths."""
     import sys
 
-    from workbench.compat import keras
-    from workbench.models import import_user_modules
+    from workbench.model.builders import import_user_modules
+    from workbench.model.compat import keras
 
     source = folder / f"{module}.py"
     source.write_text(CUSTOM_LAYER_SOURCE)
@@ -288,7 +288,7 @@ def custom_layer_model_file(folder: Path, module: str = "user_layers") -> tuple[
 def faint_square_dataset(sizes=(300, 100, 200), contrast: float = 0.2, size: int = 24, seed: int = 0):
     """A two-class Dataset a tiny CNN learns only partly (AUC ~0.85): label 1 images carry a square
     ``contrast`` brighter than noise in [0, 0.5], so estimates of its AUC have room to err both ways."""
-    from workbench.data import Dataset, Split
+    from workbench.data.dataset import Dataset, Split
 
     splits = []
     for offset, n in enumerate(sizes):
@@ -330,7 +330,7 @@ def read_only(monkeypatch):
     root (CI), the workbench's write test (``paths.is_writable``) also meets EROFS below it."""
     import errno
 
-    from workbench import paths
+    from workbench.core import paths
 
     frozen: list[Path] = []
     real_try = getattr(paths, "_try_write", None)

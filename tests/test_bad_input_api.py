@@ -13,13 +13,15 @@ import numpy as np
 import pytest
 from conftest import tiny_head_model
 
-from workbench.curves import Evaluator, evaluate_model, log_grid
-from workbench.evaluate import Predictions, compare_to_dense, validated_metrics
-from workbench.explorer import Explorer
-from workbench.heads import detect_head
-from workbench.masks import check_masks, select
-from workbench.models import build_model, load_user_model
-from workbench.prune import (
+from workbench.analysis.curves import Evaluator, evaluate_model, log_grid
+from workbench.core.masks import check_masks, select
+from workbench.core.metrics import Predictions, compare_to_dense, validated_metrics
+from workbench.explore.session import Explorer
+from workbench.model.builders import build_model, load_user_model
+from workbench.model.heads import detect_head
+from workbench.model.registry import get_kernels, prunable_layers
+from workbench.model.train import Recipe, baseline
+from workbench.prune.pruning import (
     PruneSpec,
     apply_masks,
     fine_tune,
@@ -27,9 +29,7 @@ from workbench.prune import (
     masks_from_scores,
     polynomial_sparsity,
 )
-from workbench.registry import get_kernels, prunable_layers
-from workbench.scores import Scorer
-from workbench.train import Recipe, baseline
+from workbench.prune.scores import Scorer
 
 WORKBENCH = str(Path(__file__).resolve().parent.parent / "workbench")
 
@@ -422,7 +422,7 @@ def _pairs():
 
 
 def _cropped(split):
-    from workbench.data import Split
+    from workbench.data.dataset import Split
 
     return Split(split.images[:, :20, :20], split.labels, split.sources)
 

@@ -14,9 +14,9 @@ import pytest
 from conftest import write_multilabel_npz, write_nifti, write_nifti_folder, write_npz
 
 import workbench
-from workbench.data import load_npz, make_split, stratified_sample
-from workbench.nifti import load_nifti_folder
-from workbench.sources import load_dataset
+from workbench.data.dataset import load_npz, make_split, stratified_sample
+from workbench.data.nifti import load_nifti_folder
+from workbench.data.sources import load_dataset
 
 WORKBENCH = Path(workbench.__file__).parent
 
@@ -397,7 +397,7 @@ def test_loadDataset_userFolderNamedPhantom_clearErrorKeepsIt(tmp_path, monkeypa
     [(np.nan, "val images hold NaN or inf"), (255.0, r"val images must be scaled to \[0, 1\].*0\.\.255")],
 )
 def test_dataset_built_by_hand_RefusesImagesOutsideZeroToOne_NamingTheSplit(tiny_dataset, pixel, message):
-    from workbench.data import Dataset, Split
+    from workbench.data.dataset import Dataset, Split
 
     train, val, test = tiny_dataset.train, tiny_dataset.val, tiny_dataset.test
     images = val.images.copy()
@@ -407,7 +407,7 @@ def test_dataset_built_by_hand_RefusesImagesOutsideZeroToOne_NamingTheSplit(tiny
 
 
 def test_split_built_by_hand_FromFloat64OrUint8_HoldsFloat32(tiny_dataset):
-    from workbench.data import Split
+    from workbench.data.dataset import Split
 
     val = tiny_dataset.val
     for images in (val.images.astype(np.float64), (val.images > 0.5).astype(np.uint8)):
@@ -425,7 +425,7 @@ def test_split_built_by_hand_FromFloat64OrUint8_HoldsFloat32(tiny_dataset):
     ],
 )
 def test_dataset_built_by_hand_InconsistentSplits_AreNamed(tiny_dataset, change, message):
-    from workbench.data import Dataset, Split
+    from workbench.data.dataset import Dataset, Split
 
     train, val, test = tiny_dataset.train, tiny_dataset.val, tiny_dataset.test
     images, labels = val.images, val.labels
@@ -448,7 +448,7 @@ def test_dataset_built_by_hand_InconsistentSplits_AreNamed(tiny_dataset, change,
 )
 def test_dataset_built_by_hand_LabelsOfAnotherShape_SayWhichShapesAreRead(tiny_dataset, shape, message):
     """(N, 2, 1) labels passed as a binary task and failed deep inside; (N, 1) blamed the class names."""
-    from workbench.data import Dataset, Split
+    from workbench.data.dataset import Dataset, Split
 
     def reshaped(split):
         labels = np.stack([split.labels, 1 - split.labels], 1) if shape[1] == 2 else split.labels
@@ -459,7 +459,7 @@ def test_dataset_built_by_hand_LabelsOfAnotherShape_SayWhichShapesAreRead(tiny_d
 
 
 def test_one_hot_labels_ForASingleLabelModel_SayHowToMakeClassIndices(trained_tiny):
-    from workbench.scores import Scorer
+    from workbench.prune.scores import Scorer
 
     model, data = trained_tiny
     one_hot = np.eye(2, dtype=np.int64)[data.val.labels]
@@ -468,7 +468,7 @@ def test_one_hot_labels_ForASingleLabelModel_SayHowToMakeClassIndices(trained_ti
 
 
 def test_dataset_built_by_hand_ClassNamesAsOneString_IsRefused_FloatZeroOneLabels_AreIndices(tiny_dataset):
-    from workbench.data import Dataset, Split
+    from workbench.data.dataset import Dataset, Split
 
     train, val, test = tiny_dataset.train, tiny_dataset.val, tiny_dataset.test
     with pytest.raises(ValueError, match="class_names must be a tuple of names"):

@@ -7,18 +7,18 @@ import pytest
 from conftest import tiny_cnn, tiny_resnet
 from sklearn.metrics import roc_auc_score
 
-from workbench.budget import allocate, allocate_from_table
-from workbench.evaluate import flops
-from workbench.prune import apply_masks
-from workbench.sensitivity import Subject, sensitivity
-from workbench.slim import couple_masks, mask_structured
+from workbench.analysis.budget import allocate, allocate_from_table
+from workbench.analysis.sensitivity import Subject, sensitivity
+from workbench.model.cost import flops
+from workbench.prune.pruning import apply_masks
+from workbench.prune.slim import couple_masks, mask_structured
 
 GRID = (0.25, 0.5, 0.75, 0.9)
 
 
 @pytest.fixture(scope="module")
 def resnet(tiny_dataset, tmp_path_factory):
-    from workbench.train import Recipe, compile_model, fit
+    from workbench.model.train import Recipe, compile_model, fit
 
     model = compile_model(tiny_resnet())
     fit(model, tiny_dataset, Recipe(epochs=2, batch_size=8), progress=False)
@@ -171,9 +171,9 @@ def test_allocation_Repr_ShowsTheScalars_NotTheMasks(cnn):
 
 
 def test_recipe_Budget_KeepsTheCandidateWithTheBestValidationAUC_AfterFineTuning(resnet, tiny_dataset):
-    from workbench.budget import fine_tune_allocation
-    from workbench.curves import evaluate_model
-    from workbench.train import Recipe
+    from workbench.analysis.budget import fine_tune_allocation
+    from workbench.analysis.curves import evaluate_model
+    from workbench.model.train import Recipe
 
     subject, table = resnet
     recipe = Recipe(epochs=1, batch_size=8)
@@ -197,7 +197,7 @@ def test_recipe_Budget_KeepsTheCandidateWithTheBestValidationAUC_AfterFineTuning
 
 
 def test_recipe_References_AreFineTunedToo_AndATolerance_DoesNotUseIt(cnn, trained_tiny):
-    from workbench.train import Recipe
+    from workbench.model.train import Recipe
 
     subject, table = cnn
     data, recipe = trained_tiny[1], Recipe(epochs=1, batch_size=16)
@@ -211,7 +211,7 @@ def test_recipe_References_AreFineTunedToo_AndATolerance_DoesNotUseIt(cnn, train
 
 
 def test_recipe_ProgressCallable_IsCalledDuringEachFineTune_AndStopsItByRaising(cnn, trained_tiny):
-    from workbench.train import Recipe
+    from workbench.model.train import Recipe
 
     subject, table = cnn
     calls = []
@@ -248,8 +248,8 @@ def test_a_numeric_string_Value_GivesTheSameAllocation_AtEveryEntryPoint(cnn):
 
 def test_structured_table_And_FlopsBudget_OnADepthwiseBlock_MeetTheBudget_AndSlim(tiny_dataset, tmp_path):
     """A conv feeding a depthwise conv is one channel space (MobileNet's blocks): units (C,) and (C, 1)."""
-    from workbench.compat import keras
-    from workbench.slim import slim_model
+    from workbench.model.compat import keras
+    from workbench.prune.slim import slim_model
 
     layers = keras.layers
     keras.utils.set_random_seed(0)
@@ -271,8 +271,8 @@ def test_structured_table_And_FlopsBudget_OnADepthwiseBlock_MeetTheBudget_AndSli
 
 
 def test_wrong_types_NameTheArgument_BeforeAnyWork(cnn, resnet, tiny_dataset):
-    from workbench.compat import keras
-    from workbench.scores import Scorer
+    from workbench.model.compat import keras
+    from workbench.prune.scores import Scorer
 
     subject, table = cnn
     with pytest.raises(ValueError, match="must be a number, got True"):
@@ -283,7 +283,7 @@ def test_wrong_types_NameTheArgument_BeforeAnyWork(cnn, resnet, tiny_dataset):
         allocate("model.keras", "flops", 0.5, dataset=tiny_dataset)
     with pytest.raises(ValueError, match="dataset must be a Dataset .*, not str"):
         allocate(subject.model, "flops", 0.5, dataset="phantom")
-    with pytest.raises(ValueError, match="recipe must be a workbench.train.Recipe, got 'fast'"):
+    with pytest.raises(ValueError, match="recipe must be a workbench.Recipe, got 'fast'"):
         allocate(subject, "params", 0.5, dataset=tiny_dataset, recipe="fast")
     with pytest.raises(ValueError, match="table was computed for another model"):
         allocate(subject, "flops", 0.5, table=resnet[1])
@@ -298,8 +298,8 @@ def test_wrong_types_NameTheArgument_BeforeAnyWork(cnn, resnet, tiny_dataset):
 
 def test_structured_allocation_Params_AreTheSlimModelsKernelWeights(resnet):
     """A removed filter also takes the next layer's input slices, which no mask zeroes."""
-    from workbench.registry import get_kernels
-    from workbench.slim import slim_model
+    from workbench.model.registry import get_kernels
+    from workbench.prune.slim import slim_model
 
     subject, table = resnet
     allocation = allocate(subject, "flops", 0.5, table=table)

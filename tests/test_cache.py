@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workbench.cache import check_fields, read_cached
-from workbench.explorer import Explorer
-from workbench.prune import PruneSpec
-from workbench.scores import Scorer
-from workbench.sensitivity import Subject, sensitivity
+from workbench.analysis.sensitivity import Subject, sensitivity
+from workbench.core.cache import check_fields, read_cached
+from workbench.explore.session import Explorer
+from workbench.prune.pruning import PruneSpec
+from workbench.prune.scores import Scorer
 
 SPEC = PruneSpec(criterion="magnitude", sparsity=0.5)
 

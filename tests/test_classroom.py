@@ -9,9 +9,9 @@ import nbformat
 import pandas as pd
 import pytest
 
-from workbench import classroom
 from workbench.__main__ import main
-from workbench.paths import PROJECT_ROOT
+from workbench.core.paths import PROJECT_ROOT
+from workbench.course import classroom
 
 NOTEBOOKS = PROJECT_ROOT / "notebooks"
 TEACHER_NOTEBOOKS = ["05_teaching_gradient_pruning.ipynb", "07_lab_worksheet.ipynb"]
@@ -72,7 +72,7 @@ def test_write_student_version_ReplacesItsOwn_NeverAStudentsWork(tmp_path):
 def _student_notebook(name: str, sparsity_body: str, results: str) -> nbformat.NotebookNode:
     """A short lab as a student hands it in: two exercises and a written answer."""
     cells = [
-        "from workbench import teaching\nimport numpy as np\n"
+        "from workbench.course import exercises as teaching\nimport numpy as np\n"
         f"lab = teaching.Lab('05_teaching_gradient_pruning', {results!r}, {name!r})",
         "def prune_mask(scores, epsilon):\n    return scores >= epsilon\nlab.check('prune_mask', prune_mask)",
         f"def sparsity(keep):\n    {sparsity_body}\nlab.check('sparsity', sparsity)",
@@ -154,7 +154,7 @@ def test_class_summary_SkipsDamagedFiles_FlagsCopies_CountsOnlyRealAnswers(tmp_p
 
 
 def test_read_record_OfANotebook_TakesTheNewestRecord_NotTheLastCell(tmp_path):
-    from workbench.teaching import RESULTS_MIME
+    from workbench.course.exercises import RESULTS_MIME
 
     newer = _record("ada", "late", at="2026-11-26T11:00:00")
     older = _record("ada", "early", at="2026-11-26T10:00:00")

@@ -1,4 +1,4 @@
-"""workbench.compat: importing the workbench leaves a user's own TensorFlow work as it was."""
+"""workbench.model.compat: importing the workbench leaves a user's own TensorFlow work as it was."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 UNSEEDED_FIT = """
 import numpy as np
-import workbench.compat
+import workbench.model.compat
 import keras, tensorflow as tf
 model = keras.Sequential([keras.Input((4,)), keras.layers.Dropout(0.5), keras.layers.Dense(1, "sigmoid")])
 model.compile("adam", "binary_crossentropy")
@@ -29,9 +29,9 @@ def test_import_UnseededFitWithShuffleAndDropout_RunsAndTensorFlowStaysRandom():
 
 def test_import_ASeedTheUserSetBefore_GivesTheSameRandomNumbersAsWithoutTheImport():
     seeded = "import tensorflow as tf; tf.random.set_seed(7); {} print(float(tf.random.uniform(())))"
-    assert _run(seeded.format("import workbench.compat;")) == _run(seeded.format(""))
+    assert _run(seeded.format("import workbench.model.compat;")) == _run(seeded.format(""))
 
 
 def test_import_AfterTheUserTurnedDeterminismOnWithoutASeed_Works():
     code = "import tensorflow as tf; tf.config.experimental.enable_op_determinism(); "
-    assert float(_run(code + "import workbench.compat; print(float(tf.random.uniform(())))")) < 1
+    assert float(_run(code + "import workbench.model.compat; print(float(tf.random.uniform(())))")) < 1

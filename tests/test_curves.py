@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workbench.curves import Evaluator, Forward, curve, log_grid
-from workbench.evaluate import clinical_metrics, operating_threshold, settle
-from workbench.masks import epsilon_range
-from workbench.prune import PruneSpec, apply_masks, make_masks
-from workbench.scores import Scorer
+from workbench.analysis.curves import Evaluator, Forward, curve, log_grid
+from workbench.core.masks import epsilon_range
+from workbench.core.metrics import clinical_metrics, operating_threshold, settle
+from workbench.prune.pruning import PruneSpec, apply_masks, make_masks
+from workbench.prune.scores import Scorer
 
 
 @pytest.fixture
@@ -142,7 +142,7 @@ def test_forward_Rows_FewLargeImagesOrManySmallOnesPerChunk(setup):
 
 
 def test_evaluator_BetweenChunksRaises_StopsThePass(setup, monkeypatch):
-    from workbench.curves import Forward
+    from workbench.analysis.curves import Forward
 
     _, data, _, evaluator = setup
     monkeypatch.setattr(Forward, "CHUNK", 4)
@@ -162,7 +162,7 @@ def test_evaluate_model_ADenseReferenceWithAnotherHead_IsReadThroughItsOwn(tiny_
     """The same weights as logits: the reference was read through the pruned model's softmax head."""
     from conftest import tiny_head_model
 
-    from workbench.curves import evaluate_model
+    from workbench.analysis.curves import evaluate_model
 
     softmax, logits = tiny_head_model(2, "softmax"), tiny_head_model(2, None)
     logits.set_weights(softmax.get_weights())

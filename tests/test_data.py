@@ -1,4 +1,4 @@
-"""Loading MedMNIST files and NIfTI folders (workbench.data, workbench.nifti), splitting by volume,
+"""Loading MedMNIST files and NIfTI folders (workbench.data), splitting by volume,
 stratified samples, and the errors users see."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from conftest import write_multilabel_npz, write_nifti, write_nifti_folder, write_npz, write_volume_npz
 
-from workbench.data import load_npz, make_split, split_groups, stratified_sample
-from workbench.nifti import load_nifti_folder, normalise_intensity, volume_slices
+from workbench.data.dataset import load_npz, make_split, split_groups, stratified_sample
+from workbench.data.nifti import load_nifti_folder, normalise_intensity, volume_slices
 
 
 def test_load_npz_ReturnsScaledImagesLabelsAndSources(tmp_path):
@@ -333,14 +333,6 @@ def test_stratified_sample_MoreThanSplit_ReturnsWholeSplit():
 def test_stratified_sample_BadN_RaisesNamingIt():
     with pytest.raises(ValueError, match="n must be a positive integer"):
         stratified_sample(_split([0, 1]), 0)
-
-
-def test_oldImportPath_NiftiLoadersStillImportableFromData():
-    from workbench import data, nifti
-
-    assert data.load_nifti_folder is nifti.load_nifti_folder
-    with pytest.raises(AttributeError):
-        data.no_such_loader  # noqa: B018
 
 
 def test_load_npz_WholeNumberFloatLabels_ReadAsClassIndices(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import roc_auc_score
 
-from workbench.evaluate import (
+from workbench.core.metrics import (
     EVIDENCE_KEYS,
     NO_VERDICT,
     ChanceReferenceWarning,
@@ -18,15 +18,13 @@ from workbench.evaluate import (
     clinical_metrics,
     compare_to_dense,
     expected_calibration_error,
-    flops,
-    gzip_bytes,
     multilabel_metrics,
     operating_threshold,
-    parameter_counts,
     validated_metrics,
 )
-from workbench.models import seed_cnn
-from workbench.prune import apply_masks
+from workbench.model.builders import seed_cnn
+from workbench.model.cost import flops, gzip_bytes, parameter_counts
+from workbench.prune.pruning import apply_masks
 
 
 def _binary(p_positive):
@@ -146,10 +144,10 @@ def test_confusion_AgreesWithScikitLearn_MultiClass():
 
 
 def test_layer_table_ListsPrunedKernels_ThenUnprunedBiasesAndBatchNorm():
-    from workbench.evaluate import layer_table, overall_counts
-    from workbench.masks import select
-    from workbench.models import small_resnet
-    from workbench.registry import get_kernels
+    from workbench.core.masks import select
+    from workbench.model.builders import small_resnet
+    from workbench.model.registry import get_kernels
+    from workbench.prune.layer_table import layer_table, overall_counts
 
     model = small_resnet((16, 16, 1), 2)
     kernels = get_kernels(model)
@@ -304,10 +302,10 @@ def _same(fast: dict, slow: dict) -> None:
 
 @pytest.mark.parametrize("structured", [False, True])
 def test_evaluator_AndEvaluateModel_IdenticalMetrics_EvenWithEveryKernelPruned(trained_tiny, structured):
-    from workbench.curves import Evaluator, evaluate_model
-    from workbench.prune import PruneSpec, make_masks
-    from workbench.registry import get_kernels
-    from workbench.scores import Scorer
+    from workbench.analysis.curves import Evaluator, evaluate_model
+    from workbench.model.registry import get_kernels
+    from workbench.prune.pruning import PruneSpec, make_masks
+    from workbench.prune.scores import Scorer
 
     model, data = trained_tiny
     evaluator = Evaluator(model, data.val, data.test)
@@ -323,7 +321,7 @@ def test_evaluator_AndEvaluateModel_IdenticalMetrics_EvenWithEveryKernelPruned(t
 
 
 def test_evaluator_TargetSensitivity_FlowsThroughToTheResult(trained_tiny):
-    from workbench.curves import Evaluator, evaluate_model
+    from workbench.analysis.curves import Evaluator, evaluate_model
 
     model, data = trained_tiny
     operating = OperatingPoint("sensitivity", 0.95)
@@ -353,20 +351,20 @@ def test_compare_to_dense_IssuesShuffledRawArrays_AreRefusedSayingWhatToPass():
     perm = rng.permutation(100)  # the dense probabilities of other images, of the same shape
     with pytest.raises(
         ValueError,
-        match=r"dense must be Predictions, made by workbench\.curves\.predictions\(model, dataset\)",
+        match=r"dense must be Predictions, made by workbench\.predictions\(model, dataset\)",
     ):
         compare_to_dense((pv, pt[perm]), (pv, pt), yv, yt)
 
 
 def _shuffled(data, seed=0):
-    from workbench.data import Dataset
+    from workbench.data.dataset import Dataset
 
     order = np.random.default_rng(seed).permutation(len(data.test))
     return Dataset(data.name, data.train, data.val, data.test.subset(order), data.class_names)
 
 
 def test_compare_to_dense_PredictionsOfOtherImages_AreRefused(trained_tiny):
-    from workbench.curves import predictions
+    from workbench.analysis.curves import predictions
 
     model, data = trained_tiny
     with pytest.raises(ValueError, match="dense and pruned are predictions of different images"):
@@ -374,9 +372,9 @@ def test_compare_to_dense_PredictionsOfOtherImages_AreRefused(trained_tiny):
 
 
 def test_compare_to_dense_Predictions_GiveExactlyEvaluateModelsEvidence(trained_tiny):
-    from workbench.curves import evaluate_model, predictions
-    from workbench.prune import PruneSpec, make_masks
-    from workbench.scores import Scorer
+    from workbench.analysis.curves import evaluate_model, predictions
+    from workbench.prune.pruning import PruneSpec, make_masks
+    from workbench.prune.scores import Scorer
 
     model, data = trained_tiny
     keep = make_masks(
@@ -439,13 +437,13 @@ def test_compare_to_dense_DenseAtChance_NoVerdict_WarnsWithItsInterval():
 
 
 def _constant_model(model):
-    from workbench.registry import get_kernels
+    from workbench.model.registry import get_kernels
 
     return apply_masks(model, {name: np.zeros(k.shape, bool) for name, k in get_kernels(model).items()})
 
 
 def test_evaluate_model_ConstantModel_WarnsItIsNoReference(trained_tiny):
-    from workbench.curves import evaluate_model
+    from workbench.analysis.curves import evaluate_model
 
     model, data = trained_tiny
     with pytest.warns(ChanceReferenceWarning, match="the model's outputs are the same"):
@@ -454,8 +452,8 @@ def test_evaluate_model_ConstantModel_WarnsItIsNoReference(trained_tiny):
 
 
 def test_evaluator_ConstantDenseModel_DenseAndEveryPointGetNoVerdict(trained_tiny):
-    from workbench.curves import Evaluator
-    from workbench.registry import get_kernels
+    from workbench.analysis.curves import Evaluator
+    from workbench.model.registry import get_kernels
 
     model, data = trained_tiny
     with pytest.warns(ChanceReferenceWarning, match="the dense model's outputs"):

@@ -61,7 +61,7 @@ def test_users_backbone_And_npz_AreExploredAsGiven_WeightsUntouched(shared_data,
 
     import numpy as np
 
-    from workbench.compat import keras
+    from workbench.model.compat import keras
 
     rng = np.random.default_rng(0)
     arrays = {}

@@ -13,13 +13,13 @@ import pandas as pd
 import pytest
 from conftest import faint_square_dataset, multilabel_dataset, three_class_dataset, tiny_head_model, write_npz
 
-from workbench.curves import Evaluator
-from workbench.data import Split, load_npz
-from workbench.explorer import Explorer
-from workbench.explorer_figure import ExplorerFigure
-from workbench.prune import PruneSpec, copy_model
-from workbench.registry import kernel_variables
-from workbench.widgets import Dashboard
+from workbench.analysis.curves import Evaluator
+from workbench.data.dataset import Split, load_npz
+from workbench.explore.session import Explorer
+from workbench.model.registry import kernel_variables
+from workbench.prune.pruning import PruneSpec, copy_model
+from workbench.view.dashboard import Dashboard
+from workbench.view.figure import ExplorerFigure
 
 WAIT = 60  # seconds: a bound for hangs only
 
@@ -62,7 +62,7 @@ def test_estimate_OverRandomMoves_IsAsOftenBelowAsAbove_AndItsIntervalCoversAtIt
     seeded subset served every move, so all of a session's estimates erred the same way)."""
     from scipy.stats import binomtest
 
-    from workbench.train import Recipe, compile_model, fit
+    from workbench.model.train import Recipe, compile_model, fit
 
     data = faint_square_dataset()
     covered, moves = 0, 0
@@ -264,7 +264,7 @@ def test_long_curve_ShowsProgress(trained_tiny, monkeypatch):
 
 def _spy_gradient_passes(monkeypatch, during=None) -> list:
     """Count gradient passes; ``during()``, if given, is recorded at every progress report of a pass."""
-    from workbench import scores
+    from workbench.prune import scores
 
     calls, real = [], scores.gradient_stats
 
@@ -301,7 +301,7 @@ def test_reopened_explorer_ReadsGradientsFromDisk_WithoutAGradientPass(trained_t
 def test_reopened_explorer_ReadsDensePassAndShownPointsFromDisk_WithoutAForwardPass(
     trained_tiny, tmp_path, monkeypatch
 ):
-    from workbench.curves import Forward
+    from workbench.analysis.curves import Forward
 
     model, data = trained_tiny
     spec = PruneSpec(epsilon=1e-4)
@@ -349,7 +349,7 @@ def test_explorer_BadGridPoints_RaiseValueErrorNamingIt(trained_tiny, points):
 
 
 def test_opening_ReportsProgress_ThroughTheTraceTheFirstCallAndEveryChunk(trained_tiny, monkeypatch):
-    from workbench.curves import Forward
+    from workbench.analysis.curves import Forward
 
     model, data = trained_tiny
     monkeypatch.setattr(Forward, "CHUNK", 4)
@@ -491,7 +491,7 @@ def test_figure_LongClassNames_DoNotRunIntoTheHeatmapsColourbar(trained_tiny):
 
 def test_readout_CountsChangedPredictions_OutOfTheTestImagesItsAnswerUsed(trained_tiny):
     """An estimate's count is of its subset: "19 changed" then "212" read as a jump without it."""
-    from workbench.widgets import readout_html
+    from workbench.view.dashboard import readout_html
 
     model, data = trained_tiny
     explorer = _explorer(model, data)
@@ -507,7 +507,7 @@ def test_readout_CountsChangedPredictions_OutOfTheTestImagesItsAnswerUsed(traine
 def test_readout_NamesAFewGuardedLayers_AndCountsTheRest(trained_tiny):
     from dataclasses import replace as changed
 
-    from workbench.widgets import readout_html
+    from workbench.view.dashboard import readout_html
 
     explorer = _explorer(*trained_tiny)
     point = explorer.point(PruneSpec(epsilon=1e-4))
@@ -564,7 +564,7 @@ def test_first_answer_NearestCurvePoint_TestSplitWithOneClass_AucUndefinedNotAnE
 
 
 def test_explorer_RefusesAHeadThatDoesNotFitTheTask_AndADatasetThatIsNotOne(trained_tiny):
-    from workbench.data import Dataset
+    from workbench.data.dataset import Dataset
 
     model, data = trained_tiny  # a 2-way softmax head
     three = Dataset("three", data.train, data.val, data.test, ("a", "b", "c"))

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from conftest import tiny_cnn
 
-from workbench.compat import tf
-from workbench.curves import evaluate_model
-from workbench.export import (
+from workbench.analysis.curves import evaluate_model
+from workbench.model.compat import tf
+from workbench.prune.export import (
     TFLiteModel,
     export_all,
     export_table,
@@ -17,9 +17,9 @@ from workbench.export import (
     save_keras,
     to_tflite,
 )
-from workbench.prune import PruneSpec, apply_masks, make_masks
-from workbench.scores import Scorer
-from workbench.slim import couple_masks, slim_model
+from workbench.prune.pruning import PruneSpec, apply_masks, make_masks
+from workbench.prune.scores import Scorer
+from workbench.prune.slim import couple_masks, slim_model
 
 
 def _all_images(data) -> np.ndarray:
@@ -167,8 +167,8 @@ def test_exported_files_OfAnyHead_GiveTheModelsOwnMetrics(kind, tiny_dataset, tm
     """A logits model's files were read as probabilities (AUC 0.39 for 0.62); one-sigmoid ones crashed."""
     from conftest import tiny_head_model
 
-    from workbench.compat import keras
-    from workbench.train import Recipe, compile_model, fit
+    from workbench.model.compat import keras
+    from workbench.model.train import Recipe, compile_model, fit
 
     units, activation = {"logits": (2, None), "sigmoid": (1, "sigmoid"), "sigmoid_logits": (1, None)}[kind]
     model = tiny_head_model(units, activation)
@@ -196,7 +196,7 @@ def test_TFLiteModel_BadInput_IsNamed(exported, tiny_dataset):
 
 
 def _pooling_conv3d():
-    from workbench.compat import keras
+    from workbench.model.compat import keras
 
     return keras.Sequential(
         [

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from conftest import tiny_cnn, write_finished_run, write_tiny_notebook
 
-from workbench import fs
+from workbench.core import fs
 
 
 def test_atomic_path_BlockThatRaises_LeavesTheOldFileAndNoTemporary(tmp_path):
@@ -45,7 +45,7 @@ def test_process_alive_DeadChild_IsGone_ThisProcessIsAlive():
 def test_try_lock_HeldByAnotherProcess_IsRefused_UntilThatProcessIsKilled(tmp_path):
     lock = tmp_path / "locks" / "run.lock"
     holder = (
-        "import sys, time\nfrom workbench import fs\n"
+        "import sys, time\nfrom workbench.core import fs\n"
         f"with fs.try_lock({str(lock)!r}) as got:\n    print(got, flush=True)\n    time.sleep(60)"
     )
     process = subprocess.Popen([sys.executable, "-c", holder], stdout=subprocess.PIPE, text=True)
@@ -61,7 +61,7 @@ def test_try_lock_HeldByAnotherProcess_IsRefused_UntilThatProcessIsKilled(tmp_pa
 
 def test_written_files_AndFolders_TakeTheUsualMode_SoAClassCanShareThem(tmp_path):
     """mkstemp/mkdtemp make 0600/0700: the shared data folder of TEACHING.md was unreadable by students."""
-    from workbench.phantom import ensure_phantoms
+    from workbench.data.phantom import ensure_phantoms
 
     old = os.umask(0o022)
     try:
@@ -148,13 +148,13 @@ def test_atomic_path_MissingFolder_NamesTheFile_NotItsTemporary(tmp_path):
 
 
 def _results(folder):
-    from workbench.runs import write_results
+    from workbench.runs.store import write_results
 
     return write_results(folder, {"accuracy": 0.5}, pd.DataFrame({"layer": ["a"]}))
 
 
 def _report(folder):
-    from workbench.report import write_report
+    from workbench.runs.report import write_report
 
     runs_dir = folder.parent / "runs"
     if not runs_dir.exists():
@@ -163,32 +163,32 @@ def _report(folder):
 
 
 def _save_keras(folder):
-    from workbench.export import save_keras
+    from workbench.prune.export import save_keras
 
     return save_keras(tiny_cnn(), folder / "model.keras")
 
 
 def _export_all(folder):
-    from workbench.export import export_all
+    from workbench.prune.export import export_all
 
     return export_all(tiny_cnn(), folder, "model", calibration=np.zeros((4, 24, 24, 1)))
 
 
 def _student_version(folder):
-    from workbench.classroom import write_student_version
+    from workbench.course.classroom import write_student_version
 
     return write_student_version(write_tiny_notebook(folder.parent / "lesson.ipynb"), folder)
 
 
 def _prepared_notebook(folder):
-    from workbench.runs import run_notebook
+    from workbench.runs.store import run_notebook
 
     notebook = write_tiny_notebook(folder.parent / "tiny.ipynb")
     return run_notebook(notebook, folder / "mine.ipynb", {"x": "2.5"}, prepare_only=True)
 
 
 def _lab_record(folder):
-    from workbench.teaching import Lab
+    from workbench.course.exercises import Lab
 
     Lab("05", folder / "lab.json", "ada").answer("why", "because " * 20)
 
@@ -246,7 +246,7 @@ def test_writers_FullDisk_NameTheFile(write, name, tmp_path, monkeypatch):
     """A sweep into a full disk stopped with "[Errno 28] No space left on device", naming no file."""
     import papermill.iorw
 
-    from workbench.compat import keras
+    from workbench.model.compat import keras
 
     folder = tmp_path / "out"
     if write is _report:

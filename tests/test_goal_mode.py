@@ -7,9 +7,9 @@ import threading
 import numpy as np
 import pytest
 
-from workbench.budget import allocate
-from workbench.explorer import Explorer, GoalPoint
-from workbench.sensitivity import Subject
+from workbench.analysis.budget import allocate
+from workbench.analysis.sensitivity import Subject
+from workbench.explore.session import Explorer, GoalPoint
 
 GRID = (0.25, 0.5, 0.75, 0.9)
 WAIT = 120  # seconds: a bound for hangs only
@@ -42,7 +42,7 @@ def test_goal_point_Params_MasksAreAllocatesAndWithinBudget(explorer):
 
 
 def test_goal_point_LayerTable_ThresholdIsEachLayersLowestKeptScore_TotalsMatchTheCost(explorer):
-    from workbench.evaluate import overall_counts
+    from workbench.prune.layer_table import overall_counts
 
     point = explorer.goal_point("params", 0.3, grid=GRID)
     scores = explorer.scorer.scores("taylor", "unstructured")
@@ -69,7 +69,7 @@ def test_goal_point_BadBudget_NamesTheArgument(explorer):
 
 @pytest.fixture
 def dashboard(explorer):
-    from workbench.widgets import Dashboard
+    from workbench.view.dashboard import Dashboard
 
     return Dashboard(explorer, goal_grid=GRID)
 
@@ -121,7 +121,7 @@ def test_dashboard_GoalMode_UnreachableBudget_ShowsAMessage_AndBackToEpsilonWork
 
 
 def test_dashboard_GivenAGoalPoint_ShowsItInGoalMode(explorer):
-    from workbench.widgets import Dashboard
+    from workbench.view.dashboard import Dashboard
 
     point = explorer.goal_point("params", 0.3, grid=GRID)
     dash = Dashboard(explorer, point=point, goal_grid=GRID)
@@ -143,7 +143,7 @@ def _gated(explorer, monkeypatch):
 
 
 def test_background_GoalMode_LeavesTheDashboardLive_ThenShowsTheAllocation(explorer, monkeypatch):
-    from workbench.widgets import Dashboard
+    from workbench.view.dashboard import Dashboard
 
     dash = Dashboard(explorer, goal_grid=GRID, background=True)
     dash.wait(WAIT)
@@ -159,7 +159,7 @@ def test_background_GoalMode_LeavesTheDashboardLive_ThenShowsTheAllocation(explo
 
 
 def test_background_LeavingGoalMode_DropsTheGoalAnswer(explorer, monkeypatch):
-    from workbench.widgets import Dashboard
+    from workbench.view.dashboard import Dashboard
 
     dash = Dashboard(explorer, goal_grid=GRID, background=True)
     dash.wait(WAIT)
@@ -174,7 +174,7 @@ def test_background_LeavingGoalMode_DropsTheGoalAnswer(explorer, monkeypatch):
 def test_background_FineTuneButton_WhileGoalModeFineTunesCandidates_IsRefusedWithAMessage(
     explorer, monkeypatch
 ):
-    from workbench.widgets import Dashboard
+    from workbench.view.dashboard import Dashboard
 
     dash = Dashboard(explorer, goal_grid=GRID, background=True)
     dash.wait(WAIT)
@@ -195,7 +195,7 @@ def test_background_FineTuneButton_WhileGoalModeFineTunesCandidates_IsRefusedWit
 
 
 def test_goal_point_Recipe_PicksTheBestCandidateAfterFineTuning_WithProgress(explorer):
-    from workbench.train import Recipe
+    from workbench.model.train import Recipe
 
     calls = []
     point = explorer.goal_point(
@@ -207,8 +207,8 @@ def test_goal_point_Recipe_PicksTheBestCandidateAfterFineTuning_WithProgress(exp
     tuning = [call for call in calls if call[2:] == ("fine-tune",)]
     assert tuning[0] == (0, 4, "fine-tune") and tuning[-1] == (4, 4, "fine-tune")
     assert point.cost <= 0.3
-    from workbench.curves import evaluate_model
-    from workbench.prune import apply_masks
+    from workbench.analysis.curves import evaluate_model
+    from workbench.prune.pruning import apply_masks
 
     pruned = apply_masks(explorer.model, point.result.keep)  # the metrics are the pruned model's, not tuned
     data = explorer.dataset

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workbench.compat import keras
-from workbench.curves import Evaluator
-from workbench.graph import Graph, flops, planned_parameters
-from workbench.prune import apply_masks
-from workbench.registry import KINDS, prunable_layers
-from workbench.slim import couple_masks, slim_model, slim_report
+from workbench.analysis.curves import Evaluator
+from workbench.model.compat import keras
+from workbench.model.graph import Graph, flops, planned_parameters
+from workbench.model.registry import KINDS, prunable_layers
+from workbench.prune.pruning import apply_masks
+from workbench.prune.slim import couple_masks, slim_model, slim_report
 
 layers = keras.layers
 TOLERANCE = 1e-5

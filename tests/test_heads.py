@@ -7,14 +7,14 @@ import pytest
 from conftest import assert_sparsity_pinned, multilabel_dataset, tiny_head_model
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from workbench.compat import keras, tf
-from workbench.curves import Evaluator, curve, evaluate_model, log_grid
-from workbench.heads import Head, detect_head
-from workbench.models import check_model_fits, load_user_model
-from workbench.prune import PruneSpec, apply_masks, fine_tune, make_masks
-from workbench.registry import get_kernels
-from workbench.scores import Scorer
-from workbench.train import Recipe, compile_model, fit
+from workbench.analysis.curves import Evaluator, curve, evaluate_model, log_grid
+from workbench.model.builders import check_model_fits, load_user_model
+from workbench.model.compat import keras, tf
+from workbench.model.heads import Head, detect_head
+from workbench.model.registry import get_kernels
+from workbench.model.train import Recipe, compile_model, fit
+from workbench.prune.pruning import PruneSpec, apply_masks, fine_tune, make_masks
+from workbench.prune.scores import Scorer
 
 
 @pytest.mark.parametrize(
@@ -213,8 +213,8 @@ def test_multilabel_metrics_AgreeWithScikitLearn_PerLabelAndMacro(trained_multil
 
 
 def test_multilabel_evidence_IsDeLongsOfTheMeanOverLabels_PairedWithDense(trained_multilabel):
-    from workbench.stats import compare_macro_auc, macro_auc_ci
-    from workbench.widgets import evidence_html
+    from workbench.core.stats import compare_macro_auc, macro_auc_ci
+    from workbench.view.dashboard import evidence_html
 
     model, data = trained_multilabel
     evaluator = Evaluator(model, data.val, data.test)

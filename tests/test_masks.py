@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workbench.masks import (
+from workbench.core.masks import (
     epsilon_for_sparsity,
     epsilon_range,
     expand_units,
@@ -173,7 +173,7 @@ def test_epsilon_range_SpansThePositiveScores():
 
 @pytest.mark.parametrize("seed", range(20))
 def test_top_k_keep_EqualsPruningTheStableArgsortsFirstEntries(seed):
-    from workbench.masks import _top_k_keep
+    from workbench.core.masks import _top_k_keep
 
     rng = np.random.default_rng(seed)
     values = rng.integers(0, 5, size=(7, 6)).astype(float)  # many ties

@@ -1,4 +1,4 @@
-"""Tests for workbench.medmnist: the dataset table and the verified, atomic downloader.
+"""Tests for workbench.data.medmnist: the dataset table and the verified, atomic downloader.
 
 Downloads go to a real HTTP server on 127.0.0.1 (no outside network), serving a tiny generated
 MedMNIST-format ``.npz``.
@@ -17,9 +17,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from workbench import medmnist
-from workbench.data import load_npz
-from workbench.medmnist import CLASS_NAMES, DATASETS, download, md5sum
+from workbench.data import medmnist
+from workbench.data.dataset import load_npz
+from workbench.data.medmnist import CLASS_NAMES, DATASETS, download, md5sum
 
 
 def make_medmnist_npz(path: Path, seed: int = 0) -> dict[str, np.ndarray]:

@@ -9,12 +9,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workbench.compat import keras
-from workbench.export import TFLiteModel, save_keras, to_tflite
-from workbench.graph import Graph, flops, planned_parameters
-from workbench.prune import PruneSpec, apply_masks, make_masks
-from workbench.scores import Scorer
-from workbench.slim import couple_masks, slim_model, slim_report
+from workbench.model.compat import keras
+from workbench.model.graph import Graph, flops, planned_parameters
+from workbench.prune.export import TFLiteModel, save_keras, to_tflite
+from workbench.prune.pruning import PruneSpec, apply_masks, make_masks
+from workbench.prune.scores import Scorer
+from workbench.prune.slim import couple_masks, slim_model, slim_report
 
 SHAPE = (32, 32, 3)
 TOLERANCE = 1e-4

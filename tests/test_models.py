@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from conftest import custom_layer_model_file
 
-from workbench.compat import keras
-from workbench.models import build_model, import_user_modules, load_user_model, seed_cnn, small_resnet
+from workbench.model.builders import build_model, import_user_modules, load_user_model, seed_cnn, small_resnet
+from workbench.model.compat import keras
 
 
 def test_seed_cnn_HasTheTutorialLayersSizedFromData(tiny_dataset):
@@ -220,8 +220,8 @@ MODEL_KINDS = {
 def test_load_user_model_EveryKindOfModel_LoadsAndPrunes_OrIsRefusedSayingWhatIsNeeded(
     tmp_path, tiny_dataset, kind
 ):
-    from workbench.explorer import Explorer
-    from workbench.prune import PruneSpec
+    from workbench.explore.session import Explorer
+    from workbench.prune.pruning import PruneSpec
 
     write, refusal = MODEL_KINDS[kind]
     path, options = write(tmp_path)

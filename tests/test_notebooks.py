@@ -128,8 +128,8 @@ def test_budgets_notebook_OnAUsersModelWithAnotherHead_MeetsItsBudgets(head, sha
     """A user's one-sigmoid or multi-label .keras and .npz: the test AUC comes from the model's own head."""
     from conftest import tiny_head_model, write_multilabel_npz, write_npz
 
-    from workbench.data import load_npz
-    from workbench.train import Recipe, compile_model, fit
+    from workbench.data.dataset import load_npz
+    from workbench.model.train import Recipe, compile_model, fit
 
     if head == "multi-label":
         npz, model = (
@@ -151,7 +151,7 @@ def test_budgets_notebook_OnAUsersModelWithAnotherHead_MeetsItsBudgets(head, sha
 
 @pytest.mark.slow
 def test_teaching_notebook_StudentVersion_FailsAtTheFirstExercise(shared_data, tmp_path):
-    from workbench.classroom import write_student_version
+    from workbench.course.classroom import write_student_version
 
     student = write_student_version(NOTEBOOKS / "05_teaching_gradient_pruning.ipynb", tmp_path / "class")
     with pytest.raises(papermill.PapermillExecutionError, match="prune_mask is not written yet"):

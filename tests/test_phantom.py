@@ -1,4 +1,4 @@
-"""Tests for workbench.phantom: determinism, loadability, lesion labels and the atomic cache."""
+"""Tests for workbench.data.phantom: determinism, loadability, lesion labels and the atomic cache."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workbench import phantom
-from workbench.nifti import load_nifti_folder, read_volume
-from workbench.phantom import (
+from workbench.data import phantom
+from workbench.data.nifti import load_nifti_folder, read_volume
+from workbench.data.phantom import (
     PhantomConfig,
     ensure_phantoms,
     generate_phantoms,

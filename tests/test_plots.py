@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from workbench import plots  # noqa: E402
+from workbench.view import plots  # noqa: E402
 
 
 def _curve():

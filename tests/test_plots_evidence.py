@@ -10,8 +10,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from workbench import plots  # noqa: E402
-from workbench.evaluate import expected_calibration_error, reliability_curve  # noqa: E402
+from workbench.core.metrics import expected_calibration_error, reliability_curve  # noqa: E402
+from workbench.view import plots  # noqa: E402
 
 
 def test_reliability_curve_HandWorkedBins_WeightedGapIsTheEce():

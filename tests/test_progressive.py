@@ -8,14 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workbench.progressive import (
-    Cancelled,
-    Latest,
-    fingerprint,
-    read_cached_curve,
-    ticking,
-    write_cached_curve,
-)
+from workbench.analysis.curve_cache import read_cached_curve, write_cached_curve
+from workbench.core.cache import fingerprint
+from workbench.core.progress import Cancelled, ticking
+from workbench.explore.scheduler import Latest
 
 
 def test_latest_DropsTheResultOfAnOvertakenRequest():
@@ -76,7 +72,7 @@ def test_fingerprint_ChangesWithAnyPart():
 def test_reporter_ABarShown_EndsAt100Percent_AQuickOneIsNeverShown(capsys):
     import time
 
-    from workbench.progressive import reporter
+    from workbench.core.progress import reporter
 
     with reporter(None, 3, "quick", "step") as report:
         report(1, 3), report(3, 3)

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 from conftest import assert_sparsity_pinned
 
-from workbench.compat import keras
-from workbench.prune import (
+from workbench.model.compat import keras
+from workbench.model.registry import get_kernels
+from workbench.model.train import Recipe
+from workbench.prune.pruning import (
     PruneSpec,
     apply_masks,
     fine_tune,
@@ -16,9 +18,7 @@ from workbench.prune import (
     polynomial_sparsity,
     prune_gradually,
 )
-from workbench.registry import get_kernels
-from workbench.scores import Scorer
-from workbench.train import Recipe
+from workbench.prune.scores import Scorer
 
 
 def _scorer(model, data):
@@ -71,7 +71,7 @@ def test_fine_tune_SetsBatchNormStatistics_ToTheFineTunedNetworksOwn(tiny_datase
     validated and used with statistics of neither the old nor the new network."""
     from conftest import tiny_resnet
 
-    from workbench.registry import flat_layers
+    from workbench.model.registry import flat_layers
 
     model, data = tiny_resnet(), tiny_dataset
     norm = next(layer for layer in flat_layers(model) if isinstance(layer, keras.layers.BatchNormalization))
@@ -163,8 +163,8 @@ def test_prune_spec_Replace_IsValidatedToo():
 def test_gradual_structured_StaysTheExactMaskedReference_BiasesAndBatchNormPinned(tiny_dataset, shorthand):
     from conftest import tiny_resnet
 
-    from workbench.prune import Gradual, copy_model
-    from workbench.train import compile_model, fit
+    from workbench.model.train import compile_model, fit
+    from workbench.prune.pruning import Gradual, copy_model
 
     model = compile_model(tiny_resnet())
     fit(model, tiny_dataset, Recipe(epochs=1, batch_size=8), progress=False)
@@ -189,9 +189,9 @@ def test_gradual_structured_StaysTheExactMaskedReference_BiasesAndBatchNormPinne
 
 @pytest.mark.parametrize("granularity", ["unstructured", "structured"])
 def test_thresholds_of_MasksMadeByAnotherRoute_EqualTheThresholdsTheSelectionReports(granularity):
-    from workbench.masks import thresholds_of, unit_scores
-    from workbench.prune import masks_from_scores
-    from workbench.registry import LayerInfo
+    from workbench.core.masks import thresholds_of, unit_scores
+    from workbench.model.registry import LayerInfo
+    from workbench.prune.pruning import masks_from_scores
 
     infos = [LayerInfo("conv", "Conv2D", (3, 3, 2, 8), 1), LayerInfo("fc", "Dense", (8, 3), 1)]
     rng = np.random.default_rng(0)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workbench.paths import SHARED_PNEUMONIA
+from workbench.core.paths import SHARED_PNEUMONIA
 
 pytestmark = pytest.mark.skipif(not SHARED_PNEUMONIA.is_file(), reason=f"{SHARED_PNEUMONIA} is not present")
 
 
 def test_pneumoniamnist_LoadsWithOfficialClassNamesAndBalancedSplits():
-    from workbench.sources import load_dataset
+    from workbench.data.sources import load_dataset
 
     data = load_dataset(SHARED_PNEUMONIA)
     assert data.class_names == ("normal", "pneumonia")
@@ -23,9 +23,9 @@ def test_pneumoniamnist_LoadsWithOfficialClassNamesAndBalancedSplits():
 @pytest.mark.slow
 def test_trained_seed_cnn_HasMostlyExactlyZeroGradients_OnRealXrays(tmp_path):
     """The issue's claim: after training, over half the weights have exactly zero accumulated gradient."""
-    from workbench.scores import Scorer
-    from workbench.sources import load_dataset
-    from workbench.train import Recipe, baseline
+    from workbench.data.sources import load_dataset
+    from workbench.model.train import Recipe, baseline
+    from workbench.prune.scores import Scorer
 
     data = load_dataset(SHARED_PNEUMONIA)
     model, _ = baseline(data, "seed_cnn", Recipe(), cache_dir=tmp_path, progress=False)

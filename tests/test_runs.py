@@ -15,9 +15,9 @@ import pytest
 from conftest import write_finished_run
 
 from workbench.__main__ import main
-from workbench.paths import PROJECT_ROOT
-from workbench.report import summarize, write_report
-from workbench.runs import json_safe, load, scan, write_results
+from workbench.core.paths import PROJECT_ROOT
+from workbench.runs.report import summarize, write_report
+from workbench.runs.store import json_safe, load, scan, write_results
 
 
 def test_write_results_RoundTripsNumpyValues(tmp_path):
@@ -247,7 +247,7 @@ def test_report_RunsOfOneMetricsVersion_HaveNoWarning(tmp_path):
 def test_with_plus_minus_APValue_KeepsItsSize():
     import pandas as pd
 
-    from workbench.report import with_plus_minus
+    from workbench.runs.report import with_plus_minus
 
     summary = pd.DataFrame(
         {

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workbench.compat import keras
-from workbench.models import small_resnet
-from workbench.saliency import grad_cam, input_gradients, last_conv_layer
+from workbench.analysis.saliency import grad_cam, input_gradients, last_conv_layer
+from workbench.model.builders import small_resnet
+from workbench.model.compat import keras
 
 
 def _patch_detector():
@@ -48,7 +48,7 @@ def test_grad_cam_NoConvLayer_RaisesValueError():
 
 def test_saliency_OfAOneSigmoidModel_ReadsItsUnitAsClassOne():
     """p(class 1) of a one-sigmoid head is its unit; class 0 is 1 − p, the same map."""
-    from workbench.heads import predict_probabilities
+    from workbench.model.heads import predict_probabilities
 
     model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3), keras.layers.Flatten()])
     model.add(keras.layers.Dense(1, activation="sigmoid"))

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from conftest import tiny_cnn, tiny_head_model
 
-from workbench import scores as scores_module
-from workbench.compat import keras, tf
-from workbench.registry import get_kernels, prunable_layers
-from workbench.scores import CRITERIA, Scorer, gradient_stats
+from workbench.model.compat import keras, tf
+from workbench.model.registry import get_kernels, prunable_layers
+from workbench.prune import scores as scores_module
+from workbench.prune.scores import CRITERIA, Scorer, gradient_stats
 
 
 def _reference_abs_gradients(model, images, labels, batch_size):
@@ -155,7 +155,7 @@ def test_criteria_table_LabelsEveryThresholdForTheDashboard():
         "snip": "|g·w|",
         "taylor": "(g·w)²",
         "magnitude": "|w|",
-        "random": "random",
+        "random": "random score",
     }
 
 
@@ -246,8 +246,8 @@ def test_gradient_pass_WithoutACallback_MovesATqdmBarShownAfterOneSecond(tiny_da
 
 
 def test_fingerprint_Frozen_HashesOnce_ElseFollowsTheWeights(trained_tiny):
-    from workbench.prune import copy_model
-    from workbench.scores import Scorer
+    from workbench.prune.pruning import copy_model
+    from workbench.prune.scores import Scorer
 
     model, data = trained_tiny
     model = copy_model(model)
@@ -261,13 +261,13 @@ def test_fingerprint_Frozen_HashesOnce_ElseFollowsTheWeights(trained_tiny):
 
 
 def test_fingerprint_NamesTheKernelsThatCompute_AndEveryWeightNotItsName(trained_tiny, monkeypatch):
-    from workbench.prune import copy_model
+    from workbench.prune.pruning import copy_model
 
     model, data = trained_tiny
     key = Scorer(model, data.val.images, data.val.labels).fingerprint()
     renamed = copy_model(model)  # same weights; Keras numbers the copy's variable paths anew
     assert Scorer(renamed, data.val.images, data.val.labels).fingerprint() == key
-    monkeypatch.setattr("workbench.scores.NUMERICS", "oneDNN=0")  # results differ in the last bits
+    monkeypatch.setattr("workbench.prune.scores.NUMERICS", "oneDNN=0")  # results differ in the last bits
     assert Scorer(model, data.val.images, data.val.labels).fingerprint() != key
     monkeypatch.undo()
     batchnorm_or_bias = model.weights[1]
@@ -278,7 +278,7 @@ def test_fingerprint_NamesTheKernelsThatCompute_AndEveryWeightNotItsName(trained
 def test_fingerprint_FollowsTheArchitecture_NotTheNamesKerasNumbers(trained_tiny, tmp_path):
     from conftest import tiny_cnn
 
-    from workbench.sensitivity import Subject, sensitivity
+    from workbench.analysis.sensitivity import Subject, sensitivity
 
     model, data = trained_tiny
     key = Scorer(model, data.val.images, data.val.labels).fingerprint()
@@ -311,12 +311,12 @@ def test_scorer_ModelWithAConv2DTranspose_WarnsThatItsWeightsAreNotPruned(tiny_d
         ]
     )
     model.compile("adam", "sparse_categorical_crossentropy")
-    with caplog.at_level("WARNING", logger="workbench.scores"):
+    with caplog.at_level("WARNING", logger="workbench.prune.scores"):
         scorer = Scorer(model, tiny_dataset.train.images[:8], tiny_dataset.train.labels[:8])
     assert [info.name for info in scorer.infos] == ["conv", "fc"]
     assert "upsample (Conv2DTranspose)" in caplog.text and "norm" not in caplog.text
     caplog.clear()
-    with caplog.at_level("WARNING", logger="workbench.scores"):
+    with caplog.at_level("WARNING", logger="workbench.prune.scores"):
         Scorer(model, tiny_dataset.train.images[:8], tiny_dataset.train.labels[:8])  # as Gradual does
     assert "upsample" not in caplog.text  # once per model
 

@@ -19,10 +19,7 @@ import pytest  # noqa: E402
 from conftest import three_class_dataset, tiny_cnn, tiny_resnet, write_npz  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
-from workbench import plots  # noqa: E402
-from workbench.data import load_npz  # noqa: E402
-from workbench.prune import apply_masks  # noqa: E402
-from workbench.sensitivity import (  # noqa: E402
+from workbench.analysis.sensitivity import (
     Subject,
     dense_keep,
     output_distortion,
@@ -30,7 +27,10 @@ from workbench.sensitivity import (  # noqa: E402
     sensitivity,
     sensitivity_rows,
 )
-from workbench.slim import coupled_groups  # noqa: E402
+from workbench.data.dataset import load_npz  # noqa: E402
+from workbench.prune.pruning import apply_masks  # noqa: E402
+from workbench.prune.slim import coupled_groups  # noqa: E402
+from workbench.view import plots  # noqa: E402
 
 GRID = (0.25, 0.5, 0.9)
 
@@ -134,7 +134,7 @@ def test_cache_SecondCall_ComputesNothing_AndNewWeights_Recompute(subject, tmp_p
 
 def test_cache_FromOlderCode_IsNotReopened(subject, tmp_path, monkeypatch):
     sensitivity(subject, "snip", "unstructured", GRID, cache=tmp_path, progress=False)
-    monkeypatch.setattr("workbench.sensitivity.CELL_FORMAT", 999)  # what a code change that alters cells does
+    monkeypatch.setattr("workbench.analysis.sensitivity.CELL_FORMAT", 999)  # as a code change to cells
     assert sensitivity(subject, "snip", "unstructured", GRID, cache=tmp_path, progress=False).computed > 0
 
 
@@ -156,7 +156,7 @@ def test_bad_input_NamesTheArgument(subject, tmp_path):
 def test_bad_input_ValidationWithOneClass_SaysBothClassesAreNeeded(trained_tiny, tmp_path):
     from dataclasses import replace
 
-    from workbench.data import Split
+    from workbench.data.dataset import Split
 
     model, data = trained_tiny
     one_class = Split(data.val.images, np.zeros_like(data.val.labels), data.val.sources)
@@ -171,8 +171,8 @@ SLOW_RUN = """
 import sys, time
 sys.path.insert(0, {tests!r})
 from conftest import tiny_cnn
-import workbench.sensitivity as sensitivity_module
-from workbench.data import load_npz
+import workbench.analysis.sensitivity as sensitivity_module
+from workbench.data.dataset import load_npz
 original = sensitivity_module.cell_metrics
 def slow(*args, **kwargs):
     time.sleep(0.3)
@@ -256,7 +256,7 @@ def test_a_model_at_chance_IsWarnedAbout_ATrainedOneIsNot(subject, tiny_dataset,
 
 def quadrant_classes(classes: int = 3, sizes=(60, 30, 30), size: int = 24, seed: int = 0):
     """A learnable C-class Dataset: class k puts a bright square in quadrant k."""
-    from workbench.data import Dataset, Split
+    from workbench.data.dataset import Dataset, Split
 
     rng = np.random.default_rng(seed)
     splits = []
@@ -275,7 +275,7 @@ def quadrant_classes(classes: int = 3, sizes=(60, 30, 30), size: int = 24, seed:
 def macro_subject(request):
     from conftest import multilabel_dataset, tiny_head_model
 
-    from workbench.train import Recipe, compile_model, fit
+    from workbench.model.train import Recipe, compile_model, fit
 
     if request.param == "multilabel":
         data, model = multilabel_dataset(), tiny_head_model(3, "sigmoid")
@@ -312,7 +312,7 @@ def test_macro_tasks_CellAUC_IsSklearnsMacroAUC_OfTheReallyPrunedModel(macro_sub
 
 
 def test_macro_tasks_Budget_IsMet_AndItsAUCIsSklearns(macro_subject, tmp_path):
-    from workbench.budget import allocate
+    from workbench.analysis.budget import allocate
 
     subject, data = macro_subject
     allocation = allocate(subject, "params", 0.4, grid=GRID, cache=tmp_path)
@@ -326,7 +326,7 @@ def test_multilabel_ALabelWithOneClassInValidation_IsLeftOutWithAWarning(tmp_pat
 
     from conftest import multilabel_dataset, tiny_head_model
 
-    from workbench.data import Split
+    from workbench.data.dataset import Split
 
     data = multilabel_dataset()
     labels = data.val.labels.copy()
@@ -342,7 +342,7 @@ def test_multilabel_ALabelWithOneClassInValidation_IsLeftOutWithAWarning(tmp_pat
 
     from types import SimpleNamespace
 
-    from workbench.widgets import goal_text
+    from workbench.view.dashboard import goal_text
 
     allocation = SimpleNamespace(
         goal="tolerance", value=0.02, granularity="unstructured", flops=0.5, params=0.4, val_drop=0.01
@@ -358,7 +358,7 @@ def test_multiclass_AClassMissingFromValidation_IsNamed(tmp_path):
 
     from conftest import tiny_head_model
 
-    from workbench.data import Split
+    from workbench.data.dataset import Split
 
     data = quadrant_classes()
     val = data.val
@@ -399,7 +399,7 @@ def test_damaged_cache_cell_IsComputedAgain_WithAWarningNamingIt(trained_tiny, t
 
 def test_progress_False_ShowsNoBar_ForTheGradientPassEither(trained_tiny, tmp_path, monkeypatch):
     """sensitivity(progress=False) still showed the gradient pass's tqdm bar on a large model."""
-    from workbench import scores as scores_module
+    from workbench.prune import scores as scores_module
 
     handed, gradient_stats = [], scores_module.gradient_stats
 

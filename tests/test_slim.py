@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 from conftest import tiny_cnn
 
-from workbench.compat import keras
-from workbench.models import small_resnet
-from workbench.prune import apply_masks, fine_tune
-from workbench.registry import prunable_layers
-from workbench.slim import (
+from workbench.model.builders import small_resnet
+from workbench.model.compat import keras
+from workbench.model.registry import prunable_layers
+from workbench.model.train import Recipe
+from workbench.prune.pruning import apply_masks, fine_tune
+from workbench.prune.slim import (
     channel_plan,
     couple_masks,
     coupled_groups,
@@ -19,7 +20,6 @@ from workbench.slim import (
     slim_report,
     unit_alive,
 )
-from workbench.train import Recipe
 
 layers = keras.layers
 TOLERANCE = 1e-5
@@ -261,7 +261,7 @@ def test_couple_masks_ThatGivesMuchSparsityBack_SaysHowMuch():
     """A trial's EfficientNetB0 went from 0.50 to 0.21 with no message, and 'isn't faster' followed."""
     import warnings
 
-    from workbench.masks import overall_sparsity
+    from workbench.core.masks import overall_sparsity
 
     model = tiny_resnet()
     keep = random_structured_keep(model, 2)

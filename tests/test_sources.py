@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from conftest import write_nifti_folder, write_npz
 
-from workbench import sources
-from workbench.phantom import generate_phantoms
-from workbench.sources import load_dataset
+from workbench.data import sources
+from workbench.data.phantom import generate_phantoms
+from workbench.data.sources import load_dataset
 
 
 @pytest.fixture
@@ -69,7 +69,7 @@ def test_loadDataset_npzVolumes_needNoMode(tmp_path):
 
 
 def test_loadDataset_FolderThatDoesNotExist_SaysNoSuchFolder(tmp_path):
-    from workbench.sources import load_dataset
+    from workbench.data.sources import load_dataset
 
     with pytest.raises(ValueError, match=r"no file or folder .*my_scans exists"):
         load_dataset(tmp_path / "my_scans")

@@ -9,7 +9,7 @@ import pytest
 from scipy import stats as scipy_stats
 from sklearn.metrics import roc_auc_score
 
-from workbench.stats import (
+from workbench.core.stats import (
     INCONCLUSIVE,
     INFERIOR,
     NONINFERIOR,
@@ -177,7 +177,7 @@ def test_bootstrap_ci_OfTheMean_CoversAtAboutNominalRate():
 
 
 def test_ece_ci_ValueMatchesEvaluateEce_AndIntervalBracketsIt():
-    from workbench.evaluate import expected_calibration_error
+    from workbench.core.metrics import expected_calibration_error
 
     rng = np.random.default_rng(5)
     labels = rng.integers(0, 2, 300)
@@ -190,7 +190,7 @@ def test_ece_ci_ValueMatchesEvaluateEce_AndIntervalBracketsIt():
 
 def test_ece_ci_OnSmallSets_AlwaysHoldsItsEstimate():
     """ECE's upward bias put every resample above the estimate on 9 of 200 sets of 40 cases."""
-    from workbench.stats import bootstrap_ci, calibration_gaps, ece_of
+    from workbench.core.stats import bootstrap_ci, calibration_gaps, ece_of
 
     rng, outside = np.random.default_rng(1), 0
     for _ in range(60):

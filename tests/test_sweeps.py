@@ -17,11 +17,19 @@ import nbformat
 import pytest
 from conftest import write_tiny_notebook
 
-from workbench import runs as run_store
 from workbench.__main__ import main, one_line
-from workbench.report import summarize, write_report
-from workbench.runs import declared_results, describe_error, expand_grid, load, read_grid_file, run_id, sweep
-from workbench.stats import METRICS_VERSION
+from workbench.core.stats import METRICS_VERSION
+from workbench.runs import store as run_store
+from workbench.runs.report import summarize, write_report
+from workbench.runs.store import (
+    declared_results,
+    describe_error,
+    expand_grid,
+    load,
+    read_grid_file,
+    run_id,
+    sweep,
+)
 
 
 @pytest.fixture
@@ -492,7 +500,7 @@ def test_one_line_UnexpectedError_IsNamedAndPointsToVerbose():
 def test_execute_KernelThatDiesWhileStarting_IsStartedAgain_ButANotebookErrorIsNot(tmp_path, monkeypatch):
     import papermill
 
-    from workbench import runs
+    from workbench.runs import store as runs
 
     calls = []
 

@@ -9,10 +9,10 @@ import nbformat
 import numpy as np
 import pytest
 
-from workbench import teaching
-from workbench.paths import PROJECT_ROOT
-from workbench.prune import apply_masks
-from workbench.registry import get_kernels
+from workbench.core.paths import PROJECT_ROOT
+from workbench.course import exercises as teaching
+from workbench.model.registry import get_kernels
+from workbench.prune.pruning import apply_masks
 
 LESSON = PROJECT_ROOT / "notebooks" / "05_teaching_gradient_pruning.ipynb"
 
@@ -62,7 +62,7 @@ WRONG = [
     (
         "prune_mask",
         lambda s, e: teaching._flat({"s": s}).reshape(s.shape) >= e,
-        "calls into workbench.teaching",
+        "calls into workbench.course.exercises",
     ),
     ("sparsity", lambda keep: float(np.mean(keep)), "fraction *kept*"),
     ("sparsity", lambda keep: 0.5, "wrong on a hidden mask"),
@@ -99,7 +99,7 @@ def test_cnn_checks_FailConstants_SwappedRates_AndCallsIntoTheChecker(solutions,
     model, scores, images, labels = cnn_case
     for answer, words in (
         (_printed_answer, "is wrong at a hidden ε"),
-        (lambda *args: teaching._report(*args), "calls into workbench.teaching"),
+        (lambda *args: teaching._report(*args), "calls into workbench.course.exercises"),
         (lambda *args: {"sensitivity": 1.0}, "a dict with keys"),
     ):
         with pytest.raises(teaching.CheckFailed, match=re.escape(words)):
@@ -137,7 +137,9 @@ def test_failure_display_ShowsTheMessageOnly_NotTheSource():
     shell = InteractiveShell.instance()
     shell._showtraceback = lambda etype, value, lines: shown.append(lines)
     teaching.show_failures_as_messages()
-    shell.run_cell("from workbench import teaching\nteaching.check_prune_mask(lambda s, e: s < e)")
+    shell.run_cell(
+        "from workbench.course import exercises as teaching\nteaching.check_prune_mask(lambda s, e: s < e)"
+    )
     assert len(shown) == 1 and len(shown[0]) == 1
     assert "mask is inverted" in shown[0][0] and "check_prune_mask" not in shown[0][0]
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from conftest import write_npz
 
-from workbench import train
-from workbench.compat import keras
-from workbench.data import load_npz
-from workbench.train import Recipe, baseline, recalibrate_batchnorm
+from workbench.data.dataset import load_npz
+from workbench.model import train
+from workbench.model.compat import keras
+from workbench.model.train import Recipe, baseline, recalibrate_batchnorm
 
 QUICK = Recipe(epochs=1, batch_size=16, seed=0)
 
@@ -66,7 +66,7 @@ def test_baseline_KilledWhileSaving_LeavesNoCacheEntry(tmp_path, tiny_dataset, m
 
 
 def test_baseline_UserModelFile_WhenAskedToTrain_IsTrainedAndCachedByItsBytes(tmp_path, tiny_dataset):
-    from workbench.models import seed_cnn
+    from workbench.model.builders import seed_cnn
 
     path = tmp_path / "mine.keras"
     seed_cnn((24, 24, 1), 2).save(path)
@@ -79,8 +79,8 @@ def test_baseline_UserModelFile_WhenAskedToTrain_IsTrainedAndCachedByItsBytes(tm
 
 
 def test_baseline_UserModelFile_IsExploredAsGiven_WeightsUntouched(tmp_path, tiny_dataset, monkeypatch):
-    from workbench.compat import keras
-    from workbench.models import seed_cnn
+    from workbench.model.builders import seed_cnn
+    from workbench.model.compat import keras
 
     path = tmp_path / "mine.keras"
     original = seed_cnn((24, 24, 1), 2)
@@ -104,8 +104,8 @@ def test_baseline_LoadedFromCache_GivesTheSameScoresAndMetrics_AsInAnotherProces
     import subprocess
     import sys
 
-    from workbench.curves import Evaluator
-    from workbench.scores import Scorer
+    from workbench.analysis.curves import Evaluator
+    from workbench.prune.scores import Scorer
 
     npz = tmp_path / "tiny.npz"
     write_npz(npz)
@@ -115,10 +115,10 @@ def test_baseline_LoadedFromCache_GivesTheSameScoresAndMetrics_AsInAnotherProces
     auc = Evaluator(model, data.val, data.test).dense_metrics["auc"]
     script = f"""
 import numpy as np
-from workbench.data import load_npz
-from workbench.scores import Scorer
-from workbench.curves import Evaluator
-from workbench.train import Recipe, baseline
+from workbench.data.dataset import load_npz
+from workbench.prune.scores import Scorer
+from workbench.analysis.curves import Evaluator
+from workbench.model.train import Recipe, baseline
 data = load_npz({str(npz)!r}, class_names=("plain", "square"))
 recipe = Recipe(epochs=1, batch_size=16, seed=0)
 model, _ = baseline(data, "seed_cnn", recipe, cache_dir={str(tmp_path / "cache")!r})
@@ -189,7 +189,7 @@ def test_baseline_ReadOnlyDataFolderWithCache_TrainsOnceKeepsItInUserCacheWithOn
     shared, user = data_and_user_folders
     (shared / "cache").mkdir()
     read_only(shared)
-    with caplog.at_level("WARNING", logger="workbench.paths"):
+    with caplog.at_level("WARNING", logger="workbench.core.paths"):
         trained, history = baseline(tiny_dataset, "seed_cnn", QUICK, progress=False)
         monkeypatch.setattr(train, "fit", lambda *a, **k: pytest.fail("retrained a cached baseline"))
         cached, cached_history = baseline(tiny_dataset, "seed_cnn", QUICK, progress=False)

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from workbench.explorer import Explorer
-from workbench.models import build_model
-from workbench.prune import PruneSpec, apply_masks, fine_tune, make_masks
-from workbench.registry import get_kernels, prunable_layers
-from workbench.train import Recipe, baseline
+from workbench.explore.session import Explorer
+from workbench.model.builders import build_model
+from workbench.model.registry import get_kernels, prunable_layers
+from workbench.model.train import Recipe, baseline
+from workbench.prune.pruning import PruneSpec, apply_masks, fine_tune, make_masks
 
 pytestmark = pytest.mark.slow
 
@@ -69,7 +69,7 @@ def test_seed_cnn_MultilabelData_ExplorerGivesPerLabelAucs(tiny_multilabel_datas
 
 
 def test_dashboard_MultilabelModel_DrawsWithoutAConfusionMatrix(tiny_multilabel_dataset, tmp_path):
-    from workbench.widgets import Dashboard
+    from workbench.view.dashboard import Dashboard
 
     model, _ = baseline(tiny_multilabel_dataset, "seed_cnn", Recipe(epochs=1, seed=0), cache_dir=tmp_path)
     explorer = Explorer(model, tiny_multilabel_dataset, calibration_size=16, grid_points=3)
@@ -83,7 +83,7 @@ def test_dashboard_MultilabelModel_DrawsWithoutAConfusionMatrix(tiny_multilabel_
 def test_dashboard_MultilabelModel_WithSlowPasses_ShowsMasksFirst_WithoutAConfusionMatrix(
     tiny_multilabel_dataset, tmp_path
 ):
-    from workbench.widgets import Dashboard
+    from workbench.view.dashboard import Dashboard
 
     model, _ = baseline(tiny_multilabel_dataset, "seed_cnn", Recipe(epochs=1, seed=0), cache_dir=tmp_path)
     slow = dict(calibration_size=16, grid_points=3, estimate_budget=1e-9)  # every pass is over budget

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workbench.explorer import Explorer
-from workbench.prune import PruneSpec
-from workbench.widgets import Dashboard, table_html
+from workbench.explore.session import Explorer
+from workbench.prune.pruning import PruneSpec
+from workbench.view.dashboard import Dashboard, table_html
 
 
 @pytest.fixture
@@ -239,7 +239,7 @@ def test_display_bundle_HasTheLiveWidgetAndAStaticPng(dashboard):
 
 
 def test_evidence_html_ShowsIntervalDifferencePValueAndVerdict():
-    from workbench.widgets import evidence_html
+    from workbench.view.dashboard import evidence_html
 
     metrics = dict(
         auc=0.941, auc_low=0.92, auc_high=0.96, auc_difference=-0.003, auc_difference_low=-0.008,
@@ -256,7 +256,7 @@ def test_evidence_html_ShowsIntervalDifferencePValueAndVerdict():
 def test_table_html_ShowsEveryRowAndColumn_FloatsTo3Digits_Escaped():
     import pandas as pd
 
-    from workbench.widgets import table_html
+    from workbench.view.dashboard import table_html
 
     table = pd.DataFrame({"layer": ["a<b", "conv"], "weights": [10, 2000], "sparsity": [0.123456, 1e-5]})
     html = table_html(table)

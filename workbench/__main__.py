@@ -19,7 +19,8 @@ import signal
 import sys
 import traceback
 
-from workbench.fs import OVERWRITE_HELP
+from workbench.core.errors import WorkbenchError
+from workbench.core.fs import OVERWRITE_HELP
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,14 +119,14 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     report.set_defaults(run=_report)
 
-    from workbench.classroom import register_commands  # teaching: class {student,prepare,summary}
+    from workbench.course.classroom import register_commands  # teaching: class {student,prepare,summary}
 
     register_commands(commands)
     return parser
 
 
 def _summary(args) -> int:
-    from workbench.sources import load_dataset
+    from workbench.data.sources import load_dataset
 
     for spec in args.datasets:
         print(load_dataset(spec).summary())
@@ -133,23 +134,23 @@ def _summary(args) -> int:
 
 
 def _download(args) -> int:
-    from workbench.medmnist import download
-    from workbench.paths import data_dir
+    from workbench.core.paths import data_dir
+    from workbench.data.medmnist import download
 
     print(f"saved {download(args.name, data_dir())}")
     return 0
 
 
 def _prepare(args) -> int:
-    from workbench.paths import data_dir
-    from workbench.phantom import ensure_phantoms
+    from workbench.core.paths import data_dir
+    from workbench.data.phantom import ensure_phantoms
 
     print(f"phantom volumes ready in {ensure_phantoms(data_dir())}")
     return 0
 
 
 def _notebook(args) -> int:
-    from workbench.runs import run_notebook
+    from workbench.runs.store import run_notebook
 
     out = run_notebook(
         args.notebook,
@@ -164,12 +165,12 @@ def _notebook(args) -> int:
 
 
 def _sweep(args) -> int:
-    from workbench.runs import describe_error, expand_grid, read_grid_file, sweep
+    from workbench.runs.store import describe_error, expand_grid, read_grid_file, sweep
 
     grid, seeds = read_grid_file(args.grid) if args.grid else ({}, None)
     for name, *values in args.param:
         if not values:
-            raise ValueError(f"-p {name} needs at least one value")
+            raise WorkbenchError(f"-p {name} needs at least one value")
         grid[name] = values
     runs = expand_grid(args.notebook, grid, args.seeds or seeds)
     print(f"{len(runs)} runs of {args.notebook} into {args.runs}/")
@@ -195,7 +196,7 @@ def _interrupt(signum, frame) -> None:
 
 
 def _report(args) -> int:
-    from workbench.report import write_report
+    from workbench.runs.report import write_report
 
     report = write_report(
         args.runs,

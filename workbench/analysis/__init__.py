@@ -1,0 +1,1 @@
+"""Analysis: the evaluator and sparsity curves, sensitivity, budgets, saliency."""

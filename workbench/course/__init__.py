@@ -1,0 +1,1 @@
+"""Course: exercises and the classroom."""

@@ -1,0 +1,1 @@
+"""Datasets: the Dataset contract, NIfTI volumes, the phantom, MedMNIST, and named sources."""

@@ -1,0 +1,1 @@
+"""Exploring: the widget-free session and the scheduler that answers a control first."""

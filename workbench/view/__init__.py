@@ -1,0 +1,1 @@
+"""Views: plots that take ``ax``, the figure, and the dashboard that copies values."""
