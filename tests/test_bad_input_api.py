@@ -330,6 +330,18 @@ CASES = [
     ),
     ("log_grid points 1", lambda m, d, t: log_grid(1e-3, 1.0, points=1), ValueError, "points must be"),
     (
+        "evaluate_model a Dataset and test",
+        lambda m, d, t: evaluate_model(m, d, d.test),
+        ValueError,
+        r"test must not be given with a Dataset .* pass data.val, test",
+    ),
+    (
+        "evaluate_model a Split without test",
+        lambda m, d, t: evaluate_model(m, d.val),
+        ValueError,
+        "data must be a Dataset .*, or a validation Split with test=, not Split",
+    ),
+    (
         "evaluate_model val a tuple",
         lambda m, d, t: evaluate_model(m, (d.val.images, d.val.labels), d.test),
         ValueError,
@@ -358,6 +370,18 @@ CASES = [
         lambda m, d, t: evaluate_model(None, d.val, d.test),
         ValueError,
         "Keras model",
+    ),
+    (
+        "Scorer a Split and labels",
+        lambda m, d, t: Scorer(m, d.val, d.val.labels),
+        ValueError,
+        r"labels must not be given with a Split",
+    ),
+    (
+        "Scorer images without labels",
+        lambda m, d, t: Scorer(m, _images(d)),
+        ValueError,
+        r"images must be a Split \(e.g. data.val\), or an array with labels=, not ndarray",
     ),
     (
         "Scorer of a path",

@@ -169,3 +169,23 @@ def test_evaluate_model_ADenseReferenceWithAnotherHead_IsReadThroughItsOwn(tiny_
     data = tiny_dataset
     metrics = evaluate_model(softmax, data.val, data.test, dense=logits)
     assert metrics["auc_difference"] == 0.0 and len(metrics["changed"]) == 0
+
+
+def test_evaluate_model_TheDataset_GivesTheMetricsOfItsValAndTestSplits(trained_tiny):
+    """A newcomer's line after the README's example: it failed with "missing 1 required positional
+    argument: 'test'" while fine_tune took the Dataset."""
+    from workbench.analysis.curves import evaluate_model
+
+    model, data = trained_tiny
+    pruned = apply_masks(model, make_masks(Scorer(model, data.val), PruneSpec(sparsity=0.5)).keep)
+    by_dataset = evaluate_model(pruned, data, dense=model)
+    by_splits = evaluate_model(pruned, data.val, data.test, dense=model)
+    assert by_dataset["auc"] == by_splits["auc"] and by_dataset["threshold"] == by_splits["threshold"]
+    assert by_dataset["noninferiority"] == by_splits["noninferiority"]
+
+
+def test_scorer_ASplit_ScoresAsItsImagesAndLabels(trained_tiny):
+    model, data = trained_tiny
+    by_split = Scorer(model, data.val).scores("gradient")
+    by_arrays = Scorer(model, data.val.images, data.val.labels).scores("gradient")
+    assert all(np.array_equal(by_split[name], by_arrays[name]) for name in by_arrays)

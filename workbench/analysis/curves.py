@@ -35,7 +35,7 @@ from workbench.core.metrics import (
 )
 from workbench.core.progress import reporter, ticking
 from workbench.core.stats import check_evidence_options
-from workbench.data.dataset import Dataset, Split
+from workbench.data.dataset import Dataset, Split, evaluation_splits
 from workbench.model.builders import check_built, check_images
 from workbench.model.compat import tf
 from workbench.model.graph import Graph, reference_factors, reference_variables
@@ -307,8 +307,8 @@ def split_probabilities(model, head: Head, images, val_size: int) -> tuple[np.nd
 
 def evaluate_model(
     model,
-    val,
-    test,
+    data,
+    test=None,
     positive: int = 1,
     *,
     head: Head | str | None = None,
@@ -319,11 +319,19 @@ def evaluate_model(
 ) -> dict:
     """Clinical test metrics of a model evaluated once (threshold chosen on val); no cached copy.
 
+    Example (``model`` and ``pruned`` take the images of ``data``):
+        >>> metrics = evaluate_model(pruned, data, dense=model)
+        >>> metrics["noninferiority"] in ("non-inferior", "inconclusive", "inferior", "no verdict")
+        True
+
     Args:
+        data: the Dataset, evaluated on its val and test splits; or the validation Split, with
+            the test Split as ``test``.
         head: the output head, when it cannot be read from ``model`` (see ``workbench.model.heads``).
         dense: the dense reference model; given, the result also holds ``compare_to_dense``'s
             evidence and ``changed``, exactly as ``Evaluator.evaluate`` returns for the same masks.
     """
+    val, test = evaluation_splits(data, test)
     given, head = head, check_evaluation(model, val, test, positive, head)
     check_evidence_options(margin, level)
     if dense is not None:  # checked before any pass; its head read from it (or the head given)

@@ -234,6 +234,39 @@ def check_dataset(dataset, argument: str = "dataset") -> None:
         raise WorkbenchError(f"{argument} must be a Dataset (workbench.load_dataset), not {kind}")
 
 
+def evaluation_splits(data, test=None) -> tuple:
+    """The (validation, test) splits to evaluate on: a Dataset's own, or a Split and ``test``.
+
+    Every evaluating function takes the Dataset, as ``fine_tune`` does; the split form stays for
+    callers that choose other splits (``budget`` ranks fine-tuned candidates on val alone).
+    """
+    if isinstance(data, Dataset):
+        if test is not None:
+            raise WorkbenchError(
+                "test must not be given with a Dataset (its val and test splits are used); "
+                "to choose the splits pass data.val, test"
+            )
+        return data.val, data.test
+    if test is None:
+        kind = type(data).__name__
+        raise WorkbenchError(
+            f"data must be a Dataset (workbench.load_dataset), or a validation Split with test=, not {kind}"
+        )
+    return data, test
+
+
+def images_and_labels(images, labels=None) -> tuple:
+    """The arrays of a Split (``images=data.val``), or the two arrays given."""
+    if isinstance(images, Split):
+        if labels is not None:
+            raise WorkbenchError("labels must not be given with a Split (its own labels are used)")
+        return images.images, images.labels
+    if labels is None:
+        kind = type(images).__name__
+        raise WorkbenchError(f"images must be a Split (e.g. data.val), or an array with labels=, not {kind}")
+    return images, labels
+
+
 def check_splits(splits: dict[str, Split], where: str) -> None:
     """Refuse splits whose images or labels differ in shape: one model cannot read them all.
 

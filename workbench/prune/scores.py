@@ -27,6 +27,7 @@ from workbench.core.errors import WorkbenchError
 from workbench.core.fs import atomic_path
 from workbench.core.masks import Scores, unit_scores
 from workbench.core.progress import reporter, ticking
+from workbench.data.dataset import images_and_labels
 from workbench.model.builders import check_built, check_images
 from workbench.model.compat import NUMERICS, keras, tf
 from workbench.model.heads import Head, as_head
@@ -246,15 +247,16 @@ class Scorer:
     been fine-tuned recomputes, while moving ε (or switching criterion back) does not.
 
     Example:
-        >>> scorer = Scorer(model, data.val.images, data.val.labels)  # doctest: +SKIP
-        >>> scores = scorer.scores("snip")                             # doctest: +SKIP
+        >>> scorer = Scorer(model, data.val)  # or (model, images, labels)
+        >>> len(scorer.scores("snip")) == len(scorer.infos)  # one array per prunable layer
+        True
     """
 
     def __init__(
         self,
         model: keras.Model,
-        images: np.ndarray,
-        labels: np.ndarray,
+        images,
+        labels: np.ndarray | None = None,
         *,
         seed: int = 0,
         batch_size: int = 64,
@@ -263,6 +265,9 @@ class Scorer:
         frozen: bool = False,
     ):
         """Check the calibration data and read the model's head (``head=`` overrides it).
+
+        ``images`` is a Split (``data.val``, ``stratified_sample(data.train, 256)``), or an array
+        of images with their ``labels``.
 
         ``cache_dir``, if given, keeps the gradient statistics on disk (``gradients-<key>.npz``),
         keyed by every weight, the calibration images and labels, the head and ``batch_size``.
@@ -276,6 +281,7 @@ class Scorer:
         """
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise WorkbenchError(f"batch_size must be a positive integer, got {batch_size!r}")
+        images, labels = images_and_labels(images, labels)
         self.head = check_calibration(model, images, labels, head)
         self.model, self.images, self.labels = model, np.asarray(images, np.float32), np.asarray(labels)
         self.seed, self.batch_size = seed, batch_size
