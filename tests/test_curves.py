@@ -189,3 +189,16 @@ def test_scorer_ASplit_ScoresAsItsImagesAndLabels(trained_tiny):
     by_split = Scorer(model, data.val).scores("gradient")
     by_arrays = Scorer(model, data.val.images, data.val.labels).scores("gradient")
     assert all(np.array_equal(by_split[name], by_arrays[name]) for name in by_arrays)
+
+
+def test_evaluator_TheDataset_EvaluatesAsItsValAndTestSplits(setup):
+    model, data, _, evaluator = setup
+    assert Evaluator(model, data).dense_metrics["auc"] == evaluator.dense_metrics["auc"]
+
+
+def test_file_metrics_TheDataset_GivesTheMetricsOfItsSplits(trained_tiny, tmp_path):
+    from workbench.prune.export import file_metrics, save_keras
+
+    model, data = trained_tiny
+    path = save_keras(model, tmp_path / "m.keras")
+    assert file_metrics(path, data)["auc"] == file_metrics(path, data.val, data.test)["auc"]

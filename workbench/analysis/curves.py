@@ -137,15 +137,17 @@ class Evaluator:
     tqdm bar shows after 1 s.
 
     Example:
-        >>> ev = Evaluator(model, data.val, data.test)                        # doctest: +SKIP
-        >>> ev.evaluate(make_masks(scorer, PruneSpec(sparsity=0.5)).keep)     # doctest: +SKIP
+        >>> ev = Evaluator(model, data)  # or (model, data.val, data.test)
+        >>> metrics = ev.evaluate(make_masks(scorer, PruneSpec(sparsity=0.5)).keep)
+        >>> 0.0 <= metrics["accuracy"] <= 1.0
+        True
     """
 
     def __init__(
         self,
         model,
         val,
-        test,
+        test=None,
         positive: int = 1,
         *,
         head: Head | str | None = None,
@@ -157,6 +159,7 @@ class Evaluator:
         dense: tuple[np.ndarray, np.ndarray, float] | None = None,
         progress: Callable[[int, int], None] | None = None,
     ):
+        val, test = evaluation_splits(val, test)  # a Dataset, or its val and test Splits
         self.head = check_evaluation(model, val, test, positive, head)  # outputs -> probabilities, metrics
         check_evidence_options(margin, level)
         self.forward = forward if forward is not None else Forward(model, self.head)

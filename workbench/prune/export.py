@@ -31,7 +31,7 @@ from ai_edge_litert.interpreter import Interpreter
 from workbench.core import fs
 from workbench.core.errors import WorkbenchError
 from workbench.core.metrics import multilabel_metrics, validated_metrics
-from workbench.data.dataset import Split
+from workbench.data.dataset import Split, evaluation_splits
 from workbench.model.builders import batch_shape, check_images
 from workbench.model.compat import keras, tf
 from workbench.model.heads import Head, as_head, detect_head, predict_probabilities, saved_compile_config
@@ -301,9 +301,13 @@ def _load_keras(path: Path) -> keras.Model:
 
 
 def file_metrics(
-    path: str | Path, val: Split, test: Split, positive: int = 1, head: Head | str | None = None
+    path: str | Path, val, test: Split | None = None, positive: int = 1, head: Head | str | None = None
 ) -> dict:
-    """Size, gzip size and clinical test metrics of one exported model (thresholds chosen on val)."""
+    """Size, gzip size and clinical test metrics of one exported model (thresholds chosen on val).
+
+    ``val`` is the Dataset (its val and test splits are used), or the validation Split with ``test``.
+    """
+    val, test = evaluation_splits(val, test)
     val_probs = probabilities(path, val.images, head=head)
     test_probs = probabilities(path, test.images, head=head)
     if np.ndim(test.labels) == 2:  # multi-label
