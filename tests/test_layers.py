@@ -149,3 +149,37 @@ def test_import_workbench_DoesNotImportTensorFlow():
 def test_unknown_public_name_RaisesAttributeError():
     with pytest.raises(AttributeError, match="no attribute 'Scorrer'"):
         wb.Scorrer  # noqa: B018
+
+
+def _prints_or_parses(path: Path) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print":
+            found.append(f"print at line {node.lineno}")
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
+            found += [f"imports argparse at line {node.lineno}" for n in names if n == "argparse"]
+    return found
+
+
+def test_cli_IsBuiltInMainAlone_AndLibraryCodeNeverPrints():
+    """classroom built its own 'class' sub-commands and printed from library code."""
+    allowed = {
+        "workbench.__main__",
+        "workbench.course.exercises",  # a Lab's feedback to the student is its output (print outside Jupyter)
+    }
+    wrong = {name: _prints_or_parses(path) for name, path in MODULES.items() if name not in allowed}
+    assert not {name: found for name, found in wrong.items() if found}
+
+
+def test_cli_APrintInALibraryModule_IsFound(tmp_path):
+    (tmp_path / "m.py").write_text("import argparse\n\ndef f():\n    print('hi')\n")
+    assert _prints_or_parses(tmp_path / "m.py") == ["imports argparse at line 1", "print at line 4"]
+
+
+def test_cli_EveryCommand_IsInTheOneParser():
+    from workbench.__main__ import _parser
+
+    commands = _parser()._subparsers._group_actions[0].choices
+    assert set(commands) == {"summary", "download", "prepare", "notebook", "sweep", "report", "class"}
+    assert set(commands["class"]._subparsers._group_actions[0].choices) == {"student", "prepare", "summary"}

@@ -1,5 +1,7 @@
 """Command line: ``python -m workbench {summary,download,prepare,notebook,sweep,report,class} ...``.
 
+The whole parser is built here; the library modules behind the commands only return values.
+
 python -m workbench summary                       # the offline phantom dataset
 python -m workbench summary data/pneumoniamnist.npz ../shared/data/pneumoniamnist.npz
 python -m workbench download breastmnist          # into data/, MD5-checked
@@ -7,6 +9,9 @@ python -m workbench prepare                       # generate the phantom volumes
 python -m workbench notebook NOTEBOOK OUT -p NAME VALUE [--prepare-only]   # papermill, never over your files
 python -m workbench sweep NOTEBOOK -p NAME VALUE... [--seeds 0 1]
 python -m workbench report                        # runs/report/report.html
+python -m workbench class student notebooks/05_teaching_gradient_pruning.ipynb --out class/
+python -m workbench class prepare                 # phantom data + the dashboard's baseline, once
+python -m workbench class summary class/handed_in --out summary.csv
 
 An error is one line naming the file and the cause, with exit code 2; ``-v`` adds the traceback.
 """
@@ -56,7 +61,13 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m workbench", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the workbench does")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    _data_commands(commands)
+    _run_commands(commands)
+    _class_commands(commands)
+    return parser
 
+
+def _data_commands(commands) -> None:
     summary = commands.add_parser("summary", help="print sizes, class balance and image shape of datasets")
     summary.add_argument(
         "datasets", nargs="*", default=["phantom"], help="'phantom', a MedMNIST name, .npz or folder"
@@ -70,6 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     prepare = commands.add_parser("prepare", help="generate the offline phantom dataset if it is missing")
     prepare.set_defaults(run=_prepare)
 
+
+def _run_commands(commands) -> None:
     notebook = commands.add_parser(
         "notebook", help="write a notebook with parameters set, executed or --prepare-only (as papermill)"
     )
@@ -119,10 +132,23 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     report.set_defaults(run=_report)
 
-    from workbench.course.classroom import register_commands  # teaching: class {student,prepare,summary}
 
-    register_commands(commands)
-    return parser
+def _class_commands(commands) -> None:
+    group = commands.add_parser("class", help="student versions, a shared baseline, a class results table")
+    actions = group.add_subparsers(required=True, metavar="ACTION")
+    student = actions.add_parser("student", help="write notebooks' student versions (solutions stripped)")
+    student.add_argument("notebooks", nargs="+", help="teacher notebooks with ### BEGIN/END SOLUTION marks")
+    student.add_argument("--out", required=True, help="folder for the student versions")
+    student.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+    student.set_defaults(run=_class_student)
+    prepare = actions.add_parser("prepare", help="phantom data + notebook 01's baseline in WORKBENCH_DATA")
+    prepare.add_argument("--epochs", type=int, default=12, help="as notebook 01's epochs (default 12)")
+    prepare.set_defaults(run=_class_prepare)
+    summary = actions.add_parser("summary", help="a CSV of every student's checks and answers")
+    summary.add_argument("folder", help="a folder of results .json files and/or executed notebooks")
+    summary.add_argument("--out", default="summary.csv", help="the CSV to write (default summary.csv)")
+    summary.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+    summary.set_defaults(run=_class_summary)
 
 
 def _summary(args) -> int:
@@ -211,6 +237,30 @@ def _report(args) -> int:
         print(f"skipped {bad}", file=sys.stderr)
     print(report.table.to_string(index=False))
     print(f"report written to {report.page}")
+    return 0
+
+
+def _class_student(args) -> int:
+    from workbench.course.classroom import write_student_versions
+
+    written = write_student_versions(args.notebooks, args.out, overwrite=args.overwrite, allow="--overwrite")
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+def _class_prepare(args) -> int:
+    from workbench.course.classroom import prepare_classroom
+
+    print(f"classroom data ready in {prepare_classroom(epochs=args.epochs)}")
+    return 0
+
+
+def _class_summary(args) -> int:
+    from workbench.course.classroom import write_class_summary
+
+    table = write_class_summary(args.folder, args.out, overwrite=args.overwrite, allow="--overwrite")
+    print(f"{len(table)} student records -> {args.out}")
     return 0
 
 

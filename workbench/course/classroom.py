@@ -2,7 +2,7 @@
 
 python -m workbench class student notebooks/05_teaching_gradient_pruning.ipynb --out class/
 python -m workbench class prepare                 # phantom data + the dashboard's baseline, once
-python -m workbench class summary class/handed_in --out summary.csv
+python -m workbench class summary class/handed_in --out summary.csv   # (the parser: workbench/__main__.py)
 
 A teacher's notebook marks solutions the nbgrader way; ``student_version`` replaces each marked
 block with ``raise NotImplementedError``, each model answer (in a string) with a prompt, and
@@ -213,53 +213,43 @@ def prepare_classroom(model: str = "seed_cnn", epochs: int = 12, seed: int = 0) 
     return data_dir()
 
 
-# --- command line ----------------------------------------------------------------------------
+def write_student_versions(
+    notebooks: list[str | Path],
+    out_dir: str | Path,
+    *,
+    overwrite: bool = False,
+    allow: str = "overwrite=True",
+) -> list[Path]:
+    """Write the student version of every notebook into ``out_dir``: all of them, or none.
 
+    Every notebook is read and stripped, and every name in ``out_dir`` checked, before the first
+    is written, so one bad notebook or one file in the way leaves the folder as it was.
 
-def register_commands(commands) -> None:
-    """Add ``class {student,prepare,summary}`` to the CLI's subparsers."""
-    group = commands.add_parser("class", help="student versions, a shared baseline, a class results table")
-    actions = group.add_subparsers(required=True, metavar="ACTION")
-    student = actions.add_parser("student", help="write notebooks' student versions (solutions stripped)")
-    student.add_argument("notebooks", nargs="+", help="teacher notebooks with ### BEGIN/END SOLUTION marks")
-    student.add_argument("--out", required=True, help="folder for the student versions")
-    student.add_argument("--overwrite", action="store_true", help=fs.OVERWRITE_HELP)
-    student.set_defaults(run=_student)
-    prepare = actions.add_parser("prepare", help="phantom data + notebook 01's baseline in WORKBENCH_DATA")
-    prepare.add_argument("--epochs", type=int, default=12, help="as notebook 01's epochs (default 12)")
-    prepare.set_defaults(run=_prepare)
-    summary = actions.add_parser("summary", help="a CSV of every student's checks and answers")
-    summary.add_argument("folder", help="a folder of results .json files and/or executed notebooks")
-    summary.add_argument("--out", default="summary.csv", help="the CSV to write (default summary.csv)")
-    summary.add_argument("--overwrite", action="store_true", help=fs.OVERWRITE_HELP)
-    summary.set_defaults(run=_summary)
-
-
-def _student(args) -> int:
+    Raises:
+        WorkbenchError: naming a notebook that cannot be read or stripped.
+        FileExistsError: naming the file in the way (``allow`` says how to replace it).
+    """
     import nbformat
 
-    out = Path(args.out)
-    for notebook in args.notebooks:  # check every notebook first: all are written, or none
+    for notebook in notebooks:
         try:
             student_version(nbformat.read(notebook, as_version=4))
         except Exception as error:
             raise WorkbenchError(f"{notebook}: {error}") from None
-    fs.check_claim(out, [Path(n).name for n in args.notebooks], args.overwrite, allow="--overwrite")
-    for notebook in args.notebooks:
-        print(f"wrote {write_student_version(notebook, out, overwrite=args.overwrite, allow='--overwrite')}")
-    return 0
+    fs.check_claim(Path(out_dir), [Path(n).name for n in notebooks], overwrite, allow=allow)
+    return [write_student_version(n, out_dir, overwrite=overwrite, allow=allow) for n in notebooks]
 
 
-def _prepare(args) -> int:
-    print(f"classroom data ready in {prepare_classroom(epochs=args.epochs)}")
-    return 0
+def write_class_summary(
+    folder: str | Path, out: str | Path, *, overwrite: bool = False, allow: str = "overwrite=True"
+):
+    """Write ``class_summary(folder)`` as a CSV at ``out`` (atomically) and return the table.
 
-
-def _summary(args) -> int:
-    out = Path(args.out)
-    fs.check_claim(out.parent, [out.name], args.overwrite, allow="--overwrite")
-    table = class_summary(args.folder)
-    with fs.claim(out.parent, [out.name], args.overwrite, allow="--overwrite"):
+    ``out`` is replaced only if the workbench wrote it (a summary made earlier), else ``overwrite``.
+    """
+    out = Path(out)
+    fs.check_claim(out.parent, [out.name], overwrite, allow=allow)
+    table = class_summary(folder)
+    with fs.claim(out.parent, [out.name], overwrite, allow=allow):
         fs.write_atomically(out, table.to_csv(index=False))
-    print(f"{len(table)} student records -> {out}")
-    return 0
+    return table
