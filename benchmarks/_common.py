@@ -8,16 +8,16 @@ from collections.abc import Callable
 
 import numpy as np
 
+import workbench as wb
 from workbench.core.paths import SHARED_PNEUMONIA
-from workbench.data.dataset import Dataset, load_npz
 from workbench.data.medmnist import CLASS_NAMES
 
 
-def pneumonia() -> Dataset:
+def pneumonia() -> wb.Dataset:
     """Load ../shared/data/pneumoniamnist.npz, or exit with a clear message if it is absent."""
     if not SHARED_PNEUMONIA.is_file():
         sys.exit(f"benchmark needs {SHARED_PNEUMONIA} (real chest X-rays beside the checkout); not found")
-    return load_npz(SHARED_PNEUMONIA, class_names=CLASS_NAMES["pneumoniamnist"])
+    return wb.load_npz(SHARED_PNEUMONIA, class_names=CLASS_NAMES["pneumoniamnist"])
 
 
 def timings_ms(action: Callable[[], object], repeats: int, warmup: int = 2) -> np.ndarray:

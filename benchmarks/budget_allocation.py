@@ -36,11 +36,7 @@ import numpy as np
 import pandas as pd
 from _common import pneumonia, report_target
 
-from workbench.analysis.budget import allocate, fine_tune_allocation
-from workbench.analysis.sensitivity import Subject, sensitivity
-from workbench.core.stats import auc_ci, compare_auc
-from workbench.model.train import Recipe, baseline
-from workbench.prune.pruning import FINE_TUNE_RECIPE
+import workbench as wb
 
 BUDGETS = [("flops", 0.5), ("flops", 0.25), ("flops", 0.1), ("params", 0.1), ("params", 0.05)]
 TIGHTEST = {("flops", 0.1), ("params", 0.05)}
@@ -48,7 +44,7 @@ METHODS = ("sensitivity", "uniform", "global")
 CRITERION = "taylor"
 
 
-def allocations(subject: Subject, goal: str, value: float, cache: Path, data, recipe, after: bool) -> dict:
+def allocations(subject: wb.Subject, goal: str, value: float, cache: Path, data, recipe, after: bool) -> dict:
     """The three methods' answers to a goal, each fine-tuned with ``recipe`` (``tuned_model``).
 
     ``after``: the sensitivity method picks its candidate after that fine-tune, and the references
@@ -56,25 +52,25 @@ def allocations(subject: Subject, goal: str, value: float, cache: Path, data, re
     """
     options = dict(criterion=CRITERION, dataset=data, recipe=recipe)
     if not after:
-        answers = {m: allocate(subject, goal, value, method=m, cache=cache) for m in METHODS}
-        return {m: fine_tune_allocation(subject.model, a, data, recipe) for m, a in answers.items()}
-    chosen = allocate(subject, goal, value, cache=cache, **options)
+        answers = {m: wb.allocate(subject, goal, value, method=m, cache=cache) for m in METHODS}
+        return {m: wb.fine_tune_allocation(subject.model, a, data, recipe) for m, a in answers.items()}
+    chosen = wb.allocate(subject, goal, value, cache=cache, **options)
     measured = {c.candidate: c for c in chosen.measured}
     answers = {"sensitivity": chosen}
     for method in METHODS[1:]:  # a reference that could not reach the budget raises as on its own
-        answers[method] = measured.get(method) or allocate(subject, goal, value, method=method, **options)
+        answers[method] = measured.get(method) or wb.allocate(subject, goal, value, method=method, **options)
     return answers
 
 
-def time_matrix(subject: Subject, folder: Path) -> tuple[float, float]:
+def time_matrix(subject: wb.Subject, folder: Path) -> tuple[float, float]:
     """Seconds to compute both tables from an empty cache, and to reopen them."""
     start = time.perf_counter()
     for granularity in ("structured", "unstructured"):
-        sensitivity(subject, CRITERION, granularity, cache=folder, progress=False)
+        wb.sensitivity(subject, CRITERION, granularity, cache=folder, progress=False)
     computed = time.perf_counter() - start
     start = time.perf_counter()
     for granularity in ("structured", "unstructured"):
-        table = sensitivity(subject, CRITERION, granularity, cache=folder, progress=False)
+        table = wb.sensitivity(subject, CRITERION, granularity, cache=folder, progress=False)
         assert table.computed == 0
     return computed, time.perf_counter() - start
 
@@ -82,19 +78,19 @@ def time_matrix(subject: Subject, folder: Path) -> tuple[float, float]:
 def run_seed(
     name: str, seed: int, data, budgets, epochs: int, folder: Path, after_fine_tune: bool = False
 ) -> tuple[list[dict], dict]:
-    model, _ = baseline(data, name, Recipe(epochs=epochs, seed=seed), progress=False)
-    subject = Subject.build(model, data, calibration_size=512, seed=seed)
+    model, _ = wb.baseline(data, name, wb.Recipe(epochs=epochs, seed=seed), progress=False)
+    subject = wb.Subject.build(model, data, calibration_size=512, seed=seed)
     timings = dict(
         zip(("matrix_s", "reopen_s"), time_matrix(subject, folder / f"{name}-{seed}"), strict=True)
     )
-    dense_auc = auc_ci(data.test.labels, model.predict(data.test.images, verbose=0)[:, 1])
+    dense_auc = wb.auc_ci(data.test.labels, model.predict(data.test.images, verbose=0)[:, 1])
     rows = []
-    recipe = replace(FINE_TUNE_RECIPE, seed=seed)
+    recipe = replace(wb.FINE_TUNE_RECIPE, seed=seed)
     for goal, value in budgets:
         answers = allocations(subject, goal, value, folder / f"{name}-{seed}", data, recipe, after_fine_tune)
         for method, allocation in answers.items():
             probs = allocation.tuned_model.predict(data.test.images, batch_size=512, verbose=0)[:, 1]
-            auc, low, high = auc_ci(data.test.labels, probs)
+            auc, low, high = wb.auc_ci(data.test.labels, probs)
             rows.append(
                 dict(
                     model=name,
@@ -132,7 +128,7 @@ def paired(results: pd.DataFrame, labels: np.ndarray) -> pd.DataFrame:
     for key, part in results.groupby(["model", "seed", "goal", "value"]):
         by = part.set_index("method")
         best = max(("uniform", "global"), key=lambda m: by.loc[m, "auc"])
-        test = compare_auc(labels, by.loc[best, "probs"], by.loc["sensitivity", "probs"])
+        test = wb.compare_auc(labels, by.loc[best, "probs"], by.loc["sensitivity", "probs"])
         out.append(
             dict(
                 zip(("model", "seed", "goal", "value"), key, strict=True),

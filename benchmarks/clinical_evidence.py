@@ -23,29 +23,10 @@ import time
 import numpy as np
 from _common import pneumonia
 
-from workbench.analysis.curves import Evaluator, evaluate_model, split_probabilities, stacked_images
-from workbench.core.masks import overall_sparsity
-from workbench.core.metrics import (
-    EVIDENCE_KEYS,
-    OperatingPoint,
-    Predictions,
-    compare_to_dense,
-    images_fingerprint,
-    settle,
-)
-from workbench.data.dataset import stratified_sample
-from workbench.model.heads import as_head
+import workbench as wb
+from workbench.analysis.curves import split_probabilities, stacked_images
+from workbench.core.metrics import EVIDENCE_KEYS, images_fingerprint, settle
 from workbench.model.registry import get_kernels
-from workbench.model.train import Recipe, baseline
-from workbench.prune.pruning import (
-    FINE_TUNE_RECIPE,
-    PruneSpec,
-    apply_masks,
-    fine_tune,
-    make_masks,
-    masks_from_weights,
-)
-from workbench.prune.scores import Scorer
 
 SPARSITIES = (0.5, 0.75, 0.9, 0.95)
 CRITERIA = ("gradient", "taylor")
@@ -58,23 +39,23 @@ def check(ok: bool, message: str, failures: list[str]) -> None:
         print(f"FAILED: {message}")
 
 
-def check_dense_against_itself(evaluator: Evaluator, failures: list[str]) -> None:
+def check_dense_against_itself(evaluator: wb.Evaluator, failures: list[str]) -> None:
     val, test = evaluator.val, evaluator.test  # the evaluator's own dense pass of these images
     images = images_fingerprint(val.images, test.images)
-    dense = Predictions(evaluator.dense_val, evaluator.dense_test, val.labels, test.labels, images)
-    same = compare_to_dense(dense, dense)
+    dense = wb.Predictions(evaluator.dense_val, evaluator.dense_test, val.labels, test.labels, images)
+    same = wb.compare_to_dense(dense, dense)
     check(same["auc_difference"] == 0, f"dense vs dense difference {same['auc_difference']}", failures)
     check(
         same["noninferiority"] == "non-inferior", f"dense vs dense verdict {same['noninferiority']}", failures
     )
 
 
-def check_paths_agree(model, data, evaluator: Evaluator, failures: list[str]) -> None:
+def check_paths_agree(model, data, evaluator: wb.Evaluator, failures: list[str]) -> None:
     """Every kernel pruned (structured): the fast and one-shot paths must report identical evidence."""
     nothing = {name: np.zeros(kernel.shape, bool) for name, kernel in get_kernels(model).items()}
     fast = evaluator.evaluate(nothing, structured=True)
-    slow = evaluate_model(
-        apply_masks(model, nothing, structured=True),
+    slow = wb.evaluate_model(
+        wb.apply_masks(model, nothing, structured=True),
         data.val,
         data.test,
         dense=model,
@@ -89,7 +70,7 @@ def check_validation_target(
     model, data, metrics: dict, target: float, label: str, failures: list[str]
 ) -> None:
     images = stacked_images(data.val, data.test)
-    val_probs, _ = split_probabilities(model, as_head(model), images, len(data.val))
+    val_probs, _ = split_probabilities(model, wb.as_head(model), images, len(data.val))
     positives = data.val.labels == 1
     achieved = float((settle(val_probs)[positives, 1] >= metrics["threshold"]).mean())
     check(achieved >= target, f"{label}: validation sensitivity {achieved:.3f} < target {target}", failures)
@@ -110,18 +91,18 @@ def row(label: str, m: dict) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--finetune-epochs", type=int, default=FINE_TUNE_RECIPE.epochs)
+    parser.add_argument("--finetune-epochs", type=int, default=wb.FINE_TUNE_RECIPE.epochs)
     parser.add_argument("--margin", type=float, default=0.02)
     parser.add_argument("--sensitivity", type=float, default=0.95, help="validation sensitivity target")
     args = parser.parse_args()
     start = time.perf_counter()
     data = pneumonia()
-    model, _ = baseline(data, "seed_cnn", Recipe(), progress=False)
-    operating = OperatingPoint("sensitivity", args.sensitivity)
-    evaluator = Evaluator(model, data.val, data.test, operating=operating, margin=args.margin)
-    calibration = stratified_sample(data.train, 512, seed=0)  # the X-ray file is sorted by class
-    scorer = Scorer(model, calibration.images, calibration.labels)
-    recipe = Recipe(epochs=args.finetune_epochs, learning_rate=FINE_TUNE_RECIPE.learning_rate)
+    model, _ = wb.baseline(data, "seed_cnn", wb.Recipe(), progress=False)
+    operating = wb.OperatingPoint("sensitivity", args.sensitivity)
+    evaluator = wb.Evaluator(model, data, operating=operating, margin=args.margin)
+    calibration = wb.stratified_sample(data.train, 512, seed=0)  # the X-ray file is sorted by class
+    scorer = wb.Scorer(model, calibration)
+    recipe = wb.Recipe(epochs=args.finetune_epochs, learning_rate=wb.FINE_TUNE_RECIPE.learning_rate)
     failures: list[str] = []
     check_dense_against_itself(evaluator, failures)
     check_paths_agree(model, data, evaluator, failures)
@@ -135,19 +116,19 @@ def main() -> int:
     print(row("dense", evaluator.dense_metrics))
     for criterion in CRITERIA:
         for sparsity in SPARSITIES:
-            keep = make_masks(scorer, PruneSpec(criterion=criterion, scope="global", sparsity=sparsity)).keep
-            pruned = apply_masks(model, keep)
-            fine_tune(pruned, keep, data, recipe, progress=False)
-            achieved = overall_sparsity(masks_from_weights(pruned))
+            keep = wb.make_masks(
+                scorer, wb.PruneSpec(criterion=criterion, scope="global", sparsity=sparsity)
+            ).keep
+            pruned = wb.apply_masks(model, keep)
+            wb.fine_tune(pruned, keep, data, recipe, progress=False)
+            achieved = wb.overall_sparsity(wb.masks_from_weights(pruned))
             label = f"{criterion} {sparsity:.0%}"
             check(
                 abs(achieved - sparsity) <= 0.01,
                 f"{label}: sparsity {achieved:.4f} after fine-tuning",
                 failures,
             )
-            metrics = evaluate_model(
-                pruned, data.val, data.test, dense=model, operating=operating, margin=args.margin
-            )
+            metrics = wb.evaluate_model(pruned, data, dense=model, operating=operating, margin=args.margin)
             check_validation_target(pruned, data, metrics, args.sensitivity, label, failures)
             print(row(label, metrics), flush=True)
     print(f"total time {time.perf_counter() - start:.0f} s")

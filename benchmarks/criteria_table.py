@@ -17,12 +17,7 @@ import time
 import pandas as pd
 from _common import pneumonia
 
-from workbench.analysis.curves import Evaluator, evaluate_model
-from workbench.core.masks import overall_sparsity
-from workbench.data.dataset import stratified_sample
-from workbench.model.train import Recipe, baseline
-from workbench.prune.pruning import PruneSpec, apply_masks, fine_tune, make_masks, masks_from_weights
-from workbench.prune.scores import CRITERIA, Scorer
+import workbench as wb
 
 SPARSITIES = (0.5, 0.75, 0.9, 0.95)
 SCOPES = ("layerwise", "global")
@@ -30,10 +25,10 @@ METRICS = ("auc", "accuracy", "sensitivity", "specificity")
 
 
 def one_seed(data, seed: int, finetune_epochs: int) -> list[dict]:
-    model, _ = baseline(data, "seed_cnn", Recipe(seed=seed), progress=False)
-    calibration = stratified_sample(data.train, 512, seed)  # the X-ray file is sorted by class
-    scorer = Scorer(model, calibration.images, calibration.labels, seed=seed)
-    evaluator = Evaluator(model, data.val, data.test)
+    model, _ = wb.baseline(data, "seed_cnn", wb.Recipe(seed=seed), progress=False)
+    calibration = wb.stratified_sample(data.train, 512, seed)  # the X-ray file is sorted by class
+    scorer = wb.Scorer(model, calibration, seed=seed)
+    evaluator = wb.Evaluator(model, data)
     rows = [
         dict(
             seed=seed,
@@ -44,22 +39,24 @@ def one_seed(data, seed: int, finetune_epochs: int) -> list[dict]:
             **_pick(evaluator.dense_metrics),
         )
     ]
-    for criterion in CRITERIA:
+    for criterion in wb.CRITERIA:
         for scope in SCOPES:
             for sparsity in SPARSITIES:
-                keep = make_masks(scorer, PruneSpec(criterion=criterion, scope=scope, sparsity=sparsity)).keep
+                keep = wb.make_masks(
+                    scorer, wb.PruneSpec(criterion=criterion, scope=scope, sparsity=sparsity)
+                ).keep
                 common = dict(seed=seed, criterion=criterion, scope=scope, sparsity=sparsity)
                 rows.append(dict(common, stage="one-shot", **_pick(evaluator.evaluate(keep))))
-                pruned = apply_masks(model, keep)
-                fine_tune(
+                pruned = wb.apply_masks(model, keep)
+                wb.fine_tune(
                     pruned,
                     keep,
                     data,
-                    Recipe(epochs=finetune_epochs, learning_rate=5e-4, seed=seed),
+                    wb.Recipe(epochs=finetune_epochs, learning_rate=5e-4, seed=seed),
                     progress=False,
                 )
                 _check_exact(pruned, keep, sparsity)
-                tuned = evaluate_model(pruned, data.val, data.test)
+                tuned = wb.evaluate_model(pruned, data)
                 rows.append(dict(common, stage=f"fine-tuned {finetune_epochs} ep", **_pick(tuned)))
     return rows
 
@@ -69,11 +66,11 @@ def _pick(metrics: dict) -> dict:
 
 
 def _check_exact(model, keep, sparsity) -> None:
-    nonzero = masks_from_weights(model)
+    nonzero = wb.masks_from_weights(model)
     if any((nonzero[n] & ~keep[n]).any() for n in keep):
         sys.exit("FAILED: a pruned weight is non-zero after fine-tuning")
-    if abs(overall_sparsity(nonzero) - sparsity) > 0.01:
-        sys.exit(f"FAILED: sparsity {overall_sparsity(nonzero):.4f} after fine-tuning, target {sparsity}")
+    if abs(wb.overall_sparsity(nonzero) - sparsity) > 0.01:
+        sys.exit(f"FAILED: sparsity {wb.overall_sparsity(nonzero):.4f} after fine-tuning, target {sparsity}")
 
 
 def main() -> int:

@@ -33,29 +33,14 @@ import numpy as np
 import pandas as pd
 from _common import pneumonia
 
-from workbench.analysis.curves import evaluate_model
+import workbench as wb
 from workbench.core.paths import SHARED_PNEUMONIA
-from workbench.data.dataset import stratified_sample
-from workbench.model.builders import seed_cnn
 from workbench.model.compat import keras, tf
-from workbench.model.cost import flops, parameter_counts
 from workbench.model.registry import prunable_layers
-from workbench.model.train import Recipe, baseline
-from workbench.prune.export import TFLiteModel, export_all, file_metrics
-from workbench.prune.pruning import (
-    PruneSpec,
-    apply_masks,
-    fine_tune,
-    make_masks,
-    masks_from_weights,
-    prune_gradually,
-)
-from workbench.prune.scores import Scorer
-from workbench.prune.slim import couple_masks, slim_model
 
 SPARSITIES = (0.5, 0.75, 0.9, 0.95)
-BEST_UNSTRUCTURED = PruneSpec(criterion="taylor", scope="global")
-STRUCTURED = PruneSpec(criterion="taylor", granularity="structured", scope="layerwise")
+BEST_UNSTRUCTURED = wb.PruneSpec(criterion="taylor", scope="global")
+STRUCTURED = wb.PruneSpec(criterion="taylor", granularity="structured", scope="layerwise")
 HERE = Path(__file__).resolve().parent
 CALIBRATION = 512  # training images for scores and for int8 calibration
 
@@ -63,30 +48,31 @@ CALIBRATION = 512  # training images for scores and for int8 calibration
 # --- the three ways to prune ------------------------------------------------------------------
 
 
-def workbench_unstructured(model, data, sparsity: float, recipe: Recipe):
+def workbench_unstructured(model, data, sparsity: float, recipe: wb.Recipe):
     """The workbench's best recipe: gradual Taylor pruning, global scope. Returns (model, keep)."""
-    calibration = stratified_sample(data.train, CALIBRATION, recipe.seed)  # the X-ray file is sorted by class
+    # the X-ray file is sorted by class
+    calibration = wb.stratified_sample(data.train, CALIBRATION, recipe.seed)
     spec = replace(BEST_UNSTRUCTURED, sparsity=sparsity)
-    pruned, _, _ = prune_gradually(
+    pruned, _, _ = wb.prune_gradually(
         model,
-        lambda m: Scorer(m, calibration.images, calibration.labels, seed=recipe.seed),
+        lambda m: wb.Scorer(m, calibration, seed=recipe.seed),
         spec,
         data,
         recipe,
         progress=False,
     )
-    return pruned, masks_from_weights(pruned)
+    return pruned, wb.masks_from_weights(pruned)
 
 
-def workbench_structured(model, data, sparsity: float, recipe: Recipe):
+def workbench_structured(model, data, sparsity: float, recipe: wb.Recipe):
     """Remove ``sparsity`` of each layer's filters (one-shot Taylor), fine-tune, slim."""
-    calibration = stratified_sample(data.train, CALIBRATION, recipe.seed)
-    scorer = Scorer(model, calibration.images, calibration.labels, seed=recipe.seed)
+    calibration = wb.stratified_sample(data.train, CALIBRATION, recipe.seed)
+    scorer = wb.Scorer(model, calibration, seed=recipe.seed)
     spec = replace(STRUCTURED, sparsity=sparsity)
-    keep = couple_masks(model, make_masks(scorer, spec).keep)
-    masked = apply_masks(model, keep, structured=True)
-    fine_tune(masked, keep, data, recipe, structured=True, progress=False)
-    slim = slim_model(masked, keep)
+    keep = wb.couple_masks(model, wb.make_masks(scorer, spec).keep)
+    masked = wb.apply_masks(model, keep, structured=True)
+    wb.fine_tune(masked, keep, data, recipe, structured=True, progress=False)
+    slim = wb.slim_model(masked, keep)
     gap = np.abs(np.asarray(slim(data.test.images)) - np.asarray(masked(data.test.images))).max()
     if gap > 1e-5:
         sys.exit(f"FAILED: slim model differs from the masked model by {gap:.2e} at sparsity {sparsity}")
@@ -118,7 +104,7 @@ def run_tfmot(models: dict, data, args, workdir: Path) -> dict[tuple[int, float]
 
 
 def _load_tfmot(path: Path, data) -> keras.Model:
-    model = seed_cnn(data.image_shape, data.num_classes)
+    model = wb.seed_cnn(data.image_shape, data.num_classes)
     with np.load(path) as archive:
         model.set_weights([archive[f"arr_{i}"] for i in range(len(archive.files))])
     return model
@@ -136,7 +122,7 @@ def keras_runner(model, batch: np.ndarray):
 
 def tflite_runner(content: bytes, batch: np.ndarray, threads: int):
     """The interpreter resized once to the batch; each call is set_tensor, invoke, get_tensor."""
-    run = TFLiteModel(content, batch_size=len(batch), num_threads=threads)
+    run = wb.TFLiteModel(content, batch_size=len(batch), num_threads=threads)
     return lambda: run(batch)
 
 
@@ -157,9 +143,10 @@ def interleaved_medians(runners: dict[str, callable], repeats: int, rounds: int 
 
 def costs(name: str, model, flop_count: int, data, folder: Path) -> dict:
     """Parameters, FLOPs, file sizes and the exported files' own test metrics of one model."""
-    paths = export_all(model, folder, name, calibration=stratified_sample(data.train, CALIBRATION).images)
-    metrics = {fmt: file_metrics(path, data.val, data.test) for fmt, path in paths.items()}
-    params = parameter_counts(model)
+    calibration = wb.stratified_sample(data.train, CALIBRATION).images
+    paths = wb.export_all(model, folder, name, calibration=calibration)
+    metrics = {fmt: wb.file_metrics(path, data) for fmt, path in paths.items()}
+    params = wb.parameter_counts(model)
     return {
         "params": params["nonzero"],
         "MFLOPs": flop_count / 1e6,
@@ -198,24 +185,24 @@ def latencies(models: dict, tables: dict, data, repeats: int, threads: int) -> p
 def prune_all(data, args, workdir: Path):
     """Every (family, sparsity, seed): its model, FLOPs, and quality. Returns (rows, seed-0 models)."""
     baselines = {
-        seed: baseline(data, "seed_cnn", Recipe(seed=seed), progress=False)[0] for seed in args.seeds
+        seed: wb.baseline(data, "seed_cnn", wb.Recipe(seed=seed), progress=False)[0] for seed in args.seeds
     }
     start = time.perf_counter()
     tfmot_models = run_tfmot(baselines, data, args, workdir)
     print(f"tfmot subprocess: {time.perf_counter() - start:.0f} s", flush=True)
     rows, first = [], {}
     for seed, model in baselines.items():
-        recipe = Recipe(epochs=args.finetune_epochs, learning_rate=5e-4, seed=seed)
-        rows.append(_row("dense", 0.0, seed, model, flops(model)["dense"], data))
+        recipe = wb.Recipe(epochs=args.finetune_epochs, learning_rate=5e-4, seed=seed)
+        rows.append(_row("dense", 0.0, seed, model, wb.flops(model)["dense"], data))
         first.setdefault(("dense", 0.0), (model, rows[-1]["_flops"]))
         for s in SPARSITIES:
             unstructured, keep = workbench_unstructured(model, data, s, recipe)
             masked, slim, skeep = workbench_structured(model, data, s, recipe)
             tfmot = tfmot_models[(seed, s)]
             found = [
-                ("workbench unstructured (masked)", unstructured, flops(model, keep)["masked"]),
-                ("workbench structured (slim)", slim, flops(slim)["dense"]),
-                ("tfmot (masked)", tfmot, flops(tfmot, masks_from_weights(tfmot))["masked"]),
+                ("workbench unstructured (masked)", unstructured, wb.flops(model, keep)["masked"]),
+                ("workbench structured (slim)", slim, wb.flops(slim)["dense"]),
+                ("tfmot (masked)", tfmot, wb.flops(tfmot, wb.masks_from_weights(tfmot))["masked"]),
             ]
             for family, pruned, flop_count in found:
                 rows.append(_row(family, s, seed, pruned, flop_count, data))
@@ -225,9 +212,11 @@ def prune_all(data, args, workdir: Path):
 
 
 def _row(family: str, sparsity: float, seed: int, model, flop_count: int, data) -> dict:
-    metrics = evaluate_model(model, data.val, data.test)
-    kernels = masks_from_weights(model)
-    dense_weights = sum(info.size for info in prunable_layers(seed_cnn(data.image_shape, data.num_classes)))
+    metrics = wb.evaluate_model(model, data)
+    kernels = wb.masks_from_weights(model)
+    dense_weights = sum(
+        info.size for info in prunable_layers(wb.seed_cnn(data.image_shape, data.num_classes))
+    )
     return {
         "family": family,
         "sparsity": sparsity,

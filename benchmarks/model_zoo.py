@@ -29,26 +29,20 @@ import numpy as np
 import pandas as pd
 from _common import pneumonia
 
+import workbench as wb
 from workbench.core.metrics import auc
-from workbench.data.dataset import Dataset, Split, stratified_sample
-from workbench.model.builders import seed_cnn, small_resnet
 from workbench.model.compat import keras, tf
-from workbench.model.cost import flops
-from workbench.model.train import Recipe, compile_model, fit, recalibrate_batchnorm
-from workbench.prune.export import TFLiteModel, to_tflite
-from workbench.prune.pruning import PruneSpec, apply_masks, fine_tune, make_masks
-from workbench.prune.scores import Scorer
-from workbench.prune.slim import couple_masks, slim_model
+from workbench.model.train import compile_model
 
 BACKBONES = ("MobileNetV2", "DenseNet121", "ResNet50", "EfficientNetB0")
 MODELS = (*BACKBONES, "small_resnet", "seed_cnn")
 SPARSITIES = (0.5, 0.75)
-STRUCTURED = PruneSpec(criterion="taylor", granularity="structured", scope="layerwise")
+STRUCTURED = wb.PruneSpec(criterion="taylor", granularity="structured", scope="layerwise")
 TOLERANCE = 1e-4
-FINE_TUNE = Recipe(epochs=1, batch_size=32, learning_rate=1e-3)
+FINE_TUNE = wb.Recipe(epochs=1, batch_size=32, learning_rate=1e-3)
 
 
-def subset(data: Dataset, sizes: dict[str, int], shape: tuple[int, int, int], seed: int = 0) -> Dataset:
+def subset(data: wb.Dataset, sizes: dict[str, int], shape: tuple[int, int, int], seed: int = 0) -> wb.Dataset:
     """Seeded random subsets (the file is sorted by class), resized and channel-tiled to ``shape``."""
     rng = np.random.default_rng(seed)
     splits = {}
@@ -58,16 +52,16 @@ def subset(data: Dataset, sizes: dict[str, int], shape: tuple[int, int, int], se
         if images.shape[1:3] != shape[:2]:
             images = tf.image.resize(images, shape[:2]).numpy()
         images = np.clip(np.repeat(images, shape[2] // images.shape[3], axis=3), 0, 1).astype(np.float32)
-        splits[name] = Split(images, split.labels[pick], split.sources[pick])
-    return Dataset(data.name, **splits, class_names=data.class_names)
+        splits[name] = wb.Split(images, split.labels[pick], split.sources[pick])
+    return wb.Dataset(data.name, **splits, class_names=data.class_names)
 
 
 def build(name: str, shape: tuple[int, int, int], classes: int) -> keras.Model:
     keras.utils.set_random_seed(0)
     if name == "seed_cnn":
-        return seed_cnn(shape, classes)
+        return wb.seed_cnn(shape, classes)
     if name == "small_resnet":
-        return small_resnet(shape, classes)
+        return wb.small_resnet(shape, classes)
     base = getattr(keras.applications, name)(include_top=False, weights=None, input_shape=shape)
     inputs = keras.Input(shape)
     x = keras.layers.GlobalAveragePooling2D(name="head_pool")(base(inputs))
@@ -76,7 +70,7 @@ def build(name: str, shape: tuple[int, int, int], classes: int) -> keras.Model:
 
 def speedup(dense: bytes, slim: bytes, images: np.ndarray, batch: int, threads: int, repeats: int) -> float:
     """Median LiteRT latency of dense / slim at ``batch``, timed round-robin after 3 warm-up calls."""
-    runs = [TFLiteModel(content, batch_size=batch, num_threads=threads) for content in (dense, slim)]
+    runs = [wb.TFLiteModel(content, batch_size=batch, num_threads=threads) for content in (dense, slim)]
     x = images[:batch]
     for run in runs:
         for _ in range(3):
@@ -90,31 +84,31 @@ def speedup(dense: bytes, slim: bytes, images: np.ndarray, batch: int, threads: 
     return float(np.median(times[0]) / np.median(times[1]))
 
 
-def test_auc(model: keras.Model, data: Dataset) -> float:
+def test_auc(model: keras.Model, data: wb.Dataset) -> float:
     return auc(model.predict(data.test.images, batch_size=64, verbose=0), data.test.labels)
 
 
-def benchmark(name: str, data: Dataset, args) -> list[dict]:
+def benchmark(name: str, data: wb.Dataset, args) -> list[dict]:
     """One model: train briefly, score, then prune/slim/time/fine-tune at each sparsity."""
     model = compile_model(build(name, data.image_shape, data.num_classes))
-    fit(model, data, replace(FINE_TUNE, epochs=args.epochs), progress=False)
-    recalibrate_batchnorm(model, data.train.images)  # moving statistics of a brief training lag behind
-    calibration = stratified_sample(data.train, args.calibration)  # the X-ray file is sorted by class
+    wb.fit(model, data, replace(FINE_TUNE, epochs=args.epochs), progress=False)
+    wb.recalibrate_batchnorm(model, data.train.images)  # moving statistics of a brief training lag behind
+    calibration = wb.stratified_sample(data.train, args.calibration)  # the X-ray file is sorted by class
     start = time.perf_counter()
-    scorer = Scorer(model, calibration.images, calibration.labels)
+    scorer = wb.Scorer(model, calibration)
     scorer.scores(STRUCTURED.criterion, STRUCTURED.granularity)
     scoring = time.perf_counter() - start
-    dense_lite, dense_flops = to_tflite(model), flops(model)["dense"]
+    dense_lite, dense_flops = wb.to_tflite(model), wb.flops(model)["dense"]
     rows = [dict(model=name, sparsity=0.0, params=model.count_params(), MFLOPs=dense_flops / 1e6)]
     rows[0] |= dict(score_s=scoring, auc=test_auc(model, data), exact=True)
     for sparsity in SPARSITIES:
-        keep = couple_masks(model, make_masks(scorer, replace(STRUCTURED, sparsity=sparsity)).keep)
-        masked = apply_masks(model, keep, structured=True)
-        fine_tune(masked, keep, data, FINE_TUNE, structured=True, progress=False)
-        recalibrate_batchnorm(masked, data.train.images)
-        slim = slim_model(masked, keep)
+        keep = wb.couple_masks(model, wb.make_masks(scorer, replace(STRUCTURED, sparsity=sparsity)).keep)
+        masked = wb.apply_masks(model, keep, structured=True)
+        wb.fine_tune(masked, keep, data, FINE_TUNE, structured=True, progress=False)
+        wb.recalibrate_batchnorm(masked, data.train.images)
+        slim = wb.slim_model(masked, keep)
         gap = np.abs(slim.predict(data.test.images, verbose=0) - masked.predict(data.test.images, verbose=0))
-        slim_lite, slim_flops = to_tflite(slim), flops(slim)["dense"]
+        slim_lite, slim_flops = wb.to_tflite(slim), wb.flops(slim)["dense"]
         ratio = dense_flops / slim_flops
         batch1 = speedup(dense_lite, slim_lite, data.test.images, 1, args.threads, args.repeats)
         batch32 = speedup(

@@ -14,30 +14,27 @@ import time
 import numpy as np
 from _common import pneumonia, report_target, timings_ms
 
-from workbench.analysis.curves import Evaluator, curve, log_grid
+import workbench as wb
 from workbench.core.masks import epsilon_range
-from workbench.model.train import Recipe, baseline
-from workbench.prune.pruning import PruneSpec, make_masks
-from workbench.prune.scores import Scorer
 
 
 def main() -> int:
     data = pneumonia()
-    model, _ = baseline(data, "seed_cnn", Recipe(), progress=False)
-    scorer = Scorer(model, data.val.images, data.val.labels)
+    model, _ = wb.baseline(data, "seed_cnn", wb.Recipe(), progress=False)
+    scorer = wb.Scorer(model, data.val.images, data.val.labels)
     start = time.perf_counter()
     scorer.scores("gradient")
     elapsed_ms = 1000 * (time.perf_counter() - start)
     print(f"{'gradient accumulation over 270 val images (once)':48s} {elapsed_ms:9.1f} ms")
-    evaluator = Evaluator(model, data.val, data.test)
-    grid = log_grid(*epsilon_range(scorer.scores("gradient")), points=50)
-    spec = PruneSpec(criterion="gradient")
+    evaluator = wb.Evaluator(model, data)
+    grid = wb.log_grid(*epsilon_range(scorer.scores("gradient")), points=50)
+    spec = wb.PruneSpec(criterion="gradient")
 
-    curve_ms = timings_ms(lambda: curve(scorer, evaluator, spec, epsilons=grid), repeats=5, warmup=1)
+    curve_ms = timings_ms(lambda: wb.curve(scorer, evaluator, spec, epsilons=grid), repeats=5, warmup=1)
     rng = np.random.default_rng(0)
     single_ms = timings_ms(
         lambda: evaluator.evaluate(
-            make_masks(scorer, PruneSpec(criterion="gradient", epsilon=rng.choice(grid))).keep
+            wb.make_masks(scorer, wb.PruneSpec(criterion="gradient", epsilon=rng.choice(grid))).keep
         ),
         repeats=60,
     )

@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_model_optimization as tfmot  # noqa: E402
 
-from workbench.data.dataset import load_npz  # noqa: E402  (NumPy only: no Keras 3 import)
+import workbench as wb  # noqa: E402  (NumPy only: no Keras 3 import)
 
 keras = tf.keras
 sparsity_api = tfmot.sparsity.keras
@@ -104,7 +104,7 @@ def main() -> int:
     if len(args.baselines) != len(args.seeds):
         parser.error("give one --seeds value per --baselines file")
     tf.config.experimental.enable_op_determinism()
-    data = load_npz(args.data)
+    data = wb.load_npz(args.data)
     args.out.mkdir(parents=True, exist_ok=True)
     for path, seed in zip(args.baselines, args.seeds, strict=True):
         with np.load(path) as archive:
