@@ -1,6 +1,7 @@
-"""The damaged-file rule, for every disk cache: a cached file that is truncated, or holds a value of
-the wrong type or out of range, is warned about by name and computed again, and the value computed
-again is the one the first computation gave (#25 item 7)."""
+"""The disk caches' one key recipe (``cache_key``: weights, data, settings, the kind's code version),
+one file format per kind (``KINDS``), and one damaged-file rule: a cached file that is truncated, or
+holds a value of the wrong type or out of range, is warned about by name and computed again, and the
+value computed again is the one the first computation gave (#25 item 7)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import io
 import json
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,9 @@ import pandas as pd
 import pytest
 
 from workbench.analysis.sensitivity import Subject, sensitivity
-from workbench.core.cache import check_fields, read_cached
+from workbench.core import cache
+from workbench.core.cache import cache_file, cache_key, check_fields, fingerprint, read_cached
+from workbench.core.errors import WorkbenchError
 from workbench.explore.session import Explorer
 from workbench.prune.pruning import PruneSpec
 from workbench.prune.scores import Scorer
@@ -77,17 +80,59 @@ def drop_last_rows(path: Path) -> None:
     path.write_text("".join(path.read_text().splitlines(keepends=True)[:-2]))
 
 
+# --- the one key recipe ------------------------------------------------------------------------
+
+PARTS = dict(weights="w", data=np.zeros(4), settings=("snip", 24))
+
+
+def test_cache_key_AnyPartOrTheKindsVersion_ChangesIt(monkeypatch):
+    key = cache_key("curve", **PARTS)
+    assert cache_key("curve", **PARTS) == key and len(key) == 24
+    for name, other in [("weights", "w2"), ("data", np.ones(4)), ("settings", ("snip", 25))]:
+        assert cache_key("curve", **PARTS | {name: other}) != key, name
+    assert cache_key("point", **PARTS) != key  # another kind's value under the same parts
+    monkeypatch.setitem(cache.KINDS, "curve", replace(cache.KINDS["curve"], version=99))
+    assert cache_key("curve", **PARTS) != key
+
+
+def test_cache_key_UnknownKind_IsRefusedNamingTheKinds():
+    with pytest.raises(
+        WorkbenchError, match=r"kind must be one of the disk caches \('gradients'.* got 'curves'"
+    ):
+        cache_key("curves", **PARTS)
+
+
+def test_fingerprint_ArraysInsideTuplesAndDicts_HashEveryByte():
+    """The repr of a large array elides its middle: a key of a tuple of arrays hashed the repr."""
+    images = np.zeros((64, 64))
+    changed = images.copy()
+    changed[32, 32] = 1.0
+    assert fingerprint((images, "x")) != fingerprint((changed, "x"))
+    assert fingerprint({"a": images}) != fingerprint({"a": changed})
+    assert fingerprint({"a": 1, "b": 2}) == fingerprint({"b": 2, "a": 1})
+    assert fingerprint(("a", "b")) != fingerprint("a", "b") != fingerprint(("a",), ("b",))
+    assert fingerprint(b"\x00" * 300) != fingerprint(b"\x00" * 299 + b"\x01")
+
+
+def test_cache_file_IsNamedByKindAndKey_InTheKindsOneFormat():
+    assert cache_file("c", "gradients", "k").name == "gradients-k.npz"
+    assert cache_file("c", "baseline", "k", label="seed_cnn").name == "baseline-seed_cnn-k.keras"
+    assert cache_file("c", "sensitivity", "k").name == "sensitivity-k"  # a folder of JSON cells
+    assert {kind.suffix for kind in cache.KINDS.values()} <= {".npz", ".csv", ".keras", ""}
+
+
 # --- the caches: compute once, find the file, reopen ------------------------------------------
 
 
 @dataclass(frozen=True)
 class Kind:
     """One disk cache: ``compute(model, data, folder)`` gives its value (writing the file), ``glob``
-    finds the file, ``same(a, b)`` compares two values."""
+    finds the file, ``same(a, b)`` compares two values; ``kind`` is its row of ``cache.KINDS``."""
 
     compute: object
     glob: str
     same: object
+    kind: str
 
 
 def _explorer(model, data, folder):
@@ -108,23 +153,31 @@ KINDS = {
         lambda m, d, f: _table(m, d, f).cells,
         "*/taylor--*.json",
         lambda a, b: a.equals(b),
+        "sensitivity",
     ),
-    "sensitivity dense.json": Kind(lambda m, d, f: _table(m, d, f).dense, "*/dense.json", dict.__eq__),
+    "sensitivity dense.json": Kind(
+        lambda m, d, f: _table(m, d, f).dense, "*/dense.json", dict.__eq__, "sensitivity"
+    ),
     "dense pass": Kind(
         lambda m, d, f: _explorer(m, d, f).evaluator.dense_test,
         "dense-*.npz",
         np.array_equal,
+        "dense",
     ),
-    "point": Kind(lambda m, d, f: _explorer(m, d, f).point(SPEC).metrics, "point-*.npz", _same_metrics),
+    "point": Kind(
+        lambda m, d, f: _explorer(m, d, f).point(SPEC).metrics, "point-*.npz", _same_metrics, "point"
+    ),
     "curve": Kind(
         lambda m, d, f: _explorer(m, d, f).curve(SPEC),
         "curve-*.csv",
         lambda a, b: a.equals(b),
+        "curve",
     ),
     "gradient statistics": Kind(
         lambda m, d, f: Scorer(m, d.val.images, d.val.labels, cache_dir=f).stats().abs_grad["fc"],
         "gradients-*.npz",
         np.array_equal,
+        "gradients",
     ),
 }
 
@@ -176,6 +229,33 @@ def test_damaged_cache_file_IsWarnedAboutByName_AndComputedAgain(kind, damage, t
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         case.compute(model, data, tmp_path)  # the file written again is trusted, without a word
+
+
+@pytest.mark.parametrize("name", [name for name in KINDS if name != "sensitivity dense.json"])
+def test_cache_KindsVersionBumped_ComputesAgain_UnderItsKindsName(name, trained_tiny, tmp_path, monkeypatch):
+    """A code change to what a kind holds (its version in cache.KINDS) leaves older files unread."""
+    model, data = trained_tiny
+    case = KINDS[name]
+    case.compute(model, data, tmp_path)
+    before = set(tmp_path.glob(case.glob))
+    monkeypatch.setitem(cache.KINDS, case.kind, replace(cache.KINDS[case.kind], version=99))
+    case.compute(model, data, tmp_path)
+    assert len(set(tmp_path.glob(case.glob)) - before) == len(before), "each file computed again"
+    for path in tmp_path.iterdir():  # every file or folder a cache writes: <kind>-<key><suffix>
+        kind, _, rest = path.name.partition("-")
+        assert kind in cache.KINDS, path.name
+        assert re.fullmatch(rf"[0-9a-f]{{24}}{re.escape(cache.KINDS[kind].suffix)}", rest), path.name
+
+
+def test_point_cache_OtherCalibrationImages_ComputesThePointAgain(trained_tiny, tmp_path):
+    """Masks follow the calibration images (gradient criteria score on them): a point computed on
+    32 of them is not another calibration's point (the key held the seed, not the images)."""
+    model, data = trained_tiny
+    spec = PruneSpec(criterion="snip", sparsity=0.5)
+    Explorer(model, data, calibration_size=32, grid_points=6, cache_dir=tmp_path).point(spec)
+    other = Explorer(model, data, calibration_size=48, grid_points=6, cache_dir=tmp_path)
+    assert other.known_point(spec) is None
+    assert Explorer(model, data, calibration_size=32, grid_points=6, cache_dir=tmp_path).known_point(spec)
 
 
 @pytest.mark.parametrize(

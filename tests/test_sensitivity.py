@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import matplotlib
@@ -27,6 +28,7 @@ from workbench.analysis.sensitivity import (
     sensitivity,
     sensitivity_rows,
 )
+from workbench.core.cache import KINDS  # noqa: E402
 from workbench.data.dataset import load_npz  # noqa: E402
 from workbench.prune.pruning import apply_masks  # noqa: E402
 from workbench.prune.slim import coupled_groups  # noqa: E402
@@ -134,7 +136,8 @@ def test_cache_SecondCall_ComputesNothing_AndNewWeights_Recompute(subject, tmp_p
 
 def test_cache_FromOlderCode_IsNotReopened(subject, tmp_path, monkeypatch):
     sensitivity(subject, "snip", "unstructured", GRID, cache=tmp_path, progress=False)
-    monkeypatch.setattr("workbench.analysis.sensitivity.CELL_FORMAT", 999)  # as a code change to cells
+    bumped = replace(KINDS["sensitivity"], version=999)  # as a code change to cells
+    monkeypatch.setitem(KINDS, "sensitivity", bumped)
     assert sensitivity(subject, "snip", "unstructured", GRID, cache=tmp_path, progress=False).computed > 0
 
 

@@ -75,7 +75,7 @@ def test_baseline_UserModelFile_WhenAskedToTrain_IsTrainedAndCachedByItsBytes(tm
     )
     assert model.output_shape == (None, 2)
     assert len(history["loss"]) == QUICK.epochs
-    assert len(list((tmp_path / "cache").glob("mine-*.keras"))) == 1
+    assert len(list((tmp_path / "cache").glob("baseline-mine-*.keras"))) == 1
 
 
 def test_baseline_UserModelFile_IsExploredAsGiven_WeightsUntouched(tmp_path, tiny_dataset, monkeypatch):
@@ -196,7 +196,7 @@ def test_baseline_ReadOnlyDataFolderWithCache_TrainsOnceKeepsItInUserCacheWithOn
     assert len(history["loss"]) == QUICK.epochs and cached_history == history
     assert _weights_equal(trained, cached)
     assert [p.name for p in (user / "cache").glob("*.keras")] == [
-        f"seed_cnn-{train.cache_key(tiny_dataset, 'seed_cnn', QUICK)}.keras"
+        f"baseline-seed_cnn-{train.cache_key(tiny_dataset, 'seed_cnn', QUICK)}.keras"
     ]
     assert list((shared / "cache").iterdir()) == []
     notes = [r.getMessage() for r in caplog.records]
@@ -220,7 +220,8 @@ def test_baseline_ReadOnlyDataFolder_ReadsTheSharedCacheFirst(
 def test_baseline_CacheCannotBeWritten_ReturnsTheTrainedModelAndWarnsNamingTheFile(tmp_path, tiny_dataset):
     (tmp_path / "a_file").write_text("not a folder")  # a real write failure, root or not
     with pytest.warns(
-        UserWarning, match=r"could not cache the trained baseline as .*a_file/cache/seed_cnn-.*\.keras"
+        UserWarning,
+        match=r"could not cache the trained baseline as .*a_file/cache/baseline-seed_cnn-.*\.keras",
     ):
         model, history = baseline(
             tiny_dataset, "seed_cnn", QUICK, cache_dir=tmp_path / "a_file" / "cache", progress=False

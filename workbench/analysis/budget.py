@@ -620,7 +620,9 @@ def _check_table_fits(table: Sensitivity, subject: Subject) -> None:
             f"table was computed for another model: its layers {foreign[:3]} are not prunable layers "
             "of this one; compute the table with this model's Subject"
         )
-    if table.folder is not None and table.folder.name != subject.key(table.granularity, table.min_keep):
+    if table.folder is not None and table.folder != subject.folder(
+        table.folder.parent, table.granularity, table.min_keep
+    ):
         raise WorkbenchError(
             "table was computed for other weights or data (the same layers, another model, validation "
             "or calibration set): its drops say nothing about this one; compute the table with this "

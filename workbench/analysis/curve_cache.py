@@ -1,5 +1,5 @@
-"""Finished sparsity curves on disk, keyed by ``core.cache.fingerprint`` of the weights, data,
-calibration and spec, and read through the one damaged-file rule (``core.cache.read_cached``)."""
+"""Finished sparsity curves on disk, keyed by ``core.cache.cache_key("curve", ...)`` of the weights,
+data, calibration and spec, and read through the one damaged-file rule (``core.cache.read_cached``)."""
 
 from __future__ import annotations
 
@@ -8,20 +8,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from workbench.core.cache import FRACTION, NON_NEGATIVE, check_array, read_cached
+from workbench.core.cache import FRACTION, NON_NEGATIVE, cache_file, check_array, read_cached
 from workbench.core.errors import WorkbenchError
 from workbench.core.fs import write_atomically
-
-
-def _curve_path(folder: Path, key: str) -> Path:
-    return Path(folder) / f"curve-{key}.csv"
 
 
 def read_cached_curve(folder: str | Path, key: str, rows: int | None = None) -> pd.DataFrame | None:
     """The curve cached under ``key`` in ``folder``; None if there is none, or it is damaged
     (``cache.read_cached``: unreadable, values out of range, or not ``rows`` rows when given)."""
     table = read_cached(
-        _curve_path(Path(folder), key), pd.read_csv, lambda t: check_curve(t, rows), "cached curve"
+        cache_file(folder, "curve", key), pd.read_csv, lambda t: check_curve(t, rows), "cached curve"
     )
     if table is not None:
         table["guarded"] = table["guarded"].fillna("").astype(str)
@@ -47,7 +43,7 @@ def check_curve(table: pd.DataFrame, rows: int | None = None) -> None:
 
 def write_cached_curve(folder: str | Path, key: str, table: pd.DataFrame) -> Path:
     """Write ``table`` to the cache under ``key`` (atomically); returns the file's path."""
-    path = _curve_path(Path(folder), key)
+    path = cache_file(folder, "curve", key)
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.StringIO()
     table.to_csv(buffer, index=False, float_format="%.17g")

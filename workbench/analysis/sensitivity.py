@@ -16,7 +16,6 @@ cluster (``dask_address``), one task per row, with the same cache.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import warnings
@@ -33,6 +32,8 @@ from workbench.core.cache import (
     DIFFERENCE,
     FRACTION,
     NON_NEGATIVE,
+    cache_file,
+    cache_key,
     check_fields,
     read_cached,
     user_stacklevel,
@@ -53,9 +54,6 @@ log = logging.getLogger(__name__)
 # that stops at 0.98 makes the allocation take the rest from small, fragile layers.
 DEFAULT_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995)
 BASELINE = "random"  # the criterion every real one must beat
-# Part of the cache key: raise it when a cell's meaning changes (how rows are pruned or scored),
-# so tables computed by older code are not reopened as if they were current.
-CELL_FORMAT = 3  # 3: cells also hold the output distortion
 
 
 @dataclass(frozen=True)
@@ -140,14 +138,15 @@ class Subject:
         return cls(model, dataset.val, scorer, Evaluator(model, dataset.val, test_split))
 
     def key(self, granularity: str, min_keep: int) -> str:
-        """The cache folder's name: architecture and weights, validation and calibration data, head,
-        granularity, guard, seed."""
-        digest = hashlib.sha256(self.scorer.fingerprint().encode())
-        for array in (self.val.images, self.val.labels, self.scorer.images, self.scorer.labels):
-            digest.update(np.ascontiguousarray(array).tobytes())
-        digest.update(repr(self.evaluator.head).encode())
-        digest.update(f"{granularity} min_keep={min_keep} seed={self.scorer.seed} v{CELL_FORMAT}".encode())
-        return digest.hexdigest()[:20]
+        """The table's cache key (``cache.cache_key``): architecture and weights, validation and
+        calibration data, head, granularity, guard, seed."""
+        data = (self.val.images, self.val.labels, self.scorer.calibration_key)
+        settings = (repr(self.evaluator.head), granularity, min_keep, self.scorer.seed)
+        return cache_key("sensitivity", weights=self.scorer.fingerprint(), data=data, settings=settings)
+
+    def folder(self, root: str | Path, granularity: str, min_keep: int) -> Path:
+        """The folder under ``root`` that holds this subject's table of ``granularity`` and guard."""
+        return cache_file(root, "sensitivity", self.key(granularity, min_keep))
 
     @cached_property
     def metric(self) -> ValidationAuc:
@@ -389,7 +388,7 @@ def sensitivity(
     check_granularity(granularity)
     grid = check_grid(grid)
     check_guard(min_keep)
-    folder = Path(cache or cache_dir() / "sensitivity") / subject.key(granularity, min_keep)
+    folder = subject.folder(cache or cache_dir() / "sensitivity", granularity, min_keep)
     folder.mkdir(parents=True, exist_ok=True)
     rows = sensitivity_rows(subject, granularity)
     criteria = [criterion] + ([BASELINE] if baseline and criterion != BASELINE else [])

@@ -1,13 +1,16 @@
-"""The disk caches' one key recipe (``fingerprint``) and one damaged-file rule:
-a cached file is checked before it is trusted.
+"""The disk caches' one key recipe, one file format per kind, and one damaged-file rule.
 
-A file that cannot be read, or holds values of the wrong type or out of range, is warned about by
-name and computed again; it is never handed on. ``read_cached`` is the one place a cache of the
-workbench reads a file (sensitivity cells, the Explorer's dense pass and points, curves, gradient
-statistics); the checks below say what is wrong in a ``ValueError`` that the warning quotes.
+- ``KINDS``: every disk cache of the workbench, with its one file format and its code version.
+- ``cache_key``: the key of a cached value, from what it was computed from: the weights, the data,
+  the settings and the code version of its kind. ``cache_file`` names its file.
+- ``read_cached``: a cached file is checked before it is trusted. A file that cannot be read, or
+  holds values of the wrong type or out of range, is warned about by name and computed again; it
+  is never handed on. The checks below say what is wrong in a ``ValueError`` that the warning quotes.
 
 Example:
-    >>> cell = read_cached(path, lambda p: json.loads(p.read_text()), check_cell)  # doctest: +SKIP
+    >>> key = cache_key("curve", weights="w1", data="d1", settings=("snip", 24))
+    >>> cache_file("cache", "curve", key).name == f"curve-{key}.csv"
+    True
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import math
 import sys
 import warnings
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -24,6 +28,7 @@ import numpy as np
 
 from workbench.core.errors import WorkbenchError
 from workbench.core.paths import read_places
+from workbench.core.stats import METRICS_VERSION
 
 T = TypeVar("T")
 
@@ -31,6 +36,66 @@ T = TypeVar("T")
 FRACTION = (0.0, 1.0)
 DIFFERENCE = (-1.0, 1.0)
 NON_NEGATIVE = (0.0, math.inf)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One disk cache: its file format and the version of the code that computes its values."""
+
+    suffix: str  # the one format of its files ("": a folder of JSON files)
+    version: int | tuple  # part of every key: bump it when the cached values' meaning changes
+    holds: str  # what a file holds, in words
+
+
+# Every disk cache of the workbench. A version bump makes every older file of the kind unread (its
+# key changes), so values computed by older code are computed again rather than trusted. Kinds that
+# hold metrics carry ``stats.METRICS_VERSION`` too (see ``stats.METRIC_CHANGES``).
+KINDS = {
+    # prune/scores.Scorer: the gradient statistics every gradient criterion scores from
+    "gradients": Kind(".npz", 1, "gradient statistics"),
+    # explore/session.Explorer: the dense model's probabilities on validation and test
+    "dense": Kind(".npz", 1, "dense pass"),
+    # explore/session.Explorer: one setting's metrics and probabilities (arrays and JSON text)
+    "point": Kind(".npz", (1, METRICS_VERSION), "point"),
+    # analysis/curve_cache: a finished sparsity curve
+    "curve": Kind(".csv", (1, METRICS_VERSION), "curve"),
+    # analysis/sensitivity: a table's cells (3: cells also hold the output distortion)
+    "sensitivity": Kind("", 3, "sensitivity table"),
+    # model/train.baseline: a trained model (its history beside it)
+    "baseline": Kind(".keras", 1, "trained baseline"),
+}
+
+
+def cache_key(kind: str, *, weights, data, settings=()) -> str:
+    """The key of a cached value of ``kind``: what it was computed from, and by which code.
+
+    Args:
+        kind: a row of ``KINDS``; its version is part of the key.
+        weights: what fixes the model's numbers (``Scorer.fingerprint()``, or a builder's name or a
+            file's bytes before training).
+        data: the images and labels it was computed on (``Dataset.fingerprint()``, arrays, or a
+            tuple of them).
+        settings: everything else the value depends on (numbers, strings, tuples of them).
+
+    Returns:
+        24 hex digits; any change to any part, or to the kind's version, changes them.
+
+    Raises:
+        WorkbenchError: for a ``kind`` not in ``KINDS``.
+    """
+    return fingerprint(kind, _kind(kind).version, weights, data, settings)
+
+
+def cache_file(folder: str | Path, kind: str, key: str, label: str = "") -> Path:
+    """Where ``folder`` keeps the value of ``kind`` under ``key``: ``<kind>-[<label>-]<key><suffix>``."""
+    name = "-".join(part for part in (kind, label, key) if part)
+    return Path(folder) / f"{name}{_kind(kind).suffix}"
+
+
+def _kind(kind: str) -> Kind:
+    if kind not in KINDS:
+        raise WorkbenchError(f"kind must be one of the disk caches {tuple(KINDS)}, got {kind!r}")
+    return KINDS[kind]
 
 
 def read_cached(
@@ -115,13 +180,26 @@ def user_stacklevel() -> int:
 
 
 def fingerprint(*parts) -> str:
-    """A short hash of arrays, strings, numbers and tuples of them (the disk cache's key)."""
+    """A short hash of arrays, strings, numbers and tuples, lists and dicts of them, to any depth."""
     digest = hashlib.sha256()
     for part in parts:
-        if isinstance(part, np.ndarray):
-            digest.update(f"{part.dtype}{part.shape}".encode())
-            digest.update(np.ascontiguousarray(part).tobytes())
-        else:
-            digest.update(repr(part).encode())
-        digest.update(b"\0")
+        _update(digest, part)
     return digest.hexdigest()[:24]
+
+
+def _update(digest, part) -> None:
+    """Hash ``part`` into ``digest``: every byte of an array (its repr would elide the middle)."""
+    if isinstance(part, np.ndarray):
+        digest.update(f"{part.dtype}{part.shape}".encode())
+        digest.update(np.ascontiguousarray(part).tobytes())
+    elif isinstance(part, bytes):  # a file's contents
+        digest.update(f"bytes({len(part)})".encode())
+        digest.update(part)
+    elif isinstance(part, tuple | list | dict):
+        items = sorted(part.items(), key=lambda item: repr(item[0])) if isinstance(part, dict) else part
+        digest.update(f"{type(part).__name__}({len(part)})".encode())
+        for item in items:
+            _update(digest, item)
+    else:
+        digest.update(repr(part).encode())
+    digest.update(b"\0")

@@ -33,6 +33,8 @@ from workbench.analysis.sensitivity import DEFAULT_GRID, Sensitivity, Subject, c
 from workbench.core.cache import (
     DIFFERENCE,
     FRACTION,
+    cache_file,
+    cache_key,
     check_array,
     check_fields,
     check_number,
@@ -48,7 +50,7 @@ from workbench.core.masks import (
     normalise_per_layer,
     thresholds_of,
 )
-from workbench.core.metrics import METRICS_VERSION, YOUDEN, OperatingPoint
+from workbench.core.metrics import YOUDEN, OperatingPoint
 from workbench.core.stats import auc_columns, compare_macro_auc
 from workbench.data.dataset import Split, check_dataset, stratified_sample
 from workbench.model.builders import check_built, check_model_fits
@@ -220,7 +222,7 @@ class Explorer:
     def _open_evaluator(self, progress: Progress | None) -> Evaluator:
         """The evaluator, with its dense pass from the disk cache when these weights and data had one."""
         data = self.dataset
-        path = self._cache_file("dense", "npz")
+        path = self._cache_file("dense")
         dense = read_cached(path, _read_dense, self._check_dense, "cached dense pass") if path else None
         if dense is not None:
             return Evaluator(self.model, data.val, data.test, **self._evaluation, dense=dense)
@@ -233,20 +235,20 @@ class Explorer:
             write_atomically(path, buffer.getvalue())
         return evaluator
 
-    def _cache_file(self, kind: str, suffix: str, *parts) -> Path | None:
+    def _cache_file(self, kind: str, *settings) -> Path | None:
         """The disk cache's file for ``kind`` under these weights, data and evaluation (None: no cache)."""
         if self.cache_dir is None:
             return None
+        return cache_file(self.cache_dir, kind, self._cache_key(kind, *settings))
+
+    def _cache_key(self, kind: str, *settings) -> str:
+        """``cache.cache_key`` of ``kind``: these weights, data and evaluation, and ``settings``."""
+        # the dense pass does not depend on the calibration images; points and curves score with them
+        calibration = self.scorer.calibration_key if kind != "dense" else ""
         evaluation = self._evaluation
-        key = fingerprint(
-            self._weights_key,
-            self._data_key,
-            evaluation["head"].kind,
-            str(evaluation["operating"]),
-            evaluation["margin"],
-            *parts,
-        )
-        return self.cache_dir / f"{kind}-{key}.{suffix}"
+        evaluated = (evaluation["head"].kind, str(evaluation["operating"]), evaluation["margin"])
+        data = (self._data_key, calibration)
+        return cache_key(kind, weights=self._weights_key, data=data, settings=(*evaluated, *settings))
 
     def warm_up(self) -> None:
         """Do the one-off work of the first estimate now (trace the compiled pass every subset shares).
@@ -379,19 +381,7 @@ class Explorer:
 
     def cache_fingerprint(self, spec: PruneSpec) -> str:
         """A key for the disk cache: weights, data, calibration images, grid, spec, head, operating point."""
-        return fingerprint(
-            self._weights_key,
-            self._data_key,
-            self.scorer.images,
-            self.scorer.labels,
-            self.seed,
-            self.grid_points,
-            self.curve_key(spec),
-            str(self._evaluation["operating"]),  # curve rows hold metrics at the operating threshold
-            METRICS_VERSION,
-            self.evaluator.head.kind,
-            self._evaluation["margin"],
-        )
+        return self._cache_key("curve", self.seed, self.grid_points, self.curve_key(spec))
 
     # --- points ---------------------------------------------------------------------------
 
@@ -416,7 +406,7 @@ class Explorer:
         return self.point(spec) if self._known_metrics(spec) is not None else None
 
     def _point_file(self, spec: PruneSpec) -> Path | None:
-        return self._cache_file("point", "npz", self.seed, repr(spec), METRICS_VERSION)
+        return self._cache_file("point", self.seed, repr(spec))
 
     def _known_metrics(self, spec: PruneSpec) -> dict | None:
         if spec not in self._points:

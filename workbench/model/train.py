@@ -8,7 +8,6 @@ that is renamed into place, so a killed training leaves nothing a later run woul
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -18,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from workbench.core import paths
+from workbench.core import cache, paths
 from workbench.core.cache import check_number, read_cached
 from workbench.core.errors import WorkbenchError
 from workbench.core.fs import atomic_path, write_atomically
 from workbench.data.dataset import Dataset
 from workbench.model.builders import build_model, check_model_fits, load_user_model
-from workbench.model.compat import keras, tf
+from workbench.model.compat import NUMERICS, keras, tf
 from workbench.model.heads import Head, as_head
 
 log = logging.getLogger(__name__)
@@ -225,7 +224,8 @@ def baseline(
     if _is_model_file(model) and not train_user_model:
         log.info("exploring the user's model %s as given (no training)", model)
         return load_user_model(model, dataset, **load_options), {}
-    name = f"{Path(str(model)).stem}-{cache_key(dataset, model, recipe)}.keras"
+    key = cache_key(dataset, model, recipe)
+    name = cache.cache_file("", "baseline", key, label=Path(str(model)).stem).name
     found = Path(cache_dir) / name if cache_dir else paths.find_cached(name)
     if found is not None and found.is_file():
         log.info("loading cached baseline %s", found)
@@ -256,12 +256,11 @@ def _save_or_warn(model: keras.Model, path: Path, history: dict) -> None:
 
 
 def cache_key(dataset: Dataset, model: str | Path, recipe: Recipe) -> str:
-    """Hash everything a trained baseline depends on: data, model (name or file bytes), recipe."""
-    digest = hashlib.sha256(dataset.fingerprint().encode())
-    digest.update(Path(model).read_bytes() if _is_model_file(model) else str(model).encode())
-    digest.update(json.dumps(asdict(recipe), sort_keys=True).encode())
-    digest.update(f"keras {keras.__version__} tf {tf.__version__}".encode())
-    return digest.hexdigest()[:16]
+    """The cache key of a trained baseline (``cache.cache_key``): the starting weights (a builder's
+    name or the file's bytes), the data, the recipe and the libraries that train it."""
+    weights = Path(model).read_bytes() if _is_model_file(model) else str(model)
+    settings = (asdict(recipe), f"keras {keras.__version__} tf {tf.__version__}", NUMERICS)
+    return cache.cache_key("baseline", weights=weights, data=dataset.fingerprint(), settings=settings)
 
 
 def save_atomically(model: keras.Model, path: Path, history: dict | None = None) -> Path:

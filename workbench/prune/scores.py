@@ -22,7 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
-from workbench.core.cache import NON_NEGATIVE, check_array, check_number, fingerprint, read_cached
+from workbench.core.cache import (
+    NON_NEGATIVE,
+    cache_file,
+    cache_key,
+    check_array,
+    check_number,
+    fingerprint,
+    read_cached,
+)
 from workbench.core.errors import WorkbenchError
 from workbench.core.fs import atomic_path
 from workbench.core.masks import Scores, unit_scores
@@ -43,8 +51,6 @@ log = logging.getLogger(__name__)
 
 # Called with (steps done, steps) as the gradient pass goes: the trace, then each batch.
 Progress = Callable[[int, int], None]
-# Bump when the meaning or layout of the cached statistics changes: old files are then ignored.
-STATS_FORMAT = 1
 
 GRANULARITIES = ("unstructured", "structured")
 
@@ -288,9 +294,6 @@ class Scorer:
         self.infos = prunable_layers(model)
         _warn_unpruned_once(model)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
-        self._calibration_key = (
-            fingerprint(self.images, self.labels, self.head, batch_size) if cache_dir is not None else ""
-        )
         self._stats: dict[str, GradientStats] = {}
         self._scores: dict[tuple[str, str, str], Scores] = {}
         self._frozen, self._fingerprint = frozen, None
@@ -310,6 +313,11 @@ class Scorer:
                 return digest.hexdigest()
             self._fingerprint = digest.hexdigest()
         return self._fingerprint
+
+    @cached_property
+    def calibration_key(self) -> str:
+        """A hash of the calibration images and labels (hashed once: they never change)."""
+        return fingerprint(self.images, self.labels)
 
     @cached_property
     def _architecture(self) -> str:
@@ -338,8 +346,9 @@ class Scorer:
         """Where the disk cache keeps this model's statistics (every weight counts, BN statistics too)."""
         if self.cache_dir is None:
             return None
-        key = fingerprint(STATS_FORMAT, self._calibration_key, self.fingerprint())
-        return self.cache_dir / f"gradients-{key}.npz"
+        settings = (self.head, self.batch_size)
+        key = cache_key("gradients", weights=self.fingerprint(), data=self.calibration_key, settings=settings)
+        return cache_file(self.cache_dir, "gradients", key)
 
     def scores(
         self, criterion: str, granularity: str = "unstructured", progress: Progress | None = None
