@@ -25,8 +25,7 @@ from _common import pneumonia
 
 import workbench as wb
 from workbench.analysis.curves import split_probabilities, stacked_images
-from workbench.core.metrics import EVIDENCE_KEYS, images_fingerprint, settle
-from workbench.model.registry import get_kernels
+from workbench.core.metrics import images_fingerprint, settle
 
 SPARSITIES = (0.5, 0.75, 0.9, 0.95)
 CRITERIA = ("gradient", "taylor")
@@ -52,7 +51,7 @@ def check_dense_against_itself(evaluator: wb.Evaluator, failures: list[str]) -> 
 
 def check_paths_agree(model, data, evaluator: wb.Evaluator, failures: list[str]) -> None:
     """Every kernel pruned (structured): the fast and one-shot paths must report identical evidence."""
-    nothing = {name: np.zeros(kernel.shape, bool) for name, kernel in get_kernels(model).items()}
+    nothing = {name: np.zeros(kernel.shape, bool) for name, kernel in wb.get_kernels(model).items()}
     fast = evaluator.evaluate(nothing, structured=True)
     slow = wb.evaluate_model(
         wb.apply_masks(model, nothing, structured=True),
@@ -61,7 +60,7 @@ def check_paths_agree(model, data, evaluator: wb.Evaluator, failures: list[str])
         dense=model,
         operating=evaluator.operating,
     )
-    differing = [key for key in EVIDENCE_KEYS if fast[key] != slow[key]]
+    differing = [key for key in wb.EVIDENCE_KEYS if fast[key] != slow[key]]
     check(not differing, f"Evaluator and evaluate_model differ on {differing}", failures)
     check(fast["auc"] == 0.5, f"every kernel pruned: AUC {fast['auc']}, expected 0.5 (all tied)", failures)
 

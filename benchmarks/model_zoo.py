@@ -32,7 +32,6 @@ from _common import pneumonia
 import workbench as wb
 from workbench.core.metrics import auc
 from workbench.model.compat import keras, tf
-from workbench.model.train import compile_model
 
 BACKBONES = ("MobileNetV2", "DenseNet121", "ResNet50", "EfficientNetB0")
 MODELS = (*BACKBONES, "small_resnet", "seed_cnn")
@@ -90,7 +89,7 @@ def test_auc(model: keras.Model, data: wb.Dataset) -> float:
 
 def benchmark(name: str, data: wb.Dataset, args) -> list[dict]:
     """One model: train briefly, score, then prune/slim/time/fine-tune at each sparsity."""
-    model = compile_model(build(name, data.image_shape, data.num_classes))
+    model = wb.compile_model(build(name, data.image_shape, data.num_classes))
     wb.fit(model, data, replace(FINE_TUNE, epochs=args.epochs), progress=False)
     wb.recalibrate_batchnorm(model, data.train.images)  # moving statistics of a brief training lag behind
     calibration = wb.stratified_sample(data.train, args.calibration)  # the X-ray file is sorted by class

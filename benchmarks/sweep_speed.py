@@ -15,7 +15,6 @@ import numpy as np
 from _common import pneumonia, report_target, timings_ms
 
 import workbench as wb
-from workbench.core.masks import epsilon_range
 
 
 def main() -> int:
@@ -27,7 +26,7 @@ def main() -> int:
     elapsed_ms = 1000 * (time.perf_counter() - start)
     print(f"{'gradient accumulation over 270 val images (once)':48s} {elapsed_ms:9.1f} ms")
     evaluator = wb.Evaluator(model, data)
-    grid = wb.log_grid(*epsilon_range(scorer.scores("gradient")), points=50)
+    grid = wb.log_grid(*wb.epsilon_range(scorer.scores("gradient")), points=50)
     spec = wb.PruneSpec(criterion="gradient")
 
     curve_ms = timings_ms(lambda: wb.curve(scorer, evaluator, spec, epsilons=grid), repeats=5, warmup=1)

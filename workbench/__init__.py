@@ -40,6 +40,8 @@ _PUBLIC = {
     "overall_sparsity": "core.masks",
     "epsilon_for_sparsity": "core.masks",
     "sparsity_at_epsilon": "core.masks",
+    "epsilon_range": "core.masks",
+    "select": "core.masks",
     "auc_ci": "core.stats",
     "compare_auc": "core.stats",
     "wilson_ci": "core.stats",
@@ -50,6 +52,8 @@ _PUBLIC = {
     "clinical_metrics": "core.metrics",
     "compare_to_dense": "core.metrics",
     "ChanceReferenceWarning": "core.metrics",
+    "EVIDENCE_KEYS": "core.metrics",
+    "cache_dir": "core.paths",
     # data
     "Dataset": "data.dataset",
     "Split": "data.dataset",
@@ -59,6 +63,8 @@ _PUBLIC = {
     "PhantomConfig": "data.phantom",
     "load_dataset": "data.sources",
     # model
+    "import_tensorflow_quietly": "model.quiet",
+    "get_kernels": "model.registry",
     "Head": "model.heads",
     "as_head": "model.heads",
     "detect_head": "model.heads",
@@ -72,6 +78,7 @@ _PUBLIC = {
     "Recipe": "model.train",
     "baseline": "model.train",
     "fit": "model.train",
+    "compile_model": "model.train",
     "recalibrate_batchnorm": "model.train",
     "flops": "model.cost",
     "parameter_counts": "model.cost",
@@ -118,9 +125,10 @@ _PUBLIC = {
     "load_runs": "runs.store",
     "write_report": "runs.report",
     "Lab": "course.exercises",
+    "exercises": "course.exercises",
 }
 _RENAMED = {"load_runs": "load"}  # public name -> its name in the module
-_MODULES = {"plots"}  # public names that are modules
+_MODULES = {"plots", "exercises"}  # public names that are modules
 
 __all__ = sorted(_PUBLIC)
 

@@ -486,9 +486,10 @@ def allocate(
             candidate compared. ``uniform`` and ``global`` alone are fine-tuned too. A tolerance
             keeps the cheapest candidate within it, before fine-tuning: the recipe is not used.
 
-    Example:
-        >>> allocation = allocate(explorer, goal="flops", value=0.25)   # doctest: +SKIP
-        >>> allocation.layer_sparsity, allocation.flops, allocation.val_drop  # doctest: +SKIP
+    Example (not run here: it measures every candidate model)::
+
+        allocation = allocate(explorer, goal="flops", value=0.25)
+        allocation.layer_sparsity, allocation.flops, allocation.val_drop
 
     Raises:
         ValueError: for an unknown goal or method, a value out of range, a granularity the goal

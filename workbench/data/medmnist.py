@@ -110,8 +110,9 @@ def download(
 
     A verified file already there is returned as is. A partial or corrupt download is removed.
 
-    Example:
-        >>> path = download("pneumoniamnist", "data")   # doctest: +SKIP
+    Example (not run here: it downloads)::
+
+        path = download("pneumoniamnist", "data")
 
     Args:
         name: a key of ``DATASETS``, or any file stem if both ``url`` and ``md5`` are given.

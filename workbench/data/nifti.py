@@ -56,8 +56,9 @@ def load_nifti_folder(
         percentiles: each volume's intensities are clipped to these percentiles and scaled to [0, 1].
         fractions: train/val/test fractions of the volumes.
 
-    Example:
-        >>> ds = load_nifti_folder("data/phantom", mode="volume", size=(16, 32, 32))  # doctest: +SKIP
+    Example (not run here: it reads the generated phantom volumes)::
+
+        ds = load_nifti_folder("data/phantom", mode="volume", size=(16, 32, 32))
 
     Raises:
         FileNotFoundError: if the folder or CSV is missing.

@@ -252,8 +252,9 @@ def generate_phantoms(
     Args:
         difficulty: other ``PhantomConfig`` fields, e.g. ``noise=0.1``, ``lesion_radius=(2, 4)``.
 
-    Example:
-        >>> generate_phantoms("/tmp/phantom", n_volumes=6, shape=(32, 32, 16))  # doctest: +SKIP
+    Example (not run here: it writes volumes)::
+
+        generate_phantoms("/tmp/phantom", n_volumes=6, shape=(32, 32, 16))
 
     Raises:
         ValueError: naming the argument if ``n_volumes < 3``, ``seed < 0``, the shape is not
@@ -364,8 +365,9 @@ def ensure_phantoms(data_dir: str | Path = "data", **kwargs) -> Path:
     Args:
         kwargs: the arguments of ``generate_phantoms`` other than ``out_dir``.
 
-    Example:
-        >>> folder = ensure_phantoms("data")  # doctest: +SKIP
+    Example (not run here: it writes volumes)::
+
+        folder = ensure_phantoms("data")
 
     Raises:
         FileExistsError: if ``{data_dir}/phantom`` is not a folder this module made, or it needs

@@ -46,8 +46,9 @@ def load_dataset(
         mode: for NIfTI folders and the phantom, ``"slice"`` (2-D slices, the default) or
             ``"volume"`` (whole volumes). A ``.npz``'s own array shape decides instead.
 
-    Example:
-        >>> ds = load_dataset("phantom3d"); print(ds.summary())  # doctest: +SKIP
+    Example (not run here: it generates the phantom volumes)::
+
+        ds = load_dataset("phantom3d"); print(ds.summary())
 
     Raises:
         FileNotFoundError: for a missing file with a suffix, such as a .npz.

@@ -159,8 +159,10 @@ class Explorer:
             shows after 1 s.
 
     Example:
-        >>> explorer = Explorer(model, data)                              # doctest: +SKIP
-        >>> explorer.point(PruneSpec(criterion="snip", epsilon=1e-4))     # doctest: +SKIP
+        >>> explorer = Explorer(model, data, calibration_size=16, grid_points=4)
+        >>> point = explorer.point(PruneSpec(criterion="snip", sparsity=0.5))
+        >>> round(point.result.sparsity, 2)
+        0.5
     """
 
     def __init__(

@@ -215,8 +215,9 @@ def baseline(
         (the model, its training history). A model trained here is returned even if caching it
         fails (a warning names the file).
 
-    Example:
-        >>> model, history = baseline(load_default(), "seed_cnn", Recipe(epochs=5))  # doctest: +SKIP
+    Example (not run here: it trains)::
+
+        model, history = baseline(load_dataset("phantom"), "seed_cnn", Recipe(epochs=5))
     """
     if not isinstance(train_user_model, bool):
         raise WorkbenchError(f"train_user_model must be True or False, got {train_user_model!r}")

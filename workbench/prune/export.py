@@ -160,9 +160,10 @@ class TFLiteModel:
 
     ``num_threads`` None lets LiteRT choose; give it to make latency figures reproducible.
 
-    Example:
-        >>> run = TFLiteModel(to_tflite(model), batch_size=64)   # doctest: +SKIP
-        >>> probs = run.predict(data.test.images)                  # doctest: +SKIP
+    Example (not run here: converting takes seconds)::
+
+        run = TFLiteModel(to_tflite(model), batch_size=64)
+        probs = run.predict(data.test.images)
     """
 
     def __init__(self, content: bytes, batch_size: int = 1, num_threads: int | None = None):

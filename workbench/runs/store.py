@@ -624,10 +624,11 @@ def sweep(
             ``runs_dir`` holds complete runs of an earlier version of the notebook.
         OSError: if runs can't be created in ``runs_dir`` (before any run starts).
 
-    Example:
-        >>> notebook = "notebooks/01_explore_threshold.ipynb"
-        >>> runs = expand_grid(notebook, {"epsilon": [1e-4, 1e-3]}, seeds=[0, 1])  # doctest: +SKIP
-        >>> sweep(notebook, runs, workers=2)  # doctest: +SKIP
+    Example (not run here: it executes notebooks)::
+
+        notebook = "notebooks/01_explore_threshold.ipynb"
+        runs = expand_grid(notebook, {"epsilon": [1e-4, 1e-3]}, seeds=[0, 1])
+        sweep(notebook, runs, workers=2)
     """
     from tqdm.auto import tqdm
 

@@ -85,10 +85,11 @@ class Dashboard:
             (interactive use); False computes every answer exactly before returning (tests).
         goal_grid: the sparsity grid of the sensitivity table behind the goal mode.
 
-    Example:
-        >>> point = explorer.point(PruneSpec(epsilon=1e-4))   # doctest: +SKIP
-        >>> dash = Dashboard(explorer, point=point)            # doctest: +SKIP
-        >>> dash.controls["epsilon"].value = 1e-3              # what a slider move does  # doctest: +SKIP
+    Example (not run here: it needs a notebook's widgets)::
+
+        point = explorer.point(PruneSpec(epsilon=1e-4))
+        dash = Dashboard(explorer, point=point)
+        dash.controls["epsilon"].value = 1e-3              # what a slider move does
     """
 
     REFILL_SECONDS = 1.5  # not more often: each redraw takes CPU from the curve it shows

@@ -22,10 +22,11 @@ LEFT, GOAL_LEFT = 0.06, 0.2  # the figure's left margin: ε/sparsity views, goal
 class ExplorerFigure:
     """Heatmap, confusion matrix, metrics against the grid and against sparsity, and a layer's mask.
 
-    Example:
-        >>> figure = ExplorerFigure(("normal", "lesion"))                         # doctest: +SKIP
-        >>> png = figure.draw(curve, point, dense, x="epsilon", layer="conv1")    # doctest: +SKIP
-        >>> png = figure.move(explorer.point(spec), layer="conv1")                # doctest: +SKIP
+    Example (not run here: it draws a whole figure from an explorer's answers)::
+
+        figure = ExplorerFigure(("normal", "lesion"))
+        png = figure.draw(curve, point, dense, x="epsilon", layer="conv1")
+        png = figure.move(explorer.point(spec), layer="conv1")
     """
 
     def __init__(
