@@ -107,12 +107,12 @@ def test_estimate_size_FollowsTheQuickestPassSeen_ExactWhenTheWholeSetIsAffordab
     explorer = _explorer(model, data, estimate_budget=0.1)
     evaluator = explorer.evaluator
     evaluator.fastest_pass = 1.0  # a pass slowed down by other work: 1000 images per second
-    assert explorer.estimate_size() == 96  # 100 affordable, rounded down to a subset size
+    assert explorer.estimates.size() == 96  # 100 affordable, rounded down to a subset size
     assert not explorer.estimate(PruneSpec(epsilon=1e-4)).exact
     evaluator.probabilities(explorer.point(PruneSpec(epsilon=0.0)).result.keep)
     assert evaluator.fastest_pass < 1.0, "a quicker pass replaces the slow one"
     evaluator.fastest_pass = 0.05  # the whole set fits the budget: the estimate is the exact point
-    assert explorer.estimate_size() == explorer.evaluation_size
+    assert explorer.estimates.size() == explorer.evaluation_size
     assert explorer.estimate(PruneSpec(epsilon=1e-4)).exact
 
 
@@ -315,7 +315,7 @@ def test_reopened_explorer_ReadsDensePassAndShownPointsFromDisk_WithoutAForwardP
     monkeypatch.setattr(Forward, "compile", no_pass)
     reopened = _explorer(model, data, cache_dir=tmp_path)
     assert reopened.dense_metrics["auc"] == first.dense_metrics["auc"]
-    again = reopened.first_answer(spec)  # the known exact point, not an estimate
+    again = reopened.estimates.first_answer(spec)  # the known exact point, not an estimate
     assert again.exact
     np.testing.assert_array_equal(again.metrics["test_probs"], exact.metrics["test_probs"])
     with pytest.raises(AssertionError, match="forward pass"):
@@ -400,7 +400,7 @@ def test_background_curve_FillsInAsItGoes_OnTheFinalLayout(trained_tiny, monkeyp
     explorer = _explorer(*trained_tiny, estimate_images=12)
     dashboard = Dashboard(explorer, background=True)
     dashboard.wait(WAIT)
-    monkeypatch.setattr(Dashboard, "REFILL_SECONDS", 0.0)  # every point redraws
+    monkeypatch.setattr(dashboard.scheduler, "refill_seconds", 0.0)  # every point redraws
     heatmap, filled = dashboard.figure.axes["heatmap"], []
     draw = dashboard.figure.draw
 
@@ -422,12 +422,12 @@ def test_background_curve_FillsInAsItGoes_OnTheFinalLayout(trained_tiny, monkeyp
 def test_first_answer_WithACachedCurve_ReadsItsNearestPoint(trained_tiny):
     explorer = _explorer(*trained_tiny, estimate_images=12)
     spec = PruneSpec(epsilon=1e-4)
-    estimate = explorer.first_answer(spec)
+    estimate = explorer.estimates.first_answer(spec)
     assert estimate.nearest is None and 0 < estimate.n < len(explorer.dataset.test), "no curve yet: a subset"
     curve = explorer.curve(spec)
     grid = curve["epsilon"].to_numpy()
     epsilon = float(np.sqrt(grid[3] * grid[4]) * 0.99)  # nearer grid[3] on the log scale
-    answer = explorer.first_answer(replace(spec, epsilon=epsilon))
+    answer = explorer.estimates.first_answer(replace(spec, epsilon=epsilon))
     assert not answer.exact and answer.nearest == grid[3]
     assert answer.metrics["auc"] == curve["auc"].iloc[3]
     exact = explorer.point(replace(spec, epsilon=epsilon))
@@ -450,7 +450,11 @@ def test_figure_DrawsACurveReadPoint_ThenTheExactCounts(trained_tiny):
     curve = explorer.curve(spec)
     figure = ExplorerFigure(("plain", "square"))
     figure.draw(
-        curve, explorer.nearest_curve_point(spec, curve), explorer.dense_metrics, x="epsilon", layer="fc"
+        curve,
+        explorer.estimates.nearest_curve_point(spec, curve),
+        explorer.dense_metrics,
+        x="epsilon",
+        layer="fc",
     )
     assert [text.get_text() for text in figure.axes["confusion"].texts] == ["…"] * 4
     exact = explorer.point(spec)
@@ -543,11 +547,11 @@ def test_criterion_switch_WithASlowEstimate_ShowsTheMasksFirst_ThenItsMetrics(tr
 
 def test_first_answer_ForANewSetting_IsMasksFirstOnlyWhenThePassIsOverBudget(trained_tiny):
     spec = PruneSpec(criterion="magnitude", epsilon=1e-2)
-    quick = _explorer(*trained_tiny, estimate_budget=10.0).first_answer(spec, masks_if_slow=True)
+    quick = _explorer(*trained_tiny, estimate_budget=10.0).estimates.first_answer(spec, masks_if_slow=True)
     assert not quick.pending and quick.exact  # the whole (tiny) set is affordable
     slow = _explorer(*trained_tiny, estimate_budget=1e-9)
-    assert slow.first_answer(spec, masks_if_slow=True).pending
-    assert not slow.first_answer(spec).pending, "a slider move still gets metrics"
+    assert slow.estimates.first_answer(spec, masks_if_slow=True).pending
+    assert not slow.estimates.first_answer(spec).pending, "a slider move still gets metrics"
 
 
 def test_first_answer_NearestCurvePoint_TestSplitWithOneClass_AucUndefinedNotAnError(trained_tiny, tmp_path):
@@ -555,7 +559,7 @@ def test_first_answer_NearestCurvePoint_TestSplitWithOneClass_AucUndefinedNotAnE
     one_class = Split(data.test.images, np.zeros_like(data.test.labels), data.test.sources)
     explorer = _explorer(model, replace(data, test=one_class), cache_dir=tmp_path, estimate_images=8)
     explorer.curve(PruneSpec(sparsity=0.5))
-    point = explorer.first_answer(PruneSpec(sparsity=0.45))  # a slider move answered from the curve
+    point = explorer.estimates.first_answer(PruneSpec(sparsity=0.45))  # a slider move answered from the curve
     assert point.nearest is not None and point.metrics["auc"] is None
     dashboard = Dashboard(explorer, point=point)
     assert "undefined" in dashboard.readout.value

@@ -188,7 +188,7 @@ def test_background_FineTuneButton_WhileGoalModeFineTunesCandidates_IsRefusedWit
     assert "goal mode is picking after fine-tuning" in dash.message.value and not fitted
     dash.controls["mode"].value = "sparsity"  # overtaken: the button works again
     dash.on_finetune()
-    dash.tuning.future.result(WAIT)
+    dash.scheduler.tuning.future.result(WAIT)
     assert len(fitted) == 1 and "fine-tuned" in dash.message.value
     gate.set()
     dash.wait(WAIT)
@@ -197,10 +197,16 @@ def test_background_FineTuneButton_WhileGoalModeFineTunesCandidates_IsRefusedWit
 def test_goal_point_Recipe_PicksTheBestCandidateAfterFineTuning_WithProgress(explorer):
     from workbench.model.train import Recipe
 
-    calls = []
+    calls, stages = [], []
     point = explorer.goal_point(
-        "params", 0.3, grid=GRID, recipe=Recipe(epochs=1, batch_size=16), progress=lambda *a: calls.append(a)
+        "params",
+        0.3,
+        grid=GRID,
+        recipe=Recipe(epochs=1, batch_size=16),
+        progress=lambda done, total: calls.append((done, total, stages[-1])),
+        on_stage=stages.append,
     )
+    assert stages == ["sensitivity", "fine-tune"]  # what the bar's label says, in order
     a = point.allocation
     assert a.tuned_val_auc == max(c.tuned_val_auc for c in a.measured)
     assert {c.candidate for c in a.measured} == {"table", "distortion", "uniform", "global"}

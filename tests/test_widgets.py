@@ -151,10 +151,10 @@ def test_background_FineTune_LeavesTheDashboardLive_WithProgress_ThenMarksTheRec
     assert dash.controls["finetune"].description == "cancel fine-tune"
     assert dash.tune_progress.layout.display is None and dash.tune_progress.value >= 1
     dash.controls["sparsity"].value = 0.5  # the rest of the dashboard still answers
-    dash.points.future.result(WAIT)  # its exact answer, on the other worker
+    dash.scheduler.answers.future.result(WAIT)  # its exact answer, on the other worker
     assert dash.point.result.sparsity == pytest.approx(0.5, abs=1e-3)
     gate.set()
-    dash.tuning.future.result(WAIT)
+    dash.scheduler.tuning.future.result(WAIT)
     assert [sparsity for sparsity, _ in dash.recovered] == [pytest.approx(0.8, abs=1e-3)]
     assert "fine-tuned 1 epoch:" in dash.message.value
     assert dash.controls["finetune"].description == "fine-tune this mask"
@@ -170,7 +170,7 @@ def test_background_FineTune_Cancelled_MarksNothing_AndTheButtonIsBack(gated_fin
     assert "fine-tune cancelled" in dash.message.value and not dash.fine_tune_running()
     assert dash.controls["finetune"].description == "fine-tune this mask"
     gate.set()
-    dash.tuning.future.result(WAIT)  # the fit stops at its next batch
+    dash.scheduler.tuning.future.result(WAIT)  # the fit stops at its next batch
     assert dash.recovered == [] and dash.image.value == image
     assert "fine-tune cancelled" in dash.message.value
 

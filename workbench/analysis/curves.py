@@ -7,7 +7,6 @@ passed in as arguments. No model is rebuilt or copied per point.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 import time
@@ -33,7 +32,7 @@ from workbench.core.metrics import (
     pruned_metrics,
     validated_metrics,
 )
-from workbench.core.progress import reporter, ticking
+from workbench.core.progress import Progress, between_as_progress, reporter, ticking
 from workbench.core.stats import check_evidence_options
 from workbench.data.dataset import Dataset, Split, evaluation_splits
 from workbench.model.builders import check_built, check_images
@@ -108,19 +107,22 @@ class Forward:
         )
         return self.head.probabilities(outputs)
 
-    def __call__(self, images: tf.Tensor, values: list | None = None, between=None) -> np.ndarray:
+    def __call__(
+        self, images: tf.Tensor, values: list | None = None, progress: Progress | None = None
+    ) -> np.ndarray:
         """Probabilities of ``images`` under ``values`` (default: the dense weights).
 
-        ``between``, if given, is called before every chunk after the first; an exception it
-        raises (a cancellation) stops the pass.
+        ``progress`` (``workbench.core.progress``) is called with (chunks done, chunks) after
+        every chunk; a ``Cancelled`` it raises stops the pass there.
         """
         function = self.compile(images)
         values = self.dense if values is None else values
         parts, rows = [], self.rows(images)
+        chunks = -(-len(images) // rows)
         for start in range(0, len(images), rows):
-            if parts and between is not None:
-                between()
             parts.append(function(values, images[start : start + rows]).numpy())
+            if progress is not None:
+                progress(len(parts), chunks)
         return np.concatenate(parts)
 
 
@@ -157,7 +159,7 @@ class Evaluator:
         evidence: bool = True,
         forward: Forward | None = None,
         dense: tuple[np.ndarray, np.ndarray, float] | None = None,
-        progress: Callable[[int, int], None] | None = None,
+        progress: Progress | None = None,
     ):
         val, test = evaluation_splits(val, test)  # a Dataset, or its val and test Splits
         self.head = check_evaluation(model, val, test, positive, head)  # outputs -> probabilities, metrics
@@ -182,14 +184,17 @@ class Evaluator:
         self.dense_metrics = self._metrics(self.dense_val, self.dense_test, evidence)
 
     def probabilities(
-        self, keep: Masks, structured: bool = False, *, between=None
+        self, keep: Masks, structured: bool = False, *, progress: Progress | None = None, between=None
     ) -> tuple[np.ndarray, np.ndarray]:
         """(val, test) probabilities with ``keep`` applied to the kernels.
 
         ``structured`` gives the exact masked reference of ``apply_masks(structured=True)``:
         dead channels' biases and BatchNorm γ/β are zeroed too (``graph.reference_factors``).
-        ``between`` is called between chunks of the pass (see ``Forward``).
+        ``progress`` is called with (chunks done, chunks) through the pass (see ``Forward``); a
+        ``Cancelled`` it raises stops it. ``between`` is the older form (a call of no arguments
+        before every chunk after the first), kept for its callers.
         """
+        progress = progress if between is None else between_as_progress(between)
         check_masks(keep, self.shapes)
         values = list(self.forward.dense)
         for name, position in self._kernels.items():
@@ -199,7 +204,7 @@ class Evaluator:
             for key, factor in reference_factors(graph, keep).items():
                 position, dense = references[key]
                 values[position] = dense * factor
-        return self._timed_pass(values, between)
+        return self._timed_pass(values, progress)
 
     def _dense_pass(self, progress) -> tuple[np.ndarray, np.ndarray]:
         # the trace, the graph's first call, then every chunk
@@ -212,8 +217,7 @@ class Evaluator:
             with ticking(report, 1, steps):
                 self.forward.compile(self._images)
             report(2, steps)
-            chunks = itertools.count(3)
-            probs = self._timed_pass(self.forward.dense, lambda: report(next(chunks), steps))
+            probs = self._timed_pass(self.forward.dense, lambda done, _: report(2 + done, steps))
             report(steps, steps)
         return probs
 
@@ -221,9 +225,9 @@ class Evaluator:
         """Trace the compiled pass now (it is otherwise traced by the first pass that needs it)."""
         self.forward.compile(self._images)
 
-    def _timed_pass(self, values: list, between=None) -> tuple[np.ndarray, np.ndarray]:
+    def _timed_pass(self, values: list, progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
         start = time.perf_counter()
-        probs = self.forward(self._images, values, between)
+        probs = self.forward(self._images, values, progress)
         seconds = time.perf_counter() - start
         self.fastest_pass = seconds if self.fastest_pass is None else min(self.fastest_pass, seconds)
         val_size = len(self.val.labels)
@@ -258,13 +262,20 @@ class Evaluator:
         )
 
     def evaluate(
-        self, keep: Masks, structured: bool = False, *, evidence: bool | None = None, between=None
+        self,
+        keep: Masks,
+        structured: bool = False,
+        *,
+        evidence: bool | None = None,
+        progress: Progress | None = None,
+        between=None,
     ) -> dict:
         """Clinical metrics and evidence on test (threshold chosen on val), and the changed decisions.
 
         ``evidence`` overrides the evaluator's own setting (False: no intervals, for curve points).
+        ``progress`` and ``between``: as in ``probabilities``.
         """
-        probs = self.probabilities(keep, structured, between=between)
+        probs = self.probabilities(keep, structured, progress=progress, between=between)
         return self._metrics(*probs, self.evidence if evidence is None else evidence)
 
 
@@ -394,7 +405,7 @@ def curve(
     *,
     epsilons: np.ndarray | None = None,
     sparsities: np.ndarray | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
     between: Callable[[], None] | None = None,
     on_row: Callable[[int, dict], None] | None = None,
 ) -> pd.DataFrame:
@@ -405,9 +416,11 @@ def curve(
         metrics in ``SCALAR_METRICS``, ``changed`` (count of flipped test predictions),
         ``guarded`` (layers the collapse guard rescued), and ``sparsity/<layer>`` per layer.
 
-    ``progress``, if given, is called with (points done, points in all) after each point, and
-    ``between`` between chunks of a point's forward pass; an exception either raises (e.g. a
-    cancellation) stops the curve. ``on_row(index, row)`` sees each row as it is made.
+    ``progress`` (``workbench.core.progress``), if given, is called with (points done, points in
+    all) after each point, and again with the same numbers between the chunks of a point's
+    forward pass, so a ``Cancelled`` it raises stops the curve within a chunk (and work in the
+    background can yield there). ``between`` is the older form of that call between chunks,
+    kept for its callers. ``on_row(index, row)`` sees each row as it is made.
     """
     if (epsilons is None) == (sparsities is None):
         raise WorkbenchError("give exactly one of epsilons= or sparsities=")
@@ -415,13 +428,14 @@ def curve(
     scores = scorer.scores(spec.criterion, spec.granularity)  # once per curve, not per point
     rows, previous, metrics = [], None, None
     grid = np.asarray(grid, dtype=float)
+    within = _within_point(progress, between, rows, len(grid))
     for value in grid:
         point = replace(spec, **{"epsilon": None, "sparsity": None, key: float(value)})
         result = masks_from_scores(scores, point, scorer.infos)
         if previous is None or not _same_masks(previous.keep, result.keep):
             # flat stretches of a curve reuse the last point
             structured = spec.granularity == "structured"
-            metrics = evaluator.evaluate(result.keep, structured, evidence=False, between=between)
+            metrics = evaluator.evaluate(result.keep, structured, evidence=False, progress=within)
         previous = result
         rows.append(point_row(result, metrics, **{"epsilon" if key == "epsilon" else "target": float(value)}))
         if on_row is not None:
@@ -429,6 +443,22 @@ def curve(
         if progress is not None:
             progress(len(rows), len(grid))
     return pd.DataFrame(rows)
+
+
+def _within_point(progress: Progress | None, between, rows: list, points: int) -> Progress | None:
+    """The progress a curve's point passes to its forward pass: the curve's own count so far
+    (``rows`` grows as points finish), then the older ``between`` call."""
+    if progress is None and between is None:
+        return None
+    older = between_as_progress(between) if between is not None else None
+
+    def within(done: int, chunks: int) -> None:
+        if progress is not None:
+            progress(len(rows), points)
+        if older is not None:
+            older(done, chunks)
+
+    return within
 
 
 def _same_masks(a: Masks, b: Masks) -> bool:

@@ -1,7 +1,15 @@
 """Progress and cancellation: one protocol for a bar, a widget and a test.
 
+The protocol (``Progress``): long work calls ``progress(done, total)`` after each step, and again
+with the same numbers between the batches of a long step (a step that cannot report from inside
+is repeated by ``ticking``). The one cancellation: the callback raises ``Cancelled``, and the
+work stops there, between two batches. A bar moves itself in the callback (``reporter``), a
+widget copies the numbers, a test records them or raises; the explorer's scheduler also makes
+background work wait in it while the user's answer computes.
+
 - ``reporter``: progress as (done, total) calls, or a tqdm bar when no callback is given.
 - ``ticking``: repeats a step while one long call runs, so the clock of a bar moves.
+- ``between_as_progress``: the older form (a call of no arguments between batches) as a Progress.
 - ``Cancelled``: raised inside work whose request was overtaken or stopped.
 """
 
@@ -12,9 +20,22 @@ import logging
 import threading
 from collections.abc import Callable
 
-from workbench.core.errors import Cancelled  # noqa: F401 - the one cancellation, raised by ticking's callers
+from workbench.core.errors import Cancelled  # noqa: F401 - the one cancellation, raised from a Progress
 
 log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]  # progress(done, total); may raise Cancelled to stop the work
+
+
+def between_as_progress(between: Callable[[], None]) -> Progress:
+    """A Progress calling ``between()`` between batches (not after the last), as the older
+    ``between=`` arguments were called."""
+
+    def progress(done: int, total: int) -> None:
+        if done < total:
+            between()
+
+    return progress
 
 
 @contextlib.contextmanager

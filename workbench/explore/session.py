@@ -1,4 +1,4 @@
-"""The state behind an interactive ε view, without widgets: scores, curves and evaluated points.
+"""The state behind an interactive ε view, without widgets: scores, masks, curves and points.
 
 An ``Explorer`` answers the questions a dashboard asks, as plain function calls:
 
@@ -6,134 +6,47 @@ An ``Explorer`` answers the questions a dashboard asks, as plain function calls:
 - ``setting(spec, keep_sparsity=...)``: after a criterion/scope/granularity/mode change, the spec to
   show and the ε slider's range, so a widget only copies values into its controls;
 - ``curve(spec)``: the ε (or target-sparsity) curve of a setting, cached in memory and on disk;
-- ``estimate(spec)``: a quick answer from a stratified subset of the evaluation images, with an
-  DeLong interval on its AUC.
-- ``goal_point(goal, value)``: the point ``workbench.analysis.budget.allocate`` chooses for a tolerated AUC
-  drop or a FLOPs/parameter budget, over a sensitivity table computed once per criterion/granularity.
+- ``estimate(spec)`` and ``estimates.first_answer(spec)``: quick answers before the exact one
+  (``workbench.explore.estimates``);
+- ``goals.point(goal, value)``: the point ``workbench.analysis.budget.allocate`` chooses for a
+  tolerated AUC drop or a FLOPs/parameter budget (``workbench.explore.goals``).
+
+What runs when, in the background or not, and what a newer request cancels, is the scheduler's
+(``workbench.explore.scheduler``); the explorer holds no thread of its own.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import logging
-import math
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from workbench.analysis.budget import Allocation, allocate, check_goal
 from workbench.analysis.curve_cache import read_cached_curve, write_cached_curve
-from workbench.analysis.curves import SCALAR_METRICS, Evaluator, curve, evaluate_model, log_grid, point_row
-from workbench.analysis.sensitivity import DEFAULT_GRID, Sensitivity, Subject, check_grid, sensitivity
-from workbench.core.cache import (
-    DIFFERENCE,
-    FRACTION,
-    cache_file,
-    cache_key,
-    check_array,
-    check_fields,
-    check_number,
-    fingerprint,
-    read_cached,
-)
+from workbench.analysis.curves import SCALAR_METRICS, Evaluator, curve, evaluate_model, log_grid
+from workbench.core.cache import cache_file, cache_key
 from workbench.core.errors import WorkbenchError
-from workbench.core.fs import write_atomically
-from workbench.core.masks import (
-    MaskResult,
-    epsilon_for_sparsity,
-    epsilon_range,
-    normalise_per_layer,
-    thresholds_of,
-)
+from workbench.core.masks import epsilon_for_sparsity, epsilon_range, normalise_per_layer
 from workbench.core.metrics import YOUDEN, OperatingPoint
-from workbench.core.stats import auc_columns, compare_macro_auc
-from workbench.data.dataset import Split, check_dataset, stratified_sample
+from workbench.core.progress import Progress
+from workbench.data.dataset import check_dataset, stratified_sample
+from workbench.explore.estimates import Estimates
+from workbench.explore.goals import Goals
+from workbench.explore.point_cache import PointCache
+from workbench.explore.points import GoalPoint, Point, Setting
 from workbench.model.builders import check_built, check_model_fits
 from workbench.model.heads import Head
 from workbench.model.train import Recipe
 from workbench.prune.layer_table import layer_table
 from workbench.prune.pruning import PruneSpec, apply_masks, fine_tune, make_masks
-from workbench.prune.scores import CRITERIA, Progress, Scorer
+from workbench.prune.scores import CRITERIA, Scorer
 
 log = logging.getLogger(__name__)
 
-# What ε is compared with under each criterion (the slider's name follows the criterion).
-
-
-@dataclass(frozen=True)
-class Point:
-    """One evaluated setting: its spec, masks, metrics and per-layer table.
-
-    ``n`` is the number of test images its metrics count. ``exact`` is False for an estimate
-    from a subset of the evaluation images; ``interval`` is then the half-width of the AUC's 95%
-    interval.
-    An answer read from the curve has ``nearest``, the grid value whose metrics it shows (its
-    masks and sparsity are the spec's own; its metrics hold no confusion matrix or evidence).
-    A ``pending`` point has the spec's masks and sparsity and no metrics yet (all NaN): the first
-    frame of a new setting whose quickest metrics need a forward pass over ``estimate_budget``.
-    """
-
-    spec: PruneSpec
-    result: MaskResult
-    metrics: dict
-    table: pd.DataFrame
-    exact: bool = True
-    n: int = 0
-    interval: float = 0.0
-    nearest: float | None = None
-    pending: bool = False
-
-    def row(self) -> dict:
-        """The point as a curve row (grid value, sparsity, metrics, per-layer sparsity)."""
-        return point_row(self.result, self.metrics, epsilon=self.spec.epsilon, target=self.spec.sparsity)
-
-    def most_pruned_layer(self) -> str:
-        """The layer with the largest pruned fraction (the first one on ties)."""
-        sparsity = self.result.layer_sparsity()
-        return max(sparsity, key=sparsity.get)
-
-
-# The goal knob per goal: (min, max, step, default, label); the widget copies these into its slider.
-GOAL_KNOBS = {
-    "tolerance": (0.0, 0.2, 0.005, 0.01, "AUC drop ≤"),
-    "flops": (0.02, 1.0, 0.01, 0.5, "FLOPs ≤"),
-    "params": (0.01, 1.0, 0.01, 0.2, "params ≤"),
-}
-
-
-@dataclass(frozen=True)
-class GoalPoint(Point):
-    """A point whose masks are an allocation to a goal (``workbench.analysis.budget``), with its table.
-
-    ``row_sparsity`` maps the sensitivity table's rows (layers or coupled groups) to the sparsity
-    the allocation gave them: what the heatmap marks.
-    """
-
-    allocation: Allocation | None = None
-    sensitivity: Sensitivity | None = None
-    row_sparsity: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def cost(self) -> float:
-        """The achieved cost: FLOPs fraction (structured) or parameter fraction (unstructured)."""
-        return self.allocation.cost
-
-
-@dataclass(frozen=True)
-class Setting:
-    """What a dashboard shows after a setting change: the spec and the ε slider's range.
-
-    ``decades`` are the slider's (min, max) exponents of ten; ``spec.epsilon`` lies inside them.
-    """
-
-    spec: PruneSpec
-    decades: tuple[float, float]
-    threshold_name: str
+__all__ = ["Explorer", "GoalPoint", "Point", "Setting"]  # the answers' classes, where they were
 
 
 class Explorer:
@@ -187,8 +100,6 @@ class Explorer:
             )
         if not estimate_budget > 0:
             raise WorkbenchError(f"estimate_budget must be a number of seconds > 0, got {estimate_budget!r}")
-        if estimate_images is not None:
-            check_image_count(estimate_images, "estimate_images")
         check_dataset(dataset)
         check_built(model)
         # before the Scorer, which would blame its calibration labels for a model made for other classes
@@ -206,35 +117,29 @@ class Explorer:
             cache_dir=cache_dir,
             frozen=True,  # explored as given: see the class docstring
         )
-        self._evaluation = dict(head=fitted_head, operating=operating, margin=margin)
+        self.evaluation_options = dict(head=fitted_head, operating=operating, margin=margin)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self._data_key = dataset.fingerprint() if cache_dir is not None else ""  # hashes every image: once
         # every weight (BatchNorm statistics too), as the evaluator snapshots them: hashed once
         self._weights_key = self.scorer.fingerprint() if cache_dir is not None else ""
         # One evaluator (one compiled pass, weights as arguments) for points, curves and goals:
         # it is thread-safe, so a curve computing in the background never blocks a point.
+        self.estimates = Estimates(self, estimate_images)  # quick answers before the exact one
+        self._points = PointCache(self._cache_file, (len(dataset.val), len(dataset.test)), seed)
         self.evaluator = self._open_evaluator(progress)
-        self._curve_lock = threading.Lock()  # one thread computes a curve or a goal table at a time
-        self._points: dict[PruneSpec, dict] = {}  # exact metrics of every point shown (and on disk)
+        self.curve_lock = threading.Lock()  # one thread computes a curve or a goal table at a time
         self._curves: dict[tuple, pd.DataFrame] = {}
         self.estimate_budget = estimate_budget
-        self._estimate_size = estimate_images
+        self.goals = Goals(self)  # allocations to a goal, over sensitivity tables
         self._bounds: dict[tuple, tuple[float, float]] = {}  # the frozen scores' ε ranges
 
     def _open_evaluator(self, progress: Progress | None) -> Evaluator:
         """The evaluator, with its dense pass from the disk cache when these weights and data had one."""
-        data = self.dataset
-        path = self._cache_file("dense")
-        dense = read_cached(path, _read_dense, self._check_dense, "cached dense pass") if path else None
+        data, dense = self.dataset, self._points.dense()
         if dense is not None:
-            return Evaluator(self.model, data.val, data.test, **self._evaluation, dense=dense)
-        evaluator = Evaluator(self.model, data.val, data.test, **self._evaluation, progress=progress)
-        if path is not None:
-            buffer = io.BytesIO()
-            seconds = evaluator.fastest_pass
-            np.savez(buffer, val=evaluator.dense_val, test=evaluator.dense_test, seconds=seconds)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomically(path, buffer.getvalue())
+            return Evaluator(self.model, data.val, data.test, **self.evaluation_options, dense=dense)
+        evaluator = Evaluator(self.model, data.val, data.test, **self.evaluation_options, progress=progress)
+        self._points.save_dense(evaluator.dense_val, evaluator.dense_test, evaluator.fastest_pass)
         return evaluator
 
     def _cache_file(self, kind: str, *settings) -> Path | None:
@@ -247,7 +152,7 @@ class Explorer:
         """``cache.cache_key`` of ``kind``: these weights, data and evaluation, and ``settings``."""
         # the dense pass does not depend on the calibration images; points and curves score with them
         calibration = self.scorer.calibration_key if kind != "dense" else ""
-        evaluation = self._evaluation
+        evaluation = self.evaluation_options
         evaluated = (evaluation["head"].kind, str(evaluation["operating"]), evaluation["margin"])
         data = (self._data_key, calibration)
         return cache_key(kind, weights=self._weights_key, data=data, settings=(*evaluated, *settings))
@@ -346,12 +251,16 @@ class Explorer:
                 self._curves[key] = found
         return self._curves.get(key)
 
-    def curve(self, spec: PruneSpec, *, progress=None, between=None, partial=None) -> pd.DataFrame:
+    def curve(
+        self, spec: PruneSpec, *, progress: Progress | None = None, between=None, partial=None
+    ) -> pd.DataFrame:
         """The curve for ``spec``'s criterion/scope/granularity/mode (cached; ε itself ignored).
 
-        ``progress``, if given, is called with (points done, points in all) as the curve fills in;
-        ``between`` between chunks of each forward pass (to cancel quickly); ``partial`` with the
-        curve so far after each point (the placeholder's rows filled in up to that point).
+        ``progress`` (``workbench.core.progress``), if given, is called with (points done, points
+        in all) as the curve fills in, and between the chunks of each forward pass: a ``Cancelled``
+        it raises stops the curve there. ``between`` is its older form (see ``curves.curve``).
+        ``partial`` is called with the curve so far after each point (the placeholder's rows
+        filled in up to that point).
         """
         found = self.cached_curve(spec)
         if found is not None:
@@ -366,7 +275,7 @@ class Explorer:
                 filled.loc[index, filled.columns] = [row[column] for column in filled.columns]
                 partial(filled)
 
-        with self._curve_lock:
+        with self.curve_lock:
             table = curve(
                 self.scorer,
                 self.evaluator,
@@ -387,187 +296,34 @@ class Explorer:
 
     # --- points ---------------------------------------------------------------------------
 
-    def point(self, spec: PruneSpec, *, between=None) -> Point:
+    def point(self, spec: PruneSpec, *, progress: Progress | None = None) -> Point:
         """Masks, metrics and the per-layer table at one setting, on every evaluation image.
 
-        ``between`` is called between chunks of the forward pass; an exception it raises (a
-        cancellation) stops the point.
+        ``progress`` is called with (chunks done, chunks) through the forward pass; a
+        ``Cancelled`` it raises stops the point.
 
         Raises:
             ValueError: from the engine, for a spec it refuses (e.g. a negative ε).
         """
         result = make_masks(self.scorer, spec)
-        metrics = self._known_metrics(spec)
+        metrics = self._points.known(spec)
         if metrics is None:
-            metrics = self.evaluator.evaluate(result.keep, spec.structured, between=between)
-            self._remember(spec, metrics)
+            metrics = self.evaluator.evaluate(result.keep, spec.structured, progress=progress)
+            self._points.remember(spec, metrics)
         return Point(spec, result, metrics, layer_table(self.model, result), n=len(self.dataset.test))
 
     def known_point(self, spec: PruneSpec) -> Point | None:
         """The exact point of ``spec`` if it was evaluated before (in memory or on disk), else None."""
-        return self.point(spec) if self._known_metrics(spec) is not None else None
-
-    def _point_file(self, spec: PruneSpec) -> Path | None:
-        return self._cache_file("point", self.seed, repr(spec))
-
-    def _known_metrics(self, spec: PruneSpec) -> dict | None:
-        if spec not in self._points:
-            path = self._point_file(spec)
-            metrics = read_cached(path, _read_point, self._check_point, "cached point") if path else None
-            if metrics is None:
-                return None
-            self._points[spec] = metrics
-        return self._points[spec]
-
-    def _remember(self, spec: PruneSpec, metrics: dict) -> None:
-        self._points[spec] = metrics
-        path = self._point_file(spec)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomically(path, _point_bytes(metrics))
-
-    def _check_dense(self, dense: tuple) -> None:
-        """Refuse a cached dense pass whose probabilities do not fit the evaluation images."""
-        val, test, seconds = dense
-        check_array(val, "val", (len(self.dataset.val), None), FRACTION)
-        check_array(test, "test", (len(self.dataset.test), val.shape[1]), FRACTION)
-        check_number(seconds, "seconds", (1e-9, math.inf))
-
-    def _check_point(self, metrics: dict) -> None:
-        """Refuse cached metrics with an AUC or rate of the wrong type or out of range, or arrays
-        that do not fit the test images."""
-        bounds = {name: limits for name, limits in _POINT_BOUNDS.items() if name in metrics}
-        check_fields(metrics, {"auc": FRACTION, **bounds}, optional={"auc", *bounds})
-        n, columns = self.evaluator.dense_test.shape
-        check_array(metrics.get("changed"), "changed", (None,), (0, n - 1))
-        check_array(metrics.get("test_probs"), "test_probs", (n, columns), FRACTION)
+        return self.point(spec) if self._points.known(spec) is not None else None
 
     @property
     def evaluation_size(self) -> int:
         """Validation plus test images: what an exact point evaluates."""
         return len(self.dataset.val) + len(self.dataset.test)
 
-    def estimate_size(self) -> int:
-        """Evaluation images an ``estimate`` can afford within ``estimate_budget``.
-
-        Sized from the quickest full pass seen so far (the dense pass is the first), so a pass
-        slowed by a curve computing beside it does not shrink every later estimate; rounded down
-        to a few sizes (64, 96, 128, 192, ...) so that few subset evaluators are built.
-        """
-        if self._estimate_size is not None:
-            return self._estimate_size
-        per_image = self.evaluator.fastest_pass / self.evaluation_size
-        affordable = self.estimate_budget / max(per_image, 1e-9)
-        if affordable >= self.evaluation_size:
-            return self.evaluation_size
-        return max(64, _round_down_to_size(affordable))
-
     def estimate(self, spec: PruneSpec, size: int | None = None) -> Point:
-        """A quick, unbiased point from a class-stratified subset of ``size`` val + test images.
-
-        The subset is drawn afresh for each spec (seeded by the explorer's seed and the spec, so
-        asking again gives the same answer): one subset shared by every move made every estimate
-        of a session err the same way (a subset of easy images read high at every ε). The AUC is
-        the dense model's exact AUC plus the pruned-minus-dense change measured on the subset's test
-        images, which is unbiased over draws and, the two models being scored on the same images,
-        far less noisy than the subset's own AUC. The point has ``exact=False``, ``n`` test images
-        and ``interval``: the half-width of that AUC's 95% interval (DeLong's paired interval of the
-        change, with the finite-population correction of a subset drawn from the test set).
-        If the subset would be the whole set, this is ``point(spec)``.
-        """
-        size = self.estimate_size() if size is None else check_image_count(size, "size")
-        if size >= self.evaluation_size:
-            return self.point(spec)
-        evaluator = self._subset_evaluator(spec, size)
-        result = make_masks(self.scorer, spec)
-        metrics = evaluator.evaluate(result.keep, spec.structured)
-        auc, interval = self._estimated_auc(evaluator, metrics)
-        table = layer_table(self.model, result)
-        n = len(evaluator.test)
-        return Point(spec, result, metrics | {"auc": auc}, table, exact=False, n=n, interval=interval)
-
-    def _estimated_auc(self, subset: Evaluator, metrics: dict) -> tuple[float | None, float]:
-        """The test AUC a subset's metrics estimate, and its interval's half-width (see ``estimate``)."""
-        dense, dense_on_subset, pruned_on_subset = (
-            self.dense_metrics["auc"],
-            subset.dense_metrics["auc"],
-            metrics["auc"],
-        )
-        if dense is None or dense_on_subset is None or pruned_on_subset is None:
-            return None, float("nan")  # a class missing from test (or from the subset)
-        # clipped: an AUC shown above 1 reads as a bug; it only moves estimates at the boundary
-        auc = float(np.clip(dense + pruned_on_subset - dense_on_subset, 0.0, 1.0))
-        labels = subset.test.labels
-        half = _paired_half_width(subset.dense_test, metrics["test_probs"], labels, subset)
-        return auc, half * np.sqrt(1.0 - len(labels) / len(self.dataset.test))
-
-    def first_answer(self, spec: PruneSpec, *, masks_if_slow: bool = False) -> Point:
-        """The quickest good answer for a control change, to be refined by ``point(spec)``.
-
-        The exact point when it is known or affordable within ``estimate_budget``; else, when the
-        spec's curve is cached, the spec's own masks with the metrics of the curve's nearest grid
-        point (no forward pass: during a drag the dot moves along the drawn curve; not for
-        multi-label heads, whose curves keep no per-label metrics); else an ``estimate`` on a subset.
-        With ``masks_if_slow`` (a new setting: a criterion or scope switch, the opening figure) a
-        forward pass longer than ``estimate_budget`` is not made here: ``masks_first`` instead.
-        """
-        known = self.known_point(spec)
-        if known is not None:
-            return known
-        size = self.estimate_size()
-        slow = masks_if_slow and self._pass_seconds(size) > self.estimate_budget
-        if size >= self.evaluation_size and not slow:
-            return self.point(spec)
-        curve = self.cached_curve(spec)
-        if curve is not None and not self.evaluator.head.multilabel:
-            return self.nearest_curve_point(spec, curve)
-        return self.masks_first(spec) if slow else self.estimate(spec, size)
-
-    def _pass_seconds(self, images: int) -> float:
-        """The expected seconds of a forward pass over ``images`` evaluation images (at most all)."""
-        return min(images, self.evaluation_size) * self.evaluator.fastest_pass / self.evaluation_size
-
-    def masks_first(self, spec: PruneSpec) -> Point:
-        """``spec``'s masks, sparsity and per-layer table, its metrics still to come (``pending``:
-        NaN, and ``changed`` 0 until they come)."""
-        result = make_masks(self.scorer, spec)
-        metrics = dict.fromkeys(SCALAR_METRICS, float("nan")) | {"changed": 0}
-        return Point(spec, result, metrics, layer_table(self.model, result), exact=False, pending=True)
-
-    def nearest_curve_point(self, spec: PruneSpec, curve: pd.DataFrame) -> Point:
-        """``spec``'s masks with the metrics of the nearest point of its (cached) ``curve``."""
-        column, value = ("epsilon", spec.epsilon) if spec.sparsity is None else ("target", spec.sparsity)
-        grid = curve[column].to_numpy(dtype=float)
-        if column == "epsilon":  # nearest on the log scale the grid is spaced on; 0 is below all
-            distance = np.abs(np.log(np.maximum(grid, 1e-300)) - np.log(max(value, 1e-300)))
-        else:
-            distance = np.abs(grid - value)
-        row = curve.iloc[int(np.argmin(distance))]
-        metrics = {name: _number_or_none(row[name]) for name in SCALAR_METRICS}
-        metrics["changed"] = int(row["changed"])  # a count: which images is not kept on a curve
-        result = make_masks(self.scorer, spec)
-        table = layer_table(self.model, result)
-        n = len(self.dataset.test)  # the curve's points are evaluated on every test image
-        return Point(spec, result, metrics, table, exact=False, n=n, nearest=float(row[column]))
-
-    def _subset_evaluator(self, spec: PruneSpec, size: int) -> Evaluator:
-        """An evaluator on a class-stratified subset of ``size`` evaluation images drawn for ``spec``.
-
-        Its dense probabilities are the full pass's rows (no pass of its own); it shares the
-        compiled forward pass, so building it costs no trace.
-        """
-        share = size / self.evaluation_size
-        seed = int(fingerprint(self.seed, repr(spec))[:8], 16)
-        (val, dense_val), (test, dense_test) = (
-            _sample_rows(split, probs, max(8, round(share * len(split))), seed)
-            for split, probs in (
-                (self.dataset.val, self.evaluator.dense_val),
-                (self.dataset.test, self.evaluator.dense_test),
-            )
-        )
-        dense = (dense_val, dense_test, self.evaluator.fastest_pass)
-        options = dict(evidence=False, forward=self.evaluator.forward, dense=dense)
-        return Evaluator(self.model, val, test, **self._evaluation, **options)
+        """A quick, unbiased point from a subset of ``size`` evaluation images (``Estimates.estimate``)."""
+        return self.estimates.estimate(spec, size)
 
     def fine_tuned(
         self, point: Point, recipe: Recipe, *, progress: bool = True, callbacks: list | None = None
@@ -586,171 +342,14 @@ class Explorer:
             progress=progress,
         )
         metrics = evaluate_model(
-            pruned, self.dataset.val, self.dataset.test, dense=self.model, **self._evaluation
+            pruned, self.dataset.val, self.dataset.test, dense=self.model, **self.evaluation_options
         )
         return metrics, history
 
-    # --- goals: per-layer sparsities from the sensitivity table ---------------------------
+    def goal_point(self, goal: str, value: float, **options) -> GoalPoint:
+        """The point ``allocate`` chooses for ``goal`` (``Goals.point``, with its options)."""
+        return self.goals.point(goal, value, **options)
 
-    def goal_table(
-        self,
-        criterion: str = "taylor",
-        granularity: str = "structured",
-        *,
-        grid=DEFAULT_GRID,
-        progress: Callable[[int, int], None] | None = None,
-    ) -> Sensitivity:
-        """The sensitivity table of ``criterion``/``granularity``: computed once, then from memory or disk.
-
-        The first computation prunes every row alone at every grid sparsity, which is slow; it runs
-        one grid column at a time so that ``progress(columns done, columns)`` can report (and, by
-        raising, stop) between columns. Finished cells are on disk (``cache_dir``/sensitivity, else
-        the workbench's cache), so a stopped table resumes where it was.
-        """
-        grid = check_grid(grid)
-        tables = self.__dict__.setdefault("_goal_tables", {})
-        key = (criterion, granularity, grid)
-        if key in tables:
-            return tables[key]
-        cache = self.cache_dir / "sensitivity" if self.cache_dir is not None else None
-        options = dict(baseline=False, cache=cache, progress=False)  # an allocation reads no random rows
-        with self._curve_lock:
-            subject = self._goal_subject()
-            computed = 0
-            for done, sparsity in enumerate(grid):
-                if progress is not None:
-                    progress(done, len(grid))
-                computed += sensitivity(subject, criterion, granularity, (sparsity,), **options).computed
-            table = sensitivity(subject, criterion, granularity, grid, **options)
-            tables[key] = replace(table, computed=computed)  # this call's cells, column by column
-        if progress is not None:
-            progress(len(grid), len(grid))
-        return tables[key]
-
-    def goal_point(
-        self,
-        goal: str,
-        value: float,
-        *,
-        criterion: str = "taylor",
-        granularity: str | None = None,
-        grid=DEFAULT_GRID,
-        recipe: Recipe | None = None,
-        progress: Callable[..., None] | None = None,
-    ) -> GoalPoint:
-        """The point whose masks are ``allocate``'s answer to a goal, with exact test metrics.
-
-        Args:
-            goal: ``"tolerance"`` (``value`` = tolerated validation AUC drop), ``"flops"`` (fraction
-                of dense FLOPs, structured) or ``"params"`` (fraction of weights, unstructured).
-            granularity: only for ``"tolerance"`` (default structured); the budgets imply theirs.
-            recipe: for a budget, fine-tune every candidate allocation with it and keep the best
-                validation AUC after fine-tuning (``allocate(recipe=)``); the point's metrics are the
-                pruned model's before fine-tuning, as everywhere in the explorer.
-            progress: called with (grid columns done, columns) while the table is computed, then
-                with (candidates done, candidates, "fine-tune") before each candidate and after
-                every training batch while they fine-tune; it may raise to stop.
-
-        Raises:
-            ValueError: from ``workbench.analysis.budget``, for a bad goal or value, or a budget the grid
-                cannot reach.
-        """
-        granularity, value = check_goal(goal, value, granularity)
-        table = self.goal_table(criterion, granularity, grid=grid, progress=progress)
-        tuning = {}
-        if recipe is not None:
-            tuning = dict(dataset=self.dataset, recipe=recipe, progress=progress or False)
-        allocation = allocate(self._goal_subject(), goal, value, table=table, **tuning)
-        spec = PruneSpec(
-            criterion=criterion, granularity=granularity, scope="layerwise", min_keep=table.min_keep
-        )
-        scores = self.scorer.scores(criterion, granularity)
-        thresholds = thresholds_of(scores, allocation.keep, self.scorer.infos, spec.structured)
-        result = MaskResult(allocation.keep, thresholds)
-        metrics = self.evaluator.evaluate(result.keep, structured=spec.structured)
-        rows = {row.name: allocation.layer_sparsity[row.layers[0]] for row in table.rows}
-        return GoalPoint(
-            spec,
-            result,
-            metrics,
-            layer_table(self.model, result),
-            n=len(self.dataset.test),
-            allocation=allocation,
-            sensitivity=table,
-            row_sparsity=rows,
-        )
-
-    def _goal_subject(self) -> Subject:
-        """The sensitivity subject: the explorer's model, scorer and evaluator."""
-        return Subject(self.model, self.dataset.val, self.scorer, self.evaluator)
-
-
-# The (low, high) of a cached point's metrics checked when present: AUCs and rates, the AUC change
-_POINT_BOUNDS = {
-    **dict.fromkeys(("auc_low", "auc_high", "dense_auc", "accuracy", "sensitivity", "specificity"), FRACTION),
-    **dict.fromkeys(("auc_difference", "auc_difference_low", "auc_difference_high"), DIFFERENCE),
-}
-
-
-def _read_dense(path: Path) -> tuple[np.ndarray, np.ndarray, float]:
-    with np.load(path, allow_pickle=False) as saved:
-        return saved["val"], saved["test"], float(saved["seconds"])
-
-
-def _point_bytes(metrics: dict) -> bytes:
-    """A point's metrics as .npz bytes: its arrays as arrays, everything else as one JSON text (no
-    pickle, which would run whatever code a file it reads holds)."""
-    arrays = {name: value for name, value in metrics.items() if isinstance(value, np.ndarray)}
-    rest = {name: value for name, value in metrics.items() if name not in arrays}
-    buffer = io.BytesIO()
-    text = json.dumps(rest, default=lambda value: value.item())  # NumPy scalars as numbers
-    np.savez(buffer, _json=np.array(text), **arrays)
-    return buffer.getvalue()
-
-
-def _read_point(path: Path) -> dict:
-    with np.load(path, allow_pickle=False) as saved:
-        arrays = {name: saved[name] for name in saved.files if name != "_json"}
-        return json.loads(str(saved["_json"])) | arrays
-
-
-def _number_or_none(value) -> float | None:
-    """A curve cell as a float; None stays None (an AUC undefined when a class is missing from test)."""
-    return None if value is None or pd.isna(value) else float(value)
-
-
-def _round_down_to_size(n: float) -> int:
-    """The largest of 64, 96, 128, 192, 256, 384, ... (powers of two and 1.5 times them) at most ``n``."""
-    size, power = 64, 64
-    while power * 3 // 2 <= n:
-        size = power * 3 // 2
-        if power * 2 > n:
-            break
-        size = power = power * 2
-    return size
-
-
-def check_image_count(count, name: str) -> int:
-    """``count`` if it is a whole number of images >= 2 (an estimate's subset); else ValueError."""
-    if isinstance(count, bool) or not isinstance(count, int | np.integer) or count < 2:
-        raise WorkbenchError(f"{name} must be a whole number of images >= 2, got {count!r}")
-    return int(count)
-
-
-def _sample_rows(split: Split, probs: np.ndarray, n: int, seed: int) -> tuple[Split, np.ndarray]:
-    """``stratified_sample(split, n, seed)`` and the rows of ``probs`` (one per image) it took."""
-    # the sample drawn from a split whose images are their own positions tells which rows it took
-    positions = Split(np.arange(len(split)), split.labels, split.sources)
-    rows = stratified_sample(positions, n, seed).images.astype(int)
-    return split.subset(rows), probs[rows]
-
-
-def _paired_half_width(dense: np.ndarray, pruned: np.ndarray, labels: np.ndarray, subset: Evaluator) -> float:
-    """Half the 95% DeLong interval of the task's AUC change from ``dense`` to ``pruned``
-    (``stats.auc_columns``: the columns the AUC is taken over); NaN where it is undefined."""
-    multilabel = subset.head.multilabel
-    columns, truth, missing = auc_columns(labels, dense.shape[1], subset.positive, multilabel)
-    if not columns or (missing and not multilabel):
-        return float("nan")
-    change = compare_macro_auc(truth, dense[:, columns], pruned[:, columns])
-    return (change["ci_high"] - change["ci_low"]) / 2
+    def goal_table(self, criterion: str = "taylor", granularity: str = "structured", **options):
+        """The sensitivity table behind goals (``Goals.table``, with its options)."""
+        return self.goals.table(criterion, granularity, **options)

@@ -12,7 +12,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from workbench.explore.session import GoalPoint, Point
+from workbench.explore.points import GoalPoint, Point
 from workbench.view import plots
 
 METRICS = ("accuracy", "auc")
