@@ -58,6 +58,7 @@ from workbench.analysis.sensitivity import (
 from workbench.analysis.sensitivity import validation_auc as _validation_auc
 from workbench.core.errors import UnreachableGoal, WorkbenchError
 from workbench.core.masks import Masks
+from workbench.core.progress import Progress, check_progress
 from workbench.data.dataset import check_dataset
 from workbench.model.compat import keras
 from workbench.model.graph import kernel_costs
@@ -461,7 +462,7 @@ def allocate(
     table: Sensitivity | None = None,
     cache=None,
     dask_address: str | None = None,
-    progress: bool | Callable[[int, int, str], None] = False,
+    progress: Progress | bool = False,
     recipe=None,
 ) -> Allocation:
     """Choose per-layer sparsities that meet a goal, and return them with their masks and results.
@@ -475,9 +476,10 @@ def allocate(
             from the cache, measured beside the one-knob answers: the best on validation wins), or
             the references ``"uniform"`` and ``"global"`` alone.
         table: a ready sensitivity table (its criterion and granularity are used).
-        progress: True for tqdm bars (the table, the fine-tunes); or a callable, called with
-            (candidates fine-tuned, candidates, "fine-tune") before each candidate and after every
-            training batch (the table is then computed quietly). It may raise to stop.
+        progress: True for tqdm bars (the table, the fine-tunes), False for none, or a
+            ``core.progress.Progress``, called with (candidates fine-tuned, candidates) before each
+            candidate and after every training batch (the table is then computed quietly); raising
+            ``Cancelled`` stops the fine-tunes.
         recipe: a ``Recipe`` (with ``dataset``, whose training images it uses): for a budget, each
             candidate is fine-tuned with it, pruned weights pinned, and the highest validation AUC
             *after* fine-tuning wins (``Allocation.tuned_val_auc``; its fine-tuned model is
@@ -504,6 +506,7 @@ def allocate(
     if table is not None and not isinstance(table, Sensitivity):
         raise WorkbenchError(f"table must be a Sensitivity (workbench.sensitivity), got {table!r}")
     check_guard(min_keep)
+    check_progress(progress)
     granularity, value = check_goal(goal, value, granularity if table is None else table.granularity)
     subject = _subject(source, dataset)
     if table is not None:
@@ -555,14 +558,14 @@ def picks_after_fine_tuning(goal: str) -> bool:
 
 def _fine_tune_each(model, candidates: list[Allocation], dataset, recipe, progress) -> list[Allocation]:
     """``fine_tune_allocation`` for every candidate, with a tqdm bar (``progress`` True) or reporting
-    to ``progress`` (a callable; see ``allocate``)."""
-    if not callable(progress):
+    to ``progress`` (a Progress; see ``allocate``)."""
+    if progress is None or isinstance(progress, bool):
         steps = tqdm(candidates, desc="fine-tuning each candidate", disable=not progress, leave=False)
         return [fine_tune_allocation(model, c, dataset, recipe) for c in steps]
     tuned = []
 
     def report(*_, **__) -> None:
-        progress(len(tuned), len(candidates), "fine-tune")
+        progress(len(tuned), len(candidates))
 
     each_batch = keras.callbacks.LambdaCallback(on_train_batch_end=report)
     for candidate in candidates:

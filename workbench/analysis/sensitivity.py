@@ -42,6 +42,7 @@ from workbench.core.errors import WorkbenchError
 from workbench.core.fs import write_atomically
 from workbench.core.masks import Masks, check_sparsity, normalise_per_layer, select
 from workbench.core.paths import cache_dir
+from workbench.core.progress import Progress, check_progress, reporter
 from workbench.data.dataset import Dataset, Split, stratified_sample
 from workbench.model.builders import check_built, check_model_fits
 from workbench.model.registry import LayerInfo
@@ -356,7 +357,7 @@ def sensitivity(
     min_keep: int = 1,
     cache: str | Path | None = None,
     dask_address: str | None = None,
-    progress: bool = True,
+    progress: Progress | bool = True,
 ) -> Sensitivity:
     """Compute (or reopen) the sensitivity table: every row pruned alone at every grid sparsity.
 
@@ -368,6 +369,9 @@ def sensitivity(
         baseline: also compute the ``random`` criterion's rows.
         cache: the cache root; default ``<data>/cache/sensitivity``.
         dask_address: compute missing rows on this Dask scheduler instead of locally.
+        progress: True for a bar, False for none, or a ``core.progress.Progress``: called with
+            (cells done, cells) first with the cells already on disk, then after each cell is
+            written; raising ``Cancelled`` stops the table there (the cells written stay).
 
     Example (not run here: a table prunes every layer at every sparsity)::
 
@@ -378,8 +382,6 @@ def sensitivity(
         ValueError: for an unknown criterion or granularity, a grid value outside [0, 1), an empty
             grid, a ``subject`` that is not a Subject, or ``min_keep`` not an integer >= 1.
     """
-    from tqdm.auto import tqdm
-
     if not isinstance(subject, Subject):
         raise WorkbenchError(
             "subject must be a Subject: Subject.build(model, dataset) or Subject.from_explorer(explorer), "
@@ -389,6 +391,7 @@ def sensitivity(
     check_granularity(granularity)
     grid = check_grid(grid)
     check_guard(min_keep)
+    check_progress(progress)
     folder = subject.folder(cache or cache_dir() / "sensitivity", granularity, min_keep)
     folder.mkdir(parents=True, exist_ok=True)
     rows = sensitivity_rows(subject, granularity)
@@ -402,16 +405,18 @@ def sensitivity(
         if cells[path] is None:
             todo.setdefault((c, row), []).append(s)
     total, missing = len(paths), sum(len(m) for m in todo.values())
-    if not progress:  # the gradient pass the cells need, made now without its own bar
+    if progress is not True:  # the gradient pass the cells need, made now without its own bar
         for needed in {c for c, _ in todo}:
             subject.scorer.scores(needed, granularity, progress=lambda *_: None)
-    bar = tqdm(total=total, initial=total - missing, desc="sensitivity", unit="cell", disable=not progress)
-    for cell in _compute(subject, todo, granularity, min_keep, dask_address):
-        path = _cell_path(folder, cell["criterion"], cell["row"], cell["target"])
-        write_atomically(path, json.dumps(cell))
-        cells[path] = cell
-        bar.update()
-    bar.close()
+    with reporter(progress, total, "sensitivity", "cell") as report:
+        done = total - missing
+        report(done, total)
+        for cell in _compute(subject, todo, granularity, min_keep, dask_address):
+            path = _cell_path(folder, cell["criterion"], cell["row"], cell["target"])
+            write_atomically(path, json.dumps(cell))  # before reporting: a cancelled table resumes here
+            cells[path] = cell
+            done += 1
+            report(done, total)
     log.info("sensitivity: %d of %d cells computed, the rest read from %s", missing, total, folder)
     cells = pd.DataFrame([cells[path] for *_, path in paths])
     left_out = subject.metric.left_out

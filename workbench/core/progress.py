@@ -20,7 +20,10 @@ import logging
 import threading
 from collections.abc import Callable
 
-from workbench.core.errors import Cancelled  # noqa: F401 - the one cancellation, raised from a Progress
+from workbench.core.errors import (
+    Cancelled,  # noqa: F401 - the one cancellation, raised from a Progress
+    WorkbenchError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +41,23 @@ def between_as_progress(between: Callable[[], None]) -> Progress:
     return progress
 
 
+def check_progress(progress) -> None:
+    """Refuse a ``progress`` that is neither None, True, False nor a callable (WorkbenchError)."""
+    if not (progress is None or isinstance(progress, bool) or callable(progress)):
+        raise WorkbenchError(
+            f"progress must be True, False or a callable progress(done, total), got {progress!r}"
+        )
+
+
 @contextlib.contextmanager
-def reporter(progress: Callable[[int, int], None] | None, total: int, description: str, unit: str):
-    """Yield ``progress``, or one that moves a tqdm bar shown only once the work has taken 1 s."""
-    if progress is not None:
+def reporter(progress: Progress | bool | None, total: int, description: str, unit: str):
+    """Yield ``progress``, or one that moves a tqdm bar shown only once the work has taken 1 s
+    (``progress`` None or True), or one that does nothing (False)."""
+    check_progress(progress)
+    if progress is False:
+        yield lambda done, total: None
+        return
+    if progress is not None and progress is not True:
         yield progress
         return
     from tqdm.auto import tqdm

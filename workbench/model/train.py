@@ -21,6 +21,7 @@ from workbench.core import cache, paths
 from workbench.core.cache import check_number, read_cached
 from workbench.core.errors import WorkbenchError
 from workbench.core.fs import atomic_path, write_atomically
+from workbench.core.progress import Progress, check_progress
 from workbench.data.dataset import Dataset
 from workbench.model.builders import build_model, check_model_fits, load_user_model
 from workbench.model.compat import NUMERICS, keras, tf
@@ -72,17 +73,21 @@ def fit(
     recipe: Recipe = Recipe(),
     *,
     callbacks: list | None = None,
-    progress: bool = True,
+    progress: Progress | bool = True,
     head: Head | str | None = None,
 ) -> dict[str, list[float]]:
     """Train ``model`` in place on ``dataset.train``, validating on ``dataset.val``.
 
     Args:
+        progress: True for Keras's bar (epochs, batches and metrics), False for none, or a
+            ``core.progress.Progress``: called with (batches done, batches in the whole fit) after
+            every training batch; raising ``Cancelled`` stops training there.
         head: the model's head, if its detection needs overriding (see ``workbench.model.heads``).
 
     Returns:
         The per-epoch history: loss, accuracy, val_loss, val_accuracy.
     """
+    reporting = progress_callbacks(progress)
     seed_everything(recipe.seed)
     head = as_head(model, head)
     if model.optimizer is None or not model.compiled:
@@ -95,7 +100,7 @@ def fit(
         batch_size=recipe.batch_size,
         shuffle=True,
         verbose=0,
-        callbacks=(callbacks or []) + ([progress_bar()] if progress else []),
+        callbacks=(callbacks or []) + reporting,
     )
     return {key: [float(v) for v in values] for key, values in history.history.items()}
 
@@ -179,6 +184,14 @@ class RecalibrateBatchNorm(keras.callbacks.Callback):
             self.fresh = True
 
 
+def progress_callbacks(progress: Progress | bool) -> list[keras.callbacks.Callback]:
+    """The Keras callbacks that report ``progress`` (see ``fit``): a bar, none, or ``ReportBatches``."""
+    check_progress(progress)
+    if progress is None or isinstance(progress, bool):
+        return [] if progress is False else [progress_bar()]
+    return [ReportBatches(progress)]
+
+
 def progress_bar() -> keras.callbacks.Callback:
     """Return a tqdm progress bar over epochs and batches that works in notebooks and terminals."""
     from tqdm.keras import TqdmCallback
@@ -192,7 +205,7 @@ def baseline(
     recipe: Recipe = Recipe(),
     *,
     cache_dir: str | Path | None = None,
-    progress: bool = True,
+    progress: Progress | bool = True,
     train_user_model: bool = False,
     custom_objects: dict | None = None,
     safe_mode: bool = True,
@@ -210,6 +223,7 @@ def baseline(
         cache_dir: the one folder to read and write cached baselines (default: the data folder's
             ``cache`` for reading, ``workbench.core.paths.cache_dir()`` for writing; see there).
         custom_objects, safe_mode: for a user's model, as ``workbench.model.builders.load_user_model``.
+        progress: while training, as ``fit``'s.
 
     Returns:
         (the model, its training history). A model trained here is returned even if caching it

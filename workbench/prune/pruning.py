@@ -26,6 +26,7 @@ from workbench.core.masks import (
     expand_units,
     select,
 )
+from workbench.core.progress import Progress
 from workbench.data.dataset import Dataset, check_dataset
 from workbench.model.builders import check_built, check_model_fits
 from workbench.model.compat import keras, tf
@@ -321,7 +322,7 @@ def fine_tune(
     schedule: OneShot | Gradual = OneShot(),
     structured: bool = False,
     callbacks: list | None = None,
-    progress: bool = True,
+    progress: Progress | bool = True,
     recalibrate: bool = True,
 ) -> dict[str, list]:
     """Train ``model`` in place with its pruned weights pinned at exactly zero.
@@ -335,6 +336,9 @@ def fine_tune(
         recalibrate: set BatchNorm's moving statistics to the training images' before each
             validation and at the end (``train.RecalibrateBatchNorm``): a short fine-tune leaves
             them stale, and the model would answer near chance. No weight changes.
+        progress: as ``train.fit``'s: True for Keras's bar, False for none, or a
+            ``core.progress.Progress`` called with (batches done, batches) after every batch
+            (raising ``Cancelled`` stops the fine-tune).
 
     Returns:
         The per-epoch history (loss, accuracy, val_loss, val_accuracy); a gradual schedule adds
@@ -394,7 +398,7 @@ def prune_gradually(
     recipe: Recipe = FINE_TUNE_RECIPE,
     *,
     frequency: int | None = None,
-    progress: bool = True,
+    progress: Progress | bool = True,
 ) -> tuple[keras.Model, dict[str, list], list[tuple[int, float]]]:
     """Shorthand: ``fine_tune`` a copy of ``model`` from dense with ``Gradual(scorer_for, spec)``.
 

@@ -34,7 +34,7 @@ from workbench.core.cache import (
 from workbench.core.errors import WorkbenchError
 from workbench.core.fs import atomic_path
 from workbench.core.masks import Scores, unit_scores
-from workbench.core.progress import reporter, ticking
+from workbench.core.progress import Progress, reporter, ticking
 from workbench.data.dataset import images_and_labels
 from workbench.model.builders import check_built, check_images
 from workbench.model.compat import NUMERICS, keras, tf
@@ -49,8 +49,6 @@ from workbench.model.registry import (
 
 log = logging.getLogger(__name__)
 
-# Called with (steps done, steps) as the gradient pass goes: the trace, then each batch.
-Progress = Callable[[int, int], None]
 
 GRANULARITIES = ("unstructured", "structured")
 
@@ -121,16 +119,17 @@ def gradient_stats(
     labels: np.ndarray,
     batch_size: int = 64,
     head: Head | str | None = None,
-    progress: Progress | None = None,
+    progress: Progress | bool | None = None,
 ) -> GradientStats:
     """Accumulate gradient statistics of the model's own loss over calibration batches (inference-mode BN).
 
     The loss is the head's (see ``workbench.model.heads``): a logits model is scored by cross-entropy
     from logits, exactly as the same weights with a softmax appended.
 
-    ``progress``, if given, is called with (steps done, steps): the trace of the gradient graph,
-    then each batch (the first also optimises the graph); a step that takes long is reported again
-    every half second. Without it a tqdm bar appears once the pass has taken 1 s.
+    ``progress`` (``core.progress.Progress``), if given, is called with (steps done, steps): the
+    trace of the gradient graph, then each batch (the first also optimises the graph); a step that
+    takes long is reported again every half second; raising ``Cancelled`` stops the pass. Without
+    it (or True) a tqdm bar appears once the pass has taken 1 s; False shows none.
 
     Raises:
         ValueError: for calibration data of the wrong shape or scale, or gradients that are NaN or inf.
@@ -323,7 +322,7 @@ class Scorer:
     def _architecture(self) -> str:
         return architecture(self.model)  # a model's layers and wiring never change
 
-    def stats(self, progress: Progress | None = None) -> GradientStats:
+    def stats(self, progress: Progress | bool | None = None) -> GradientStats:
         """The gradient statistics of the current weights: from memory, the disk cache, or one pass.
 
         ``progress`` is handed to ``gradient_stats`` when a pass is needed.
@@ -351,7 +350,7 @@ class Scorer:
         return cache_file(self.cache_dir, "gradients", key)
 
     def scores(
-        self, criterion: str, granularity: str = "unstructured", progress: Progress | None = None
+        self, criterion: str, granularity: str = "unstructured", progress: Progress | bool | None = None
     ) -> Scores:
         """Return {layer: scores} per weight (unstructured) or per unit (structured), cached.
 
