@@ -226,6 +226,21 @@ def test_overtaken_exact_answer_IsNeverDrawn(live_dashboard):
     assert live_dashboard.point.spec.epsilon == second and live_dashboard.point.exact
 
 
+def test_slider_move_WhileACurveComputes_IsAnsweredWithoutWaitingForIt(live_dashboard):
+    """The user's input outranks background work: a move used to queue behind the first curve."""
+    explorer, slider = live_dashboard.explorer, live_dashboard.controls["epsilon"]
+    gate, started = threading.Event(), threading.Event()
+    explorer.curve = _gated(explorer.curve, lambda spec: spec.criterion == "magnitude", gate, started)
+    live_dashboard.controls["criterion"].value = "magnitude"  # its curve holds the background worker
+    assert started.wait(WAIT)
+    frames = _recording(live_dashboard)
+    slider.value = 10 ** (slider.min + 1)
+    live_dashboard.scheduler.answers.future.result(WAIT)  # answered while the curve still waits
+    assert not gate.is_set() and frames and frames[-1][:3] == ("magnitude", slider.value, True)
+    gate.set()
+    live_dashboard.wait(WAIT)
+
+
 def test_overtaken_curve_IsCancelled_AndNeverDrawn(live_dashboard):
     explorer = live_dashboard.explorer
     gate, started = threading.Event(), threading.Event()

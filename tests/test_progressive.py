@@ -11,7 +11,7 @@ import pytest
 from workbench.analysis.curve_cache import read_cached_curve, write_cached_curve
 from workbench.core.cache import fingerprint
 from workbench.core.progress import Cancelled, ticking
-from workbench.explore.scheduler import Latest
+from workbench.explore.scheduler import Gate, Latest
 
 
 def test_latest_DropsTheResultOfAnOvertakenRequest():
@@ -106,3 +106,40 @@ def test_ticking_ACancellationRaisedByReport_IsRaisedWhenTheBlockEnds():
 
     with pytest.raises(Cancelled, match="overtaken"), ticking(report, 0, 2, every=0.01):
         assert called.wait(10)
+
+
+def test_gate_BackgroundWorkWaitsAtItsNextBatch_WhileForegroundWorkRuns():
+    gate, order = Gate(), []
+    runner = Latest(background=False, gate=gate)
+    ticket = runner.begin()
+    entered, waiting = threading.Event(), threading.Event()
+
+    def background():
+        entered.wait(10)
+        waiting.set()
+        ticket.progress(lambda done, total: order.append(("background", done)))(1, 2)
+
+    def foreground():
+        with gate.foreground():
+            entered.set()
+            assert waiting.wait(10)
+            threading.Event().wait(0.1)  # the background batch must not report meanwhile
+            order.append(("foreground", 0))
+
+    threads = [threading.Thread(target=background), threading.Thread(target=foreground)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert order == [("foreground", 0), ("background", 1)]
+
+
+def test_ticket_progress_RaisesCancelled_OnceOvertaken_AndReportsBefore():
+    runner, seen = Latest(background=False), []
+    ticket = runner.begin()
+    report = ticket.progress(lambda done, total: seen.append((done, total)))
+    report(1, 3)
+    runner.begin()
+    with pytest.raises(Cancelled):
+        report(2, 3)
+    assert seen == [(1, 3)]
