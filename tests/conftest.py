@@ -364,3 +364,119 @@ def data_and_user_folders(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user"))
     (tmp_path / "shared").mkdir()
     return tmp_path / "shared", tmp_path / "user" / "workbench"
+
+
+# --- notebooks: each distinct run executed once per session ----------------------------------------
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+SMALL_NOTEBOOK_PARAMETERS = {
+    "01_explore_threshold.ipynb": {"epochs": 1, "grid_points": 6},
+    "02_compare_criteria.ipynb": {
+        "epochs": 1,
+        "sparsities": [0.0, 0.5, 0.9],
+        "finetune_sparsities": [0.9],
+        "finetune_epochs": 1,
+    },
+    "03_finetune_and_schedules.ipynb": {"epochs": 1, "finetune_epochs": 1},
+    "04_nifti_volumes.ipynb": {"epochs": 1, "finetune_epochs": 1},
+    "05_teaching_gradient_pruning.ipynb": {"epochs": 1, "early_epochs": 1},
+    "06_sensitivity_and_budgets.ipynb": {
+        "epochs": 1,
+        "grid": [0.5, 0.9],
+        "flops_budget": 0.5,
+        "params_budget": 0.2,
+        "tolerance": 0.05,
+        "finetune_epochs": 1,
+    },
+    "07_lab_worksheet.ipynb": {"epochs": 1},
+}
+
+# What each notebook's one shared run on its default data adds to its small parameters. Notebook 01's
+# prunes at ε = 0 with a user's own class names, so the one run answers the headless, results, class
+# names and dense-model tests.
+SHARED_RUN = {"01_explore_threshold.ipynb": {"epsilon": 0.0, "class_names": ["calm", "storm"]}}
+
+# Results leave a notebook through files whose path is a parameter: each run's go to its own folder.
+RESULT_PARAMETERS = {"results_dir": "results", "results_path": "results/results.json"}
+
+
+class NotebookRun:
+    """One papermill execution: the executed notebook, its results folder and the error that stopped it."""
+
+    def __init__(self, folder: Path, notebook, error: Exception | None):
+        self.folder, self.notebook, self.error = folder, notebook, error
+
+    @property
+    def results(self) -> Path:
+        """The folder given as ``results_dir`` (or holding ``results_path``)."""
+        return self.folder / "results"
+
+    @property
+    def metrics(self) -> dict:
+        """The run's metrics.json (a failed run raises its error instead)."""
+        import json
+
+        if self.error is not None:
+            raise self.error
+        return json.loads((self.results / "metrics.json").read_text())
+
+    def outputs(self, mime: str) -> list:
+        """Every output of the executed notebook holding ``mime`` data."""
+        cells = [c for c in self.notebook.cells if c.cell_type == "code"]
+        return [o for c in cells for o in c.outputs if mime in o.get("data", {})]
+
+    def printed(self) -> str:
+        return "".join(o.get("text", "") for c in self.notebook.cells for o in c.get("outputs", []))
+
+
+def execute_notebook(path: Path, folder: Path, data: Path, parameters: dict) -> NotebookRun:
+    """Run ``path`` under papermill with WORKBENCH_DATA at ``data`` (the kernel inherits it) and the
+    notebook's result parameters pointing into ``folder``; a failing run comes back with its error."""
+    import nbformat
+    import papermill
+
+    declared = papermill.inspect_notebook(str(path))
+    results = {key: str(folder / value) for key, value in RESULT_PARAMETERS.items() if key in declared}
+    out, error = folder / path.name, None
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("WORKBENCH_DATA", str(data))
+        try:
+            papermill.execute_notebook(
+                str(path),
+                str(out),
+                parameters={**results, **parameters},
+                cwd=str(NOTEBOOKS),
+                kernel_name="python3",
+                progress_bar=False,
+            )
+        except papermill.PapermillExecutionError as failed:
+            error = failed
+    return NotebookRun(folder, nbformat.read(out, as_version=4), error)
+
+
+@pytest.fixture(scope="session")
+def notebook_data(tmp_path_factory):
+    """The WORKBENCH_DATA folder of every notebook the tests execute: the phantom is made and each
+    1-epoch baseline trained once, then read from its cache by the other notebooks."""
+    return tmp_path_factory.mktemp("workbench-data")
+
+
+@pytest.fixture(scope="session")
+def run_notebook(notebook_data, tmp_path_factory):
+    """``run_notebook(name, **parameters)``: the NotebookRun of notebooks/``name`` with its small
+    parameters and these, executed the first time it is asked for and shared after that (every test
+    reading a run only reads it)."""
+    import json
+
+    done: dict[str, NotebookRun] = {}
+
+    def run(name: str, **parameters) -> NotebookRun:
+        key = json.dumps([name, parameters], sort_keys=True, default=str)
+        if key not in done:
+            folder = tmp_path_factory.mktemp(Path(name).stem[:2] + "-run")
+            small = {**SMALL_NOTEBOOK_PARAMETERS[name], **parameters}
+            done[key] = execute_notebook(NOTEBOOKS / name, folder, notebook_data, small)
+        return done[key]
+
+    return run

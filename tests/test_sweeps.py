@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import nbformat
 import pytest
@@ -51,49 +52,61 @@ def _stamps(runs_dir):
     return {name: (runs_dir / name / "run.json").stat().st_mtime_ns for name in _complete_runs(runs_dir)}
 
 
-def test_sweep_RunsEveryCombination_AndStoresParamsMetricsLayersAndNotebook(notebook, tmp_path):
-    runs = expand_grid(notebook, {"x": ["1", "2"], "mode": ["a", "b"]}, seeds=[0, 1])
-    assert len(runs) == 8 and runs[0] == {"x": 1.0, "mode": "a", "seed": 0}
-    outcomes = sweep(notebook, runs, tmp_path / "runs", progress=False)
-    assert [o.status for o in outcomes] == ["ok"] * 8
-    folder = tmp_path / "runs" / run_id(notebook.resolve(), runs[0])
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """One sweep store that the tests reading a finished sweep share: x x mode x seeds {0, 2}, eight
+    runs by two workers, each sleeping 1.5 s so that the workers' runs overlap."""
+    folder = tmp_path_factory.mktemp("store")
+    notebook = write_tiny_notebook(folder / "tiny.ipynb")
+    runs = expand_grid(notebook, {"x": ["1", "2"], "mode": ["a", "b"], "sleep": [1.5]}, seeds=[0, 2])
+    outcomes = sweep(notebook, runs, folder / "runs", workers=2, progress=False)
+    return SimpleNamespace(notebook=notebook, runs=runs, outcomes=outcomes, folder=folder / "runs")
+
+
+def test_sweep_RunsEveryCombination_AndStoresParamsMetricsLayersAndNotebook(store):
+    notebook, runs = store.notebook, store.runs
+    assert len(runs) == 8 and runs[0] == {"x": 1.0, "mode": "a", "sleep": 1.5, "seed": 0}
+    assert [o.status for o in store.outcomes] == ["ok"] * 8
+    folder = store.folder / run_id(notebook.resolve(), runs[0])
     assert json.loads((folder / "params.json").read_text()) == runs[0]
     assert json.loads((folder / "metrics.json").read_text())["accuracy"] == pytest.approx(0.6)
     assert (folder / "notebook.ipynb").is_file()
-    frame = load(tmp_path / "runs")
+    frame = load(store.folder)
     assert len(frame) == 8 and set(frame["status"]) == {"ok"}
     assert {"x", "mode", "seed", "metrics.accuracy"} <= set(frame.columns)
 
 
-def test_sweep_AgainSkipsCompletedRuns_WithoutTouchingThem(notebook, tmp_path):
-    runs = expand_grid(notebook, {"x": [1.0, 2.0]})
-    sweep(notebook, runs, tmp_path / "runs", progress=False)
-    stamps = _stamps(tmp_path / "runs")
-    again = sweep(notebook, runs, tmp_path / "runs", progress=False)
-    assert [o.status for o in again] == ["skipped", "skipped"]
-    assert len(stamps) == 2 and _stamps(tmp_path / "runs") == stamps
+def test_sweep_AgainSkipsCompletedRuns_WithoutTouchingThem(store):
+    stamps = _stamps(store.folder)
+    again = sweep(store.notebook, store.runs, store.folder, progress=False)
+    assert [o.status for o in again] == ["skipped"] * 8
+    assert len(stamps) == 8 and _stamps(store.folder) == stamps
 
 
 def test_failing_run_IsRecordedWithItsCell_OthersContinue_AndCliExitsNonZero(notebook, tmp_path, capsys):
-    code = main(_cli(notebook, str(tmp_path / "runs"), "-p", "x", "1", "2", "-p", "fail", "false", "true"))
+    code = main(_cli(notebook, str(tmp_path / "runs"), "-p", "x", "1", "-p", "fail", "false", "true"))
     assert code == 1
     printed = capsys.readouterr().out
-    assert "2 ran" in printed and "2 failed" in printed and "asked to fail" in printed
+    assert "1 ran" in printed and "1 failed" in printed and "asked to fail" in printed
     frame = load(tmp_path / "runs")
     failed = frame[frame["status"] == "failed"]
-    assert len(failed) == 2 and len(frame[frame["status"] == "ok"]) == 2
+    assert len(failed) == 1 and len(frame[frame["status"] == "ok"]) == 1
     # cell 2 of the executed notebook: papermill inserts its injected-parameters cell after the parameters
     assert failed["error"].str.contains(r"RuntimeError: asked to fail at x=.* \(cell 2\)").all()
     info = json.loads((tmp_path / "runs" / failed["run_id"].iloc[0] / "run.json").read_text())
     assert info["error"]["cell_index"] == 2 and "raise RuntimeError" in info["error"]["cell_source"]
     assert info["metrics_version"] == METRICS_VERSION and set(frame["metrics_version"]) == {METRICS_VERSION}
 
-
-def test_failed_run_IsRetriedNextTime_CompletedOneIsNot(notebook, tmp_path):
-    sweep(notebook, expand_grid(notebook, {"fail": [True]}), tmp_path / "runs", progress=False)
-    rerun = sweep(notebook, expand_grid(notebook, {"fail": [True]}), tmp_path / "runs", progress=False)
-    assert [o.status for o in rerun] == ["failed"]  # retried, not skipped
-    assert len(_complete_runs(tmp_path / "runs")) == 1  # replaced, not duplicated
+    # the same sweep again: the failed run is retried (replaced, not duplicated), the completed one is not
+    stamps = _stamps(tmp_path / "runs")
+    grid = expand_grid(notebook, {"x": [1.0], "fail": [False, True]})
+    rerun = sweep(notebook, grid, tmp_path / "runs", progress=False)
+    assert [o.status for o in rerun] == ["skipped", "failed"]
+    after = _stamps(tmp_path / "runs")
+    assert after.keys() == stamps.keys()
+    assert [after[name] == stamps[name] for name in failed["run_id"]] == [False]
+    (completed,) = frame[frame["status"] == "ok"]["run_id"]
+    assert after[completed] == stamps[completed]
 
 
 def test_sweep_KilledWithSigkill_LosesNoCompletedRun_AndResumes(notebook, tmp_path):
@@ -185,15 +198,15 @@ def test_sweep_AfterTheNotebooksCodeChanged_RefusesToMixOldRunsWithNew_AndTouche
     """An edited notebook swept into the same store: its old runs were skipped as complete and
     reported as the new notebook's results."""
     runs_dir = tmp_path / "runs"
-    assert main(_cli(notebook, runs_dir, "-p", "x", "1", "2")) == 0
+    assert main(_cli(notebook, runs_dir, "-p", "x", "1")) == 0
     before = _stamps(runs_dir)
     content = nbformat.read(notebook, as_version=4)
     content.cells.append(nbformat.v4.new_markdown_cell("A note: text cells do not change results."))
     nbformat.write(content, notebook)
-    assert main(_cli(notebook, runs_dir, "-p", "x", "1", "2")) == 0  # text only: still the same code
+    assert main(_cli(notebook, runs_dir, "-p", "x", "1")) == 0  # text only: still the same code
     content.cells[2].source = content.cells[2].source.replace("0.5 + x / 10", "0.4 + x / 10")
     nbformat.write(content, notebook)
-    with pytest.raises(ValueError, match=r"holds 2 run\(s\) of tiny made by another version.*new --runs"):
+    with pytest.raises(ValueError, match=r"holds 1 run\(s\) of tiny made by another version.*new --runs"):
         sweep(notebook, expand_grid(notebook, {"x": ["3"]}), runs_dir, progress=False)
     assert _stamps(runs_dir) == before
     assert main(_cli(notebook, tmp_path / "new", "-p", "x", "1")) == 0
@@ -217,11 +230,8 @@ def _overlapping(frame) -> bool:
     return any(later_start < end for (_, end), (later_start, _) in zip(spans, spans[1:], strict=False))
 
 
-def test_workers_RunNotebooksAtOnce(notebook, tmp_path):
-    runs = expand_grid(notebook, {"x": [1.0, 2.0, 3.0, 4.0], "sleep": [2.0]})
-    outcomes = sweep(notebook, runs, tmp_path / "runs", workers=2, progress=False)
-    assert [o.status for o in outcomes] == ["ok"] * 4
-    assert _overlapping(load(tmp_path / "runs"))
+def test_workers_RunNotebooksAtOnce(store):
+    assert _overlapping(load(store.folder))
 
 
 def test_dask_SubmitsRunsToALocalCluster(notebook, tmp_path):
@@ -282,21 +292,21 @@ def test_grid_file_GivesParametersAndSeeds(notebook, tmp_path):
     assert len(expand_grid(notebook, values, seeds)) == 6
 
 
-def test_report_GivesMeanAndStdOverSeeds_AndWritesPngAndHtml(notebook, tmp_path):
-    runs = expand_grid(notebook, {"x": [1.0, 2.0], "mode": ["a", "b"]}, seeds=[0, 2])
-    sweep(notebook, runs, tmp_path / "runs", progress=False)
-    summary = summarize(load(tmp_path / "runs"))
+def test_report_GivesMeanAndStdOverSeeds_AndWritesPngAndHtml(store, tmp_path):
+    summary = summarize(load(store.folder))
     row = summary[(summary["x"] == 1.0) & (summary["mode"] == "a")].iloc[0]
     assert row["accuracy mean"] == pytest.approx(0.61) and row["accuracy std"] == pytest.approx(
         0.01414, abs=1e-4
     )
     assert row["accuracy count"] == 2
-    page = write_report(tmp_path / "runs", x="x", group="mode").page
+    page = write_report(store.folder, x="x", group="mode").page
     assert (page.parent / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
     assert "0.610 ± 0.014" in page.read_text()
     assert (page.parent / "summary.csv").is_file()
-    with pytest.raises(ValueError, match=r"group must be one of the swept parameters \['mode', 'x'\]"):
-        write_report(tmp_path / "runs", tmp_path / "other", x="x", group="seed")
+    with pytest.raises(
+        ValueError, match=r"group must be one of the swept parameters \['mode', 'sleep', 'x'\]"
+    ):
+        write_report(store.folder, tmp_path / "other", x="x", group="seed")
     assert not (tmp_path / "other").exists(), "nothing written before the error"
 
 
@@ -345,10 +355,10 @@ def _python(*arguments, cwd, **env):
 
 
 @pytest.mark.slow
-def test_readme_sweep_FromProjectRootWithRelativeRunsFolder_GivesAReport(tmp_path):
+def test_readme_sweep_FromProjectRootWithRelativeRunsFolder_GivesAReport(tmp_path, notebook_data):
     (tmp_path / "notebooks").mkdir()
     shutil.copy(PROJECT / "notebooks" / "01_explore_threshold.ipynb", tmp_path / "notebooks")
-    data = {"WORKBENCH_DATA": str(tmp_path / "data")}
+    data = {"WORKBENCH_DATA": str(notebook_data)}  # the notebook tests' phantom and cached baseline
     tiny = ["-p", "epochs", "1", "-p", "grid_points", "4", "-p", "calibration_size", "32"]
     readme = ["sweep", "notebooks/01_explore_threshold.ipynb", "-p", "epsilon", "1e-4", "--seeds", "0"]
     swept = _python(*readme, *tiny, cwd=tmp_path, **data)

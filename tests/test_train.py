@@ -21,21 +21,38 @@ def _weights_equal(a, b) -> bool:
     return all(np.array_equal(x, y) for x, y in zip(a.get_weights(), b.get_weights(), strict=True))
 
 
-def test_baseline_SameSeed_GivesIdenticalWeights(tmp_path, tiny_dataset):
-    first, history = baseline(tiny_dataset, "seed_cnn", QUICK, cache_dir=tmp_path / "a", progress=False)
+@pytest.fixture(scope="module")
+def quick(tiny_dataset, tmp_path_factory):
+    """The QUICK seed_cnn baseline, trained once: (model, history, the cache folder it went to).
+    Tests that only read a cached baseline copy the folder (``cached_copy``) instead of training."""
+    folder = tmp_path_factory.mktemp("quick")
+    model, history = baseline(tiny_dataset, "seed_cnn", QUICK, cache_dir=folder, progress=False)
+    return model, history, folder
+
+
+def cached_copy(quick, folder: Path) -> Path:
+    """A copy of the QUICK baseline's cache files in ``folder`` (as if trained there)."""
+    import shutil
+
+    return shutil.copytree(quick[2], folder, dirs_exist_ok=True)
+
+
+def test_baseline_SameSeed_GivesIdenticalWeights(tmp_path, tiny_dataset, quick):
+    first, history, _ = quick
     second, _ = baseline(tiny_dataset, "seed_cnn", QUICK, cache_dir=tmp_path / "b", progress=False)
     assert _weights_equal(first, second)
     assert set(history) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
 
 
-def test_baseline_DifferentSeed_GivesDifferentWeights(tmp_path, tiny_dataset):
-    first, _ = baseline(tiny_dataset, "seed_cnn", QUICK, cache_dir=tmp_path, progress=False)
+def test_baseline_DifferentSeed_GivesDifferentWeights(tmp_path, tiny_dataset, quick):
+    cached_copy(quick, tmp_path)  # seed 0's baseline in the same cache: seed 1 must not be read from it
     other, _ = baseline(tiny_dataset, "seed_cnn", Recipe(epochs=1, batch_size=16, seed=1), cache_dir=tmp_path)
-    assert not _weights_equal(first, other)
+    assert not _weights_equal(quick[0], other)
 
 
-def test_baseline_SecondCall_LoadsFromCacheWithoutTraining(tmp_path, tiny_dataset, monkeypatch):
-    trained, history = baseline(tiny_dataset, "seed_cnn", QUICK, cache_dir=tmp_path, progress=False)
+def test_baseline_SecondCall_LoadsFromCacheWithoutTraining(tmp_path, tiny_dataset, monkeypatch, quick):
+    trained, history, _ = quick
+    cached_copy(quick, tmp_path)
     monkeypatch.setattr(train, "fit", lambda *a, **k: pytest.fail("retrained a cached baseline"))
     cached, cached_history = baseline(tiny_dataset, "seed_cnn", QUICK, cache_dir=tmp_path, progress=False)
     assert _weights_equal(trained, cached)
@@ -43,8 +60,11 @@ def test_baseline_SecondCall_LoadsFromCacheWithoutTraining(tmp_path, tiny_datase
 
 
 @pytest.mark.parametrize("damage", ['{"loss": "n/a"}', "[1, 2]", '{"loss": [0.5, NaN]}', '{"loss": [0.'])
-def test_baseline_DamagedCachedHistory_IsWarnedAboutByName_ModelStillLoads(tmp_path, tiny_dataset, damage):
-    trained, _ = baseline(tiny_dataset, "seed_cnn", QUICK, cache_dir=tmp_path, progress=False)
+def test_baseline_DamagedCachedHistory_IsWarnedAboutByName_ModelStillLoads(
+    tmp_path, tiny_dataset, damage, quick
+):
+    trained = quick[0]
+    cached_copy(quick, tmp_path)
     (history_file,) = tmp_path.glob("*.history.json")
     history_file.write_text(damage)
     with pytest.warns(UserWarning, match=re.escape(str(history_file))):
@@ -204,10 +224,11 @@ def test_baseline_ReadOnlyDataFolderWithCache_TrainsOnceKeepsItInUserCacheWithOn
 
 
 def test_baseline_ReadOnlyDataFolder_ReadsTheSharedCacheFirst(
-    data_and_user_folders, read_only, tiny_dataset, monkeypatch
+    data_and_user_folders, read_only, tiny_dataset, monkeypatch, quick
 ):
     shared, user = data_and_user_folders
-    prepared, _ = baseline(tiny_dataset, "seed_cnn", QUICK, progress=False)  # the teacher's run
+    prepared = quick[0]
+    cached_copy(quick, shared / "cache")  # the teacher's run, cached in the shared data folder
     read_only(shared)
     monkeypatch.setattr(
         train, "fit", lambda *a, **k: pytest.fail("retrained a baseline the shared cache has")
