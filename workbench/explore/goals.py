@@ -145,17 +145,17 @@ class Goals:
         return Subject(explorer.model, explorer.dataset.val, explorer.scorer, explorer.evaluator)
 
 
-def _staged(progress: Progress | None, on_stage):
-    """``progress`` for ``allocate``, which reports only its fine-tunes (done, total): the stage
-    "fine-tune" is told to ``on_stage`` at the first report."""
+def _staged(progress: Progress | None, on_stage) -> Progress | bool:
+    """``allocate``'s progress: it reports only while the candidates fine-tune, so its first call
+    tells ``on_stage`` that the "fine-tune" stage began; False (no bar) when nobody listens."""
     if progress is None and on_stage is None:
         return False
-    stage = [None]
+    begun = []
 
-    def report(done: int, total: int, what: str = "fine-tune") -> None:
-        if on_stage is not None and what != stage[0]:
-            stage[0] = what
-            on_stage(what)
+    def report(done: int, total: int) -> None:
+        if on_stage is not None and not begun:
+            begun.append(True)
+            on_stage("fine-tune")
         if progress is not None:
             progress(done, total)
 
