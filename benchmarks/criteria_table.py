@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 
 import pandas as pd
 from _common import pneumonia
@@ -52,7 +53,7 @@ def one_seed(data, seed: int, finetune_epochs: int) -> list[dict]:
                     pruned,
                     keep,
                     data,
-                    wb.Recipe(epochs=finetune_epochs, learning_rate=5e-4, seed=seed),
+                    replace(wb.FINE_TUNE_RECIPE, epochs=finetune_epochs, seed=seed),
                     progress=False,
                 )
                 _check_exact(pruned, keep, sparsity)

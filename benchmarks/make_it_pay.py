@@ -192,7 +192,7 @@ def prune_all(data, args, workdir: Path):
     print(f"tfmot subprocess: {time.perf_counter() - start:.0f} s", flush=True)
     rows, first = [], {}
     for seed, model in baselines.items():
-        recipe = wb.Recipe(epochs=args.finetune_epochs, learning_rate=5e-4, seed=seed)
+        recipe = replace(wb.FINE_TUNE_RECIPE, epochs=args.finetune_epochs, seed=seed)
         rows.append(_row("dense", 0.0, seed, model, wb.flops(model)["dense"], data))
         first.setdefault(("dense", 0.0), (model, rows[-1]["_flops"]))
         for s in SPARSITIES:
