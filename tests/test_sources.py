@@ -108,3 +108,20 @@ def test_loadDataset_MedmnistName_ReadOnlyDataFolder_DownloadsIntoAndReadsFromTh
     assert (user / "pneumoniamnist.npz").is_file()
     monkeypatch.setattr(sources, "download", lambda *a: pytest.fail("downloaded a file the user folder has"))
     assert len(load_dataset("pneumoniamnist").train) == 40
+
+
+@pytest.mark.parametrize("command", ["download", "prepare"])
+def test_cli_ReadOnlyDataFolder_WritesIntoTheUserFolder(
+    data_and_user_folders, read_only, monkeypatch, command
+):
+    """`bash run.sh lab` runs `prepare` first: on a class's read-only data folder it must not fail."""
+    from workbench.__main__ import main
+    from workbench.data import medmnist, phantom
+
+    shared, user = data_and_user_folders
+    read_only(shared)
+    written = []
+    monkeypatch.setattr(medmnist, "download", lambda name, folder: written.append(Path(folder)) or folder)
+    monkeypatch.setattr(phantom, "ensure_phantoms", lambda root: written.append(Path(root)) or root)
+    assert main([command, "pneumoniamnist"] if command == "download" else [command]) == 0
+    assert written == [user]

@@ -160,18 +160,19 @@ def _summary(args) -> int:
 
 
 def _download(args) -> int:
-    from workbench.core.paths import data_dir
+    from workbench.core.paths import writable
     from workbench.data.medmnist import download
 
-    print(f"saved {download(args.name, data_dir())}")
+    # a read-only shared data folder: into the user's folder, where load_dataset also looks
+    print(f"saved {download(args.name, writable(f'{args.name}.npz').parent)}")
     return 0
 
 
 def _prepare(args) -> int:
-    from workbench.core.paths import data_dir
     from workbench.data.phantom import ensure_phantoms
+    from workbench.data.sources import phantom_root
 
-    print(f"phantom volumes ready in {ensure_phantoms(data_dir())}")
+    print(f"phantom volumes ready in {ensure_phantoms(phantom_root())}")
     return 0
 
 

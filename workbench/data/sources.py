@@ -102,13 +102,19 @@ def load_phantom(
     (dataset ``phantom3d``, 120 volumes, small enough for tests).
     """
     # a shared data folder's phantom is read as it is; a missing one is generated where we may write
-    root = data_dir() if (data_dir() / "phantom").exists() else paths.writable("phantom").parent
+    root = phantom_root()
     folder = ensure_phantoms(root)
     size = PHANTOM_VOLUME_SIZE if mode == "volume" else PHANTOM_IMAGE_SIZE
     dataset = load_nifti_folder(
         folder, mode=mode, size=size, seed=seed, class_names=class_names or PHANTOM_CLASSES
     )
     return replace(dataset, name="phantom3d" if mode == "volume" else "phantom")
+
+
+def phantom_root() -> Path:
+    """The folder that holds (or will hold) ``phantom/``: the data folder's if it has one or can be
+    written, else the user's folder (a read-only shared data folder is read, never written)."""
+    return data_dir() if (data_dir() / "phantom").exists() else paths.writable("phantom").parent
 
 
 def _phantom_mode(name: str, mode: str | None) -> str:
