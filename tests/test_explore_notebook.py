@@ -2,60 +2,40 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+import re
 
 import papermill
 import pytest
+from conftest import SHARED_RUN
 
-NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "01_explore_threshold.ipynb"
-SMALL = {"epochs": 1, "grid_points": 6}
-
-
-@pytest.fixture(scope="module")
-def shared_data(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as patch:
-        folder = tmp_path_factory.mktemp("workbench-data")
-        patch.setenv("WORKBENCH_DATA", str(folder))  # the kernels inherit it
-        yield folder
-
-
-def _run(tmp_path: Path, **parameters) -> dict:
-    out = tmp_path / "results"
-    papermill.execute_notebook(
-        str(NOTEBOOK),
-        str(tmp_path / NOTEBOOK.name),
-        parameters={**SMALL, **parameters, "results_dir": str(out)},
-        cwd=str(NOTEBOOK.parent),
-        kernel_name="python3",
-        progress_bar=False,
-    )
-    return json.loads((out / "metrics.json").read_text())
+NAME = "01_explore_threshold.ipynb"
 
 
 @pytest.mark.slow
-def test_epsilon_zero_GivesTheDenseModel(shared_data, tmp_path):
-    metrics = _run(tmp_path, epsilon=0.0)
+def test_epsilon_zero_GivesTheDenseModel(run_notebook):
+    assert SHARED_RUN[NAME]["epsilon"] == 0.0  # the shared run of notebook 01 is the one at ε = 0
+    metrics = run_notebook(NAME, **SHARED_RUN[NAME]).metrics
     assert metrics["epsilon"] == 0.0 and metrics["sparsity"] == 0.0
     assert metrics["changed_predictions"] == 0
     assert metrics["accuracy"] == metrics["dense_accuracy"] and metrics["auc"] == metrics["dense_auc"]
 
 
 @pytest.mark.slow
-def test_negative_epsilon_FailsTheRun_WithTheEnginesMessage(shared_data, tmp_path):
-    with pytest.raises(papermill.PapermillExecutionError, match=r"epsilon must be .*-1"):
-        _run(tmp_path, epsilon=-1.0)
-    assert not (tmp_path / "results" / "metrics.json").exists()
+def test_negative_epsilon_FailsTheRun_WithTheEnginesMessage(run_notebook):
+    failed = run_notebook(NAME, epsilon=-1.0)
+    assert isinstance(failed.error, papermill.PapermillExecutionError)
+    assert re.search(r"epsilon must be .*-1", str(failed.error))
+    assert not (failed.results / "metrics.json").exists()
 
 
 @pytest.mark.slow
-def test_large_epsilon_IsKeptAsGiven_NotClampedToASliderRange(shared_data, tmp_path):
-    metrics = _run(tmp_path, epsilon=1e9)
+def test_large_epsilon_IsKeptAsGiven_NotClampedToASliderRange(run_notebook):
+    metrics = run_notebook(NAME, epsilon=1e9).metrics
     assert metrics["epsilon"] == 1e9 and metrics["sparsity"] > 0.99
 
 
 @pytest.mark.slow
-def test_users_backbone_And_npz_AreExploredAsGiven_WeightsUntouched(shared_data, tmp_path):
+def test_users_backbone_And_npz_AreExploredAsGiven_WeightsUntouched(run_notebook, tmp_path):
     """A nested keras.applications backbone with a one-sigmoid head, on the user's own 3-channel .npz."""
     import hashlib
 
@@ -81,7 +61,8 @@ def test_users_backbone_And_npz_AreExploredAsGiven_WeightsUntouched(shared_data,
     model.save(path)
     before = hashlib.sha256(path.read_bytes()).hexdigest()
 
-    metrics = _run(tmp_path, dataset=str(data), model=str(path), calibration_size=16, epsilon=1e-6)
+    options = {"dataset": str(data), "model": str(path), "calibration_size": 16, "epsilon": 1e-6}
+    metrics = run_notebook(NAME, **options).metrics
 
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before
     dense = keras.models.load_model(path).predict(arrays["test_images"] / 255.0, verbose=0)[:, 0]
