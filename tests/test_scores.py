@@ -181,6 +181,23 @@ def test_stats_cache_SecondScorerReadsTheDisk_WithoutAGradientPass(tiny_dataset,
             np.testing.assert_array_equal(getattr(again, field)[name], values)
 
 
+def test_stats_cache_DepthwiseLayer_IsReopenedWithoutAWarningOrAPass(tiny_dataset, monkeypatch, tmp_path):
+    """A depthwise kernel's units are (channels, multiplier): its filter scores are 2-D, not damaged."""
+    import warnings
+
+    inputs = keras.Input(tiny_dataset.val.images.shape[1:])
+    x = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+    x = keras.layers.DepthwiseConv2D(3, activation="relu")(x)
+    outputs = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
+    model, val = keras.Model(inputs, outputs), tiny_dataset.val
+    calls = _counting_passes(monkeypatch)
+    Scorer(model, val.images, val.labels, cache_dir=tmp_path).stats()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the cache's damaged-file warning would fail here
+        Scorer(model, val.images, val.labels, cache_dir=tmp_path).stats()
+    assert len(calls) == 1
+
+
 def test_stats_cache_IsInvalidatedByWeightsCalibrationHeadOrBatchSize(tiny_dataset, monkeypatch, tmp_path):
     model, val = tiny_head_model(2, "relu"), tiny_dataset.val  # a relu output: any head may be asked
     calls = _counting_passes(monkeypatch)

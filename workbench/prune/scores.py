@@ -458,4 +458,6 @@ def _check_stats(stats: GradientStats, infos: list[LayerInfo]) -> None:
             check_array(
                 getattr(stats, field)[info.name], f"{field} of {info.name}", tuple(info.shape), NON_NEGATIVE
             )
-        check_array(stats.unit_taylor[info.name], f"unit_taylor of {info.name}", (None,), NON_NEGATIVE)
+        check_array(
+            stats.unit_taylor[info.name], f"unit_taylor of {info.name}", tuple(info.units_shape), NON_NEGATIVE
+        )
