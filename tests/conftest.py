@@ -427,6 +427,7 @@ class NotebookRun:
         return [o for c in cells for o in c.outputs if mime in o.get("data", {})]
 
     def printed(self) -> str:
+        """All text the executed notebook printed."""
         return "".join(o.get("text", "") for c in self.notebook.cells for o in c.get("outputs", []))
 
 
