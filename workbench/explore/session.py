@@ -49,6 +49,14 @@ log = logging.getLogger(__name__)
 __all__ = ["Explorer", "GoalPoint", "Point", "Setting"]  # the answers' classes, where they were
 
 
+def _check_options(grid_points, estimate_budget) -> None:
+    """Refuse a curve of fewer than two points, or an estimate with no time to run."""
+    if isinstance(grid_points, bool) or not isinstance(grid_points, int) or grid_points < 2:
+        raise WorkbenchError(f"grid_points must be an integer >= 2 (points on a curve), got {grid_points!r}")
+    if not estimate_budget > 0:
+        raise WorkbenchError(f"estimate_budget must be a number of seconds > 0, got {estimate_budget!r}")
+
+
 class Explorer:
     """Everything an ε explorer needs, without widgets: scores, curves and points, all cached.
 
@@ -94,12 +102,7 @@ class Explorer:
         margin: float = 0.02,
         progress: Progress | None = None,
     ):
-        if isinstance(grid_points, bool) or not isinstance(grid_points, int) or grid_points < 2:
-            raise WorkbenchError(
-                f"grid_points must be an integer >= 2 (points on a curve), got {grid_points!r}"
-            )
-        if not estimate_budget > 0:
-            raise WorkbenchError(f"estimate_budget must be a number of seconds > 0, got {estimate_budget!r}")
+        _check_options(grid_points, estimate_budget)
         check_dataset(dataset)
         check_built(model)
         # before the Scorer, which would blame its calibration labels for a model made for other classes
