@@ -9,6 +9,7 @@ import nbformat
 import numpy as np
 import pytest
 
+import workbench as wb
 from workbench.core.paths import PROJECT_ROOT
 from workbench.course import exercises as teaching
 from workbench.model.registry import get_kernels
@@ -20,7 +21,7 @@ LESSON = PROJECT_ROOT / "notebooks" / "05_teaching_gradient_pruning.ipynb"
 @pytest.fixture(scope="module")
 def solutions() -> dict:
     """The teacher's functions: every cell of lesson 05 that holds a marked solution, executed."""
-    namespace = {"np": np, "apply_masks": apply_masks}
+    namespace = {"np": np, "wb": wb, "apply_masks": apply_masks}  # what the lesson's first cells import
     for cell in nbformat.read(LESSON, as_version=4).cells:
         if cell.cell_type == "code" and "### BEGIN SOLUTION" in cell.source:
             exec(cell.source, namespace)
