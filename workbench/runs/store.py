@@ -472,8 +472,13 @@ def _removed_on_error(partial: Path, identity: str) -> Iterator[Path]:
 
 # The kernel's own log is not the notebook's output: jupyter_client interrupts every kernel as it shuts it
 # down, and a kernel caught in a message handler then logs "ERROR | KeyboardInterrupt caught in kernel" to
-# the sweep's terminal after a run that went well. Errors in cells still reach the run (run.json).
-QUIET_KERNEL = ["--log-level=CRITICAL"]
+# the sweep's terminal after a run that went well. Likewise the event loop's log: a SIGTERM to the sweep
+# closes a kernel's sockets under it, and zmq logs "Socket operation on non-socket" with a traceback
+# through tornado's logger. Errors in cells still reach the run (run.json).
+QUIET_KERNEL = [
+    "--log-level=CRITICAL",
+    "--IPKernelApp.exec_lines=__import__('logging').getLogger('tornado').setLevel(50)",  # no user name
+]
 
 
 def _execute(notebook: str, params: dict, partial: Path, kernel_name: str) -> dict:
