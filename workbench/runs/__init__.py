@@ -1,0 +1,1 @@
+"""Runs: the run store, notebook sweeps, and the report."""
