@@ -24,3 +24,10 @@ class UnreachableGoal(WorkbenchError):
 
 class Cancelled(Exception):
     """Raised inside work whose request was overtaken by a newer one, or stopped by the user."""
+
+
+def check_choice(value, name: str, choices: tuple):
+    """Return ``value`` if it is one of ``choices``, else raise WorkbenchError naming ``name``."""
+    if not isinstance(value, str) or value not in choices:
+        raise WorkbenchError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+    return value

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from workbench.core.errors import WorkbenchError
+from workbench.core.errors import WorkbenchError, check_choice
 
 SCOPES = ("global", "layerwise")
 Scores = dict[str, np.ndarray]
@@ -71,9 +71,7 @@ def check_sparsity(sparsity: float) -> float:
 
 def check_scope(scope: str) -> str:
     """Return ``scope``, or raise ValueError unless it is one of ``SCOPES``."""
-    if not isinstance(scope, str) or scope not in SCOPES:
-        raise WorkbenchError(f"scope must be one of {SCOPES}, got {scope!r}")
-    return scope
+    return check_choice(scope, "scope", SCOPES)
 
 
 def check_scores(scores: Scores) -> Scores:

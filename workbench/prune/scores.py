@@ -31,7 +31,7 @@ from workbench.core.cache import (
     fingerprint,
     read_cached,
 )
-from workbench.core.errors import WorkbenchError
+from workbench.core.errors import WorkbenchError, check_choice
 from workbench.core.fs import atomic_path
 from workbench.core.masks import Scores, unit_scores
 from workbench.core.progress import Progress, reporter, ticking
@@ -55,16 +55,12 @@ GRANULARITIES = ("unstructured", "structured")
 
 def check_criterion(criterion: str) -> str:
     """Return ``criterion``, or raise ValueError unless it names a row of ``CRITERIA``."""
-    if not isinstance(criterion, str) or criterion not in CRITERIA:
-        raise WorkbenchError(f"criterion must be one of {tuple(CRITERIA)}, got {criterion!r}")
-    return criterion
+    return check_choice(criterion, "criterion", tuple(CRITERIA))
 
 
 def check_granularity(granularity: str) -> str:
     """Return ``granularity``, or raise ValueError unless it is one of ``GRANULARITIES``."""
-    if not isinstance(granularity, str) or granularity not in GRANULARITIES:
-        raise WorkbenchError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
-    return granularity
+    return check_choice(granularity, "granularity", GRANULARITIES)
 
 
 @dataclass(frozen=True)
