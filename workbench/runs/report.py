@@ -24,10 +24,10 @@ import numpy as np
 import pandas as pd
 
 from workbench.core import fs
-from workbench.view import plots
-from workbench.runs.store import BadRun, scan
-from workbench.core.stats import METRIC_CHANGES
 from workbench.core.errors import WorkbenchError
+from workbench.core.stats import METRIC_CHANGES
+from workbench.runs.store import BadRun, scan
+from workbench.view import plots
 
 log = logging.getLogger(__name__)
 

@@ -41,9 +41,9 @@ import numpy as np
 import pandas as pd
 
 from workbench.core import fs
+from workbench.core.errors import WorkbenchError
 from workbench.core.fs import PARTIAL_PREFIX, give_usual_mode
 from workbench.core.stats import METRICS_VERSION
-from workbench.core.errors import WorkbenchError
 
 log = logging.getLogger(__name__)
 
