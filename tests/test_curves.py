@@ -141,21 +141,23 @@ def test_forward_Rows_FewLargeImagesOrManySmallOnesPerChunk(setup):
     assert forward.rows(np.zeros((1, 28, 28, 1))) == Forward.CHUNK  # capped
 
 
-def test_evaluator_BetweenChunksRaises_StopsThePass(setup, monkeypatch):
+def test_evaluator_ProgressRaisesCancelled_StopsThePassAfterTheFirstChunk(setup, monkeypatch):
     from workbench.analysis.curves import Forward
+    from workbench.core.errors import Cancelled
 
     _, data, _, evaluator = setup
     monkeypatch.setattr(Forward, "CHUNK", 4)
     calls = []
 
-    def stop():
-        calls.append(1)
-        raise KeyboardInterrupt("overtaken")
+    def stop(done, total):
+        calls.append((done, total))
+        raise Cancelled("overtaken")
 
     keep = {name: np.ones(shape, bool) for name, shape in evaluator.shapes.items()}
-    with pytest.raises(KeyboardInterrupt):
-        evaluator.evaluate(keep, between=stop)
-    assert calls == [1], "stopped before the second chunk"
+    with pytest.raises(Cancelled):
+        evaluator.evaluate(keep, progress=stop)
+    (done, chunks), *later = calls
+    assert done == 1 and chunks > 1 and not later, "stopped after the first chunk, before the second"
 
 
 def test_evaluate_model_ADenseReferenceWithAnotherHead_IsReadThroughItsOwn(tiny_dataset):

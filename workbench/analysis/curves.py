@@ -32,7 +32,7 @@ from workbench.core.metrics import (
     pruned_metrics,
     validated_metrics,
 )
-from workbench.core.progress import Progress, between_as_progress, reporter, ticking
+from workbench.core.progress import Progress, reporter, ticking
 from workbench.core.stats import check_evidence_options
 from workbench.data.dataset import Dataset, Split, evaluation_splits
 from workbench.model.builders import check_built, check_images
@@ -184,17 +184,15 @@ class Evaluator:
         self.dense_metrics = self._metrics(self.dense_val, self.dense_test, evidence)
 
     def probabilities(
-        self, keep: Masks, structured: bool = False, *, progress: Progress | None = None, between=None
+        self, keep: Masks, structured: bool = False, *, progress: Progress | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """(val, test) probabilities with ``keep`` applied to the kernels.
 
         ``structured`` gives the exact masked reference of ``apply_masks(structured=True)``:
         dead channels' biases and BatchNorm γ/β are zeroed too (``graph.reference_factors``).
         ``progress`` is called with (chunks done, chunks) through the pass (see ``Forward``); a
-        ``Cancelled`` it raises stops it. ``between`` is the older form (a call of no arguments
-        before every chunk after the first), kept for its callers.
+        ``Cancelled`` it raises stops it.
         """
-        progress = progress if between is None else between_as_progress(between)
         check_masks(keep, self.shapes)
         values = list(self.forward.dense)
         for name, position in self._kernels.items():
@@ -268,14 +266,13 @@ class Evaluator:
         *,
         evidence: bool | None = None,
         progress: Progress | None = None,
-        between=None,
     ) -> dict:
         """Clinical metrics and evidence on test (threshold chosen on val), and the changed decisions.
 
         ``evidence`` overrides the evaluator's own setting (False: no intervals, for curve points).
-        ``progress`` and ``between``: as in ``probabilities``.
+        ``progress``: as in ``probabilities``.
         """
-        probs = self.probabilities(keep, structured, progress=progress, between=between)
+        probs = self.probabilities(keep, structured, progress=progress)
         return self._metrics(*probs, self.evidence if evidence is None else evidence)
 
 
@@ -406,7 +403,6 @@ def curve(
     epsilons: np.ndarray | None = None,
     sparsities: np.ndarray | None = None,
     progress: Progress | None = None,
-    between: Callable[[], None] | None = None,
     on_row: Callable[[int, dict], None] | None = None,
 ) -> pd.DataFrame:
     """Evaluate ``spec`` at every ε (or target sparsity) of a grid.
@@ -419,8 +415,7 @@ def curve(
     ``progress`` (``workbench.core.progress``), if given, is called with (points done, points in
     all) after each point, and again with the same numbers between the chunks of a point's
     forward pass, so a ``Cancelled`` it raises stops the curve within a chunk (and work in the
-    background can yield there). ``between`` is the older form of that call between chunks,
-    kept for its callers. ``on_row(index, row)`` sees each row as it is made.
+    background can yield there). ``on_row(index, row)`` sees each row as it is made.
     """
     if (epsilons is None) == (sparsities is None):
         raise WorkbenchError("give exactly one of epsilons= or sparsities=")
@@ -428,7 +423,7 @@ def curve(
     scores = scorer.scores(spec.criterion, spec.granularity)  # once per curve, not per point
     rows, previous, metrics = [], None, None
     grid = np.asarray(grid, dtype=float)
-    within = _within_point(progress, between, rows, len(grid))
+    within = _within_point(progress, rows, len(grid))
     for value in grid:
         point = replace(spec, **{"epsilon": None, "sparsity": None, key: float(value)})
         result = masks_from_scores(scores, point, scorer.infos)
@@ -445,18 +440,14 @@ def curve(
     return pd.DataFrame(rows)
 
 
-def _within_point(progress: Progress | None, between, rows: list, points: int) -> Progress | None:
+def _within_point(progress: Progress | None, rows: list, points: int) -> Progress | None:
     """The progress a curve's point passes to its forward pass: the curve's own count so far
-    (``rows`` grows as points finish), then the older ``between`` call."""
-    if progress is None and between is None:
+    (``rows`` grows as points finish), repeated between the pass's chunks."""
+    if progress is None:
         return None
-    older = between_as_progress(between) if between is not None else None
 
     def within(done: int, chunks: int) -> None:
-        if progress is not None:
-            progress(len(rows), points)
-        if older is not None:
-            older(done, chunks)
+        progress(len(rows), points)
 
     return within
 

@@ -9,7 +9,6 @@ background work wait in it while the user's answer computes.
 
 - ``reporter``: progress as (done, total) calls, or a tqdm bar when no callback is given.
 - ``ticking``: repeats a step while one long call runs, so the clock of a bar moves.
-- ``between_as_progress``: the older form (a call of no arguments between batches) as a Progress.
 - ``Cancelled``: raised inside work whose request was overtaken or stopped.
 """
 
@@ -28,17 +27,6 @@ from workbench.core.errors import (
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]  # progress(done, total); may raise Cancelled to stop the work
-
-
-def between_as_progress(between: Callable[[], None]) -> Progress:
-    """A Progress calling ``between()`` between batches (not after the last), as the older
-    ``between=`` arguments were called."""
-
-    def progress(done: int, total: int) -> None:
-        if done < total:
-            between()
-
-    return progress
 
 
 def check_progress(progress) -> None:

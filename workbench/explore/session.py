@@ -254,14 +254,12 @@ class Explorer:
                 self._curves[key] = found
         return self._curves.get(key)
 
-    def curve(
-        self, spec: PruneSpec, *, progress: Progress | None = None, between=None, partial=None
-    ) -> pd.DataFrame:
+    def curve(self, spec: PruneSpec, *, progress: Progress | None = None, partial=None) -> pd.DataFrame:
         """The curve for ``spec``'s criterion/scope/granularity/mode (cached; ε itself ignored).
 
         ``progress`` (``workbench.core.progress``), if given, is called with (points done, points
         in all) as the curve fills in, and between the chunks of each forward pass: a ``Cancelled``
-        it raises stops the curve there. ``between`` is its older form (see ``curves.curve``).
+        it raises stops the curve there.
         ``partial`` is called with the curve so far after each point (the placeholder's rows
         filled in up to that point).
         """
@@ -285,7 +283,6 @@ class Explorer:
                 spec,
                 **{grid_argument: grid},
                 progress=progress,
-                between=between,
                 on_row=on_row,
             )
         self._curves[self.curve_key(spec)] = table
