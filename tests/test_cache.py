@@ -179,6 +179,12 @@ KINDS = {
         np.array_equal,
         "gradients",
     ),
+    "feature-map ranks": Kind(
+        lambda m, d, f: Scorer(m, d.val.images, d.val.labels, cache_dir=f).ranks()["conv2"],
+        "activations-*.npz",
+        np.array_equal,
+        "activations",
+    ),
 }
 
 DAMAGES = [
@@ -211,6 +217,8 @@ DAMAGES = [
     ("gradient statistics", "NaN gradient", set_npz("abs_grad_0", np.nan)),
     ("gradient statistics", "negative gradient", set_npz("sq_grad_1", -1.0)),
     ("gradient statistics", "negative batches", set_npz("batches", -3)),
+    ("feature-map ranks", "truncated", truncate),
+    ("feature-map ranks", "negative rank", set_npz("ranks_1", -1.0)),
 ]
 
 

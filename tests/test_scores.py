@@ -132,7 +132,7 @@ def test_non_finite_gradients_RaiseValueError(tiny_dataset):
 def test_every_criterion_ScoresEveryPrunableKernel(tiny_dataset):
     model = tiny_cnn()
     scorer = Scorer(model, tiny_dataset.val.images, tiny_dataset.val.labels)
-    for criterion in CRITERIA:
+    for criterion in (name for name, c in CRITERIA.items() if "unstructured" in c.granularities):
         got = scorer.scores(criterion)
         assert {n: v.shape for n, v in got.items()} == {n: k.shape for n, k in get_kernels(model).items()}
         assert all((v >= 0).all() for v in got.values())
@@ -143,10 +143,20 @@ def test_criteria_table_GradientFreeCriteria_NeverComputeGradients(tiny_dataset,
     scorer = Scorer(model, tiny_dataset.val.images, tiny_dataset.val.labels)
     monkeypatch.setattr(scores_module, "gradient_stats", lambda *a, **k: pytest.fail("computed gradients"))
     free = [name for name, criterion in CRITERIA.items() if not criterion.needs_gradients]
-    assert free == ["magnitude", "random"]
+    assert free == ["magnitude", "random", "fpgm", "hrank"]
     for name in free:
-        for granularity in ("unstructured", "structured"):
+        for granularity in CRITERIA[name].granularities:
             assert scorer.scores(name, granularity)
+
+
+def test_criteria_table_FilterCriteria_AreStructuredOnly_OthersScoreBoth():
+    granularities = {name: c.granularities for name, c in CRITERIA.items()}
+    both = ("unstructured", "structured")
+    assert granularities == {
+        **{name: both for name in ("gradient", "snip", "taylor", "magnitude", "random")},
+        "fpgm": ("structured",),
+        "hrank": ("structured",),
+    }
 
 
 def test_criteria_table_LabelsEveryThresholdForTheDashboard():
@@ -156,6 +166,8 @@ def test_criteria_table_LabelsEveryThresholdForTheDashboard():
         "taylor": "(g·w)²",
         "magnitude": "|w|",
         "random": "random score",
+        "fpgm": "Σ distance to other filters",
+        "hrank": "mean feature-map rank",
     }
 
 

@@ -53,6 +53,8 @@ class Kind:
 KINDS = {
     # prune/scores.Scorer: the gradient statistics every gradient criterion scores from
     "gradients": Kind(".npz", 1, "gradient statistics"),
+    # prune/scores.Scorer: HRank's mean feature-map rank per unit (prune/activations)
+    "activations": Kind(".npz", 1, "feature-map ranks"),
     # explore/session.Explorer: the dense model's probabilities on validation and test
     "dense": Kind(".npz", 1, "dense pass"),
     # explore/session.Explorer: one setting's metrics and probabilities (arrays and JSON text)

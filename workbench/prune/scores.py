@@ -1,10 +1,17 @@
-"""Importance scores for every prunable weight: gradient (the ε rule), SNIP, Taylor, magnitude, random.
+"""Importance scores for every prunable weight: gradient (the ε rule), SNIP, Taylor, magnitude,
+random, and two filter criteria, FPGM and HRank.
 
 One pass over the calibration data accumulates, per kernel weight, the batch-mean of |g| and of
 g², and per structured unit the batch-mean of (Σ g·w)². Every criterion is a cheap function of
 those and the weights, and a ``Scorer`` caches them, so moving ε never recomputes gradients.
 Given a ``cache_dir`` it also keeps them on disk, keyed by every weight of the model, the
 calibration images and labels, the head and the batch size, so a reopened notebook skips the pass.
+HRank's evidence, the feature maps' ranks (``workbench.prune.activations``), is kept the same way.
+
+FPGM and HRank score whole units only: a filter's distance to the others, or its map's rank, says
+nothing about one of its weights. Asked for unstructured scores they are refused
+(``check_pairing``) rather than spread over the weights, which would prune whole filters under
+the name of unstructured pruning.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+from scipy.spatial.distance import pdist, squareform
 
 from workbench.core.cache import (
     NON_NEGATIVE,
@@ -46,6 +54,7 @@ from workbench.model.registry import (
     prunable_layers,
     unpruned_weighted_layers,
 )
+from workbench.prune.activations import feature_map_ranks, read_ranks, write_ranks
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +70,17 @@ def check_criterion(criterion: str) -> str:
 def check_granularity(granularity: str) -> str:
     """Return ``granularity``, or raise ValueError unless it is one of ``GRANULARITIES``."""
     return check_choice(granularity, "granularity", GRANULARITIES)
+
+
+def check_pairing(criterion: str, granularity: str) -> None:
+    """Raise WorkbenchError when ``criterion`` has no scores at ``granularity`` (FPGM and HRank
+    score whole filters: they are structured only)."""
+    allowed = CRITERIA[check_criterion(criterion)].granularities
+    if check_granularity(granularity) not in allowed:
+        raise WorkbenchError(
+            f"criterion {criterion!r} scores whole filters and units, so granularity must be "
+            f"{' or '.join(map(repr, allowed))}, got granularity={granularity!r}"
+        )
 
 
 @dataclass(frozen=True)
@@ -189,56 +209,93 @@ def _check_finite(stats: GradientStats) -> None:
 
 # --- the criteria -----------------------------------------------------------------------------
 
-WeightFn = Callable[[Scores, "GradientStats | None", int], Scores]
+WeightFn = Callable[[Scores, object, int], Scores]  # (kernels, evidence, seed) -> scores
+UnitFn = Callable[[Scores, object, list[LayerInfo], int], Scores]  # (kernels, evidence, infos, seed)
 
 
 @dataclass(frozen=True)
 class Criterion:
-    """One scoring rule: whether it needs gradients, its per-weight and per-unit scores, its label.
+    """One scoring rule: the evidence it needs, its per-weight and per-unit scores, its label.
 
+    ``needs`` names the pass over the calibration images its scores use: "gradients"
+    (``GradientStats``), "activations" (HRank's feature-map ranks) or None (weights alone); the
+    functions get that evidence. ``weight_fn`` None: a filter criterion, structured only.
     ``unit_fn`` None means a unit (filter, neuron) scores the mean of its weights' scores.
     ``threshold_label`` names the quantity ε is compared with (for the dashboard).
     """
 
-    needs_gradients: bool
-    weight_fn: WeightFn
-    unit_fn: WeightFn | None
+    needs: str | None
+    weight_fn: WeightFn | None
+    unit_fn: UnitFn | None
     threshold_label: str
+
+    @property
+    def needs_gradients(self) -> bool:
+        """Whether scoring runs the gradient pass."""
+        return self.needs == "gradients"
+
+    @property
+    def granularities(self) -> tuple[str, ...]:
+        """The granularities it scores: both, or "structured" alone for a filter criterion."""
+        return GRANULARITIES if self.weight_fn is not None else ("structured",)
 
 
 def _random(kernels: Scores, stats, seed: int) -> Scores:
     return {n: np.random.default_rng([seed, i]).random(w.shape) for i, (n, w) in enumerate(kernels.items())}
 
 
+def fpgm_scores(kernels: Scores, infos: list[LayerInfo]) -> Scores:
+    """FPGM (He et al. 2019): each unit's summed Euclidean distance to the other units of its layer.
+
+    A filter near the geometric median of its layer's filters is the one the others can stand in
+    for; the sum of distances is the paper's own approximation of that nearness, so the lowest
+    sums are pruned first. A unit is its incoming weights (a Dense neuron's kernel column, a
+    depthwise channel's spatial kernel). Distances grow with a layer's size: compare layers with
+    ``scope="layerwise"`` or ``normalize=True``.
+    """
+    scores = {}
+    for info in infos:
+        units = kernels[info.name].reshape(-1, int(np.prod(info.units_shape))).T.astype(np.float64)
+        scores[info.name] = squareform(pdist(units)).sum(axis=1).reshape(info.units_shape)
+    return scores
+
+
 CRITERIA: dict[str, Criterion] = {
-    "gradient": Criterion(True, lambda k, s, _: dict(s.abs_grad), None, "|g|"),
+    "gradient": Criterion("gradients", lambda k, s, _: dict(s.abs_grad), None, "|g|"),
     "snip": Criterion(
-        True, lambda k, s, _: {n: np.abs(w) * s.abs_grad[n] for n, w in k.items()}, None, "|g·w|"
+        "gradients", lambda k, s, _: {n: np.abs(w) * s.abs_grad[n] for n, w in k.items()}, None, "|g·w|"
     ),
     "taylor": Criterion(
-        True,
+        "gradients",
         lambda k, s, _: {n: w**2 * s.sq_grad[n] for n, w in k.items()},
-        lambda k, s, _: dict(s.unit_taylor),  # Molchanov's filter score: (Σ g·w)² per unit
+        lambda k, s, infos, _: dict(s.unit_taylor),  # Molchanov's filter score: (Σ g·w)² per unit
         "(g·w)²",
     ),
-    "magnitude": Criterion(False, lambda k, s, _: {n: np.abs(w) for n, w in k.items()}, None, "|w|"),
-    "random": Criterion(False, _random, None, "random score"),
+    "magnitude": Criterion(None, lambda k, s, _: {n: np.abs(w) for n, w in k.items()}, None, "|w|"),
+    "random": Criterion(None, _random, None, "random score"),
+    "fpgm": Criterion(
+        None, None, lambda k, s, infos, _: fpgm_scores(k, infos), "Σ distance to other filters"
+    ),
+    "hrank": Criterion("activations", None, lambda k, ranks, infos, _: dict(ranks), "mean feature-map rank"),
 }
 
 
-def weight_scores(criterion: str, kernels: Scores, stats: GradientStats | None, seed: int = 0) -> Scores:
-    """Score every kernel weight by ``criterion``; ``stats`` is needed for gradient-based ones."""
-    return CRITERIA[check_criterion(criterion)].weight_fn(kernels, stats, seed)
+def weight_scores(criterion: str, kernels: Scores, evidence: object, seed: int = 0) -> Scores:
+    """Score every kernel weight by ``criterion``; ``evidence`` is what its ``needs`` names."""
+    check_pairing(criterion, "unstructured")
+    return CRITERIA[criterion].weight_fn(kernels, evidence, seed)
 
 
 def structured_scores(
-    criterion: str, kernels: Scores, stats: GradientStats | None, infos: list[LayerInfo], seed: int = 0
+    criterion: str, kernels: Scores, evidence: object, infos: list[LayerInfo], seed: int = 0
 ) -> Scores:
     """Score every structured unit: the criterion's own unit score, or the mean of its weights' scores."""
     unit_fn = CRITERIA[check_criterion(criterion)].unit_fn
     if unit_fn is not None:
-        return unit_fn(kernels, stats, seed)
-    return unit_scores(weight_scores(criterion, kernels, stats, seed), {i.name: i.units_shape for i in infos})
+        return unit_fn(kernels, evidence, infos, seed)
+    return unit_scores(
+        weight_scores(criterion, kernels, evidence, seed), {i.name: i.units_shape for i in infos}
+    )
 
 
 class Scorer:
@@ -290,6 +347,7 @@ class Scorer:
         _warn_unpruned_once(model)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self._stats: dict[str, GradientStats] = {}
+        self._ranks: dict[str, Scores] = {}
         self._scores: dict[tuple[str, str, str], Scores] = {}
         self._frozen, self._fingerprint = frozen, None
 
@@ -352,17 +410,39 @@ class Scorer:
 
         ``progress`` is called as the gradient pass goes, if this criterion needs one not yet made.
         """
-        check_granularity(granularity)
+        check_pairing(criterion, granularity)
         key = (self.fingerprint(), criterion, granularity)
         if key not in self._scores:
-            needs_gradients = CRITERIA[check_criterion(criterion)].needs_gradients
-            stats = self.stats(progress) if needs_gradients else None
+            passes = {"gradients": self.stats, "activations": self.ranks}
+            needs = CRITERIA[criterion].needs
+            evidence = passes[needs](progress) if needs is not None else None
             kernels = get_kernels(self.model)
             if granularity == "structured":
-                self._scores[key] = structured_scores(criterion, kernels, stats, self.infos, self.seed)
+                self._scores[key] = structured_scores(criterion, kernels, evidence, self.infos, self.seed)
             else:
-                self._scores[key] = weight_scores(criterion, kernels, stats, self.seed)
+                self._scores[key] = weight_scores(criterion, kernels, evidence, self.seed)
         return self._scores[key]
+
+    def ranks(self, progress: Progress | bool | None = None) -> Scores:
+        """HRank's evidence for the current weights: each unit's mean feature-map rank over the
+        calibration images (``activations.feature_map_ranks``), from memory, the disk cache or a pass.
+
+        ``progress`` is handed to the pass when one is needed.
+        """
+        key = self.fingerprint()
+        if key not in self._ranks:
+            path = None
+            if self.cache_dir is not None:
+                disk_key = cache_key("activations", weights=key, data=self.calibration_key)
+                path = cache_file(self.cache_dir, "activations", disk_key)
+            ranks = read_ranks(path, self.infos) if path is not None else None
+            if ranks is None:
+                log.info("ranking feature maps over %d calibration images", len(self.images))
+                ranks = feature_map_ranks(self.model, self.images, self.infos, self.batch_size, progress)
+                if path is not None:
+                    write_ranks(path, ranks)
+            self._ranks[key] = ranks
+        return self._ranks[key]
 
 
 _WARNED: weakref.WeakSet = weakref.WeakSet()  # models warned about: a Gradual fine-tune scores ~8 times
