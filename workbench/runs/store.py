@@ -36,14 +36,16 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from workbench.core import fs
 from workbench.core.errors import WorkbenchError
 from workbench.core.fs import PARTIAL_PREFIX, give_usual_mode
-from workbench.core.stats import METRICS_VERSION
+
+if TYPE_CHECKING:  # pandas (and scipy, behind stats) are imported where used: every run's kernel
+    import pandas as pd  # and CLI command imports this module, and most never need them
 
 log = logging.getLogger(__name__)
 
@@ -440,11 +442,17 @@ def execute_run(
                 "ended": time.time(),
                 "error": error,
                 "results": list(results),
-                "metrics_version": METRICS_VERSION,
+                "metrics_version": _metrics_version(),
             }
             fs.write_json(partial / "run.json", json_safe(info))
             status = _publish(partial, runs_dir / identity, info["status"])
     return RunOutcome(identity, params, status, info["ended"] - started, error)
+
+
+def _metrics_version() -> int:
+    from workbench.core.stats import METRICS_VERSION
+
+    return METRICS_VERSION
 
 
 def _make_partial(runs_dir: Path, identity: str) -> Path:
@@ -734,6 +742,8 @@ def scan(runs_dir: str | Path = "runs") -> tuple[pd.DataFrame, list[BadRun]]:
             rows.append(_read_run(folder))
         except _Unreadable as err:
             bad.append(BadRun(folder, str(err)))
+    import pandas as pd
+
     return pd.DataFrame(rows), bad
 
 
