@@ -124,6 +124,37 @@ def nested_net() -> keras.Model:
     return keras.Model(inputs, layers.Dense(2, activation="softmax", name="head")(x))
 
 
+def ops_net() -> keras.Model:
+    """Layers written as Keras ops, as MobileNetV3 and ConvNeXt write them: a hard-swish
+    (x * relu6(x + 3) / 6), a residual ``x + relu(y)``, and a sigmoid gate multiplied in."""
+    ops = keras.ops
+    inputs = keras.Input((8, 8, 3))
+    x = layers.BatchNormalization(name="bn")(layers.Conv2D(6, 3, padding="same", name="a")(inputs))
+    x = x * ops.relu6(x + 3.0) * (1.0 / 6.0)
+    x = x + ops.relu(layers.Conv2D(6, 1, name="b")(x))
+    squeezed = layers.GlobalAveragePooling2D(keepdims=True, name="squeeze")(x)
+    x = ops.multiply(x, ops.sigmoid(layers.Conv2D(6, 1, name="gate")(squeezed)))
+    x = layers.Conv2D(4, 1, name="c")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, layers.Dense(2, activation="softmax", name="out")(x))
+
+
+def nested_sequential_net() -> keras.Model:
+    """A keras.Sequential block used as one layer of a functional model, fed by a pruned conv."""
+    inputs = keras.Input((8, 8, 3))
+    x = layers.Conv2D(6, 3, padding="same", name="stem")(inputs)
+    block = keras.Sequential(
+        [
+            layers.Conv2D(5, 3, padding="same", name="inner"),
+            layers.BatchNormalization(name="inner_bn"),
+            layers.ReLU(name="inner_relu"),
+        ],
+        name="block",
+    )
+    x = layers.GlobalAveragePooling2D(name="gap")(block(x))
+    return keras.Model(inputs, layers.Dense(2, activation="softmax", name="out")(x))
+
+
 BUILDERS = {
     "residual": residual_net,
     "concat": concat_net,
@@ -131,6 +162,8 @@ BUILDERS = {
     "depthwise_separable": mobile_net,
     "conv3d": volume_net,
     "nested": nested_net,
+    "keras_ops": ops_net,
+    "nested_sequential": nested_sequential_net,
 }
 
 
@@ -217,6 +250,57 @@ def test_slim_model_OpaqueLayer_IsReportedAndKeptWhole_AndStillEqual():
     assert "LayerNormalization" in slim_report(model)["ln"]
     slim = slim_model(model, keep)
     assert slim.get_layer("c1").kernel.shape[-1] == 4, "the LayerNorm reads every channel"
+    assert slim.get_layer("c2").kernel.shape[-1] == 3
+    assert _gap(slim, apply_masks(model, keep, structured=True), _images(model)) <= TOLERANCE
+
+
+def test_Graph_KerasOps_AreFollowed_ScalarArithmeticChannelwise_TensorOpsMergeAndMultiply():
+    graph = Graph(ops_net())
+    roles = {n.layer.name: n.role for n in graph.nodes.values() if n.call}
+    assert set(roles.values()) == {"channelwise", "merge", "multiply"}, roles
+    assert graph.coupled_groups() == [("a", "b", "gate")], "the op add and op multiply couple them"
+
+
+def test_slim_model_NestedSequential_IsResizedToTheChannelsFedToIt():
+    model = nested_sequential_net()
+    keep = _keep(model, {"stem": [0, 2], "inner": [1]})
+    slim = slim_model(model, keep)
+    assert slim.get_layer("block").get_layer("inner").kernel.shape[-2:] == (4, 4)
+    assert _gap(slim, apply_masks(model, keep, structured=True), _images(model)) <= TOLERANCE
+
+
+def _op_between_convs(op) -> keras.Model:
+    inputs = keras.Input((6, 6, 2))
+    x = layers.Conv2D(4, 3, name="c1")(inputs)
+    x = layers.Conv2D(4, 1, name="c2")(op(x))
+    return keras.Model(inputs, layers.Dense(2, name="out")(layers.Flatten(name="flat")(x)))
+
+
+def test_slim_model_KerasOpThatMapsZeroElsewhere_KeepsTheChannelsItFeeds():
+    model = _op_between_convs(lambda x: x + 3.0)  # a dead channel of c1 reaches c2 as 3.0
+    keep = _keep(model, {"c1": [1, 3], "c2": [0]})
+    slim = slim_model(model, keep)
+    assert slim.get_layer("c1").kernel.shape[-1] == 4
+    assert slim.get_layer("c2").kernel.shape[-1] == 3
+    assert _gap(slim, apply_masks(model, keep, structured=True), _images(model)) <= TOLERANCE
+
+
+@pytest.mark.parametrize(
+    "op, why",
+    [
+        (lambda x: keras.ops.softmax(x), "the Keras op Softmax is not in"),
+        (lambda x: x * np.arange(1, 5, dtype="float32"), "constant array"),
+        (lambda x: x / keras.ops.exp(x), "divides by, or raises to the power of, a tensor"),
+    ],
+    ids=["softmax", "per_channel_constant", "divide_by_tensor"],
+)
+def test_slim_model_KerasOpItCannotFollow_IsNamedAndKeptWhole_AndStillEqual(op, why):
+    model = _op_between_convs(op)
+    keep = _keep(model, {"c1": [1], "c2": [2]})
+    opaque = slim_report(model)
+    assert len(opaque) == 1 and why in next(iter(opaque.values())), opaque
+    slim = slim_model(model, keep)
+    assert slim.get_layer("c1").kernel.shape[-1] == 4, "the op reads every channel"
     assert slim.get_layer("c2").kernel.shape[-1] == 3
     assert _gap(slim, apply_masks(model, keep, structured=True), _images(model)) <= TOLERANCE
 

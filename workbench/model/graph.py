@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -36,7 +36,7 @@ import numpy as np
 from workbench.core.errors import WorkbenchError
 from workbench.core.masks import Masks, alive_units
 from workbench.model.compat import keras
-from workbench.model.registry import flat_layers, kind_of, prunable_layers
+from workbench.model.registry import flat_layers, is_op, kind_of, op_kind, prunable_layers
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ _GRAPHS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its
 
 @dataclass(frozen=True)
 class Node:
-    """One layer (or a model input, ``layer=None``) and the names of the nodes feeding it."""
+    """One layer or Keras op (or a model input, ``layer=None``) and the names of the nodes feeding it."""
 
     name: str
     layer: object | None
@@ -54,11 +54,17 @@ class Node:
     role: str  # input, producer, depthwise, channelwise, merge, multiply, concat, flatten, opaque
     why_opaque: str = ""
     input_channels: int = 0  # a model input's width (layers know their own)
+    call: dict = field(default_factory=dict, compare=False)  # a Keras op's serialized call (its constants)
 
     @property
     def channels(self) -> int:
         """Width of the node's output channel axis."""
         return int(self.layer.output.shape[-1]) if self.layer is not None else self.input_channels
+
+    @property
+    def weights(self) -> list:
+        """The layer's weights ([] for a model input or a Keras op, which have none)."""
+        return list(getattr(self.layer, "weights", None) or [])
 
 
 class Graph:
@@ -74,6 +80,7 @@ class Graph:
             raise WorkbenchError(f"model must be built with a known input shape; {model.name!r} is not")
         self.prunable = prunable_layers(model)  # not the model: ``of`` caches graphs by model, weakly
         self.nodes: dict[str, Node] = {}
+        self.feeds: dict[str, list[str]] = {}  # nested model -> the outer nodes feeding its inputs
         self.outputs = set(self._add_model(model, None))
         self.consumers: dict[str, list[str]] = {name: [] for name in self.nodes}
         for node in self.nodes.values():
@@ -102,6 +109,8 @@ class Graph:
 
     def _add_model(self, model: keras.Model, sources: list[str] | None) -> list[str]:
         """Add ``model``'s layers; ``sources`` feed its inputs (None: it is the outer model)."""
+        if sources is not None:
+            self.feeds[model.name] = list(sources)
         if isinstance(model, keras.Sequential):
             return self._add_sequential(model, sources)
         config = model.get_config()
@@ -126,7 +135,10 @@ class Graph:
                 for index, out in enumerate(self._add_model(layer, inbound)):
                     alias[(layer.name, index)] = out
             else:
-                self._add(_node(layer, tuple(inbound)))
+                call = entry["inbound_nodes"][0]
+                self._add(
+                    _op_node(layer, tuple(inbound), call) if is_op(layer) else _node(layer, tuple(inbound))
+                )
                 alias[(layer.name, 0)] = layer.name
         return [alias[(name, index)] for name, _, index in _as_list(config["output_layers"])]
 
@@ -293,6 +305,69 @@ def _node(layer, inbound: tuple[str, ...]) -> Node:
     return Node(layer.name, layer, inbound, role, why)
 
 
+def _op_node(op, inbound: tuple[str, ...], call: dict) -> Node:
+    """A Keras op's node: its role from ``registry.OPS`` and how it is called (tensors, constants)."""
+    kind, why = op_kind(op), ""
+    role = kind.role if kind else "opaque"
+    tensors, constants = _call_leaves(call)
+    if kind is None:
+        why = f"the Keras op {type(op).__name__} is not in workbench.model.registry.OPS"
+    elif any(not _is_scalar(c) for c in constants):
+        why = "it combines the channels with a constant array"
+    elif len({int(t["shape"][-1]) for t in tensors}) > 1:
+        why = "its inputs broadcast over channels"
+    elif role in ("merge", "multiply") and len(tensors) == 1:
+        role = "channelwise"  # x + 3.0, x * (1/6): one tensor, scalar constants
+    elif role == "scale":
+        role = "channelwise" if len(tensors) == 1 and _is_tensor(call["args"][0]) else ""
+        why = "" if role else "it divides by, or raises to the power of, a tensor"
+    return Node(op.name, op, inbound, "opaque" if why else role, why, call=call)
+
+
+def _call_leaves(call: dict) -> tuple[list[dict], list]:
+    """(tensors' serialized configs, constants) among a serialized call's arguments, in order."""
+    tensors, constants = [], []
+
+    def visit(tree):
+        if _is_tensor(tree):
+            tensors.append(tree["config"])
+        elif isinstance(tree, list | tuple):
+            for value in tree:
+                visit(value)
+        elif isinstance(tree, dict) and "class_name" not in tree:
+            for value in tree.values():
+                visit(value)
+        else:  # a scalar, None, or a serialized object (an array, a dtype)
+            constants.append(tree)
+
+    visit([call.get("args", []), call.get("kwargs", {})])
+    return tensors, constants
+
+
+def _is_tensor(tree) -> bool:
+    return isinstance(tree, dict) and tree.get("class_name") == "__keras_tensor__"
+
+
+def _is_scalar(value) -> bool:
+    return value is None or isinstance(value, bool | int | float | str)
+
+
+def _op_on_zeros(node: Node) -> np.ndarray:
+    """The op's output when every tensor it reads is zero (each shaped 1 x ... x 1 x channels)."""
+
+    def fill(tree):
+        if _is_tensor(tree):
+            shape = tree["config"]["shape"]
+            return np.zeros([1] * (len(shape) - 1) + [int(shape[-1])], np.float32)
+        if isinstance(tree, list | tuple):
+            return [fill(value) for value in tree]
+        if isinstance(tree, dict) and "class_name" not in tree:
+            return {key: fill(value) for key, value in tree.items()}
+        return tree
+
+    return np.asarray(node.layer(*fill(node.call.get("args", [])), **fill(node.call.get("kwargs", {}))))
+
+
 def _why_opaque(layer, kind) -> str:
     """Why slim can't follow ``layer``'s channels ("" if it can)."""
     if kind is None:
@@ -344,6 +419,8 @@ def _pins(node: Node) -> str:
 
 def _maps_zero_to_zero(node: Node) -> bool:
     layer = node.layer
+    if node.call and node.role != "opaque":  # a Keras op: call it
+        return bool(np.all(_op_on_zeros(node) == 0))
     if isinstance(layer, keras.layers.Rescaling):
         return bool(np.all(np.asarray(layer.offset) == 0))
     if isinstance(layer, keras.layers.Normalization):
@@ -505,9 +582,7 @@ def planned_parameters(graph: Graph, keep: Masks) -> int:
     """Parameters of the slim model of ``keep``, predicted from the channel plan."""
     plan, total = graph.plan(keep), 0
     for node in graph.nodes.values():
-        if node.layer is None:
-            continue
-        for weight in node.layer.weights:
+        for weight in node.weights:
             total += _planned_size(node, graph, plan, weight)
     return total
 

@@ -14,6 +14,9 @@ kind has a *role* in the channel graph (see ``workbench.model.graph``):
 - ``concat`` (Concatenate on the last axis) and ``flatten``: a new space derived from the inputs'.
 - Anything else is *opaque*: kept whole, with all its input channels (pruned by masks only).
 
+``OPS`` is the same table for Keras ops recorded as nodes of a functional model (``x + 3.0``,
+``ops.relu6(x)``, ``a * b``): they have no weights, only a role.
+
 Biases and BatchNorm parameters are never pruned by a mask; a structured mask zeroes those of
 dead units (``workbench.model.graph.reference_factors``).
 """
@@ -109,6 +112,42 @@ def kind_of(layer) -> Kind | None:
         if cls in KINDS:
             return KINDS[cls]
     return None
+
+
+# Keras ops a functional model records as graph nodes when written as ops, not layers: ``x + 3.0``,
+# ``ops.relu6(x)``, ``inputs + y`` (MobileNetV3's hard-sigmoid, ConvNeXt's residual). They have no
+# weights. Looked up by class name among Keras's own ops (``keras.src.ops``). A merge or multiply
+# with one tensor and scalar constants acts channel-wise; a ``scale`` op (x / 6, x ** 2) is followed
+# only with its tensor first and scalars after. Anything else (reshape, mean, softmax, ...) is opaque.
+_ELEMENTWISE_OPS = (
+    *("Abs", "Absolute", "Negative", "Square", "Sqrt", "Cbrt", "Exp", "Expm1", "Sign", "Clip"),
+    *("Relu", "Relu6", "LeakyRelu", "Elu", "Selu", "Celu", "Gelu", "Silu", "HardSilu", "HardSigmoid"),
+    *("Sigmoid", "LogSigmoid", "Softplus", "Softsign", "Tanh", "HardTanh", "SparsePlus", "Squareplus"),
+    *("HardShrink", "SoftShrink", "TanhShrink", "Threshold", "Round", "Floor", "Ceil", "Trunc"),
+)
+OPS: dict[str, Kind] = {
+    "Add": Kind("merge"),
+    "Subtract": Kind("merge"),
+    "Maximum": Kind("merge"),
+    "Minimum": Kind("merge"),
+    "Multiply": Kind("multiply"),
+    "Divide": Kind("scale"),
+    "TrueDivide": Kind("scale"),
+    "Power": Kind("scale"),
+    **{name: _PASS for name in _ELEMENTWISE_OPS},
+}
+
+
+def is_op(operation) -> bool:
+    """Whether a functional model's node is a Keras op (``keras.src.ops``), not a layer."""
+    return not isinstance(operation, layers.Layer)
+
+
+def op_kind(operation) -> Kind | None:
+    """The ``OPS`` entry of a Keras op node (None: opaque, or not one of Keras's own ops)."""
+    if not type(operation).__module__.startswith("keras.src.ops"):
+        return None
+    return OPS.get(type(operation).__name__)
 
 
 @dataclass(frozen=True)

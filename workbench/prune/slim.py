@@ -163,14 +163,16 @@ def slim_model(model: keras.Model, keep: Masks) -> keras.Model:
     plan, factors = graph.plan(keep), reference_factors(graph, keep)
     _log_unslimmed(graph)
     config = model.get_config()
-    _resize_config(config, {n.name: n for n in graph.nodes.values() if n.layer is not None}, plan)
+    nodes = {n.name: n for n in graph.nodes.values() if n.layer is not None}
+    fed = {model: [int(plan[s].sum()) for s in sources] for model, sources in graph.feeds.items()}
+    _resize_config(config, nodes, plan, fed)
     slim = type(model).from_config(config)
     slim_layers = {layer.name: layer for layer in flat_layers(slim)}
     changed = []  # layers whose weights the reference changes
     for node in graph.nodes.values():
-        if node.layer is not None and node.layer.weights:
+        if node.weights:
             values = _reference_values(node.layer, keep, factors)
-            if any(not np.array_equal(w, v) for w, v in zip(node.layer.weights, values, strict=True)):
+            if any(not np.array_equal(w, v) for w, v in zip(node.weights, values, strict=True)):
                 changed.append(node.name)
             for variable, value in zip(
                 slim_layers[node.name].weights, _sliced_weights(node, graph, plan, values), strict=True
@@ -207,11 +209,12 @@ def _reference_values(layer, keep: Masks, factors: dict) -> list[np.ndarray]:
     return values
 
 
-def _resize_config(tree, nodes: dict[str, Node], plan: dict[str, np.ndarray]) -> None:
-    """Set filters/units (and a channel-preserving Reshape's target) to the planned widths, in place."""
+def _resize_config(tree, nodes: dict[str, Node], plan: dict[str, np.ndarray], fed: dict) -> None:
+    """Set filters/units (and a channel-preserving Reshape's target) to the planned widths, in place;
+    ``fed`` gives each nested model the planned widths of the tensors feeding its inputs."""
     if isinstance(tree, list):
         for value in tree:
-            _resize_config(value, nodes, plan)
+            _resize_config(value, nodes, plan, fed)
         return
     if not isinstance(tree, dict):
         return
@@ -219,6 +222,8 @@ def _resize_config(tree, nodes: dict[str, Node], plan: dict[str, np.ndarray]) ->
     config, name = tree.get("config"), None
     if isinstance(config, dict) and isinstance(config.get("name"), str):
         name = config["name"]
+    if name in fed and isinstance(config.get("layers"), list):
+        _resize_inputs(config, fed[name])
     node = nodes.get(name)
     if node is not None and tree.get("class_name") == type(node.layer).__name__ and node.role != "opaque":
         width = int(plan[name].sum())
@@ -228,7 +233,24 @@ def _resize_config(tree, nodes: dict[str, Node], plan: dict[str, np.ndarray]) ->
         if "target_shape" in config and config["target_shape"][-1] == node.channels:
             config["target_shape"] = [*config["target_shape"][:-1], width]
     for value in tree.values():
-        _resize_config(value, nodes, plan)
+        _resize_config(value, nodes, plan, fed)
+
+
+def _resize_inputs(config: dict, widths: list[int]) -> None:
+    """Give a nested model's input layers (and a Sequential's build shape) the widths fed to them."""
+    layers_ = config["layers"]
+    if "input_layers" in config:  # functional: [name, 0, 0] or a list of them
+        refs = config["input_layers"]
+        names = [ref[0] for ref in (refs if refs and isinstance(refs[0], list) else [refs])]
+    else:  # Sequential: its first layer, if it is an InputLayer
+        first = layers_[0] if layers_ else {}
+        names = [first["config"]["name"]] if first.get("class_name") == "InputLayer" else []
+        if config.get("build_input_shape"):
+            config["build_input_shape"] = [*config["build_input_shape"][:-1], widths[0]]
+    for entry in layers_:
+        if entry.get("class_name") == "InputLayer" and entry["config"]["name"] in names:
+            shape = entry["config"]["batch_shape"]
+            entry["config"]["batch_shape"] = [*shape[:-1], widths[names.index(entry["config"]["name"])]]
 
 
 def _sliced_weights(node: Node, graph: Graph, plan: dict[str, np.ndarray], values: list) -> list[np.ndarray]:
