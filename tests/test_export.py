@@ -1,4 +1,4 @@
-"""Export: .keras, TFLite float and int8 files, their sizes, and that they still classify."""
+"""Export: .keras, TFLite float and int8 and ONNX files, their sizes, and that they still classify."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from conftest import tiny_cnn
 
 from workbench.analysis.curves import evaluate_model
-from workbench.model.compat import tf
+from workbench.model.compat import keras, tf
 from workbench.prune.export import (
     TFLiteModel,
     export_all,
@@ -17,6 +17,7 @@ from workbench.prune.export import (
     save_keras,
     to_tflite,
 )
+from workbench.prune.onnx_export import to_onnx
 from workbench.prune.pruning import PruneSpec, apply_masks, make_masks
 from workbench.prune.scores import Scorer
 from workbench.prune.slim import couple_masks, slim_model
@@ -34,9 +35,19 @@ def exported(_trained_tiny_once, tiny_dataset, tmp_path_factory):
 
 
 def test_export_all_WritesOneFilePerFormat(exported):
-    assert sorted(exported) == ["int8", "keras", "tflite"]
-    assert [p.name for p in exported.values()] == ["tiny.keras", "tiny.tflite", "tiny.int8.tflite"]
+    assert sorted(exported) == ["int8", "keras", "onnx", "tflite"]
+    names = [p.name for p in exported.values()]
+    assert names == ["tiny.keras", "tiny.tflite", "tiny.int8.tflite", "tiny.onnx"]
     assert all(p.stat().st_size > 0 for p in exported.values())
+    assert list(exported.check.index) == ["tflite", "int8", "onnx"] and not exported.failed
+
+
+def test_onnx_MatchesKerasProbabilities(exported, _trained_tiny_once, tiny_dataset):
+    images = _all_images(tiny_dataset)
+    expected = np.asarray(_trained_tiny_once(images))
+    found = probabilities(exported["onnx"], images, batch_size=7)
+    assert np.abs(found - expected).max() <= 1e-4
+    assert exported.check.loc["onnx", "max_abs_diff"] <= 1e-4
 
 
 def test_tflite_float_MatchesKerasProbabilities(exported, _trained_tiny_once, tiny_dataset):
@@ -146,9 +157,9 @@ def test_to_tflite_BadArguments_RaiseValueError(_trained_tiny_once, tiny_dataset
 def test_probabilities_MissingOrUnknownFile_Raises(tmp_path):
     with pytest.raises(FileNotFoundError):
         probabilities(tmp_path / "absent.tflite", np.zeros((1, 24, 24, 1)))
-    other = tmp_path / "model.onnx"
+    other = tmp_path / "model.pt"
     other.write_bytes(b"x")
-    with pytest.raises(ValueError, match="path"):
+    with pytest.raises(ValueError, match=r"path must be a \.keras, \.tflite or \.onnx file, got 'model\.pt'"):
         probabilities(other, np.zeros((1, 24, 24, 1)))
 
 
@@ -180,7 +191,7 @@ def test_exported_files_OfAnyHead_GiveTheModelsOwnMetrics(kind, tiny_dataset, tm
     paths = export_all(model, tmp_path, kind, calibration=tiny_dataset.train.images)
     reference = evaluate_model(model, tiny_dataset.val, tiny_dataset.test)
     table = export_table(paths, tiny_dataset.val, tiny_dataset.test)
-    for fmt in ("keras", "tflite"):
+    for fmt in ("keras", "tflite", "onnx"):
         assert table.loc[fmt, "auc"] == pytest.approx(reference["auc"], abs=1e-6), fmt
         assert table.loc[fmt, "accuracy"] == reference["accuracy"], fmt
     probs = probabilities(paths["tflite"], tiny_dataset.test.images)
@@ -221,6 +232,32 @@ def test_export_all_AModelLiteRTCannotConvert_WritesNoFile(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@keras.saving.register_keras_serializable(package="test_export")
+class Bucketize(keras.layers.Layer):
+    """Quarters of [0, 1] as 0..3: LiteRT has the op (BUCKETIZE), tf2onnx has no conversion for it."""
+
+    def call(self, x):
+        return keras.ops.cast(keras.ops.digitize(x, [0.25, 0.5, 0.75]), "float32")
+
+
+def test_export_all_AnOpTheOnnxConverterLacks_IsNamed_AndTheOtherFilesAreWritten(tmp_path):
+    inputs = keras.Input((8, 8, 1))
+    pooled = keras.layers.GlobalAveragePooling2D()(Bucketize(name="quarters")(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(pooled), name="odd")
+    images = np.random.default_rng(0).uniform(size=(16, 8, 8, 1)).astype(np.float32)
+    with pytest.warns(UserWarning, match=r"no conversion for op Bucketize \(layer 'quarters'\) in 'odd'"):
+        paths = export_all(model, tmp_path, "odd", calibration=images)
+    written = sorted(path.name for path in tmp_path.glob("odd*"))
+    assert sorted(paths) == ["int8", "keras", "tflite"] and written == [
+        "odd.int8.tflite",
+        "odd.keras",
+        "odd.tflite",
+    ]
+    assert "Bucketize" in paths.failed["onnx"]
+    with pytest.raises(ValueError, match=r"op Bucketize \(layer 'quarters'\)"):
+        to_onnx(model)
+
+
 def test_export_all_RunAgain_ReplacesItsOwnFiles_NotTheUsers(exported, _trained_tiny_once, tiny_dataset):
     folder = exported["keras"].parent
     again = export_all(_trained_tiny_once, folder, "tiny", calibration=tiny_dataset.train.images)
@@ -238,6 +275,7 @@ def test_export_all_RunAgain_ReplacesItsOwnFiles_NotTheUsers(exported, _trained_
     [
         ("notes.tflite", r"notes\.tflite: not a TFLite model \(.*Flatbuffer"),
         ("notes.keras", r"notes\.keras: not a \.keras model \(a \.keras model is a zip archive\)"),
+        ("notes.onnx", r"notes\.onnx: not an ONNX model \(onnxruntime could not load it"),
     ],
 )
 def test_probabilities_ATextFileNamedAsAModel_NamesTheFile(name, pattern, tmp_path, tiny_dataset):
