@@ -1,6 +1,6 @@
 """Compare pruning criteria on real chest X-rays: seed_cnn on ../shared/data/pneumoniamnist.npz.
 
-    .venv/bin/python benchmarks/criteria_table.py [--seeds 0 1 2] [--finetune-epochs 3]
+    .venv/bin/python benchmarks/criteria_table.py [--seeds 0 1 2] [--finetune-epochs 3] [--granularities ...]
 
 For every criterion that scores weights, layer-wise and global scope, and sparsity 50/75/90/95%
 of the weights; then structured, for every criterion (FPGM and HRank are filter criteria, structured
@@ -29,10 +29,10 @@ GRANULARITIES = ("unstructured", "structured")
 METRICS = ("auc", "accuracy", "sensitivity", "specificity")
 
 
-def settings() -> list[tuple[str, str, str]]:
+def settings(granularities=GRANULARITIES) -> list[tuple[str, str, str]]:
     """(granularity, criterion, scope) rows: each criterion at the granularities it scores."""
     rows = []
-    for granularity in GRANULARITIES:
+    for granularity in granularities:
         scopes = SCOPES if granularity == "unstructured" else ("layerwise",)
         for criterion, row in wb.CRITERIA.items():
             if granularity in row.granularities:
@@ -40,7 +40,7 @@ def settings() -> list[tuple[str, str, str]]:
     return rows
 
 
-def one_seed(data, seed: int, finetune_epochs: int) -> list[dict]:
+def one_seed(data, seed: int, finetune_epochs: int, granularities=GRANULARITIES) -> list[dict]:
     model, _ = wb.baseline(data, "seed_cnn", wb.Recipe(seed=seed), progress=False)
     calibration = wb.stratified_sample(data.train, 512, seed)  # the X-ray file is sorted by class
     scorer = wb.Scorer(model, calibration, seed=seed)
@@ -48,7 +48,7 @@ def one_seed(data, seed: int, finetune_epochs: int) -> list[dict]:
     dense = dict(granularity="-", criterion="dense", scope="-", sparsity=0.0, stage="one-shot")
     rows = [dict(seed=seed, **dense, **_pick(evaluator.dense_metrics))]
     recipe = replace(wb.FINE_TUNE_RECIPE, epochs=finetune_epochs, seed=seed)
-    for granularity, criterion, scope in settings():
+    for granularity, criterion, scope in settings(granularities):
         for sparsity in SPARSITIES:
             spec = wb.PruneSpec(criterion=criterion, granularity=granularity, scope=scope, sparsity=sparsity)
             keep = wb.make_masks(scorer, spec).keep
@@ -83,10 +83,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--finetune-epochs", type=int, default=3)
+    parser.add_argument("--granularities", nargs="+", default=list(GRANULARITIES), choices=GRANULARITIES)
     args = parser.parse_args()
     data = pneumonia()
     start = time.perf_counter()
-    rows = [row for seed in args.seeds for row in one_seed(data, seed, args.finetune_epochs)]
+    rows = [
+        row for seed in args.seeds for row in one_seed(data, seed, args.finetune_epochs, args.granularities)
+    ]
     table = (
         pd.DataFrame(rows)
         .groupby(["stage", "granularity", "criterion", "scope", "sparsity"], sort=False)[list(METRICS)]
