@@ -25,6 +25,7 @@ from workbench.core.progress import Progress, check_progress
 from workbench.data.dataset import Dataset
 from workbench.model.builders import build_model, check_model_fits, load_user_model
 from workbench.model.compat import NUMERICS, keras, tf
+from workbench.model.distill import Distillation, distiller, student_of
 from workbench.model.heads import Head, as_head
 
 log = logging.getLogger(__name__)
@@ -32,12 +33,17 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Recipe:
-    """How a baseline is trained; part of its cache key."""
+    """How a model is trained (a baseline's is part of its cache key).
+
+    ``distillation`` (a ``Distillation``) also learns from a teacher's outputs: ``fit`` and
+    ``fine_tune`` then need ``teacher=`` (the dense model). Baselines train from labels only.
+    """
 
     epochs: int = 12
     batch_size: int = 64
     learning_rate: float = 1e-3
     seed: int = 0
+    distillation: Distillation | None = None
 
     def __post_init__(self):
         for name, low in (("epochs", 1), ("batch_size", 1), ("seed", 0)):
@@ -47,6 +53,18 @@ class Recipe:
         rate = self.learning_rate
         if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate < math.inf:
             raise WorkbenchError(f"learning_rate must be a finite number > 0, got {rate!r}")
+        if self.distillation is not None and not isinstance(self.distillation, Distillation):
+            raise WorkbenchError(
+                f"distillation must be a workbench.Distillation or None, got {self.distillation!r}"
+            )
+
+    def settings(self) -> dict:
+        """The recipe as a plain dict for cache keys; without distillation exactly the fields it
+        had before distillation existed, so recipes cached then keep their keys."""
+        settings = asdict(self)
+        if self.distillation is None:
+            del settings["distillation"]
+        return settings
 
 
 def seed_everything(seed: int) -> None:
@@ -75,6 +93,7 @@ def fit(
     callbacks: list | None = None,
     progress: Progress | bool = True,
     head: Head | str | None = None,
+    teacher: keras.Model | None = None,
 ) -> dict[str, list[float]]:
     """Train ``model`` in place on ``dataset.train``, validating on ``dataset.val``.
 
@@ -83,25 +102,41 @@ def fit(
             ``core.progress.Progress``: called with (batches done, batches in the whole fit) after
             every training batch; raising ``Cancelled`` stops training there.
         head: the model's head, if its detection needs overriding (see ``workbench.model.heads``).
+        teacher: the model to distil from when ``recipe.distillation`` is set (required then,
+            unused otherwise); it is not trained. Callbacks then see Keras's ``Distiller`` as
+            ``self.model`` (its ``student`` is ``model``: ``model.distill.student_of``).
 
     Returns:
-        The per-epoch history: loss, accuracy, val_loss, val_accuracy.
+        The per-epoch history: loss, accuracy, val_loss, val_accuracy (distilling, the loss is the
+        combined one, and student_loss and distillation_loss are added).
+
+    Raises:
+        WorkbenchError: a distilling recipe without a fitting teacher.
     """
     reporting = progress_callbacks(progress)
     seed_everything(recipe.seed)
     head = as_head(model, head)
-    if model.optimizer is None or not model.compiled:
+    trainer, frozen = model, None
+    if recipe.distillation is not None:
+        frozen = getattr(teacher, "trainable", None)  # the Distiller freezes the caller's model
+        trainer = distiller(model, teacher, recipe.distillation, head)
+        trainer.compile(keras.optimizers.Adam(recipe.learning_rate), loss=head.loss(), metrics=["accuracy"])
+    elif model.optimizer is None or not model.compiled:
         compile_model(model, recipe.learning_rate, head)
-    history = model.fit(
-        dataset.train.images,
-        head.targets(dataset.train.labels),
-        validation_data=(dataset.val.images, head.targets(dataset.val.labels)),
-        epochs=recipe.epochs,
-        batch_size=recipe.batch_size,
-        shuffle=True,
-        verbose=0,
-        callbacks=(callbacks or []) + reporting,
-    )
+    try:
+        history = trainer.fit(
+            dataset.train.images,
+            head.targets(dataset.train.labels),
+            validation_data=(dataset.val.images, head.targets(dataset.val.labels)),
+            epochs=recipe.epochs,
+            batch_size=recipe.batch_size,
+            shuffle=True,
+            verbose=0,
+            callbacks=(callbacks or []) + reporting,
+        )
+    finally:
+        if frozen is not None:
+            teacher.trainable = frozen
     return {key: [float(v) for v in values] for key, values in history.history.items()}
 
 
@@ -180,7 +215,7 @@ class RecalibrateBatchNorm(keras.callbacks.Callback):
 
     def _recalibrate(self) -> None:
         if not self.fresh:
-            recalibrate_batchnorm(self.model, self.images, self.batch_size, self.rows)
+            recalibrate_batchnorm(student_of(self.model), self.images, self.batch_size, self.rows)
             self.fresh = True
 
 
@@ -235,6 +270,11 @@ def baseline(
     """
     if not isinstance(train_user_model, bool):
         raise WorkbenchError(f"train_user_model must be True or False, got {train_user_model!r}")
+    if recipe.distillation is not None:
+        raise WorkbenchError(
+            "a baseline trains from its labels, got a recipe with distillation: distil while "
+            "fine-tuning a pruned copy (fine_tune(..., teacher=dense_model))"
+        )
     load_options = dict(custom_objects=custom_objects, safe_mode=safe_mode)
     if _is_model_file(model) and not train_user_model:
         log.info("exploring the user's model %s as given (no training)", model)
@@ -274,7 +314,7 @@ def cache_key(dataset: Dataset, model: str | Path, recipe: Recipe) -> str:
     """The cache key of a trained baseline (``cache.cache_key``): the starting weights (a builder's
     name or the file's bytes), the data, the recipe and the libraries that train it."""
     weights = Path(model).read_bytes() if _is_model_file(model) else str(model)
-    settings = (asdict(recipe), f"keras {keras.__version__} tf {tf.__version__}", NUMERICS)
+    settings = (recipe.settings(), f"keras {keras.__version__} tf {tf.__version__}", NUMERICS)
     return cache.cache_key("baseline", weights=weights, data=dataset.fingerprint(), settings=settings)
 
 

@@ -30,6 +30,7 @@ from workbench.core.progress import Progress
 from workbench.data.dataset import Dataset, check_dataset
 from workbench.model.builders import check_built, check_model_fits
 from workbench.model.compat import keras, tf
+from workbench.model.distill import check_teacher, student_of
 from workbench.model.graph import Graph, reference_factors, reference_variables
 from workbench.model.registry import LayerInfo, kernel_variables, prunable_layers
 from workbench.model.train import RecalibrateBatchNorm, Recipe, compile_model, fit
@@ -287,20 +288,30 @@ class GradualPruning(keras.callbacks.Callback):
         for name, constraint in self.constraints.items():
             constraint.update(keep[name] & previous[name])
         current = {n: c.mask.numpy().astype(bool) for n, c in self.constraints.items()}
-        zero_pruned_weights(self.model, current, structured=self.structured)
+        model = student_of(self.model)  # a Distiller trains its student
+        zero_pruned_weights(model, current, structured=self.structured)
         if self.structured:
-            for key, _, factor in _reference_constraints(self.model, current, every=True):
+            for key, _, factor in _reference_constraints(model, current, every=True):
                 self.references[key].update(factor)
         self.log.append((self.step, sparsity))
 
 
+class Schedule:
+    """How ``fine_tune`` moves the masks while it trains: ``OneShot``, ``Gradual`` or
+    ``recovery.Iterative``, which overrides ``train`` (one masked training by default)."""
+
+    def train(self, model: keras.Model, keep: Masks, dataset: Dataset, recipe: Recipe, **options) -> dict:
+        """Fine-tune ``model`` in place by this schedule (``fine_tune``'s arguments, checked there)."""
+        return train_masked(model, keep, dataset, recipe, schedule=self, **options)
+
+
 @dataclass(frozen=True)
-class OneShot:
+class OneShot(Schedule):
     """Schedule: the masks are fixed from the first step (prune once, then recover)."""
 
 
 @dataclass(frozen=True)
-class Gradual:
+class Gradual(Schedule):
     """Schedule: raise the sparsity from the masks given to ``spec.sparsity`` along the cubic ramp.
 
     The ramp ends after two thirds of the training steps; the last third recovers at the final
@@ -319,7 +330,8 @@ def fine_tune(
     dataset: Dataset,
     recipe: Recipe = FINE_TUNE_RECIPE,
     *,
-    schedule: OneShot | Gradual = OneShot(),
+    teacher: keras.Model | None = None,
+    schedule: Schedule = OneShot(),
     structured: bool = False,
     callbacks: list | None = None,
     progress: Progress | bool = True,
@@ -328,11 +340,19 @@ def fine_tune(
     """Train ``model`` in place with its pruned weights pinned at exactly zero.
 
     Args:
-        keep: the masks to pin (for ``Gradual``, the starting masks, usually all True).
-        schedule: ``OneShot()`` keeps ``keep``; ``Gradual(scorer_for, spec)`` tightens it.
+        keep: the masks to pin (for ``Gradual`` and ``Iterative``, the starting masks, usually
+            all True).
+        recipe: epochs, batch size, learning rate, seed; with ``distillation`` (a
+            ``Distillation``) the model also learns from ``teacher``'s outputs.
+        teacher: the dense model ``model`` was pruned from: required when the recipe distils,
+            unused otherwise. It is not changed.
+        schedule: ``OneShot()`` keeps ``keep``; ``Gradual(scorer_for, spec)`` tightens it along a
+            ramp while training; ``Iterative(scorer_for, spec, rounds)`` prunes a step, fine-tunes,
+            re-scores, ``rounds`` times, within the same ``recipe.epochs`` in all
+            (``workbench.prune.recovery``).
         structured: also pin dead channels' biases and BatchNorm γ/β at zero (the exact
             masked reference of ``apply_masks(structured=True)``, which stays slimmable).
-            A ``Gradual`` schedule with a structured spec implies it.
+            A ``Gradual`` or ``Iterative`` schedule with a structured spec implies it.
         recalibrate: set BatchNorm's moving statistics to the training images' before each
             validation and at the end (``train.RecalibrateBatchNorm``): a short fine-tune leaves
             them stale, and the model would answer near chance. No weight changes.
@@ -341,14 +361,39 @@ def fine_tune(
             (raising ``Cancelled`` stops the fine-tune).
 
     Returns:
-        The per-epoch history (loss, accuracy, val_loss, val_accuracy); a gradual schedule adds
-        ``mask_updates``, the (step, sparsity) points where the masks were tightened.
+        The per-epoch history (loss, accuracy, val_loss, val_accuracy); a gradual or iterative
+        schedule adds ``mask_updates``, the (step, sparsity) points where the masks were tightened.
+
+    Raises:
+        WorkbenchError: an unknown schedule, a model that does not fit the data, a distilling
+            recipe without a fitting ``teacher``.
     """
-    if not isinstance(schedule, OneShot | Gradual):
-        raise WorkbenchError(f"schedule must be OneShot() or Gradual(...), got {schedule!r}")
+    if not isinstance(schedule, Schedule):
+        raise WorkbenchError(f"schedule must be OneShot(), Gradual(...) or Iterative(...), got {schedule!r}")
     check_built(model)
     check_dataset(dataset)
     check_model_fits(model, dataset, "fine_tune's model")  # else Keras fails deep inside fit
+    if recipe.distillation is not None:
+        check_teacher(teacher, model, recipe.distillation)  # before any weight changes
+    options = dict(teacher=teacher, callbacks=callbacks, progress=progress, recalibrate=recalibrate)
+    return schedule.train(model, keep, dataset, recipe, structured=structured, **options)
+
+
+def train_masked(
+    model: keras.Model,
+    keep: Masks,
+    dataset: Dataset,
+    recipe: Recipe,
+    *,
+    teacher: keras.Model | None,
+    schedule: Schedule,
+    structured: bool,
+    callbacks: list | None,
+    progress: Progress | bool,
+    recalibrate: bool,
+) -> dict[str, list]:
+    """One masked training for ``fine_tune`` (arguments checked there): pin ``keep``, then fit
+    from a fresh optimizer."""
     gradual = isinstance(schedule, Gradual)
     structured = structured or (gradual and schedule.spec.structured)
     constraints = attach_masks(model, keep, structured=structured)
@@ -357,7 +402,14 @@ def fine_tune(
         callbacks.append(RecalibrateBatchNorm(dataset.train.images, recipe.batch_size, recipe.seed))
     ramp = _ramp(model, constraints, schedule, dataset, recipe, structured) if gradual else None
     compile_model(model, recipe.learning_rate)  # a fresh optimizer: no momentum from before pruning
-    history = fit(model, dataset, recipe, callbacks=callbacks + ([ramp] if ramp else []), progress=progress)
+    history = fit(
+        model,
+        dataset,
+        recipe,
+        callbacks=callbacks + ([ramp] if ramp else []),
+        progress=progress,
+        teacher=teacher,
+    )
     if ramp is not None:
         history["mask_updates"] = ramp.log
     return history
@@ -372,11 +424,7 @@ def _ramp(
     end_step = max(1, (2 * steps) // 3)
 
     def mask_at(sparsity: float, previous: Masks) -> Masks:
-        scorer = schedule.scorer_for(model)
-        scores = _demote_pruned(
-            scorer.scores(spec.criterion, spec.granularity), previous, scorer.infos, spec.granularity
-        )
-        return masks_from_scores(scores, replace(spec, epsilon=None, sparsity=sparsity), scorer.infos).keep
+        return rescored_masks(schedule.scorer_for(model), spec, sparsity, previous)
 
     return GradualPruning(
         constraints,
@@ -410,6 +458,15 @@ def prune_gradually(
     schedule = Gradual(scorer_for, spec, frequency)
     history = fine_tune(pruned, dense, dataset, recipe, schedule=schedule, progress=progress)
     return pruned, history, history.pop("mask_updates")
+
+
+def rescored_masks(scorer: Scorer, spec: PruneSpec, sparsity: float, previous: Masks) -> Masks:
+    """Masks at ``sparsity`` from ``scorer``'s current scores; nothing ``previous`` pruned revives."""
+    scores = _demote_pruned(
+        scorer.scores(spec.criterion, spec.granularity), previous, scorer.infos, spec.granularity
+    )
+    keep = masks_from_scores(scores, replace(spec, epsilon=None, sparsity=sparsity), scorer.infos).keep
+    return {name: mask & previous[name] for name, mask in keep.items()}
 
 
 def _demote_pruned(scores: Scores, previous: Masks, infos: list[LayerInfo], granularity: str) -> Scores:

@@ -1,0 +1,119 @@
+"""Iterative pruning: prune a step of the way, fine-tune, re-score, repeat (a schedule of ``fine_tune``).
+
+A one-shot prune to 90% of the filters removes them all by scores taken on the dense model, and
+the survivors must then recover from one large shock. ``Iterative`` splits it into ``rounds``:
+each round removes the same share of the surviving units (the kept fraction falls geometrically,
+(1 - s)^(r / rounds)), then fine-tunes, and the next round's scores are taken on the fine-tuned
+model, so a unit that became important while its neighbours were removed is kept. The total
+training budget is the recipe's epochs, split over the rounds, so it compares fairly with a
+one-shot fine-tune of the same recipe. Distillation (``Recipe.distillation``) applies in every
+round. Pruned entries stay exactly zero (``pruning.attach_masks``) and never come back.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from workbench.core.errors import WorkbenchError
+from workbench.core.masks import Masks
+from workbench.core.progress import Progress
+from workbench.data.dataset import Dataset
+from workbench.model.compat import keras
+from workbench.model.train import Recipe
+from workbench.prune.pruning import OneShot, PruneSpec, Schedule, rescored_masks, train_masked
+from workbench.prune.scores import Scorer
+
+
+@dataclass(frozen=True)
+class Iterative(Schedule):
+    """Schedule: reach ``spec.sparsity`` in ``rounds`` steps, fine-tuning and re-scoring between them.
+
+    Args:
+        scorer_for: a fresh ``Scorer`` of the model as it is now (called once per round).
+        spec: the criterion, granularity and scope of every round, and the final ``sparsity``.
+        rounds: how many prune-then-fine-tune steps; the recipe's epochs are split over them, so
+            it needs ``recipe.epochs >= rounds``.
+
+    Raises:
+        WorkbenchError: on construction, for a spec without a target sparsity or rounds < 1.
+    """
+
+    scorer_for: Callable[[keras.Model], Scorer]
+    spec: PruneSpec
+    rounds: int = 3
+
+    def __post_init__(self):
+        if not callable(self.scorer_for):
+            raise WorkbenchError(f"scorer_for must be a function model -> Scorer, got {self.scorer_for!r}")
+        if not isinstance(self.spec, PruneSpec) or self.spec.sparsity is None:
+            raise WorkbenchError(
+                "spec must be a PruneSpec with a target sparsity, e.g. PruneSpec(sparsity=0.9), "
+                f"got {self.spec!r}"
+            )
+        rounds = self.rounds
+        if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 1:
+            raise WorkbenchError(f"rounds must be an integer >= 1, got {rounds!r}")
+
+    def sparsities(self) -> list[float]:
+        """The sparsity after each round: every round prunes the same share of the survivors."""
+        kept = 1.0 - self.spec.sparsity
+        return [1.0 - kept ** ((r + 1) / self.rounds) for r in range(self.rounds)]
+
+    def epochs(self, recipe: Recipe) -> list[int]:
+        """The recipe's epochs split over the rounds; the later rounds get any remainder (the last
+        recovers at the final sparsity)."""
+        if recipe.epochs < self.rounds:
+            raise WorkbenchError(
+                f"an Iterative schedule of {self.rounds} rounds needs recipe.epochs >= {self.rounds} "
+                f"(at least one epoch per round), got epochs={recipe.epochs}"
+            )
+        base, extra = divmod(recipe.epochs, self.rounds)
+        return [base + (r >= self.rounds - extra) for r in range(self.rounds)]
+
+    def train(
+        self,
+        model: keras.Model,
+        keep: Masks,
+        dataset: Dataset,
+        recipe: Recipe,
+        *,
+        structured: bool,
+        **options,
+    ) -> dict[str, list]:
+        """The rounds, for ``fine_tune`` (its arguments checked there), in one history.
+
+        Returns:
+            The rounds' per-epoch histories end to end, and ``mask_updates``: (training steps before the
+            round, its sparsity) for each round.
+        """
+        structured = structured or self.spec.structured
+        epochs = self.epochs(recipe)
+        steps = math.ceil(len(dataset.train) / recipe.batch_size)
+        progress = options.pop("progress")
+        history: dict[str, list] = {"mask_updates": []}
+        for r, sparsity in enumerate(self.sparsities()):
+            keep = rescored_masks(self.scorer_for(model), self.spec, sparsity, keep)
+            done = sum(epochs[:r]) * steps
+            history["mask_updates"].append((done, sparsity))
+            part = train_masked(
+                model,
+                keep,
+                dataset,
+                replace(recipe, epochs=epochs[r], seed=recipe.seed + r),  # a new shuffle each round
+                schedule=OneShot(),
+                structured=structured,
+                progress=_offset(progress, done, recipe.epochs * steps),
+                **options,
+            )
+            for key, values in part.items():
+                history.setdefault(key, []).extend(values)
+        return history
+
+
+def _offset(progress: Progress | bool, done: int, total: int) -> Progress | bool:
+    """A round's progress as part of the whole: (done before it + its batches, all batches)."""
+    if isinstance(progress, bool) or progress is None:
+        return progress
+    return lambda batches, _: progress(done + batches, total)
