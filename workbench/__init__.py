@@ -63,7 +63,7 @@ _PUBLIC = {
     "PhantomConfig": "data.phantom",
     "load_dataset": "data.sources",
     # model
-    "import_tensorflow_quietly": "model.quiet",
+    "import_tensorflow_quietly": "model.compat",
     "get_kernels": "model.registry",
     "Head": "model.heads",
     "as_head": "model.heads",

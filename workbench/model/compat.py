@@ -17,9 +17,18 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 # Which kernels computed a result: part of every cache key that holds computed numbers.
 NUMERICS = f"oneDNN={os.environ['TF_ENABLE_ONEDNN_OPTS']}"
 
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from keras.src.models.functional import Functional  # noqa: E402 - models whose layer graph can be read
+from workbench.model.quiet import native_stderr_silenced  # noqa: E402
+
+# TensorFlow's C++ start-up lines (oneDNN, "Could not find cuda drivers", and at the first device
+# probe "failed call to cuInit: CUDA error") go to file descriptor 2 before TF_CPP_MIN_LOG_LEVEL
+# applies; Jupyter shows them as a red stderr box in every student's notebook. Import and probe
+# the devices here, with that descriptor pointed at the null device.
+with native_stderr_silenced():
+    import keras
+    import tensorflow as tf
+    from keras.src.models.functional import Functional  # models whose layer graph can be read
+
+    tf.config.list_logical_devices()
 
 if int(keras.__version__.split(".")[0]) < 3:
     raise ImportError(
@@ -39,4 +48,13 @@ if context.global_seed() is None:
 # determinism on) and one that loaded it from the cache, and the ε grid moved between runs.
 tf.config.experimental.enable_op_determinism()
 
-__all__ = ["NUMERICS", "Functional", "keras", "tf"]
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow with its native start-up lines hidden (as importing this module does).
+
+    Kept for notebooks that call it first; TensorFlow is imported quietly whichever workbench
+    name imports it first.
+    """
+
+
+__all__ = ["NUMERICS", "Functional", "import_tensorflow_quietly", "keras", "tf"]

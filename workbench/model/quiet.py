@@ -30,10 +30,3 @@ def native_stderr_silenced():
     finally:
         os.dup2(saved, 2)
         os.close(saved)
-
-
-def import_tensorflow_quietly() -> None:
-    """Import TensorFlow (through ``workbench.model.compat``) with its native start-up lines hidden."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    with native_stderr_silenced():
-        import workbench.model.compat  # noqa: F401
