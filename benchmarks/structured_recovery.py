@@ -331,7 +331,7 @@ def main() -> int:
         "--learning-rates",
         type=float,
         nargs="+",
-        default=[5e-4],
+        default=[5e-4, 2e-3],
         help="seed_cnn: recipes tried, chosen on val",
     )
     parser.add_argument(
