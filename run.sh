@@ -58,11 +58,18 @@ case "$command" in
     "$VENV/bin/python" -m workbench prepare
     root_flag=()
     [ "$(id -u)" = 0 ] && root_flag=(--allow-root)  # containers often run as root; Jupyter refuses otherwise
-    exec "$VENV/bin/jupyter" lab --notebook-dir=notebooks "${root_flag[@]}" "$@"
+    # notebooks/ unless the caller names a folder (JupyterLab refuses two: "root_dir only accepts one value")
+    dir_flag=(--notebook-dir=notebooks)
+    for arg in "$@"; do
+      case "$arg" in --notebook-dir*|--ServerApp.root_dir*|--ServerApp.notebook_dir*) dir_flag=() ;; esac
+    done
+    exec "$VENV/bin/jupyter" lab "${dir_flag[@]}" "${root_flag[@]}" "$@"
     ;;
   test)
     install
-    exec "$VENV/bin/python" -m pytest "$@"
+    # Two workers (pytest-xdist): much of the suite waits on kernels, servers and browsers. Each
+    # test file runs whole on one worker (tests/conftest.py); "-n 0" after "test" runs one process.
+    exec "$VENV/bin/python" -m pytest -n 2 --dist loadfile "$@"
     ;;
   dashboard)
     cull=${WORKBENCH_CULL_SECONDS:-600}

@@ -380,7 +380,7 @@ SMALL_NOTEBOOK_PARAMETERS = {
     },
     "03_finetune_and_schedules.ipynb": {"epochs": 1, "finetune_epochs": 1},
     "04_nifti_volumes.ipynb": {"epochs": 1, "finetune_epochs": 1},
-    "05_teaching_gradient_pruning.ipynb": {"epochs": 1, "early_epochs": 1},
+    "teacher/source/pruning_lesson/05_teaching_gradient_pruning.ipynb": {"epochs": 1, "early_epochs": 1},
     "06_sensitivity_and_budgets.ipynb": {
         "epochs": 1,
         "grid": [0.5, 0.9],
@@ -389,7 +389,7 @@ SMALL_NOTEBOOK_PARAMETERS = {
         "tolerance": 0.05,
         "finetune_epochs": 1,
     },
-    "07_lab_worksheet.ipynb": {"epochs": 1},
+    "teacher/source/pruning_worksheet/07_lab_worksheet.ipynb": {"epochs": 1},
 }
 
 # What each notebook's one shared run on its default data adds to its small parameters. Notebook 01's

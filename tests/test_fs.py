@@ -174,10 +174,10 @@ def _export_all(folder):
     return export_all(tiny_cnn(), folder, "model", calibration=np.zeros((4, 24, 24, 1)))
 
 
-def _student_version(folder):
-    from workbench.course.classroom import write_student_version
+def _course(folder):
+    from workbench.course.grading import Course, start_course
 
-    return write_student_version(write_tiny_notebook(folder.parent / "lesson.ipynb"), folder)
+    return start_course(Course(folder), "pruning_lesson")
 
 
 def _prepared_notebook(folder):
@@ -187,12 +187,6 @@ def _prepared_notebook(folder):
     return run_notebook(notebook, folder / "mine.ipynb", {"x": "2.5"}, prepare_only=True)
 
 
-def _lab_record(folder):
-    from workbench.course.exercises import Lab
-
-    Lab("05", folder / "lab.json", "ada").answer("why", "because " * 20)
-
-
 # (id, writer(folder), the file a user may already have there)
 WRITERS = [
     ("write_results metrics", _results, "metrics.json"),
@@ -200,7 +194,7 @@ WRITERS = [
     ("write_report", _report, "report.html"),
     ("save_keras", _save_keras, "model.keras"),
     ("export_all", _export_all, "model.int8.tflite"),
-    ("write_student_version", _student_version, "lesson.ipynb"),
+    ("start_course", _course, "nbgrader_config.py"),
     ("run_notebook", _prepared_notebook, "mine.ipynb"),
 ]
 
@@ -235,9 +229,8 @@ FULL_DISK = [
     ("write_results", _results, "layers.csv"),
     ("write_report", _report, "summary.csv"),
     ("save_keras", _save_keras, "model.keras"),
-    ("write_student_version", _student_version, "lesson.ipynb"),
+    ("start_course", _course, "source/pruning_lesson/05_teaching_gradient_pruning.ipynb"),
     ("run_notebook", _prepared_notebook, "mine.ipynb"),
-    ("Lab", _lab_record, "lab.json"),
 ]
 
 

@@ -166,7 +166,7 @@ def test_cli_IsBuiltInMainAlone_AndLibraryCodeNeverPrints():
     """classroom built its own 'class' sub-commands and printed from library code."""
     allowed = {
         "workbench.__main__",
-        "workbench.course.exercises",  # a Lab's feedback to the student is its output (print outside Jupyter)
+        "workbench.course.exercises",  # a hint's ✓ to the student is its output
     }
     wrong = {name: _prints_or_parses(path) for name, path in MODULES.items() if name not in allowed}
     assert not {name: found for name, found in wrong.items() if found}
@@ -182,4 +182,5 @@ def test_cli_EveryCommand_IsInTheOneParser():
 
     commands = _parser()._subparsers._group_actions[0].choices
     assert set(commands) == {"summary", "download", "prepare", "notebook", "sweep", "report", "class"}
-    assert set(commands["class"]._subparsers._group_actions[0].choices) == {"student", "prepare", "summary"}
+    class_actions = {"prepare", "generate", "grades", "serve"}
+    assert set(commands["class"]._subparsers._group_actions[0].choices) == class_actions

@@ -136,7 +136,6 @@ _PUBLIC = {
     "run_notebook": "runs.store",
     "load_runs": "runs.store",
     "write_report": "runs.report",
-    "Lab": "course.exercises",
     "exercises": "course.exercises",
 }
 _RENAMED = {"load_runs": "load"}  # public name -> its name in the module

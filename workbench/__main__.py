@@ -9,9 +9,10 @@ python -m workbench prepare                       # generate the phantom volumes
 python -m workbench notebook NOTEBOOK OUT -p NAME VALUE [--prepare-only]   # papermill, never over your files
 python -m workbench sweep NOTEBOOK -p NAME VALUE... [--seeds 0 1]
 python -m workbench report                        # runs/report/report.html
-python -m workbench class student notebooks/05_teaching_gradient_pruning.ipynb --out class/
 python -m workbench class prepare                 # phantom data + the dashboard's baseline, once
-python -m workbench class summary class/handed_in --out summary.csv
+python -m workbench class generate --course ~/course   # nbgrader course from the teacher's sources
+python -m workbench class grades --course ~/course --lab pruning_lesson   # per-cell scores, copies
+python -m workbench class serve ~/pruning_lesson  # JupyterLab on a student's released lab
 
 An error is one line naming the file and the cause, with exit code 2; ``-v`` adds the traceback.
 """
@@ -23,6 +24,7 @@ import logging
 import signal
 import sys
 import traceback
+from pathlib import Path
 
 from workbench.core.errors import WorkbenchError
 from workbench.core.fs import OVERWRITE_HELP
@@ -134,21 +136,32 @@ def _run_commands(commands) -> None:
 
 
 def _class_commands(commands) -> None:
-    group = commands.add_parser("class", help="student versions, a shared baseline, a class results table")
+    group = commands.add_parser("class", help="a class lab: baseline, nbgrader course, grades")
     actions = group.add_subparsers(required=True, metavar="ACTION")
-    student = actions.add_parser("student", help="write notebooks' student versions (solutions stripped)")
-    student.add_argument("notebooks", nargs="+", help="teacher notebooks with ### BEGIN/END SOLUTION marks")
-    student.add_argument("--out", required=True, help="folder for the student versions")
-    student.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
-    student.set_defaults(run=_class_student)
     prepare = actions.add_parser("prepare", help="phantom data + notebook 01's baseline in WORKBENCH_DATA")
     prepare.add_argument("--epochs", type=int, default=12, help="as notebook 01's epochs (default 12)")
     prepare.set_defaults(run=_class_prepare)
-    summary = actions.add_parser("summary", help="a CSV of every student's checks and answers")
-    summary.add_argument("folder", help="a folder of results .json files and/or executed notebooks")
-    summary.add_argument("--out", default="summary.csv", help="the CSV to write (default summary.csv)")
-    summary.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
-    summary.set_defaults(run=_class_summary)
+    generate = actions.add_parser("generate", help="teacher sources -> an nbgrader course, generated")
+    _course_arguments(generate)
+    generate.add_argument("--lab", nargs="+", help="labs to generate (default: all)")
+    generate.add_argument("--exchange", help="nbgrader's exchange folder, for release/fetch/submit/collect")
+    generate.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+    generate.set_defaults(run=_class_generate)
+    grades = actions.add_parser("grades", help="per-cell scores and identical submissions")
+    _course_arguments(grades)
+    grades.add_argument("--lab", required=True, help="the lab (nbgrader assignment), e.g. pruning_lesson")
+    grades.add_argument("--out", help="also write the table as a CSV here")
+    grades.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+    grades.set_defaults(run=_class_grades)
+    serve = actions.add_parser("serve", help="JupyterLab serving a folder (a student's released lab)")
+    serve.add_argument("folder", help="the folder to open, e.g. the released pruning_lesson/")
+    serve.add_argument("--port", type=int, help="the port (default: JupyterLab's)")
+    serve.set_defaults(run=_class_serve)
+
+
+def _course_arguments(parser) -> None:
+    parser.add_argument("--course", required=True, help="the nbgrader course folder (keep it from students)")
+    parser.add_argument("--course-id", default="workbench", help="nbgrader's course id (default workbench)")
 
 
 def _summary(args) -> int:
@@ -241,15 +254,6 @@ def _report(args) -> int:
     return 0
 
 
-def _class_student(args) -> int:
-    from workbench.course.classroom import write_student_versions
-
-    written = write_student_versions(args.notebooks, args.out, overwrite=args.overwrite, allow="--overwrite")
-    for path in written:
-        print(f"wrote {path}")
-    return 0
-
-
 def _class_prepare(args) -> int:
     from workbench.course.classroom import prepare_classroom
 
@@ -257,11 +261,37 @@ def _class_prepare(args) -> int:
     return 0
 
 
-def _class_summary(args) -> int:
-    from workbench.course.classroom import write_class_summary
+def _class_generate(args) -> int:
+    from workbench.course import grading
 
-    table = write_class_summary(args.folder, args.out, overwrite=args.overwrite, allow="--overwrite")
-    print(f"{len(table)} student records -> {args.out}")
+    course = grading.Course(args.course, args.exchange, args.course_id)
+    for lab in args.lab or grading.labs():
+        grading.start_course(course, lab, overwrite=args.overwrite, allow="--overwrite")
+        print(f"released version of {lab}: {grading.generate(course, lab)}")
+    return 0
+
+
+def _class_grades(args) -> int:
+    from workbench.core import fs
+    from workbench.course import grading
+
+    table = grading.grades(grading.Course(args.course, course_id=args.course_id), args.lab)
+    print(table.to_string(index=False))
+    if args.out:
+        out = Path(args.out)
+        with fs.claim(out.parent, [out.name], args.overwrite, allow="--overwrite"):
+            fs.write_atomically(out, table.to_csv(index=False))
+        print(f"written to {out}")
+    return 0
+
+
+def _class_serve(args) -> int:
+    import os
+
+    from workbench.course.grading import serve_command
+
+    command = serve_command(args.folder, args.port)
+    os.execv(command[0], command)  # JupyterLab takes over this process, as `jupyter lab` would
     return 0
 
 

@@ -1,41 +1,27 @@
-"""Checks for the exercises of lesson 05, and the record of each student's work.
+"""Immediate hints for the exercises of lesson 05: teaching aids, never a grade.
 
-Every check draws fresh random cases on each call and compares the student's function with an
-answer computed here, so a constant or a copied printout can't pass. A failure says what kind
-of mistake it is, never the expected value, and raises ``CheckFailed``, which a notebook shows
-as its message alone (see ``show_failures_as_messages``) so that the check's source stays out of
-sight. A student's function that calls back into this module fails: the checker is not an
-answer key.
+A hint draws fresh random cases on each call and says what kind of mistake it sees, never the
+expected value. It holds no function that computes an exercise's answer from the exercise's
+inputs: every case is built so that its answer is known by construction (a mask with a chosen
+number of pruned entries, a kernel whose filter scores were chosen first), or is checked by a
+property of the answer (every kept score is at least ε). Calling into this module, in a thread or
+through ``exec`` of its source, therefore yields no answer to hand in.
 
-``Lab`` runs the checks and writes each student's results to a JSON file the teacher collects;
-``workbench.course.classroom`` turns a folder of them into one table.
+Grades come from the teacher's side: nbgrader re-executes each submitted notebook with hidden
+tests the student never had (``workbench.course.grading``), so nothing a student's kernel records
+or prints is trusted.
 """
 
 from __future__ import annotations
 
-import datetime
 import functools
-import getpass
-import json
-import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
-from workbench.core.errors import WorkbenchError
-from workbench.core.fs import write_atomically
-
-RESULTS_MIME = "application/vnd.workbench.lab+json"
-MIN_WORDS = 15  # a written answer shorter than this is not an answer yet
-
 
 class CheckFailed(AssertionError):
-    """A check found a wrong answer; its message is all the student needs to see."""
-
-
-class _CalledTheChecker(Exception):
-    """The student's function entered this module."""
+    """A hint found a wrong answer; its message is all the student needs to see."""
 
 
 def show_failures_as_messages() -> None:
@@ -56,66 +42,42 @@ def _one_line(shell, etype, value, tb, tb_offset=None) -> list[str]:
     return lines
 
 
-# --- calling the student's code ----------------------------------------------------------------
+def _fail(message: str) -> None:
+    raise CheckFailed(message)
 
 
 def _call(name: str, function: Callable, *args):
-    """Call the student's function; fail on None, NotImplementedError, errors and calls into here."""
+    """Call the student's function; fail, as the student's mistake, on None, placeholders and errors."""
     if not callable(function):
         _fail(f"{name} should be a function, got {type(function).__name__}")
     try:
-        result = _without_checker(function, *args)
-    except _CalledTheChecker:
-        result = _CalledTheChecker
+        result = function(*args)
     except NotImplementedError:
         _fail(f"{name} is not written yet: replace `raise NotImplementedError` with your code")
     except Exception as err:  # the student's bug, reported as theirs
         _fail(f"{name} raised {type(err).__name__}: {err}")
-    if result is _CalledTheChecker:
-        _fail(f"{name} calls into workbench.course.exercises; write the computation yourself")
     if result is None:
         _fail(f"{name} returned None: did you forget `return`?")
     return result
 
 
-def _without_checker(function: Callable, *args):
-    """Run ``function`` with a profiler that stops it if it calls any function of this module."""
-    here = __file__
-    previous = sys.getprofile()
-
-    def watch(frame, event, arg):
-        if event == "call" and frame.f_code.co_filename == here:
-            sys.setprofile(previous)
-            raise _CalledTheChecker
-
-    sys.setprofile(watch)
-    try:
-        return function(*args)
-    finally:
-        sys.setprofile(previous)
-
-
-def _fail(message: str) -> None:
-    raise CheckFailed(message)
-
-
 def _returns(expected: str) -> Callable:
-    """Make a check fail with one line, not a traceback through this module (which would show the
-    reference computation), when the student's function returns a value the check cannot use."""
+    """Make a hint fail in one line when the student's function returns a value it cannot use."""
 
     def decorate(check: Callable) -> Callable:
         @functools.wraps(check)
         def checked(answer, *args, **kwargs):
             try:
-                return check(answer, *args, **kwargs)
+                check(answer, *args, **kwargs)
             except CheckFailed:
                 raise
-            except Exception as error:  # a result of the wrong type met the reference's arithmetic
+            except Exception as error:  # a result of the wrong type met the hint's arithmetic
                 name = getattr(answer, "__name__", "your function")
                 raise CheckFailed(
                     f"{name} returned something the check cannot use ({type(error).__name__}); "
                     f"it should return {expected}"
                 ) from None
+            print(f"✓ {getattr(answer, '__name__', 'answer')}: no mistake found on fresh cases")
 
         return checked
 
@@ -126,7 +88,7 @@ def _fresh_rng() -> np.random.Generator:
     return np.random.default_rng()  # new entropy each call: no case can be memorised
 
 
-# --- exercise 1-3: warm-ups ------------------------------------------------------------------
+# --- exercises 1-3: warm-ups ------------------------------------------------------------------
 
 
 def _score_cases(rng: np.random.Generator) -> list[np.ndarray]:
@@ -140,7 +102,7 @@ def _score_cases(rng: np.random.Generator) -> list[np.ndarray]:
 
 @_returns("a boolean array of the scores' shape")
 def check_prune_mask(prune_mask: Callable[[np.ndarray, float], np.ndarray]) -> None:
-    """Exercise 1: the keep-mask of the ε rule (True = keep, where the score is at least ε)."""
+    """Exercise 1: a keep-mask must keep every score >= ε and prune every other (a property check)."""
     rng = _fresh_rng()
     for scores in _score_cases(rng):
         for epsilon in (0.0, float(rng.choice(scores.ravel())), float(np.median(scores)) * 1.5):
@@ -149,45 +111,50 @@ def check_prune_mask(prune_mask: Callable[[np.ndarray, float], np.ndarray]) -> N
                 _fail(f"the mask's shape is {got.shape}; it should be the shape of the scores it was given")
             if got.dtype != bool:
                 _fail(f"the mask should be boolean (True = keep), got dtype {got.dtype}")
-            wrong = got != (scores >= epsilon)
-            if wrong.any():
-                _fail(_mask_hint(scores, epsilon, got, wrong))
+            _mask_properties(scores, epsilon, got)
 
 
-def _mask_hint(scores, epsilon, got, wrong) -> str:
+def _mask_properties(scores: np.ndarray, epsilon: float, kept: np.ndarray) -> None:
+    wrong = (~kept & (scores >= epsilon)) | (kept & (scores < epsilon))
+    if not wrong.any():
+        return
     if (scores[wrong] == epsilon).all():
-        return "a score exactly equal to ε should be kept (keep where score >= ε)"
-    if (got == (scores < epsilon)).all():
-        return "the mask is inverted: True should mean *keep*"
-    return f"{int(wrong.sum())} of {wrong.size} entries are wrong on a hidden case; keep where score >= ε"
+        _fail("a score exactly equal to ε should be kept (keep where score >= ε)")
+    if (kept == (scores < epsilon)).all():
+        _fail("the mask is inverted: True should mean *keep*")
+    _fail(f"{int(wrong.sum())} of {wrong.size} entries are wrong on a hidden case; keep where score >= ε")
 
 
 @_returns("one number")
 def check_sparsity(sparsity: Callable[[np.ndarray], float]) -> None:
-    """Exercise 2: the fraction of a keep-mask that is pruned (False), in [0, 1]."""
+    """Exercise 2: masks built with a chosen number of pruned entries, so the answer is known."""
     rng = _fresh_rng()
-    for shape in ((int(rng.integers(3, 40)),), (3, 3, 2, int(rng.integers(2, 9)))):
-        keep = rng.random(shape) < rng.uniform(0.1, 0.9)
-        if keep.mean() == 0.5:  # kept == pruned would let "fraction kept" pass
-            keep.flat[0] = not keep.flat[0]
-        got = _call("sparsity", sparsity, keep.copy())
-        expected = 1.0 - keep.mean()
-        if not np.isscalar(got) and np.ndim(got) != 0:
+    for shape in ((int(rng.integers(4, 40)),), (3, 3, 2, int(rng.integers(2, 9)))):
+        size = int(np.prod(shape))
+        pruned = int(rng.integers(1, size))
+        if 2 * pruned == size:  # kept == pruned would let "fraction kept" pass
+            pruned += 1
+        keep = np.ones(size, bool)
+        keep[rng.choice(size, pruned, replace=False)] = False
+        got = _call("sparsity", sparsity, keep.reshape(shape))
+        if isinstance(got, str | bytes):
+            raise TypeError("text is not a number")  # _returns turns this into the one-line hint
+        if np.ndim(got) != 0:
             _fail(f"sparsity should return one number, got an array of shape {np.shape(got)}")
-        if np.isclose(got, keep.mean()) and not np.isclose(got, expected):
+        if np.isclose(float(got), (size - pruned) / size):
             _fail("that is the fraction *kept*; sparsity is the fraction pruned")
-        if not np.isclose(got, expected):
+        if not np.isclose(float(got), pruned / size):
             _fail("wrong on a hidden mask: count the False entries and divide by the mask's size")
 
 
 @_returns("one number, the ε")
 def check_epsilon_for(epsilon_for: Callable[[np.ndarray, float], float]) -> None:
-    """Exercise 3: the ε that prunes (within one score) a target fraction of distinct scores."""
+    """Exercise 3: the ε must prune (within one score) the target fraction: a measured property."""
     rng = _fresh_rng()
     scores = 10.0 ** rng.uniform(-8, -1, size=int(rng.integers(300, 2000)))
     for target in sorted(rng.uniform(0.05, 0.95, size=3)):
         epsilon = _call("epsilon_for", epsilon_for, scores.copy(), float(target))
-        pruned = float((scores < epsilon).mean())
+        pruned = float((scores < float(epsilon)).mean())
         if abs(pruned - target) > 1.5 / len(scores) + 1e-9:
             hint = " (is it 1 - target?)" if abs(pruned - (1 - target)) < 0.01 else ""
             _fail(f"your ε prunes {pruned:.0%} of a hidden set of scores instead of {target:.0%}{hint}")
@@ -196,24 +163,34 @@ def check_epsilon_for(epsilon_for: Callable[[np.ndarray, float], float]) -> None
 # --- exercise 4: a Conv2D kernel ---------------------------------------------------------------
 
 
+def _kernel_with_known_filter_scores(rng: np.random.Generator):
+    """A kernel, its mean |g| and each filter's score, chosen first: products are drawn per filter,
+    scaled to sum to that filter's score, then split into a signed weight and a gradient."""
+    shape = (int(rng.choice([1, 3, 5])),) * 2 + (int(rng.integers(1, 5)), int(rng.integers(2, 9)))
+    totals = 10.0 ** rng.uniform(-4, -1, size=shape[-1])
+    products = rng.random(shape) + 0.05
+    products *= totals / products.sum(axis=(0, 1, 2))
+    size = 10.0 ** rng.uniform(-2, 0, size=shape)
+    sign = np.where(rng.random(shape) < 0.5, -1.0, 1.0)
+    sign[0, 0, 0, :] = -1.0  # every filter has a negative weight to cancel
+    return sign * size, products / size, totals
+
+
 @_returns("an array of numbers, one per filter")
 def check_filter_scores(filter_scores: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> None:
-    """Exercise 4: one SNIP score per filter of a Conv2D kernel: Σ |w|·mean|g| over (h, w, in)."""
+    """Exercise 4: one SNIP score per filter, on kernels whose filter scores were chosen first."""
     rng = _fresh_rng()
     for _ in range(3):
-        shape = (int(rng.choice([1, 3, 5])),) * 2 + (int(rng.integers(1, 5)), int(rng.integers(2, 9)))
-        kernel, grads = rng.normal(size=shape), 10.0 ** rng.uniform(-6, -2, size=shape)
-        kernel[0, 0, 0, :] = -np.abs(kernel[0, 0, 0, :])  # every filter has a negative weight to cancel
-        got = np.asarray(_call("filter_scores", filter_scores, kernel.copy(), grads.copy()))
-        expected = np.einsum("hwio,hwio->o", np.abs(kernel), grads)
-        if got.shape != expected.shape:
+        kernel, grads, totals = _kernel_with_known_filter_scores(rng)
+        got = np.asarray(_call("filter_scores", filter_scores, kernel.copy(), grads.copy()), float)
+        if got.shape != totals.shape:
             _fail(
-                f"for a kernel of shape {shape} (height, width, in, filters) expected one score per "
-                f"filter, shape ({shape[-1]},); got {got.shape}"
+                f"for a kernel of shape {kernel.shape} (height, width, in, filters) expected one score "
+                f"per filter, shape ({kernel.shape[-1]},); got {got.shape}"
             )
-        if np.allclose(got, expected, rtol=1e-6):
+        if np.allclose(got, totals, rtol=1e-6):
             continue
-        if np.allclose(got, np.einsum("hwio,hwio->o", kernel, grads)):
+        if np.allclose(got, (kernel * grads).sum(axis=(0, 1, 2)), rtol=1e-6):  # the signed sum
             _fail("take |w| before multiplying: negative weights must not cancel positive ones")
         _fail("wrong on a hidden kernel: multiply |w| by mean |g|, then sum over all but the last axis")
 
@@ -221,45 +198,35 @@ def check_filter_scores(filter_scores: Callable[[np.ndarray, np.ndarray], np.nda
 # --- exercises 5-6: the phantom CNN ------------------------------------------------------------
 
 
-def _report(model, scores: dict, epsilon: float, images, labels) -> dict:
-    """The reference: prune every layer at one ε, predict, and count sensitivity/specificity."""
-    from workbench.core.metrics import clinical_metrics
-    from workbench.prune.pruning import apply_masks
-
-    keep = {name: s >= epsilon for name, s in scores.items()}
-    probs = apply_masks(model, keep).predict(images, verbose=0)
-    metrics = clinical_metrics(probs, labels)
-    pruned = sum(int((~k).sum()) for k in keep.values()) / sum(k.size for k in keep.values())
-    return {"sparsity": pruned, "sensitivity": metrics["sensitivity"], "specificity": metrics["specificity"]}
-
-
-def _check_report(name: str, got, expected: dict) -> None:
+def _check_report_shape(name: str, got) -> None:
     if not isinstance(got, dict) or not {"sparsity", "sensitivity", "specificity"} <= set(got):
         _fail(f"{name} should return a dict with keys 'sparsity', 'sensitivity' and 'specificity'")
-    for key in ("sparsity", "sensitivity", "specificity"):
-        if not np.isclose(float(got[key]), expected[key], atol=0.011):
-            swapped = key != "sparsity" and np.isclose(float(got[key]), 1 - expected[key], atol=0.011)
-            hint = " (sensitivity = found lesions / all lesions; specificity = cleared healthy / all healthy)"
-            _fail(f"{name}: '{key}' is wrong at a hidden ε" + (hint if swapped or key != "sparsity" else ""))
+    if not all(0.0 <= float(got[key]) <= 1.0 for key in ("sparsity", "sensitivity", "specificity")):
+        _fail(f"{name}: sparsity, sensitivity and specificity are fractions, between 0 and 1")
 
 
 def _flat(scores: dict) -> np.ndarray:
-    return np.concatenate([s.ravel() for s in scores.values()])
+    return np.concatenate([np.ravel(s) for s in scores.values()])
+
+
+def _pruned_fraction(scores: dict, epsilon: float) -> float:
+    return float((_flat(scores) < epsilon).mean())
 
 
 @_returns("a dict of numbers: 'sparsity', 'sensitivity', 'specificity'")
 def check_prune_and_report(prune_and_report: Callable, model, scores: dict, images, labels) -> None:
-    """Exercise 5: prune the CNN at one global ε and report sparsity, sensitivity and specificity."""
+    """Exercise 5: the report's form and its sparsity at a hidden ε (the rates are graded by your teacher)."""
     rng, flat = _fresh_rng(), _flat(scores)
-    for quantile in (rng.uniform(0.4, 0.7), rng.uniform(0.8, 0.97)):
-        epsilon = float(np.quantile(flat[flat > 0], quantile))
-        got = _call("prune_and_report", prune_and_report, model, scores, epsilon, images, labels)
-        _check_report("prune_and_report", got, _report(model, scores, epsilon, images, labels))
+    epsilon = float(np.quantile(flat[flat > 0], rng.uniform(0.4, 0.9)))
+    got = _call("prune_and_report", prune_and_report, model, scores, epsilon, images, labels)
+    _check_report_shape("prune_and_report", got)
+    if not np.isclose(float(got["sparsity"]), _pruned_fraction(scores, epsilon), atol=1e-3):
+        _fail("prune_and_report: 'sparsity' is wrong at a hidden ε: the share of all kernel weights pruned")
 
 
 @_returns("a dict of reports, one per criterion")
 def check_equal_sparsity(equal_sparsity: Callable, model, scores_by_criterion: dict, images, labels) -> None:
-    """Exercise 6: each criterion's report at the ε that prunes one target sparsity."""
+    """Exercise 6: one report per criterion, each at an ε that prunes the hidden target sparsity."""
     rng = _fresh_rng()
     zeros = max(float((_flat(s) == 0).mean()) for s in scores_by_criterion.values())
     target = float(rng.uniform(min(zeros + 0.05, 0.9), 0.95))
@@ -269,13 +236,11 @@ def check_equal_sparsity(equal_sparsity: Callable, model, scores_by_criterion: d
     for criterion, report in got.items():
         if not isinstance(report, dict) or "epsilon" not in report:
             _fail(f"equal_sparsity: the report for {criterion!r} needs the 'epsilon' you used")
-        expected = _report(model, scores_by_criterion[criterion], float(report["epsilon"]), images, labels)
-        if abs(expected["sparsity"] - target) > 0.01:
+        _check_report_shape(f"equal_sparsity[{criterion!r}]", report)
+        reached = _pruned_fraction(scores_by_criterion[criterion], float(report["epsilon"]))
+        if abs(reached - target) > 0.01:
             _fail(f"equal_sparsity: the ε of {criterion!r} doesn't prune the target sparsity it was given")
-        _check_report(f"equal_sparsity[{criterion!r}]", report, expected)
 
-
-# --- the record a teacher collects -------------------------------------------------------------
 
 CHECKS: dict[str, Callable] = {
     "prune_mask": check_prune_mask,
@@ -285,101 +250,3 @@ CHECKS: dict[str, Callable] = {
     "prune_and_report": check_prune_and_report,
     "equal_sparsity": check_equal_sparsity,
 }
-
-
-def is_lab_record(record) -> bool:
-    """Whether ``record`` has a lab record's shape: its checks and answers map names to entries."""
-    return isinstance(record, dict) and all(
-        isinstance(record.get(section, {}), dict)
-        and all(isinstance(entry, dict) for entry in record.get(section, {}).values())
-        for section in ("checks", "answers")
-    )
-
-
-def _previous_record(path: Path, lesson: str) -> dict:
-    """The record already in ``path``, or ValueError if it is not this lesson's: never overwritten."""
-    try:
-        previous = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise WorkbenchError(
-            f"results_path {path} exists but is not a lab record ({error}); it is left as it is: "
-            "move it away or give another results_path"
-        ) from None
-    if not is_lab_record(previous):
-        raise WorkbenchError(f"results_path {path} exists but is not a lab record; it is left as it is")
-    if previous.get("lesson") != lesson:
-        raise WorkbenchError(
-            f"results_path {path} holds the record of lesson {previous.get('lesson')!r}, not {lesson!r}: "
-            "give each lesson its own file"
-        )
-    return previous
-
-
-def _check_same_student(path: Path, previous: dict, student: str) -> None:
-    """Refuse to carry one student's record over into another's (it was rewritten under the new name)."""
-    earlier = previous.get("student")
-    if earlier and earlier != student:
-        raise WorkbenchError(
-            f"results_path {path} holds the record of student {earlier!r}, not {student!r}; it is left as "
-            f"it is: give each student their own file (or student={earlier!r} to go on with it)"
-        )
-
-
-class Lab:
-    """One student's session: runs checks, keeps answers, and saves both to ``results_path``.
-
-    The file is rewritten after every check and answer, so the teacher's copy is never older
-    than the student's last step. ``student`` defaults to the login name.
-    """
-
-    def __init__(self, lesson: str, results_path: str | Path, student: str = ""):
-        self.path = Path(results_path)
-        if self.path.suffix != ".json":
-            raise WorkbenchError(f"results_path must end in .json, got {str(results_path)!r}")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.record = {"lesson": lesson, "student": student or getpass.getuser(), "checks": {}, "answers": {}}
-        if self.path.is_file():  # a re-run keeps what was done before
-            previous = _previous_record(self.path, lesson)
-            _check_same_student(self.path, previous, self.record["student"])
-            self.record["checks"].update(previous.get("checks", {}))
-            self.record["answers"].update(previous.get("answers", {}))
-        show_failures_as_messages()
-
-    def check(self, exercise: str, answer: Callable, **context) -> None:
-        """Run the check of ``exercise`` on the student's function; record pass or fail."""
-        if exercise not in CHECKS:
-            raise WorkbenchError(f"exercise must be one of {sorted(CHECKS)}, got {exercise!r}")
-        try:
-            CHECKS[exercise](answer, **context)
-        except CheckFailed as failure:
-            self._save("checks", exercise, {"passed": False, "message": str(failure)})
-            self._show(f"(recorded for your teacher: {exercise} not passed yet)")
-            raise
-        self._save("checks", exercise, {"passed": True})
-        self._show(f"✓ {exercise}: correct")
-
-    def answer(self, question: str, text: str) -> None:
-        """Record a written answer; it must be at least ``MIN_WORDS`` words (the teacher reads it)."""
-        text = str(text).strip()
-        words = len(text.split())
-        self._save("answers", question, {"text": text, "words": words})
-        if words < MIN_WORDS:
-            _fail(f"{question}: write at least {MIN_WORDS} words in your own words (you have {words})")
-        self._show(f"✓ {question}: answer saved for your teacher")
-
-    def _save(self, section: str, key: str, entry: dict) -> None:
-        entry["at"] = datetime.datetime.now().isoformat(timespec="seconds")
-        self.record[section][key] = entry
-        write_atomically(self.path, json.dumps(self.record, indent=1, ensure_ascii=False))
-
-    def _show(self, line: str) -> None:
-        """Print the line; in a notebook, also attach the record so an executed notebook carries it."""
-        try:
-            from IPython import get_ipython
-            from IPython.display import display
-        except ImportError:
-            get_ipython = None
-        if get_ipython is None or get_ipython() is None:
-            print(line)
-            return
-        display({"text/plain": line, RESULTS_MIME: self.record}, raw=True)
