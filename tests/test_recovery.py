@@ -217,3 +217,58 @@ def test_cache_key_RecipeWithoutDistillation_KeepsTheKeyItHadBefore(tiny_dataset
     assert cache_key(tiny_dataset, "seed_cnn", Recipe()) == before
     distilled = Recipe(distillation=Distillation())
     assert cache_key(tiny_dataset, "seed_cnn", distilled) != before
+
+
+# --- callers that own the dense model pass it as the teacher --------------------------------------
+
+
+@pytest.mark.slow
+def test_dashboard_RecoveryChoice_DistilsFromTheExplorersDenseModel(trained_tiny, monkeypatch):
+    """The dashboard's recovery dropdown reaches Explorer.fine_tuned, which distils from its model."""
+    from workbench.explore.session import Explorer
+    from workbench.view.dashboard import Dashboard
+
+    model, data = trained_tiny
+    explorer = Explorer(model, data, calibration_size=16, grid_points=4)
+    histories, fine_tuned = [], explorer.fine_tuned
+
+    def recording(*args, **options):
+        metrics, history = fine_tuned(*args, **options)
+        histories.append(history)
+        return metrics, history
+
+    monkeypatch.setattr(explorer, "fine_tuned", recording)
+    dash = Dashboard(explorer)
+    dash.controls["mode"].value = "sparsity"
+    dash.controls["sparsity"].value = 0.8
+    dash.controls["epochs"].value = 1
+    dash.controls["recovery"].value = "distill"
+    dash.controls["finetune"].click()
+    assert len(dash.recovered) == 1 and "(distill)" in dash.message.value
+    assert "distillation_loss" in histories[0]
+
+
+@pytest.mark.slow
+def test_explorer_IterativeRecovery_OfAnEpsilonPoint_PrunesToTheSparsityItReached(trained_tiny):
+    from workbench.explore.session import Explorer
+
+    model, data = trained_tiny
+    explorer = Explorer(model, data, calibration_size=16, grid_points=4)
+    point = explorer.point(PruneSpec(criterion="magnitude", epsilon=0.05))
+    recipe = Recipe(epochs=2, batch_size=8)
+    _, history = explorer.fine_tuned(point, recipe, recovery="iterative", progress=False)
+    assert len(history["mask_updates"]) == 2  # rounds: at most one per epoch
+    assert history["mask_updates"][-1][1] == pytest.approx(point.result.sparsity)
+
+
+@pytest.mark.slow
+def test_allocate_DistillingRecipe_FineTunesEachCandidateFromTheDenseModel(trained_tiny):
+    from workbench.analysis.budget import allocate
+    from workbench.analysis.sensitivity import Subject
+
+    model, data = trained_tiny
+    recipe = Recipe(epochs=1, batch_size=16, distillation=Distillation())
+    chosen = allocate(
+        Subject.build(model, data), "params", 0.3, method="uniform", dataset=data, recipe=recipe
+    )
+    assert chosen.tuned_model is not None and chosen.tuned_val_auc is not None

@@ -485,7 +485,8 @@ def allocate(
             *after* fine-tuning wins (``Allocation.tuned_val_auc``; its fine-tuned model is
             ``tuned_model``). Slower (one fine-tune per candidate), but the masks that prune best
             are not always the ones that recover best. ``Allocation.measured`` holds every
-            candidate compared. ``uniform`` and ``global`` alone are fine-tuned too. A tolerance
+            candidate compared. ``uniform`` and ``global`` alone are fine-tuned too. A recipe with
+            ``distillation`` distils every candidate from the explorer's dense model. A tolerance
             keeps the cheapest candidate within it, before fine-tuning: the recipe is not used.
 
     Example (not run here: it measures every candidate model)::
@@ -577,12 +578,12 @@ def _fine_tune_each(model, candidates: list[Allocation], dataset, recipe, progre
 
 def fine_tune_allocation(model, allocation: Allocation, dataset, recipe, *, callbacks=None) -> Allocation:
     """``allocation`` with ``model`` pruned by it and fine-tuned with ``recipe`` (a copy), and that
-    copy's validation AUC (``tuned_model``, ``tuned_val_auc``). ``callbacks``: Keras callbacks."""
+    copy's validation AUC (``tuned_model``, ``tuned_val_auc``). ``callbacks``: Keras callbacks.
+    A recipe with ``distillation`` distils from ``model``, the dense model."""
     structured = allocation.granularity == "structured"
     tuned = apply_masks(model, allocation.keep, structured=structured)
-    fine_tune(
-        tuned, allocation.keep, dataset, recipe, structured=structured, callbacks=callbacks, progress=False
-    )
+    options = dict(structured=structured, callbacks=callbacks, progress=False)
+    fine_tune(tuned, allocation.keep, dataset, recipe, teacher=model, **options)
     auc = evaluate_model(tuned, dataset.val, dataset.val)["auc"]
     return replace(allocation, tuned_val_auc=auc, tuned_model=tuned)
 

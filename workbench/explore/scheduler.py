@@ -307,9 +307,11 @@ class Scheduler:
         self.work.submit(ticket, work, done)
         return cancelled
 
-    def fine_tune(self, point: Point, epochs: int, progress: Progress, done: Callable) -> None:
-        """Fine-tune a copy at ``point``'s masks (``fine_tune_recipe(epochs)``) on its own worker;
-        ``done(recipe, (point, metrics) or the exception)``.
+    def fine_tune(
+        self, point: Point, epochs: int, progress: Progress, done: Callable, recovery: str = "one-shot"
+    ) -> None:
+        """Fine-tune a copy at ``point``'s masks (``fine_tune_recipe(epochs)``, by ``recovery``: see
+        ``Explorer.fine_tuned``) on its own worker; ``done(recipe, (point, metrics) or the exception)``.
 
         Raises:
             WorkbenchError: while a goal fine-tunes its candidates (two fits would share the CPU
@@ -327,7 +329,9 @@ class Scheduler:
         def work(ticket: Ticket):
             callbacks = [ReportBatches(ticket.progress(progress))]
             try:
-                metrics, _ = self.explorer.fine_tuned(point, recipe, progress=False, callbacks=callbacks)
+                metrics, _ = self.explorer.fine_tuned(
+                    point, recipe, recovery=recovery, progress=False, callbacks=callbacks
+                )
             except Cancelled:
                 raise
             except Exception as err:  # noqa: BLE001 - shown by the view, also from the background

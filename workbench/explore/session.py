@@ -41,7 +41,8 @@ from workbench.model.builders import check_built, check_model_fits
 from workbench.model.heads import Head
 from workbench.model.train import Recipe
 from workbench.prune.layer_table import layer_table
-from workbench.prune.pruning import PruneSpec, apply_masks, fine_tune, make_masks
+from workbench.prune.pruning import PruneSpec, make_masks
+from workbench.prune.recovery import recover, scorer_like
 from workbench.prune.scores import CRITERIA, Scorer
 
 log = logging.getLogger(__name__)
@@ -326,18 +327,28 @@ class Explorer:
         return self.estimates.estimate(spec, size)
 
     def fine_tuned(
-        self, point: Point, recipe: Recipe, *, progress: bool = True, callbacks: list | None = None
+        self,
+        point: Point,
+        recipe: Recipe,
+        *,
+        recovery: str = "one-shot",
+        progress: Progress | bool = True,
+        callbacks: list | None = None,
     ) -> tuple[dict, dict]:
         """Fine-tune a pruned copy at ``point``'s masks; return (test metrics, training history).
-        ``progress``: Keras's progress bar; ``callbacks``: Keras callbacks for the fit."""
-        structured = point.spec.structured
-        pruned = apply_masks(self.model, point.result.keep, structured=structured)
-        history = fine_tune(
-            pruned,
+
+        ``recovery``: a name in ``prune.recovery.RECOVERIES`` ("distill" learns from this
+        explorer's dense model, "iterative" prunes it in rounds to the point's sparsity, re-scoring
+        on the calibration images); ``progress``: True for a bar, False for none, or a
+        ``core.progress.Progress``; ``callbacks``: Keras callbacks for the fit."""
+        pruned, history = recover(
+            self.model,
             point.result.keep,
+            point.spec,
             self.dataset,
             recipe,
-            structured=structured,
+            recovery,
+            scorer_for=scorer_like(self.scorer),
             callbacks=callbacks,
             progress=progress,
         )

@@ -16,13 +16,25 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from workbench.core.errors import WorkbenchError
-from workbench.core.masks import Masks
+import numpy as np
+
+from workbench.core.errors import WorkbenchError, check_choice
+from workbench.core.masks import Masks, alive_units
 from workbench.core.progress import Progress
 from workbench.data.dataset import Dataset
 from workbench.model.compat import keras
+from workbench.model.distill import Distillation
+from workbench.model.registry import LayerInfo
 from workbench.model.train import Recipe
-from workbench.prune.pruning import OneShot, PruneSpec, Schedule, rescored_masks, train_masked
+from workbench.prune.pruning import (
+    OneShot,
+    PruneSpec,
+    Schedule,
+    apply_masks,
+    fine_tune,
+    rescored_masks,
+    train_masked,
+)
 from workbench.prune.scores import Scorer
 
 
@@ -117,3 +129,78 @@ def _offset(progress: Progress | bool, done: int, total: int) -> Progress | bool
     if isinstance(progress, bool) or progress is None:
         return progress
     return lambda batches, _: progress(done + batches, total)
+
+
+# --- the recovery choices a notebook parameter and the dashboard offer ----------------------------
+
+RECOVERIES = {  # name -> (distils from the dense model, prunes iteratively)
+    "one-shot": (False, False),
+    "distill": (True, False),
+    "iterative": (False, True),
+    "iterative+distill": (True, True),
+}
+ROUNDS = 3  # an iterative recovery's rounds, fewer when the recipe has fewer epochs
+
+
+def recovery(
+    name: str, recipe: Recipe, scorer_for: Callable[[keras.Model], Scorer], spec: PruneSpec
+) -> tuple[Recipe, Schedule]:
+    """The (recipe, schedule) of a recovery named in ``RECOVERIES``, for ``fine_tune``.
+
+    ``"distill"`` adds ``Distillation()`` to ``recipe`` (fine_tune then needs the dense model as
+    ``teacher=``); ``"iterative"`` gives ``Iterative(scorer_for, spec, rounds)`` with up to
+    ``ROUNDS`` rounds, one epoch each at least, which starts from the dense model (all-True masks).
+
+    Raises:
+        WorkbenchError: an unknown name, or an iterative one with a spec without a target sparsity.
+    """
+    distils, iterates = RECOVERIES[check_choice(name, "recovery", tuple(RECOVERIES))]
+    recipe = replace(recipe, distillation=(recipe.distillation or Distillation()) if distils else None)
+    if not iterates:
+        return recipe, OneShot()
+    return recipe, Iterative(scorer_for, spec, min(ROUNDS, recipe.epochs))
+
+
+def recover(
+    dense: keras.Model,
+    keep: Masks,
+    spec: PruneSpec,
+    dataset: Dataset,
+    recipe: Recipe,
+    name: str = "one-shot",
+    *,
+    scorer_for: Callable[[keras.Model], Scorer],
+    **options,
+) -> tuple[keras.Model, dict[str, list]]:
+    """Fine-tune a pruned copy of ``dense`` by the recovery ``name``; return (the copy, its history).
+
+    One-shot recoveries start from ``keep``; iterative ones from ``dense`` itself, pruning in rounds
+    to the sparsity ``keep`` reached (``spec``'s target, or what its ε gave). Distilling ones (or a
+    recipe with ``distillation``) learn from ``dense``. ``options`` go to ``fine_tune``
+    (``callbacks``, ``progress``).
+    """
+    infos = scorer_for(dense).infos
+    target = spec.sparsity if spec.sparsity is not None else reached_sparsity(keep, infos, spec.structured)
+    target_spec = replace(spec, epsilon=None, sparsity=target)
+    recipe, schedule = recovery(name, recipe, scorer_for, target_spec)
+    if isinstance(schedule, Iterative):
+        keep = {info.name: np.ones(info.shape, bool) for info in infos}
+    model = apply_masks(dense, keep, structured=spec.structured)
+    options = dict(teacher=dense, schedule=schedule, structured=spec.structured, **options)
+    return model, fine_tune(model, keep, dataset, recipe, **options)
+
+
+def reached_sparsity(keep: Masks, infos: list[LayerInfo], structured: bool) -> float:
+    """The fraction of scored entries ``keep`` prunes: weights, or (``structured``) the units of every
+    layer but the output one, as ``pruning.masks_from_scores`` counts them."""
+    if not structured:
+        return 1.0 - sum(int(keep[i.name].sum()) for i in infos) / sum(keep[i.name].size for i in infos)
+    units = [alive_units(keep[i.name], int(np.prod(i.units_shape))) for i in infos[:-1]]
+    return 1.0 - sum(int(u.sum()) for u in units) / sum(u.size for u in units)
+
+
+def scorer_like(scorer: Scorer) -> Callable[[keras.Model], Scorer]:
+    """``scorer_for`` of a schedule: a fresh Scorer of a model on ``scorer``'s calibration images,
+    labels, seed, batch size and head."""
+    options = dict(seed=scorer.seed, batch_size=scorer.batch_size, head=scorer.head)
+    return lambda model: Scorer(model, scorer.images, scorer.labels, **options)

@@ -10,6 +10,7 @@ import ipywidgets as w
 from workbench.analysis.budget import picks_after_fine_tuning
 from workbench.explore.points import Setting
 from workbench.prune.pruning import PruneSpec
+from workbench.prune.recovery import RECOVERIES
 from workbench.prune.scores import CRITERIA, GRANULARITIES
 
 # The goal knob per goal: (min, max, step, default, label), copied into its slider.
@@ -73,6 +74,12 @@ def make_controls(spec: PruneSpec, layers: list[str]) -> dict[str, w.Widget]:
             continuous_update=False,
         ),
         "goal_tune": w.Checkbox(
+        "recovery": w.Dropdown(
+            options=list(RECOVERIES),
+            value="one-shot",
+            description="recovery",
+            tooltip="distill: also learn from the dense model; iterative: prune in rounds, re-scoring",
+        ),
             value=False,
             description="pick after fine-tuning (slower)",
             tooltip="fine-tune every candidate allocation (epochs below); keep the best on validation",

@@ -26,7 +26,8 @@ class FineTunePanel:
 
     Args:
         scheduler: runs the fine-tune on its own worker.
-        controls: the dashboard's controls; the panel owns ``finetune`` (button) and ``epochs``.
+        controls: the dashboard's controls; the panel owns ``finetune`` (button), ``epochs`` and
+            ``recovery`` (a name in ``prune.recovery.RECOVERIES``).
         point: gives the point shown now, whose masks are fine-tuned.
         figure, image: the figure that marks a recovered point and the Image showing it.
         show_message: the dashboard's message line.
@@ -44,14 +45,18 @@ class FineTunePanel:
     ):
         self.scheduler, self.point, self.figure, self.image = scheduler, point, figure, image
         self.show_message = show_message
-        self.button, self.epochs = controls["finetune"], controls["epochs"]
+        self.button, self.epochs, self.recovery = (
+            controls["finetune"],
+            controls["epochs"],
+            controls["recovery"],
+        )
         self.bar = progress_bar()
         self.recovered: list[tuple[float, dict]] = []  # (sparsity, metrics) of each fine-tuned point
         self.button.on_click(lambda _: self.on_click())
 
     @property
     def widget(self) -> w.Widget:
-        return w.HBox([self.epochs, self.button, self.bar])
+        return w.HBox([self.epochs, self.recovery, self.button, self.bar])
 
     @reports_errors
     def on_click(self) -> None:
@@ -68,9 +73,14 @@ class FineTunePanel:
             progress_bars.fill(self.bar, done, total)
             self.bar.description = "evaluating" if done >= total else "fine-tuning"
 
+        recovery = self.recovery.value
+
+        def show(recipe, answer) -> None:
+            self._show_fine_tuned(recipe, answer, recovery)
+
         self._show_started()  # before: a quick fit may end before the call returns
         try:
-            self.scheduler.fine_tune(self.point(), self.epochs.value, report, self._show_fine_tuned)
+            self.scheduler.fine_tune(self.point(), self.epochs.value, report, show, recovery)
         except WorkbenchError:
             self._show_ended()
             raise
@@ -94,7 +104,7 @@ class FineTunePanel:
         self.button.description, self.button.icon = FINE_TUNE, "play"
         progress_bars.hide(self.bar)
 
-    def _show_fine_tuned(self, recipe, answer: tuple[Point, dict] | Exception) -> None:
+    def _show_fine_tuned(self, recipe, answer: tuple[Point, dict] | Exception, recovery: str) -> None:
         self._show_ended()
         if isinstance(answer, Exception):
             self.show_message(f"{type(answer).__name__}: {answer}", error=True)
@@ -103,7 +113,8 @@ class FineTunePanel:
         self.recovered.append((point.result.sparsity, metrics))
         self.image.value = self.figure.mark(point.result.sparsity, metrics)
         self.show_message(
-            f"fine-tuned {recipe.epochs} epoch{'s' if recipe.epochs != 1 else ''}: "
+            f"fine-tuned {recipe.epochs} epoch{'s' if recipe.epochs != 1 else ''}"
+            f"{'' if recovery == 'one-shot' else f' ({recovery})'}: "
             f"accuracy {number(metrics['accuracy'])}, "
             f"AUC {number(metrics['auc'])}"
         )
