@@ -78,7 +78,46 @@ def test_mask_image_LaysKernelsOutAsInputsByUnits():
     fig, ax = plt.subplots()
     plots.mask_image(mask, ax=ax)
     shown = ax.images[0].get_array()
-    assert shown.shape == (18, 4) and shown[:, 1].all() and not shown[:, 0].any()
+    assert shown.shape == (18, 4) and not shown[:, 1].any() and shown[:, 0].all()  # 1: pruned
+    plt.close(fig)
+
+
+def test_mask_and_heatmap_OneColourPerMeaning_KeptIsDense_PrunedIsAllPruned():
+    """Black meant "dense" in the heatmap and "pruned" in the mask beside it."""
+    fig, (heat, mask) = plt.subplots(1, 2)
+    plots.sparsity_heatmap(_curve(), ax=heat)  # layer a goes from 0 (dense) to 1.0 (all pruned)
+    keep = np.array([[True, False]])
+    plots.mask_image(keep, ax=mask)
+    dense, all_pruned = heat.images[0].to_rgba(np.array([0.0, 1.0]))
+    kept, pruned = mask.images[0].to_rgba(np.asarray(mask.images[0].get_array()).ravel())
+    np.testing.assert_allclose(kept, dense)
+    np.testing.assert_allclose(pruned, all_pruned)
+    plt.close(fig)
+
+
+def _contrast(foreground, background) -> float:
+    """WCAG 2 contrast ratio, computed here from the standard's formula."""
+    from matplotlib.colors import to_rgb
+
+    def luminance(colour):
+        c = np.array(to_rgb(colour))
+        c = np.where(c <= 0.03928, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+        return 0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2]
+
+    high, low = sorted((luminance(foreground), luminance(background)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def test_confusion_CountsContrastWithTheirCells_AlsoAfterAnUpdate():
+    """Dark digits on the darkest blue could not be read."""
+    fig, ax = plt.subplots()
+    plots.confusion(np.array([[50, 1], [20, 30]]), ("neg", "pos"), ax=ax)
+    for matrix in (None, np.array([[0, 60], [45, 5]])):
+        if matrix is not None:
+            plots.update_confusion(ax, matrix)
+        cells = ax.images[0].to_rgba(np.asarray(ax.images[0].get_array()).ravel())
+        ratios = [_contrast(text.get_color(), cell[:3]) for text, cell in zip(ax.texts, cells, strict=True)]
+        assert min(ratios) >= 4.5, ratios  # WCAG AA for text
     plt.close(fig)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -48,7 +50,25 @@ def test_mask_image_FollowsTheChosenLayer(dashboard):
     dashboard.controls["layer"].value = "fc"
     shown = dashboard.figure.axes["mask"].images[0].get_array()
     assert shown.shape == (8 * 9 * 9, 16)
-    np.testing.assert_array_equal(np.asarray(shown, bool), dashboard.point.result.keep["fc"])
+    np.testing.assert_array_equal(np.asarray(shown, bool), ~dashboard.point.result.keep["fc"])  # 1: pruned
+
+
+def test_figure_EveryTextIsAtLeast10px_AndTheCurvesShowSensitivityAndSpecificity(dashboard):
+    """Panel titles were ~7 px (``small`` of 10 pt at 72 dpi); sensitivity was not on the curves."""
+    figure = dashboard.figure
+    assert figure.smallest_text_px() >= 10
+    dashboard.controls["layer"].value = "fc"  # a panel redrawn after the first figure
+    dashboard.controls["mode"].value = "sparsity"
+    assert figure.smallest_text_px() >= 10
+    curve = dashboard.explorer.curve(dashboard.point.spec)
+    for panel, x in (("vs_grid", "target"), ("vs_sparsity", "sparsity")):
+        lines = {line.get_label(): line for line in figure.axes[panel].lines}
+        for metric in ("sensitivity", "specificity"):
+            np.testing.assert_allclose(lines[metric].get_xdata(), curve[x])
+            np.testing.assert_allclose(lines[metric].get_ydata(), curve[metric])
+        dots = [line.get_ydata()[0] for line in figure.axes[panel].lines if line.get_marker() == "o"]
+        point = dashboard.point.metrics
+        assert dots == pytest.approx([point[m] for m in ("accuracy", "auc", "sensitivity", "specificity")])
 
 
 def test_target_sparsity_mode_HitsTheTarget(dashboard):
@@ -246,7 +266,7 @@ def test_evidence_html_ShowsIntervalDifferencePValueAndVerdict():
         auc_difference_high=0.002, auc_difference_p=0.21, noninferiority="non-inferior", margin=0.02,
         rule="sensitivity>=0.95", mcnemar_p=0.5,
     )  # fmt: skip
-    text = evidence_html(metrics)
+    text = re.sub(r"<[^>]+>", "", evidence_html(metrics))  # as the page shows it
     for piece in ("0.941 [0.920, 0.960]", "-0.003 [-0.008, +0.002]", "p = 0.210", "non-inferior", "δ = 0.02"):
         assert piece in text, piece
     assert "undefined" in evidence_html({**metrics, "auc_difference": None})
@@ -287,3 +307,38 @@ def test_viewClasses_StayWithinTheHouseLimits_300LinesAnd25Methods():
                 sizes[node.name] = (node.end_lineno - node.lineno + 1, methods)
     assert {"Dashboard", "GoalPanel", "FineTunePanel"} <= sizes.keys()
     assert {name: size for name, size in sizes.items() if size[0] > 300 or size[1] > 25} == {}
+
+
+def test_readout_DefinesEveryTermWhereItFirstAppears_AsATooltipAndInTheGlossary(dashboard):
+    """AUC, ΔAUC, δ, McNemar's p, "youden" and "estimate (n=64, ±0.13)" were defined nowhere."""
+    from workbench.view.readouts import GLOSSARY, evidence_html
+
+    metrics = dict(
+        auc=0.941, auc_low=0.92, auc_high=0.96, auc_difference=-0.003, auc_difference_low=-0.008,
+        auc_difference_high=0.002, auc_difference_p=0.21, noninferiority="non-inferior", margin=0.02,
+        rule="youden", mcnemar_p=0.5,
+    )  # fmt: skip
+    evidence = evidence_html(metrics)
+    tooltips = dict(re.findall(r"<abbr title='([^']+)'>([^<]+)</abbr>", evidence))
+    assert sorted(tooltips.values()) == sorted(["AUC", "ΔAUC", "p", "δ", "McNemar p", "youden"])
+    for definition, name in tooltips.items():
+        assert definition == GLOSSARY[name].replace("'", "&#x27;")
+    readout = dashboard.readout.value
+    assert "what the terms mean" in readout
+    for name in ("AUC", "ΔAUC", "δ", "McNemar p", "youden", "estimate", "sensitivity", "specificity"):
+        assert f"<b>{name}</b>:" in readout, name  # the glossary line under the readout
+    assert "n=64, ±0.13" in GLOSSARY["estimate"]
+
+
+def test_typed_epsilon_Infinite_IsRefusedWithAMessage(dashboard):
+    before = dashboard.point
+    dashboard.controls["epsilon_text"].value = "inf"
+    assert "ε must be a finite number" in dashboard.message.value and "inf" in dashboard.message.value
+    assert dashboard.point is before
+
+
+def test_epsilon_slider_StepsOneDecade_OnATrackWideEnoughToAimAt(dashboard):
+    """124 px for 11 decades: a 25 px drag jumped from 1e-4 to 1.7e-2."""
+    slider = dashboard.controls["epsilon"]
+    assert slider.step == 1.0
+    assert int(slider.layout.width.removesuffix("px")) / (slider.max - slider.min) >= 40  # px a decade

@@ -12,6 +12,7 @@ from workbench.explore.points import Setting
 from workbench.prune.pruning import PruneSpec
 from workbench.prune.recovery import RECOVERIES
 from workbench.prune.scores import CRITERIA, GRANULARITIES
+from workbench.view.epsilon_control import epsilon_box, epsilon_slider
 
 # The goal knob per goal: (min, max, step, default, label), copied into its slider.
 GOAL_KNOBS = {
@@ -41,16 +42,8 @@ def make_controls(spec: PruneSpec, layers: list[str]) -> dict[str, w.Widget]:
         "granularity": w.ToggleButtons(
             options=GRANULARITIES, value=spec.granularity, description="granularity"
         ),
-        "epsilon": w.FloatLogSlider(
-            value=1e-4,
-            min=-8,
-            max=0,
-            step=0.02,
-            description="ε",
-            readout_format=".2e",
-            continuous_update=True,  # throttled: the worker skips overtaken values
-        ),
-        "epsilon_text": w.Text(description="type ε", placeholder="e.g. 3e-4, Enter", continuous_update=False),
+        "epsilon": epsilon_slider(),
+        "epsilon_text": epsilon_box(),
         "sparsity": w.FloatSlider(
             value=0.5 if spec.sparsity is None else spec.sparsity,
             min=0.0,
@@ -74,12 +67,6 @@ def make_controls(spec: PruneSpec, layers: list[str]) -> dict[str, w.Widget]:
             continuous_update=False,
         ),
         "goal_tune": w.Checkbox(
-        "recovery": w.Dropdown(
-            options=list(RECOVERIES),
-            value="one-shot",
-            description="recovery",
-            tooltip="distill: also learn from the dense model; iterative: prune in rounds, re-scoring",
-        ),
             value=False,
             description="pick after fine-tuning (slower)",
             tooltip="fine-tune every candidate allocation (epochs below); keep the best on validation",
@@ -87,6 +74,12 @@ def make_controls(spec: PruneSpec, layers: list[str]) -> dict[str, w.Widget]:
         ),
         "layer": w.Combobox(options=layers, value=layers[0], description="layer", ensure_option=False),
         "epochs": w.IntSlider(value=2, min=1, max=10, description="epochs"),
+        "recovery": w.Dropdown(
+            options=list(RECOVERIES),
+            value="one-shot",
+            description="recovery",
+            tooltip="distill: also learn from the dense model; iterative: prune in rounds, re-scoring",
+        ),
         "finetune": w.Button(description=FINE_TUNE, icon="play"),
     }
 

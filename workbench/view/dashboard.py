@@ -28,6 +28,7 @@ from workbench.explore.session import Explorer
 from workbench.prune.pruning import PruneSpec
 from workbench.view import progress_bars
 from workbench.view.controls import Wiring, make_controls, progress_bar
+from workbench.view.epsilon_control import parse_epsilon
 from workbench.view.figure import ExplorerFigure
 from workbench.view.finetune_panel import FineTunePanel
 from workbench.view.goal_panel import GoalPanel
@@ -201,12 +202,9 @@ class Dashboard:
     @reports_errors
     def on_typed_epsilon(self, text: str) -> None:
         """A typed ε goes to the engine as typed; the slider only shows it (clamped to its range)."""
-        if not text.strip():
+        value = parse_epsilon(text)
+        if value is None:
             return
-        try:
-            value = float(text)
-        except ValueError:
-            raise WorkbenchError(f"ε must be a number such as 3e-4, got {text!r}") from None
         self.scheduler.answer(replace(self.spec(), epsilon=value, sparsity=None), self._show_point)
         self.wiring.set(epsilon=value)
 

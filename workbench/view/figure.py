@@ -7,16 +7,36 @@ adds a fine-tuned result. Each returns the PNG bytes of the new frame, which a w
 
 from __future__ import annotations
 
+import functools
+
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 from matplotlib.ticker import MaxNLocator
 
 from workbench.explore.points import GoalPoint, Point
 from workbench.view import plots
 
-METRICS = ("accuracy", "auc")
+# Sensitivity and specificity at the operating threshold: the curve computes them at every point.
+METRICS = ("accuracy", "auc", "sensitivity", "specificity")
 LEFT, GOAL_LEFT = 0.06, 0.2  # the figure's left margin: ε/sparsity views, goal view (row names)
+# A classroom reads the figure from the back row: every text at least 10 pt ("small", 0.833 of 12.5),
+# which at the dashboard's 72 dpi is 10 px when the image is shown at its own size.
+LEGIBLE = {"font.size": 12.5}
+
+
+def _legible(method):
+    """Run a drawing method with ``LEGIBLE`` fonts: text sizes are fixed when text is made, and tick
+    labels are made when the canvas draws, so both happen inside."""
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        with matplotlib.rc_context(LEGIBLE):
+            return method(*args, **kwargs)
+
+    return wrapper
 
 
 class ExplorerFigure:
@@ -65,6 +85,7 @@ class ExplorerFigure:
             "mask": self.figure.add_subplot(grid[1, 2]),
         }
 
+    @_legible
     def draw(
         self, curve: pd.DataFrame, point: Point, dense: dict, *, x: str, layer: str, threshold_name: str = ""
     ) -> bytes:
@@ -169,6 +190,7 @@ class ExplorerFigure:
         plots.confusion(point.metrics["confusion"], self.class_names, ax=ax)
         ax.set_title(title, fontsize="small")
 
+    @_legible
     def draw_goal(self, point: GoalPoint, layer: str) -> bytes:
         """Draw a goal point's sensitivity table (allocation circled), row sparsities, confusion and mask.
 
@@ -245,7 +267,7 @@ class ExplorerFigure:
         return [self.heat_line, *confusion.images, *confusion.texts, *dots, *self._mask_artists()]
 
     def _mask_of(self, point: Point, layer: str) -> np.ndarray:
-        return plots.kernel_as_image(point.result.keep[layer], self.unit_axes.get(layer, 1))
+        return plots.pruned_pixels(point.result.keep[layer], self.unit_axes.get(layer, 1))
 
     def _mask_artists(self) -> list:
         return [*self.axes["mask"].images, self.mask_label]
@@ -253,15 +275,14 @@ class ExplorerFigure:
     def _draw_mask(self, point: Point, layer: str) -> None:
         ax = self.axes["mask"]
         _clear(ax)
-        plots.mask_image(
-            point.result.keep[layer].astype(np.float32), ax=ax, unit_axes=self.unit_axes.get(layer, 1)
-        )
+        plots.mask_image(point.result.keep[layer], ax=ax, unit_axes=self.unit_axes.get(layer, 1))
         for axis in (ax.xaxis, ax.yaxis):  # a few unit and input numbers are enough to find one
             axis.set_major_locator(MaxNLocator(4, integer=True, min_n_ticks=1))
         self.mask_label = ax.text(
             0.5, 1.02, _mask_title(point, layer), transform=ax.transAxes, ha="center", fontsize="small"
         )
 
+    @_legible
     def move(self, point: Point, layer: str) -> bytes:
         """Move the artists that follow the point; returns the blitted PNG."""
         self._move(point, layer)
@@ -278,9 +299,10 @@ class ExplorerFigure:
             plots.update_confusion(self.axes["confusion"], point.metrics["confusion"])
         elif self.axes["confusion"].images:  # an answer read from a curve: counts come with the exact one
             _counts_pending(self.axes["confusion"])
-        self.axes["mask"].images[0].set_data(self._mask_of(point, layer).astype(np.float32))
+        self.axes["mask"].images[0].set_data(self._mask_of(point, layer))
         self.mask_label.set_text(_mask_title(point, layer))
 
+    @_legible
     def show_layer(self, point: Point, layer: str) -> bytes:
         """Show ``layer``'s mask (its shape may differ, so the panel is redrawn)."""
         self._draw_mask(point, layer)
@@ -288,6 +310,7 @@ class ExplorerFigure:
             artist.set_animated(True)
         return self.blitter.full()
 
+    @_legible
     def mark(self, sparsity: float, metrics: dict) -> bytes:
         """Add a fine-tuned result to the sparsity panel as a star; returns the PNG."""
         self.axes["vs_sparsity"].plot([sparsity], [metrics["accuracy"]], "*", color="tab:purple", ms=12)
@@ -295,9 +318,25 @@ class ExplorerFigure:
             self._animate()
         return self.blitter.full()
 
+    @_legible
     def png(self) -> bytes:
         """The current frame as PNG bytes."""
         return self.blitter.png()
+
+    def smallest_text_px(self) -> float:
+        """The smallest visible text's height in the PNG, in pixels (font points x dpi / 72)."""
+        texts = [
+            text
+            for text in self.figure.findobj(Text)
+            if text.get_visible() and text.get_text().strip() and _shown(text)
+        ]
+        return min(text.get_fontsize() for text in texts) * self.figure.dpi / 72
+
+
+def _shown(text: Text) -> bool:
+    """Whether ``text`` is drawn: its axes (if any) visible, and a tick label on a tick that shows."""
+    axes = text.axes
+    return axes is None or (axes.get_visible() and axes.axison) or text in axes.texts
 
 
 def _counts_pending(ax) -> None:
@@ -322,7 +361,7 @@ def _clear(ax) -> None:
 
 
 def _mask_title(point: Point, layer: str) -> str:
-    return f"{layer} mask: {1 - point.result.keep[layer].mean():.1%} pruned (black)"
+    return f"{layer} mask: {1 - point.result.keep[layer].mean():.1%} pruned (light)"
 
 
 def _not_computed(curve: pd.DataFrame) -> bool:

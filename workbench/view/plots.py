@@ -50,7 +50,10 @@ def short_number(value: float) -> str:
     return f"{value:.2g}"
 
 
-HEATMAP = matplotlib.colormaps["magma"].with_extremes(bad="0.85")  # grey: not computed yet
+# One colour scale for "how much is pruned" in every panel: the sparsity heatmap and the mask
+# (dark: kept, dense; light yellow: pruned). Grey: a curve point not computed yet.
+HEATMAP = matplotlib.colormaps["magma"].with_extremes(bad="0.85")
+PRUNED_COLOURS = "dark: kept, light: pruned"  # how titles say it
 MAX_ROW_LABELS = 24  # layer names a heatmap writes; with more rows it labels every k-th
 
 
@@ -77,11 +80,11 @@ def sparsity_heatmap(
     ticks = np.unique(np.linspace(0, len(grid) - 1, min(6, len(grid))).astype(int))
     ax.set_xticks(ticks, [short_number(grid[t]) for t in ticks])
     ax.set_xlabel(grid_label(x, threshold_name))
-    ax.set_title("sparsity per layer (black: dense, white: all pruned)", fontsize="small")
+    ax.set_title(f"sparsity per layer ({PRUNED_COLOURS}, grey: not computed)", fontsize="small")
     ax.figure.colorbar(image, ax=ax, fraction=0.05, pad=0.02, label="sparsity")
     position = grid_position(grid, current if current is not None else grid[0])
     ax.axvline(position, color="cyan", lw=1.5, label="current setting")
-    ax.legend(loc="upper left", fontsize="x-small", framealpha=0.8)
+    ax.legend(loc="upper left", fontsize="small", framealpha=0.8)
     return ax
 
 
@@ -140,7 +143,13 @@ def metric_curves(
         handles.append(Line2D([], [], color="gray", ls="--", lw=0.8, label="dense model"))
     if current is not None:
         handles.append(Line2D([], [], color="gray", marker="o", ls="", label="current setting"))
-    ax.legend(handles=handles, loc="lower left", fontsize="x-small", framealpha=0.8)
+    ax.legend(
+        handles=handles,
+        loc="lower left",
+        fontsize="small",
+        framealpha=0.8,
+        ncols=2 if len(metrics) > 2 else 1,
+    )
     return ax
 
 
@@ -168,7 +177,7 @@ def update_marker(ax: Axes, metrics: tuple[str, ...], point: dict, x: str) -> No
 
 
 def confusion(matrix: np.ndarray, class_names: tuple[str, ...], ax: Axes | None = None) -> Axes:
-    """Confusion matrix with counts written in the cells."""
+    """Confusion matrix with counts written in the cells, white on dark cells and black on light ones."""
     ax = _axes(ax)
     ax.imshow(matrix, cmap="Blues", vmin=0, vmax=max(int(matrix.sum(axis=1).max()), 1))
     ticks = range(len(class_names))
@@ -179,6 +188,7 @@ def confusion(matrix: np.ndarray, class_names: tuple[str, ...], ax: Axes | None 
     ax.set_ylabel("true")
     for (i, j), count in np.ndenumerate(matrix):
         ax.text(j, i, str(count), ha="center", va="center", fontsize="small")
+    _contrast_counts(ax)
     return ax
 
 
@@ -189,6 +199,23 @@ def update_confusion(ax: Axes, matrix: np.ndarray) -> None:
     ax.images[0].set_clim(0, max(int(matrix.sum(axis=1).max()), 1))
     for text, count in zip(ax.texts, matrix.ravel(), strict=True):
         text.set_text(str(count))
+    _contrast_counts(ax)
+
+
+def _contrast_counts(ax: Axes) -> None:
+    """Write each count in black or white, whichever contrasts more with its cell (WCAG luminance):
+    dark digits on the darkest blue could not be read."""
+    image = ax.images[0]
+    cells = image.to_rgba(np.asarray(image.get_array()).ravel())
+    for text, rgba in zip(ax.texts, cells, strict=True):
+        text.set_color("white" if relative_luminance(rgba) < 0.179 else "black")
+
+
+def relative_luminance(rgba) -> float:
+    """A colour's relative luminance (WCAG 2): 0 for black, 1 for white."""
+    channels = np.asarray(rgba, dtype=float)[:3]
+    linear = np.where(channels <= 0.04045, channels / 12.92, ((channels + 0.055) / 1.055) ** 2.4)
+    return float(linear @ [0.2126, 0.7152, 0.0722])
 
 
 def kernel_as_image(mask: np.ndarray, unit_axes: int = 1) -> np.ndarray:
@@ -203,11 +230,18 @@ def kernel_as_image(mask: np.ndarray, unit_axes: int = 1) -> np.ndarray:
     return mask.reshape(-1, int(np.prod(mask.shape[-unit_axes:])))
 
 
+def pruned_pixels(keep: np.ndarray, unit_axes: int = 1) -> np.ndarray:
+    """A keep-mask as the mask panel's image: 1 where a weight is pruned, 0 where kept
+    (the heatmap's sparsity scale, so the colours mean the same in both)."""
+    return kernel_as_image(~np.asarray(keep, dtype=bool), unit_axes).astype(np.float32)
+
+
 def mask_image(mask: np.ndarray, title: str = "", ax: Axes | None = None, unit_axes: int = 1) -> Axes:
-    """Show a layer's keep-mask: white = kept weight, black = pruned (layout: ``kernel_as_image``)."""
+    """Show a layer's keep-mask in the heatmap's colours: dark = kept weight, light = pruned
+    (layout: ``kernel_as_image``)."""
     ax = _axes(ax)
-    image = kernel_as_image(mask, unit_axes)
-    ax.imshow(image, cmap="gray", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
+    image = pruned_pixels(mask, unit_axes)
+    ax.imshow(image, cmap=HEATMAP, vmin=0, vmax=1, aspect="auto", interpolation="nearest")
     ax.set_title(title, fontsize="small")
     ax.set_xlabel("unit")
     ax.set_ylabel("input weight")
@@ -416,7 +450,7 @@ def sensitivity_heatmap(
     limit = max(float(np.nanmax(np.abs(values))), 1e-3)
     image = ax.imshow(values, aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
     for (row, col), value in np.ndenumerate(values):
-        ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=7)
+        ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize="small")
     ax.set_yticks(range(len(matrix.index)), list(matrix.index))
     ax.set_xticks(range(len(matrix.columns)), [f"{c:.2f}" for c in matrix.columns])
     ax.set_xlabel("sparsity of that row alone")

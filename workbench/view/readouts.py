@@ -19,6 +19,40 @@ KERNEL_LOST = (
     "no longer updates. Reload the page (Voilà) or restart the kernel and run all cells (JupyterLab).</span>"
 )
 SIDE_BY_SIDE = ("accuracy", "auc", "sensitivity", "specificity")
+# Every term the readout uses, defined where it first appears: as a tooltip on the term, and in the
+# glossary line under the readout (a tooltip does not show on a projector or a touch screen).
+GLOSSARY = {
+    "sparsity": "the fraction of weights pruned (set to zero)",
+    "ε": "the threshold: a weight whose score is below ε is pruned",
+    "estimate": "estimate (n=64, ±0.13): metrics from n test images first, ± the half-width of the AUC's "
+    "95% interval; the exact answer on every test image follows",
+    "sensitivity": "the fraction of positive (diseased) test images called positive",
+    "specificity": "the fraction of negative (healthy) test images called negative",
+    "AUC": "area under the ROC curve: the chance that a random positive image scores above a random "
+    "negative one (1 perfect, 0.5 guessing); [low, high] is its 95% interval",
+    "ΔAUC": "pruned AUC minus dense AUC on the same test images, with its 95% interval",
+    "p": "the chance of a difference at least this large if pruning changed nothing",
+    "δ": "the margin: the largest AUC loss accepted as 'non-inferior' to the dense model",
+    "McNemar p": "the chance of this many changed yes/no decisions if pruning changed nothing",
+    "youden": "the decision threshold chosen on validation images to maximise sensitivity + specificity − 1",
+}
+
+
+def term(name: str, shown: str | None = None) -> str:
+    """``shown`` (default ``name``) with its glossary definition as a tooltip."""
+    return f"<abbr title='{html.escape(GLOSSARY[name], quote=True)}'>{html.escape(shown or name)}</abbr>"
+
+
+def glossary_html() -> str:
+    """A line naming the readout's terms that opens to define every one."""
+    entries = "".join(
+        f"<li><b>{html.escape(name)}</b>: {html.escape(text)}</li>" for name, text in GLOSSARY.items()
+    )
+    names = ", ".join(GLOSSARY)
+    return (
+        f"<details class='wb-glossary'><summary>what the terms mean ({html.escape(names)})</summary>"
+        f"<ul style='margin:0'>{entries}</ul></details>"
+    )
 
 
 def refusal(err: WorkbenchError) -> str:
@@ -51,10 +85,10 @@ def readout_html(point: Point, dense: dict) -> str:
     changed = "…" if point.pending else point.row()["changed"]
     of = f" of {point.n}" if point.n else ""  # an estimate's count is of its subset
     head = (
-        f"<b>sparsity {result.sparsity:.1%}</b> at {setting} · {status(point)} · "
+        f"<b>sparsity {result.sparsity:.1%}</b> at {setting} · {_status_html(point)} · "
         f"{changed}{of} test predictions changed{html.escape(guard)}"
     )
-    cells = "".join(f"<th style='padding:0 8px'>{name}</th>" for name in SIDE_BY_SIDE)
+    cells = "".join(f"<th style='padding:0 8px'>{_named(name)}</th>" for name in SIDE_BY_SIDE)
     pruned = (lambda _: "…") if point.pending else number
     rows = "".join(
         f"<tr><td>{label}</td>"
@@ -62,7 +96,18 @@ def readout_html(point: Point, dense: dict) -> str:
         + "</tr>"
         for label, values, show in (("dense", dense, number), ("pruned", m, pruned))
     )
-    return f"{head}<table><tr><th></th>{cells}</tr>{rows}</table>{evidence_html(m)}"
+    return f"{head}<table><tr><th></th>{cells}</tr>{rows}</table>{evidence_html(m)}{glossary_html()}"
+
+
+def _named(metric: str) -> str:
+    """A metric's column name, with its definition as a tooltip where the glossary has one."""
+    name = metric.upper() if metric == "auc" else metric
+    return term(name) if name in GLOSSARY else html.escape(metric)
+
+
+def _status_html(point: Point) -> str:
+    text = status(point)
+    return term("estimate", text) if text.startswith("estimate") else html.escape(text)
 
 
 def _first_few(names, shown: int = 3) -> str:
@@ -103,17 +148,23 @@ def evidence_html(m: dict) -> str:
     verdict = m["noninferiority"]
     colour = {"non-inferior": "green", "inferior": "crimson"}.get(verdict, "darkorange")
     decisions = (  # multi-label: a threshold per label, in the per-label table
-        f" · threshold {html.escape(str(m['rule']))} · McNemar p = {number(m['mcnemar_p'])}"
+        f" · threshold {_rule(m['rule'])} · {term('McNemar p')} = {number(m['mcnemar_p'])}"
         if "rule" in m
         else ""
     )
     mean = "mean over labels: " if "rule" not in m else ""
     return (
-        f"<div>{mean}AUC {number(m['auc'])} [{number(m['auc_low'])}, {number(m['auc_high'])}] · "
-        f"ΔAUC vs dense {m['auc_difference']:+.3f} [{m['auc_difference_low']:+.3f}, "
-        f"{m['auc_difference_high']:+.3f}], p = {number(m['auc_difference_p'])} · "
-        f"<b style='color:{colour}'>{verdict}</b> at δ = {m['margin']:g}{decisions}</div>"
+        f"<div>{mean}{term('AUC')} {number(m['auc'])} [{number(m['auc_low'])}, {number(m['auc_high'])}] · "
+        f"{term('ΔAUC')} vs dense {m['auc_difference']:+.3f} [{m['auc_difference_low']:+.3f}, "
+        f"{m['auc_difference_high']:+.3f}], {term('p')} = {number(m['auc_difference_p'])} · "
+        f"<b style='color:{colour}'>{verdict}</b> at {term('δ')} = {m['margin']:g}{decisions}</div>"
     )
+
+
+def _rule(rule) -> str:
+    """A threshold rule's name, with its definition as a tooltip where the glossary has one."""
+    text = str(rule)
+    return term("youden", text) if text.startswith("youden") else html.escape(text)
 
 
 def table_html(table: pd.DataFrame) -> str:
