@@ -60,24 +60,52 @@ def browser():
         launched.close()
 
 
-@pytest.fixture
-def page(browser, tmp_path):
+@contextlib.contextmanager
+def browser_page(browser, screenshots):
+    """A new page in a context of its own; its last view is saved to ``screenshots`` at the end."""
     context = browser.new_context(viewport={"width": 1400, "height": 1600})
     # Hermetic and quick offline: Voilà's page asks a CDN for icon fonts, which would otherwise hang
     # on a network that drops packets instead of refusing them.
     context.route(EXTERNAL, lambda route: route.abort())
     opened = context.new_page()
     opened.set_default_timeout(TIMEOUT_MS)
-    yield opened
-    with contextlib.suppress(Exception):  # what the page showed last, for a failing test
-        opened.screenshot(path=tmp_path / "last-page.png")
-    context.close()
+    try:
+        yield opened
+    finally:
+        with contextlib.suppress(Exception):  # what the page showed last, for a failing test
+            opened.screenshot(path=screenshots / "last-page.png")
+        context.close()
+
+
+@pytest.fixture
+def page(browser, tmp_path):
+    with browser_page(browser, tmp_path) as opened:
+        yield opened
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     """One WORKBENCH_DATA for the module: phantom data generated and the baseline trained once."""
     return tmp_path_factory.mktemp("browser-data")
+
+
+class Live:
+    """One explorer page served by Voilà: the page, its ExplorerPage, the server and its folder."""
+
+    def __init__(self, page, explorer: ExplorerPage, server, folder):
+        self.page, self.explorer, self.server, self.folder = page, explorer, server, folder
+
+
+@pytest.fixture(scope="module")
+def live(browser, data_dir, tmp_path_factory):
+    """One live Voilà page for the tests that use a dashboard as a user does, in file order: timed
+    drags, drags and keys, a fine-tune cancelled, then its kernel killed. Each opened a server and
+    a kernel of its own (four kernel starts, each importing TensorFlow and scoring the model); the
+    page they share is the one a user keeps open. Its opening trains and caches the baseline."""
+    folder = tmp_path_factory.mktemp("live-voila")
+    notebook = explorer_copy(folder / "explorer.ipynb")
+    with voila(notebook, data_dir, folder) as (url, server), browser_page(browser, folder) as page:
+        yield Live(page, open_explorer(page, url), server, folder)
 
 
 @contextlib.contextmanager
@@ -122,28 +150,11 @@ def assert_figure_and_readout_change(explorer: ExplorerPage, move) -> None:
 # --- Voilà ------------------------------------------------------------------------------------
 
 
-def test_voila_DraggingAndKeyingEpsilon_RedrawsTheFigureAndTheReadout(page, data_dir, tmp_path):
-    notebook = explorer_copy(tmp_path / "explorer.ipynb")
-    with voila(notebook, data_dir, tmp_path) as (url, _):
-        explorer = open_explorer(page, url)
-        assert "Dashboard(explorer" not in page.inner_text("body"), "Voilà shows the code cells"
-        assert re.search(r"sparsity \d+\.\d%", explorer.sparsity_text())
-
-        assert_figure_and_readout_change(explorer, lambda: explorer.drag_epsilon(30))
-        explorer.handle.focus()
-        assert_figure_and_readout_change(explorer, lambda: page.keyboard.press("Home"))
-        assert explorer.epsilon_at_minimum(), "Home did not take ε to the slider's minimum"
-        save_dashboard(page, tmp_path / "voila-dashboard.png")
-
-
-def test_voila_SliderRelease_RedrawsTheFigureWithinSeconds(page, data_dir, tmp_path):
-    notebook = explorer_copy(tmp_path / "explorer.ipynb")
-    with voila(notebook, data_dir, tmp_path) as (url, _):
-        explorer = open_explorer(page, url)
-        seconds = []
-        for dx in MOVES:
-            explorer.drag_epsilon(dx)
-            seconds.append(explorer.seconds_to_redraw())
+def test_voila_SliderRelease_RedrawsTheFigureWithinSeconds(live):
+    seconds = []
+    for dx in MOVES:  # the page's first moves, while its first curve may still be computing
+        live.explorer.drag_epsilon(dx)
+        seconds.append(live.explorer.seconds_to_redraw())
     p50, p95 = np.quantile(seconds, [0.5, 0.95])
     print(
         f"Voilà, slider release -> new figure src, {len(seconds)} drags: "
@@ -153,31 +164,56 @@ def test_voila_SliderRelease_RedrawsTheFigureWithinSeconds(page, data_dir, tmp_p
     assert p95 < 3.0, f"slider release to new figure: p95 {p95:.2f} s"
 
 
-def test_voila_FineTune_RunsInTheBackground_WhileTheSliderAnswers_AndCancelStopsIt(page, data_dir, tmp_path):
+def test_voila_DraggingAndKeyingEpsilon_RedrawsTheFigureAndTheReadout(live):
+    page, explorer = live.page, live.explorer
+    assert "Dashboard(explorer" not in page.inner_text("body"), "Voilà shows the code cells"
+    assert re.search(r"sparsity \d+\.\d%", explorer.sparsity_text())
+
+    # MOVES left the handle 35 px right of where it opened, so 30 px back stays on the track
+    assert_figure_and_readout_change(explorer, lambda: explorer.drag_epsilon(-30))
+    explorer.handle.focus()
+    assert_figure_and_readout_change(explorer, lambda: page.keyboard.press("Home"))
+    assert explorer.epsilon_at_minimum(), "Home did not take ε to the slider's minimum"
+    save_dashboard(page, live.folder / "voila-dashboard.png")
+
+
+def test_voila_FineTune_RunsInTheBackground_WhileTheSliderAnswers_AndCancelStopsIt(live):
     """The fine-tune button blocked the kernel for the whole fit: no slider, no way to stop it."""
-    notebook = explorer_copy(tmp_path / "explorer.ipynb")
-    with voila(notebook, data_dir, tmp_path) as (url, _):
-        explorer = open_explorer(page, url)
-        epochs = page.locator(".widget-slider", has=page.locator(".widget-label", has_text="epochs")).first
-        epochs.locator(".noUi-handle").focus()
-        page.keyboard.press("End")  # the most epochs: a fit long enough to cancel
-        page.get_by_role("button", name="fine-tune this mask").click()
-        cancel = page.get_by_role("button", name="cancel fine-tune")
-        cancel.wait_for()
-        assert_figure_and_readout_change(explorer, lambda: explorer.drag_epsilon(30))
-        save_dashboard(page, tmp_path / "voila-fine-tuning.png")
-        cancel.click()
-        page.get_by_text("fine-tune cancelled").wait_for()
-        page.get_by_role("button", name="fine-tune this mask").wait_for()
-        assert page.get_by_text("fine-tuned 10 epochs").count() == 0
+    page, explorer = live.page, live.explorer
+    epochs = page.locator(".widget-slider", has=page.locator(".widget-label", has_text="epochs")).first
+    epochs.locator(".noUi-handle").focus()
+    page.keyboard.press("End")  # the most epochs: a fit long enough to cancel
+    page.get_by_role("button", name="fine-tune this mask").click()
+    cancel = page.get_by_role("button", name="cancel fine-tune")
+    cancel.wait_for()
+    assert_figure_and_readout_change(explorer, lambda: explorer.drag_epsilon(30))
+    save_dashboard(page, live.folder / "voila-fine-tuning.png")
+    cancel.click()
+    page.get_by_text("fine-tune cancelled").wait_for()
+    page.get_by_role("button", name="fine-tune this mask").wait_for()
+    assert page.get_by_text("fine-tuned 10 epochs").count() == 0
 
 
-def test_voila_TimeToAUsableSlider_ColdAndWithAPreheatedKernel(page, data_dir, tmp_path):
+def test_voila_KernelThatDiesWhileLive_SaysTheKernelStopped(live):
+    """Last of the tests on the shared page: it kills the page's kernel."""
+    from playwright.sync_api import expect
+
+    page, explorer = live.page, live.explorer
+    dashboard = page.locator(".widget-vbox:has(img.widget-image)").first
+    message = dashboard.get_by_text(re.compile(r"kernel (has )?(stopped|died)", re.IGNORECASE)).first
+    expect(message).to_be_hidden()  # not while the kernel is alive
+    for pid in kernel_pids(live.server):  # as the out-of-memory killer would
+        os.kill(pid, signal.SIGKILL)
+    page.locator(".jupyter-widgets-disconnected").first.wait_for()
+    explorer.drag_epsilon(30)
+    expect(message).to_be_visible(timeout=10_000)
+
+
+def test_voila_TimeToAUsableSlider_ColdAndWithAPreheatedKernel(live, page, data_dir, tmp_path):
+    # ``live`` opened a page first: the baseline is cached, so "cold" below is a kernel start
     notebook = explorer_copy(tmp_path / "explorer.ipynb")
-    for name in ("first", "cold", "warm"):
+    for name in ("cold", "warm"):
         (tmp_path / name).mkdir()
-    with voila(notebook, data_dir, tmp_path / "first") as (url, _):
-        open_explorer(page, url)  # trains and caches the baseline: "cold" below is a kernel start
     with voila(notebook, data_dir, tmp_path / "cold") as (url, _):
         started = time.monotonic()
         open_explorer(page, url)
@@ -205,15 +241,12 @@ def test_run_sh_dashboard_AClosedPagesKernel_IsShutDown_AnOpenOneIsNot(browser, 
         f"--port={port}",
     ]
     with serving(argv, port=port, cwd=ROOT, env=env, log=tmp_path / "voila.log", timeout=600) as server:
-        context = browser.new_context(viewport={"width": 1400, "height": 1600})
-        context.route(EXTERNAL, lambda route: route.abort())
-        page = context.new_page()
-        page.set_default_timeout(TIMEOUT_MS)
-        explorer = open_explorer(page, f"http://127.0.0.1:{port}/")
-        time.sleep(6)  # three times the idle time: an open page's kernel is connected, so it stays
-        assert_figure_and_readout_change(explorer, lambda: explorer.drag_epsilon(30))
-        _wait_for_kernels(server, 2)  # the page's and the pool's refill
-        context.close()  # the user closes the tab
+        with browser_page(browser, tmp_path) as page:
+            explorer = open_explorer(page, f"http://127.0.0.1:{port}/")
+            time.sleep(6)  # three times the idle time: an open page's kernel is connected, so it stays
+            assert_figure_and_readout_change(explorer, lambda: explorer.drag_epsilon(30))
+            _wait_for_kernels(server, 2)  # the page's and the pool's refill
+        # the user closed the tab
         _wait_for_kernels(server, 1)  # the pool's kernel only
 
 
@@ -244,22 +277,6 @@ def test_voila_KernelThatDiesWhileRunning_SaysKernelDied(page, data_dir, tmp_pat
         page.get_by_text("Kernel died").first.wait_for(timeout=180_000)
         page.locator("#loading").wait_for(state="hidden")
         assert page.locator("img.widget-image").count() == 0
-
-
-def test_voila_KernelThatDiesWhileLive_SaysTheKernelStopped(page, data_dir, tmp_path):
-    from playwright.sync_api import expect
-
-    notebook = explorer_copy(tmp_path / "explorer.ipynb")
-    with voila(notebook, data_dir, tmp_path) as (url, server):
-        explorer = open_explorer(page, url)
-        dashboard = page.locator(".widget-vbox:has(img.widget-image)").first
-        message = dashboard.get_by_text(re.compile(r"kernel (has )?(stopped|died)", re.IGNORECASE)).first
-        expect(message).to_be_hidden()  # not while the kernel is alive
-        for pid in kernel_pids(server):  # as the out-of-memory killer would
-            os.kill(pid, signal.SIGKILL)
-        page.locator(".jupyter-widgets-disconnected").first.wait_for()
-        explorer.drag_epsilon(30)
-        expect(message).to_be_visible(timeout=10_000)
 
 
 # --- JupyterLab -------------------------------------------------------------------------------
