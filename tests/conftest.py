@@ -378,7 +378,12 @@ SMALL_NOTEBOOK_PARAMETERS = {
         "finetune_sparsities": [0.9],
         "finetune_epochs": 1,
     },
-    "03_finetune_and_schedules.ipynb": {"epochs": 1, "finetune_epochs": 1},
+    "03_finetune_and_schedules.ipynb": {
+        "epochs": 1,
+        "finetune_epochs": 1,
+        "filter_sparsities": [0.9],  # one fraction, one-shot beside iterative+distill: both recoveries run
+        "recovery": "iterative+distill",
+    },
     "04_nifti_volumes.ipynb": {"epochs": 1, "finetune_epochs": 1},
     "teacher/source/pruning_lesson/05_teaching_gradient_pruning.ipynb": {"epochs": 1, "early_epochs": 1},
     "06_sensitivity_and_budgets.ipynb": {

@@ -272,3 +272,18 @@ def test_allocate_DistillingRecipe_FineTunesEachCandidateFromTheDenseModel(train
         Subject.build(model, data), "params", 0.3, method="uniform", dataset=data, recipe=recipe
     )
     assert chosen.tuned_model is not None and chosen.tuned_val_auc is not None
+
+
+@pytest.mark.slow
+def test_recovery_notebook_ComparesRecoveries_AndTimesTheSlimModelInLiteRT(run_notebook):
+    """Notebook 03's structured story, from its results: every recovery asked for at every fraction
+    of filters, and the slim model smaller than the dense one (the run the headless test shares)."""
+    from conftest import SHARED_RUN
+
+    name = "03_finetune_and_schedules.ipynb"
+    executed = run_notebook(name, **SHARED_RUN.get(name, {}))
+    metrics = executed.metrics
+    assert set(metrics["structured"]) == {"one-shot at 90%", "iterative+distill at 90%"}
+    slim = metrics["slim"]["90% of filters removed (iterative+distill)"]
+    assert slim["parameters"] < 0.5 * metrics["slim"]["dense"]["parameters"]
+    assert slim["FLOPs"] < 0.5 * metrics["slim"]["dense"]["FLOPs"] and slim["LiteRT ms/image"] > 0

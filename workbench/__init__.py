@@ -96,6 +96,8 @@ _PUBLIC = {
     "OneShot": "prune.pruning",
     "Gradual": "prune.pruning",
     "Iterative": "prune.recovery",
+    "RECOVERIES": "prune.recovery",
+    "recover": "prune.recovery",
     "prune_gradually": "prune.pruning",
     "polynomial_sparsity": "prune.pruning",
     "slim_model": "prune.slim",
