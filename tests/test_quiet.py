@@ -14,7 +14,10 @@ import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-STUDENT_NOTEBOOKS = ("05_teaching_gradient_pruning.ipynb", "07_lab_worksheet.ipynb")
+STUDENT_NOTEBOOKS = (  # the lab's nbgrader sources: their import cells are the released ones'
+    "teacher/source/pruning_lesson/05_teaching_gradient_pruning.ipynb",
+    "teacher/source/pruning_worksheet/07_lab_worksheet.ipynb",
+)
 
 
 def _import_lines(notebook: Path) -> str:
