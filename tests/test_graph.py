@@ -269,6 +269,25 @@ def test_slim_model_NestedSequential_IsResizedToTheChannelsFedToIt():
     assert _gap(slim, apply_masks(model, keep, structured=True), _images(model)) <= TOLERANCE
 
 
+def test_slim_model_BatchNormWithoutScale_ZeroesTheMeanOfDeadChannels_AndStillEquals():
+    """Inception's BatchNorm(scale=False): no γ to zero, so a dead channel left -mean/σ + β."""
+    inputs = keras.Input((6, 6, 2))
+    x = layers.Conv2D(4, 3, use_bias=False, name="c1")(inputs)
+    x = layers.ReLU(name="r1")(layers.BatchNormalization(scale=False, name="bn")(x))
+    x = layers.Conv2D(3, 1, name="c2")(x)
+    model = keras.Model(inputs, layers.Dense(2, name="out")(layers.Flatten(name="flat")(x)))
+    bn = model.get_layer("bn")
+    bn.moving_mean.assign([0.5, -1.0, 0.3, 0.8])
+    bn.beta.assign([0.2, 0.4, -0.6, 0.1])
+    keep = _keep(model, {"c1": [1, 3]})
+    reference = apply_masks(model, keep, structured=True)
+    dead = np.asarray(keras.Model(reference.input, reference.get_layer("bn").output)(_images(model)))
+    assert not dead[..., [1, 3]].any(), "a dead channel is zero after the BatchNorm of the reference"
+    slim = slim_model(model, keep)
+    assert slim.get_layer("c1").kernel.shape[-1] == 2
+    assert _gap(slim, reference, _images(model)) <= TOLERANCE
+
+
 def _op_between_convs(op) -> keras.Model:
     inputs = keras.Input((6, 6, 2))
     x = layers.Conv2D(4, 3, name="c1")(inputs)

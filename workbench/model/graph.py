@@ -485,8 +485,10 @@ def reference_factors(graph: Graph, keep: Masks) -> dict[tuple[str, str], np.nda
     """0/1 factors that turn a kernel-masked model into the exact reference of a structured mask.
 
     {(layer, weight attribute): factor} for the bias of every producer/depthwise layer and the
-    γ/β of every BatchNorm: zero on dead channels (pruned units, or channel-wise layers after a
-    dead channel), so a dead channel is exactly zero everywhere, as slim removes it.
+    γ/β of every BatchNorm (β and the moving mean of one without γ, ``scale=False`` as in the
+    Inception families: there a zero input leaves -mean/σ): zero on dead channels (pruned units, or
+    channel-wise layers after a dead channel), so a dead channel is exactly zero everywhere, as
+    slim removes it.
     """
     alive = graph.alive(keep)
     units = graph.unit_alive(keep)
@@ -497,7 +499,7 @@ def reference_factors(graph: Graph, keep: Masks) -> dict[tuple[str, str], np.nda
             dead = units[node.name] & (alive[node.inbound[0]] if node.role == "depthwise" else True)
             factors[(node.name, "bias")] = dead.astype(np.float32)
         elif isinstance(layer, keras.layers.BatchNormalization) and node.role == "channelwise":
-            for attr in ("gamma", "beta"):
+            for attr in ("gamma", "beta") if layer.scale else ("beta", "moving_mean"):
                 if getattr(layer, attr, None) is not None:
                     factors[(node.name, attr)] = alive[node.inbound[0]].astype(np.float32)
     return factors

@@ -202,7 +202,7 @@ def _reference_values(layer, keep: Masks, factors: dict) -> list[np.ndarray]:
         value = np.asarray(weight)
         if weight is kernel_of(layer) and layer.name in keep:
             value = value * keep[layer.name]
-        for attr in ("bias", "gamma", "beta"):
+        for attr in ("bias", "gamma", "beta", "moving_mean"):
             if weight is getattr(layer, attr, None) and (layer.name, attr) in factors:
                 value = value * factors[(layer.name, attr)]
         values.append(value)
