@@ -62,13 +62,17 @@ def kl_to(teacher, student, images, temperature):
 
 
 @pytest.mark.slow
-def test_distillation_Unstructured_KeepsPrunedWeightsExactlyZero(trained_tiny):
+def test_distillation_Unstructured_KeepsPrunedWeightsExactlyZero_WithFeaturesAddingTheirError(trained_tiny):
     model, data = trained_tiny
     keep = make_masks(_scorer(model, data), PruneSpec(criterion="magnitude", sparsity=0.7)).keep
-    pruned = apply_masks(model, keep)
-    history = fine_tune(pruned, keep, data, DISTIL, teacher=model, progress=False)
-    assert "distillation_loss" in history, "the Distiller did not train"
-    assert_sparsity_pinned(pruned, keep)
+    losses = []
+    for features in ((), ("fc",)):
+        pruned = apply_masks(model, keep)
+        recipe = Recipe(epochs=1, batch_size=8, distillation=Distillation(2.0, features=features))
+        history = fine_tune(pruned, keep, data, recipe, teacher=model, progress=False)
+        assert_sparsity_pinned(pruned, keep)
+        losses.append(history["distillation_loss"][0])
+    assert losses[1] > losses[0] > 0, "the fc layer's squared error adds to the logits' KL"
 
 
 @pytest.mark.slow
