@@ -100,8 +100,8 @@ def quantization_errors(
     """How much of each tensor's signal full-integer quantization loses, worst first (LiteRT's debugger).
 
     Columns: ``op``, ``tensor`` (the name ``to_int8_selective`` denylists), ``lost`` (per channel,
-    rms(float - int8) / rms(float), averaged over channels and images: 1 means int8 kept nothing of
-    a channel), ``rmse_per_step`` (rms error in quantization steps, LiteRT's own yardstick; ~0.3
+    rms(float - int8) / rms(float) capped at 1, averaged over channels and images: 1 means int8 kept
+    nothing of any channel), ``rmse_per_step`` (rms error in quantization steps, LiteRT's own yardstick; ~0.3
     is plain rounding).
     """
     converter = make_converter(model, calibration, head)
@@ -129,7 +129,9 @@ def _lost(float_values, quant_values, scale: float, zero_point: int) -> float:
     rounded = (np.asarray(quant_values, np.float64).reshape(-1, channels) - zero_point) * scale
     error = np.sqrt(np.mean((exact - rounded) ** 2, axis=0))
     signal = np.sqrt(np.mean(exact**2, axis=0))
-    return float(np.mean(np.where(signal > 0, error / np.maximum(signal, 1e-30), 0.0)))
+    # A channel cannot lose more than all of itself: capped at 1, a near-silent channel that int8
+    # shifts by one step counts as lost, not as a 1e29-fold loss that outranks every real one.
+    return float(np.mean(np.minimum(error / np.maximum(signal, 1e-30), 1.0)))
 
 
 def to_int8_selective(
