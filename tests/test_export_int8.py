@@ -13,7 +13,7 @@ from workbench.core.errors import WorkbenchError
 from workbench.data.dataset import Split
 from workbench.model.compat import keras
 from workbench.prune.export import export_all, probabilities
-from workbench.prune.quantize import INT8_AUC_MARGIN, Int8Warning, compare_quantized
+from workbench.prune.quantize import INT8_AUC_MARGIN, Int8Warning, compare_quantized, to_int8_selective
 
 
 def ranged_model(scale: float) -> keras.Model:
@@ -120,3 +120,11 @@ def test_compare_quantized_TheMarginIsAnArgument():
 def test_compare_quantized_BadMargin_IsNamed():
     with pytest.raises(WorkbenchError, match=r"margin must be an AUC drop in \[0, 1\), got 5"):
         compare_quantized(np.eye(2), np.eye(2), margin=5)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_to_int8_selective_KeepFloatNotACount_IsNamed(bad):
+    with pytest.raises(
+        WorkbenchError, match=rf"keep_float must be a whole number of tensors >= 1, got {bad!r}"
+    ):
+        to_int8_selective(ranged_model(1.0), np.zeros((2, 8, 8, 1), np.float32), bad)
