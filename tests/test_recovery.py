@@ -14,8 +14,8 @@ from workbench.model.graph import Graph, reference_factors, reference_variables
 from workbench.model.heads import HEADS, Head
 from workbench.model.registry import get_kernels
 from workbench.model.train import Recipe, baseline, cache_key, compile_model, fit
-from workbench.prune.pruning import PruneSpec, apply_masks, copy_model, fine_tune, make_masks
-from workbench.prune.recovery import Iterative
+from workbench.prune.pruning import OneShot, PruneSpec, apply_masks, copy_model, fine_tune, make_masks
+from workbench.prune.recovery import Iterative, recovery
 from workbench.prune.scores import Scorer
 
 DISTIL = Recipe(epochs=2, batch_size=8, learning_rate=1e-2, distillation=Distillation(temperature=2.0))
@@ -167,6 +167,19 @@ def test_iterative_Sparsities_PruneTheSameShareOfTheSurvivorsEachRound():
     schedule = Iterative(lambda m: None, PruneSpec(sparsity=0.96), rounds=2)
     assert np.allclose(schedule.sparsities(), [0.8, 0.96])
     assert schedule.epochs(Recipe(epochs=5)) == [2, 3]
+
+
+def test_recovery_Names_GiveTheirRecipeAndSchedule_KeepingARecipesOwnDistillation():
+    spec, own, scorer_for = PruneSpec(sparsity=0.9), Distillation(temperature=2.0), _scorer
+    plain, tuned = Recipe(epochs=2), Recipe(epochs=2, distillation=own)
+    recipe, schedule = recovery("one-shot", plain, scorer_for, spec)
+    assert recipe == plain and isinstance(schedule, OneShot)
+    recipe, schedule = recovery("iterative+distill", plain, scorer_for, spec)
+    assert recipe.distillation == Distillation() and schedule.rounds == 2  # one epoch a round at least
+    assert recovery("distill", tuned, scorer_for, spec)[0].distillation == own
+    assert recovery("one-shot", tuned, scorer_for, spec)[0].distillation == own
+    with pytest.raises(WorkbenchError, match="recovery must be one of"):
+        recovery("distil", plain, scorer_for, spec)
 
 
 # --- validation and cache keys --------------------------------------------------------------------

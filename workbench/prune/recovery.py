@@ -147,15 +147,17 @@ def recovery(
 ) -> tuple[Recipe, Schedule]:
     """The (recipe, schedule) of a recovery named in ``RECOVERIES``, for ``fine_tune``.
 
-    ``"distill"`` adds ``Distillation()`` to ``recipe`` (fine_tune then needs the dense model as
-    ``teacher=``); ``"iterative"`` gives ``Iterative(scorer_for, spec, rounds)`` with up to
-    ``ROUNDS`` rounds, one epoch each at least, which starts from the dense model (all-True masks).
+    ``"distill"`` adds ``Distillation()`` to a ``recipe`` that has none (fine_tune then needs the
+    dense model as ``teacher=``; a recipe's own distillation is kept under every name).
+    ``"iterative"`` gives ``Iterative(scorer_for, spec, rounds)`` with up to ``ROUNDS`` rounds, one
+    epoch each at least, which starts from the dense model (all-True masks).
 
     Raises:
         WorkbenchError: an unknown name, or an iterative one with a spec without a target sparsity.
     """
     distils, iterates = RECOVERIES[check_choice(name, "recovery", tuple(RECOVERIES))]
-    recipe = replace(recipe, distillation=(recipe.distillation or Distillation()) if distils else None)
+    if distils and recipe.distillation is None:
+        recipe = replace(recipe, distillation=Distillation())
     if not iterates:
         return recipe, OneShot()
     return recipe, Iterative(scorer_for, spec, min(ROUNDS, recipe.epochs))
