@@ -11,6 +11,34 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# Test files whose tests share this conftest's session runs of the notebooks (run_notebook): under
+# pytest-xdist they go to one worker, so each notebook run and its baseline are made once.
+SHARED_NOTEBOOK_RUNS = {"test_notebooks.py", "test_explore_notebook.py"}
+
+try:
+    import xdist  # noqa: F401 - run.sh test runs the suite on two workers with it
+except ImportError:  # the hook below is unknown to pytest without it
+    xdist = None
+
+if xdist is not None:
+
+    def pytest_xdist_make_scheduler(config, log):
+        """``--dist loadfile``, with the files sharing notebook runs as one unit: each unit runs
+        whole on one worker, so module and shared session fixtures are made once. (xdist_group
+        marks cannot do it here: ``--dist loadgroup`` renames items through ``_nodeid``, which
+        pytest 9 no longer reads.)"""
+        from xdist.scheduler import LoadScopeScheduling
+
+        if config.getvalue("dist") != "loadfile":
+            return None
+
+        class ByFile(LoadScopeScheduling):
+            def _split_scope(self, nodeid: str) -> str:
+                file = nodeid.split("::", 1)[0]
+                return "shared notebook runs" if Path(file).name in SHARED_NOTEBOOK_RUNS else file
+
+        return ByFile(config, log)
+
 
 def square_images(n: int, size: int = 24, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Return (n, size, size) uint8 noise images; label 1 ones carry a bright square (learnable)."""
