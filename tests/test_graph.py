@@ -310,8 +310,9 @@ def test_slim_model_KerasOpThatMapsZeroElsewhere_KeepsTheChannelsItFeeds():
         (lambda x: keras.ops.softmax(x), "the Keras op Softmax is not in"),
         (lambda x: x * np.arange(1, 5, dtype="float32"), "constant array"),
         (lambda x: x / keras.ops.exp(x), "divides by, or raises to the power of, a tensor"),
+        (lambda x: keras.ops.add(*keras.ops.split(x, 2, axis=-1)), "it has 2 outputs"),
     ],
-    ids=["softmax", "per_channel_constant", "divide_by_tensor"],
+    ids=["softmax", "per_channel_constant", "divide_by_tensor", "split"],
 )
 def test_slim_model_KerasOpItCannotFollow_IsNamedAndKeptWhole_AndStillEqual(op, why):
     model = _op_between_convs(op)

@@ -55,16 +55,20 @@ class Node:
     why_opaque: str = ""
     input_channels: int = 0  # a model input's width (layers know their own)
     call: dict = field(default_factory=dict, compare=False)  # a Keras op's serialized call (its constants)
+    output: int = 0  # which output of a layer or op with several (ops.split): one node each
 
     @property
     def channels(self) -> int:
         """Width of the node's output channel axis."""
-        return int(self.layer.output.shape[-1]) if self.layer is not None else self.input_channels
+        if self.layer is None:
+            return self.input_channels
+        output = self.layer.output
+        return int((output[self.output] if isinstance(output, list | tuple) else output).shape[-1])
 
     @property
     def weights(self) -> list:
-        """The layer's weights ([] for a model input or a Keras op, which have none)."""
-        return list(getattr(self.layer, "weights", None) or [])
+        """The layer's weights ([] for a model input, a Keras op, and all but a layer's first output)."""
+        return list(getattr(self.layer, "weights", None) or []) if self.output == 0 else []
 
 
 class Graph:
@@ -135,11 +139,9 @@ class Graph:
                 for index, out in enumerate(self._add_model(layer, inbound)):
                     alias[(layer.name, index)] = out
             else:
-                call = entry["inbound_nodes"][0]
-                self._add(
-                    _op_node(layer, tuple(inbound), call) if is_op(layer) else _node(layer, tuple(inbound))
-                )
-                alias[(layer.name, 0)] = layer.name
+                for node in _nodes_of(layer, tuple(inbound), entry["inbound_nodes"][0]):
+                    self._add(node)
+                    alias[(layer.name, node.output)] = node.name
         return [alias[(name, index)] for name, _, index in _as_list(config["output_layers"])]
 
     def _add_sequential(self, model: keras.Sequential, sources: list[str] | None) -> list[str]:
@@ -208,7 +210,7 @@ class Graph:
 
     def opaque(self) -> dict[str, str]:
         """{layer: why slim keeps it and its channels whole} for every layer slim can't follow."""
-        return {n.name: n.why_opaque for n in self.nodes.values() if n.role == "opaque"}
+        return {n.name: n.why_opaque for n in self.nodes.values() if n.role == "opaque" and n.output == 0}
 
     # --- what a structured mask does -----------------------------------------------------------
 
@@ -296,6 +298,18 @@ class Graph:
         if node.role == "concat":
             return np.concatenate(sources)
         return np.tile(sources[0], node.channels // len(sources[0]))
+
+
+def _nodes_of(layer, inbound: tuple[str, ...], call: dict) -> list[Node]:
+    """A layer's or op's node; one opaque node per output if it has several (split, unstack)."""
+    outputs = layer.output if isinstance(layer.output, list | tuple) else [layer.output]
+    if len(outputs) == 1:
+        return [_op_node(layer, inbound, call) if is_op(layer) else _node(layer, inbound)]
+    why = f"it has {len(outputs)} outputs"
+    return [
+        Node(f"{layer.name}:{i}" if i else layer.name, layer, inbound, "opaque", why, output=i)
+        for i in range(len(outputs))
+    ]
 
 
 def _node(layer, inbound: tuple[str, ...]) -> Node:
