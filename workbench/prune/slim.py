@@ -12,11 +12,12 @@ asked. ``rule="all"`` prunes it if any layer prunes it: sparsity first. ``slim_m
 accepts an uncoupled mask; a channel some consumer still reads then stays (its pruned filters as
 zeros), so the slim model still equals the masked reference but is less small.
 
-**What is not slimmed.** Layers slim can't follow (unknown kinds, grouped or channels-first
-convs, depth multipliers > 1, softmax in the middle, Normalization/per-channel Rescaling) keep all
-their channels; they are logged with the reason and still pruned by their masks. The output
-layer is never cut. To fine-tune a structured model and keep it slimmable, use
-``fine_tune(..., structured=True)``, which pins dead channels' biases and BatchNorm γ/β at zero.
+**What is not slimmed.** Layers and Keras ops slim can't follow (unknown kinds, grouped or
+channels-first convs, depth multipliers > 1, softmax in the middle, Normalization/per-channel
+Rescaling, ops outside ``registry.OPS`` or with per-channel constants) keep all their channels;
+they are logged with the reason and still pruned by their masks. The output layer is never cut.
+To fine-tune a structured model and keep it slimmable, use ``fine_tune(..., structured=True)``,
+which pins dead channels' biases and BatchNorm γ/β at zero.
 """
 
 from __future__ import annotations
