@@ -41,17 +41,17 @@ def test_class_generate_WritesTheCoursesConfig_ForNbgradersOwnCommands(generated
 
 
 def test_class_generate_KeepsASourceTheTeacherEdited_UnlessOverwrite(tmp_path, capsys):
-    course = tmp_path / "course"
-    args = ["class", "generate", "--course", str(course), "--lab", "pruning_worksheet"]
-    assert main(args) == 0
-    assert main(args) == 0  # its own copy, generated again
-    source = course / "source" / "pruning_worksheet" / LABS["pruning_worksheet"]
-    source.write_text(source.read_text().replace("Question 1", "Question one"))
+    course = grading.Course(tmp_path / "course")
+    source = grading.start_course(course, "pruning_worksheet") / LABS["pruning_worksheet"]
+    grading.start_course(course, "pruning_worksheet")  # its own copy, replaced
+    source.write_text(source.read_text().replace("Question 1", "Question one"))  # the teacher's edit
     capsys.readouterr()
-    assert main(args) == 2
+    args = ["class", "generate", "--course", str(course.root), "--lab", "pruning_worksheet"]
+    assert main(args) == 2  # refused before nbgrader runs
     assert f"{source} exists and was not written by the workbench" in capsys.readouterr().err
     assert "Question one" in source.read_text()
-    assert main([*args, "--overwrite"]) == 0 and "Question one" not in source.read_text()
+    grading.start_course(course, "pruning_worksheet", overwrite=True)
+    assert "Question one" not in source.read_text()
 
 
 def test_class_generate_AnUnknownLab_IsNamed(tmp_path, capsys):

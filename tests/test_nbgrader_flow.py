@@ -245,14 +245,3 @@ def test_release_HoldsNoSolutionHiddenTestOrMarkingNote(graded):
     assert len(lines) > 20
     assert [line for line in lines if line in released] == []
     assert not list((course.root / "release" / LAB).glob(".workbench-files.json"))
-
-
-def test_start_course_KeepsASourceTheTeacherEdited(tmp_path):
-    course = grading.Course(tmp_path / "course")
-    source = grading.start_course(course, LAB) / NOTEBOOK
-    grading.start_course(course, LAB)  # its own copy, replaced
-    source.write_text(source.read_text() + "\n")  # the teacher edits the course's copy
-    with pytest.raises(FileExistsError, match="was not written by the workbench"):
-        grading.start_course(course, LAB)
-    with pytest.raises(ValueError, match="lab must be one of"):
-        grading.start_course(course, "nope")
