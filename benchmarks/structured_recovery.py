@@ -173,7 +173,7 @@ def backbone_rows(name: str, full: wb.Dataset, seed: int, args) -> tuple[list[di
     subject = wb.Subject.build(dense, data, calibration_size=args.calibration, seed=seed)
     recipe = wb.Recipe(epochs=args.backbone_epochs, batch_size=32, seed=seed)
     rows, versus = [], []
-    for budget in BUDGETS:
+    for budget in args.budgets:
         uniform = wb.allocate(subject, "flops", budget, method="uniform", criterion=args.criterion)
         sparsity = max(uniform.layer_sparsity.values())  # the one layer-wise sparsity it chose
         spec = wb.PruneSpec(args.criterion, "structured", "layerwise", sparsity=sparsity)
@@ -341,6 +341,7 @@ def main() -> int:
         default=[1e-3],
         help="backbones: recipes tried, chosen on val",
     )
+    parser.add_argument("--budgets", type=float, nargs="+", default=list(BUDGETS), help="backbones: FLOPs")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the iterative schedule")
     parser.add_argument("--train", type=int, default=512, help="backbones: training images (a subset)")
     parser.add_argument("--test", type=int, default=256, help="backbones: validation and test images each")
