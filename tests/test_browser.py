@@ -2,9 +2,10 @@
 
 Each test starts a real server on 127.0.0.1 (its own process group, stopped however the test
 ends), opens it with Playwright and uses the dashboard the way a user does: it drags the ε slider's
-handle or presses keys on it, then reads the page. The notebook is a papermill copy with small
-parameters and the data live in a temporary WORKBENCH_DATA, so the first page trains a 1-epoch
-baseline and the others load it from the cache.
+handle or presses keys on it, then reads the page. The tests of a live dashboard share one Voilà
+page (``live``), as a user keeps one page open; the last of them kills its kernel. The notebook
+is a papermill copy with small parameters and the data live in a temporary WORKBENCH_DATA, so the
+first page trains a 1-epoch baseline and the others load it from the cache.
 
 Needs Chromium (Debian: ``apt-get install -y chromium``; elsewhere set ``CHROMIUM=/path``) and the
 ``playwright`` package (a dev dependency). Without them these tests skip, except under CI
