@@ -341,4 +341,17 @@ def test_epsilon_slider_StepsOneDecade_OnATrackWideEnoughToAimAt(dashboard):
     """124 px for 11 decades: a 25 px drag jumped from 1e-4 to 1.7e-2."""
     slider = dashboard.controls["epsilon"]
     assert slider.step == 1.0
-    assert int(slider.layout.width.removesuffix("px")) / (slider.max - slider.min) >= 40  # px a decade
+    from workbench.view.epsilon_control import LABEL_AND_READOUT_PX
+
+    track = int(slider.layout.width.removesuffix("px")) - LABEL_AND_READOUT_PX
+    assert 25 <= track / (slider.max - slider.min) <= 40  # px a decade: room to aim, and a 20-px drag moves
+
+
+def test_typed_epsilon_BetweenDecades_LaysTheSlidersStepsThroughIt(dashboard):
+    """The browser snaps a handle and readout to min + k·step: a typed 3e-4 read "1.00e-4"."""
+    slider = dashboard.controls["epsilon"]
+    wanted = 10 ** (slider.min + 2.5)
+    dashboard.controls["epsilon_text"].value = f"{wanted:.6e}"
+    steps = (np.log10(slider.value) - slider.min) / slider.step
+    assert steps == pytest.approx(round(steps), abs=1e-9) and slider.value == pytest.approx(wanted, rel=1e-5)
+    assert slider.max >= np.log10(wanted) + 1  # a step up is still on the track

@@ -12,7 +12,7 @@ from workbench.explore.points import Setting
 from workbench.prune.pruning import PruneSpec
 from workbench.prune.recovery import RECOVERIES
 from workbench.prune.scores import CRITERIA, GRANULARITIES
-from workbench.view.epsilon_control import epsilon_box, epsilon_slider
+from workbench.view.epsilon_control import epsilon_box, epsilon_slider, place
 
 # The goal knob per goal: (min, max, step, default, label), copied into its slider.
 GOAL_KNOBS = {
@@ -123,11 +123,9 @@ class Wiring:
         """Copy a setting's ε range, threshold name and ε into the slider and the text box."""
         spec, slider = setting.spec, self.controls["epsilon"]
         with self.quiet():
-            slider.max = max(setting.decades[1], slider.max)  # widen first: ipywidgets refuses min > max
-            slider.min, slider.max = setting.decades
+            place(slider, spec.epsilon if spec.epsilon is not None else slider.value, setting.decades)
             slider.description = f"ε on {setting.threshold_name}"
             if spec.epsilon is not None:
-                slider.value = spec.epsilon
                 self.controls["epsilon_text"].value = f"{spec.epsilon:.3g}"
 
     def set_goal_knob(self, goal: str, value: float | None = None) -> None:

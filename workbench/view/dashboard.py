@@ -28,7 +28,7 @@ from workbench.explore.session import Explorer
 from workbench.prune.pruning import PruneSpec
 from workbench.view import progress_bars
 from workbench.view.controls import Wiring, make_controls, progress_bar
-from workbench.view.epsilon_control import parse_epsilon
+from workbench.view.epsilon_control import parse_epsilon, place
 from workbench.view.figure import ExplorerFigure
 from workbench.view.finetune_panel import FineTunePanel
 from workbench.view.goal_panel import GoalPanel
@@ -206,7 +206,8 @@ class Dashboard:
         if value is None:
             return
         self.scheduler.answer(replace(self.spec(), epsilon=value, sparsity=None), self._show_point)
-        self.wiring.set(epsilon=value)
+        with self.wiring.quiet():
+            place(self.controls["epsilon"], value, self.setting.decades)
 
     @reports_errors
     def on_layer_change(self) -> None:

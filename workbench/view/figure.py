@@ -22,9 +22,12 @@ from workbench.view import plots
 # Sensitivity and specificity at the operating threshold: the curve computes them at every point.
 METRICS = ("accuracy", "auc", "sensitivity", "specificity")
 LEFT, GOAL_LEFT = 0.06, 0.2  # the figure's left margin: ε/sparsity views, goal view (row names)
-# A classroom reads the figure from the back row: every text at least 10 pt ("small", 0.833 of 12.5),
-# which at the dashboard's 72 dpi is 10 px when the image is shown at its own size.
-LEGIBLE = {"font.size": 12.5}
+# A classroom reads the figure from the back row: every text at least 10 px on the page. The image
+# fills the output's width, 848 px in a 1280-px JupyterLab with its file browser open, so a text of
+# s pt shows at s x 848 / (72 x width in inches) px: 11.25 pt ("small", 0.833 of 13.5) on a 12-in
+# figure is 11 px there, and more in Voilà or with the browser closed.
+LEGIBLE = {"font.size": 13.5}
+FIGSIZE = (12.0, 7.0)  # inches, at the dashboard's 72 dpi: 864 x 504 px
 
 
 def _legible(method):
@@ -59,7 +62,7 @@ class ExplorerFigure:
     ):
         self.class_names, self.multilabel = class_names, multilabel  # multi-label: no confusion matrix
         self.unit_axes = unit_axes or {}  # per layer, for its mask's layout (depthwise kernels: 2)
-        self.figure = Figure(figsize=(13, 6.5), dpi=dpi)
+        self.figure = Figure(figsize=FIGSIZE, dpi=dpi)
         self.axes = self._make_axes()
         self.blitter = plots.Blitter(self.figure)
         self.x = "epsilon"
@@ -71,10 +74,11 @@ class ExplorerFigure:
         self.dense: dict | None = None  # the dense metrics the panels' dashed lines show
         self._blank = True  # no panel drawn yet: nothing to clear
 
+    @_legible  # ticks made now keep the sizes of their making
     def _make_axes(self) -> dict:
         # A fixed layout: constrained layout would cost ~0.5 s on every full redraw.
         grid = self.figure.add_gridspec(
-            2, 3, left=LEFT, right=0.98, bottom=0.08, top=0.95, wspace=0.3, hspace=0.4
+            2, 3, left=LEFT, right=0.98, bottom=0.1, top=0.95, wspace=0.3, hspace=0.45
         )
         self._grid = grid
         return {
@@ -346,9 +350,9 @@ def _counts_pending(ax) -> None:
 
 
 def _room_for(columns: list[str]) -> float:
-    """A left margin that fits the heatmap's longest layer name (small font, ~5 px a character)."""
+    """A left margin that fits the heatmap's longest layer name (~7.5 px a character of 13.5 pt)."""
     longest = max((len(column.split("/", 1)[1]) for column in columns), default=0)
-    return float(np.clip(0.012 + 0.0058 * longest, LEFT, GOAL_LEFT))
+    return float(np.clip(0.015 + 0.0087 * longest, LEFT, GOAL_LEFT))
 
 
 def _clear(ax) -> None:
