@@ -52,7 +52,7 @@ def to_tflite(
     if quantize not in ("float", "int8"):
         raise WorkbenchError(f"quantize must be 'float' or 'int8', got {quantize!r}")
     if quantize == "int8":
-        calibration = _check_calibration(model, calibration)
+        calibration = check_calibration(model, calibration)
     converter = make_converter(model, calibration if quantize == "int8" else None, head)
     if quantize == "int8":
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -66,7 +66,7 @@ def make_converter(
     ``calibration``, when images are given (``prune.quantize`` hands it to LiteRT's debugger)."""
     converter = tf.lite.TFLiteConverter.from_keras_model(with_probabilities(model, head))
     if calibration is not None:
-        calibration = _check_calibration(model, calibration)
+        calibration = check_calibration(model, calibration)
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: representative(calibration)
     return converter
@@ -94,7 +94,8 @@ def with_probabilities(model: keras.Model, head: Head | str | None) -> keras.Mod
     return keras.Model(inputs, keras.layers.Lambda(head.probabilities)(model(inputs)), name=model.name)
 
 
-def _check_calibration(model: keras.Model, calibration: np.ndarray | None) -> np.ndarray:
+def check_calibration(model: keras.Model, calibration: np.ndarray | None) -> np.ndarray:
+    """``calibration`` as float32 images of the model's input shape, or a WorkbenchError naming it."""
     if calibration is None or len(np.atleast_1d(calibration)) == 0:
         raise WorkbenchError(
             f"calibration must be images of shape {batch_shape(model.input_shape[1:])} for int8"

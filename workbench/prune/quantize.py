@@ -14,7 +14,6 @@ for the next op, and nothing is won).
 
 from __future__ import annotations
 
-import io
 import warnings
 
 import numpy as np
@@ -26,7 +25,14 @@ from workbench.core.errors import WorkbenchError
 from workbench.core.metrics import auc
 from workbench.model.compat import keras, tf
 from workbench.model.heads import Head
-from workbench.prune.litert import convert, make_converter, quietly, to_tflite
+from workbench.prune.litert import (
+    check_calibration,
+    convert,
+    make_converter,
+    quietly,
+    representative,
+    to_tflite,
+)
 
 INT8_AUC_MARGIN = 0.01  # AUC the int8 model may lose against the float model before export_all warns
 
@@ -99,39 +105,78 @@ def quantization_errors(
 ) -> pd.DataFrame:
     """How much of each tensor's signal full-integer quantization loses, worst first (LiteRT's debugger).
 
+    LiteRT's ``QuantizationDebugger`` builds a debug model in which every quantized op is followed by
+    a NumericVerify op holding its int8 output beside the float output the op computes from the same
+    (dequantized) input; this runs that model on the calibration images and compares the two.
+
     Columns: ``op``, ``tensor`` (the name ``to_int8_selective`` denylists), ``lost`` (per channel,
-    rms(float - int8) / rms(float) capped at 1, averaged over channels and images: 1 means int8 kept
-    nothing of any channel), ``rmse_per_step`` (rms error in quantization steps, LiteRT's own yardstick; ~0.3
-    is plain rounding).
+    rms(float - int8) / the channel's standard deviation over images and positions, capped at 1;
+    the worst channel: 1 means int8 kept nothing of some channel), ``rmse_per_step`` (rms error in
+    quantization steps, LiteRT's own yardstick; ~0.3 is plain rounding). Ties keep the graph's
+    order: the earliest of equally damaged tensors first, as later ones may only inherit its damage.
     """
     converter = make_converter(model, calibration, head)
-    options = tf.lite.experimental.QuantizationDebugOptions(layer_direct_compare_metrics={"lost": _lost})
     debugger = quietly(
         lambda: tf.lite.experimental.QuantizationDebugger(
-            converter=converter, debug_dataset=converter.representative_dataset, debug_options=options
+            converter=converter, debug_dataset=converter.representative_dataset
         )
     )
-    quietly(debugger.run)
-    dump = io.StringIO()
-    debugger.layer_statistics_dump(dump)
-    dump.seek(0)
-    table = pd.read_csv(dump)
-    table["rmse_per_step"] = np.sqrt(table["mean_squared_error"]) / table["scale"]
-    table = table.rename(columns={"op_name": "op", "tensor_name": "tensor"})
-    columns = ["op", "tensor", "lost", "rmse_per_step"]
-    return table.sort_values("lost", ascending=False, kind="stable")[columns].reset_index(drop=True)
+    # The debugger's own interpreter reuses tensor buffers (TF 2.21 keeps them only on its other
+    # path), so float tensors read after a run were overwritten (1e28, NaN on MobileNetV3Small).
+    interpreter = quietly(
+        lambda: tf.lite.Interpreter(
+            model_content=debugger.quant_model, experimental_preserve_all_tensors=True
+        )
+    )
+    images = check_calibration(model, calibration)
+    table = pd.DataFrame(_verified(interpreter, lambda: representative(images)))
+    return table.sort_values("lost", ascending=False, kind="stable").reset_index(drop=True)
 
 
-def _lost(float_values, quant_values, scale: float, zero_point: int) -> float:
-    """Mean over channels of the share of the channel's float signal that its int8 values miss."""
-    channels = np.shape(float_values)[-1]
-    exact = np.asarray(float_values, np.float64).reshape(-1, channels)
-    rounded = (np.asarray(quant_values, np.float64).reshape(-1, channels) - zero_point) * scale
-    error = np.sqrt(np.mean((exact - rounded) ** 2, axis=0))
-    signal = np.sqrt(np.mean(exact**2, axis=0))
-    # A channel cannot lose more than all of itself: capped at 1, a near-silent channel that int8
-    # shifts by one step counts as lost, not as a 1e29-fold loss that outranks every real one.
-    return float(np.mean(np.minimum(error / np.maximum(signal, 1e-30), 1.0)))
+def _verified(interpreter, dataset) -> list[dict]:
+    """One row per NumericVerify op of a debug model: its tensor's lost share and error in steps."""
+    ops = interpreter._get_ops_details()  # noqa: SLF001 - LiteRT has no public graph reader
+    producer = {tensor: op["op_name"] for op in ops for tensor in op["outputs"]}
+    verify = [op for op in ops if op["op_name"] == "NumericVerify"]
+    details = {detail["index"]: detail for detail in interpreter.get_tensor_details()}
+    sums = {op["index"]: [0, 0.0, 0.0, 0.0] for op in verify}  # count, sum f, sum f^2, sum error^2
+    interpreter.allocate_tensors()
+    for inputs in dataset():
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], inputs[0])
+        interpreter.invoke()
+        for op in verify:
+            rounded, exact = op["inputs"]
+            scale, zero = details[rounded]["quantization"]
+            values = interpreter.get_tensor(exact).astype(np.float64)
+            values = values.reshape(-1, values.shape[-1])
+            error = (
+                interpreter.get_tensor(rounded).reshape(values.shape).astype(np.float64) - zero
+            ) * scale - values
+            total = sums[op["index"]]
+            total[:] = [total[0] + len(values), total[1] + values.sum(0), total[2] + (values**2).sum(0)] + [
+                total[3] + (error**2).sum(0)
+            ]
+    return [_row(op, sums[op["index"]], producer, details) for op in verify]
+
+
+def _row(op: dict, sums: list, producer: dict, details: dict) -> dict:
+    count, total, squares, errors = sums
+    spread = np.sqrt(np.maximum(squares / count - (total / count) ** 2, 0.0))
+    error = np.sqrt(errors / count)
+    lost = np.where(spread > 0, np.minimum(error / np.maximum(spread, 1e-30), 1.0), (error > 0) * 1.0)
+    rounded = op["inputs"][0]
+    return dict(
+        op=producer.get(rounded, "?"),
+        tensor=_debugger_name(details[op["outputs"][0]]["name"]),
+        lost=float(lost.max()),
+        rmse_per_step=float(np.sqrt(errors.mean() / count) / details[rounded]["quantization"][0]),
+    )
+
+
+def _debugger_name(verify_output: str) -> str:
+    """The quantized tensor's name as LiteRT's debugger gives it (and takes it in ``denylisted_nodes``)."""
+    name = verify_output.rsplit(":", 1)[0][len("NumericVerify/") :]
+    return name[:-1] if name[-1:].isdigit() else name
 
 
 def to_int8_selective(
