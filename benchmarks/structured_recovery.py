@@ -113,7 +113,7 @@ def unit_keep(model: keras.Model) -> dict:
 def methods_rows(case: Case, setting, spec: wb.PruneSpec, keep, recipe: wb.Recipe, rates, args) -> list[dict]:
     """Every method at one setting: validation and test AUC, the fraction of dense FLOPs kept, time."""
     rows, dense_flops = [], wb.flops(case.dense)["dense"]
-    for method, rate in [(method, rate) for method in METHODS for rate in rates]:
+    for method, rate in [(method, rate) for method in args.methods for rate in rates]:
         started = time.perf_counter()
         tuned = replace(recipe, learning_rate=rate)
         model, final = recover(case, method, spec, keep, tuned, args.rounds)
@@ -182,8 +182,10 @@ def backbone_rows(name: str, full: wb.Dataset, seed: int, args) -> tuple[list[di
         )
         best = max(found, key=lambda row: row["val_auc"])
         slim = wb.slim_model(best["model_object"], best["final"])
-        lite = [wb.to_tflite(m) for m in (dense, slim)]
-        best["lite_b1"] = speedup(*lite, data.test.images, 1, args.threads, args.repeats)
+        lite = [
+            wb.TFLiteModel(wb.to_tflite(m), batch_size=1, num_threads=args.threads) for m in (dense, slim)
+        ]
+        best["lite_b1"] = speedup(*lite, data.test.images, 1, args.repeats)
         best["flops_ratio"] = wb.flops(dense)["dense"] / wb.flops(slim)["dense"]
         print(
             f"  {name} FLOPs {budget:.0%}: {best['method']} slim LiteRT batch-1 speedup "
@@ -194,7 +196,11 @@ def backbone_rows(name: str, full: wb.Dataset, seed: int, args) -> tuple[list[di
             del row["model_object"]
         rows += found
         if name == "MobileNetV2":
-            fixed = max((r for r in found if r["method"] in FIXED_MASK), key=lambda row: row["val_auc"])
+            fixed = max(
+                (r for r in found if r["method"] in FIXED_MASK), key=lambda row: row["val_auc"], default=None
+            )
+            if fixed is None:
+                continue  # no fixed-mask recipe was run (--methods)
             fixed_recipe = replace(recipe, learning_rate=fixed["lr"])
             versus += allocation_rows(case, subject, budget, fixed["method"], fixed_recipe, args)
     return rows, versus
@@ -341,6 +347,7 @@ def main() -> int:
         default=[1e-3],
         help="backbones: recipes tried, chosen on val",
     )
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--budgets", type=float, nargs="+", default=list(BUDGETS), help="backbones: FLOPs")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the iterative schedule")
     parser.add_argument("--train", type=int, default=512, help="backbones: training images (a subset)")
