@@ -48,7 +48,6 @@ import workbench as wb
 from workbench.analysis.sensitivity import dense_keep
 from workbench.core.cache import fingerprint
 from workbench.core.fs import atomic_path
-from workbench.core.paths import cache_dir
 from workbench.model.compat import keras
 from workbench.model.registry import prunable_layers
 
@@ -150,7 +149,7 @@ def seed_cnn_rows(data: wb.Dataset, seed: int, args) -> list[dict]:
 def trained_backbone(name: str, data: wb.Dataset, seed: int, epochs: int) -> keras.Model:
     """``model_zoo``'s backbone trained ``epochs`` from scratch, BatchNorm recalibrated; cached."""
     key = fingerprint(name, seed, epochs, data.fingerprint())
-    path = cache_dir() / f"bench-structured-recovery-{name}-{key}.keras"
+    path = wb.cache_dir() / f"bench-structured-recovery-{name}-{key}.keras"
     if path.is_file():
         return keras.models.load_model(path)
     keras.utils.set_random_seed(seed)
