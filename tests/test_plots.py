@@ -191,3 +191,17 @@ def test_score_histogram_and_training_curves_ReturnTheirAxes():
     assert plots.training_curves({"loss": [1.0, 0.5], "val_accuracy": [0.6, 0.8]}, ax=b) is b
     assert list(b.lines[0].get_ydata()) == [1.0, 0.5]
     plt.close(fig)
+
+
+def test_sensitivity_heatmap_AtMostSixColumnLabels_AndCellTextContrastsWithItsCell():
+    """In the dashboard's goal view twelve column labels ran together and dark text sat on dark red."""
+    matrix = pd.DataFrame(
+        np.linspace(-0.6, 0.6, 24).reshape(2, 12), index=["conv1", "fc"], columns=np.linspace(0.1, 0.99, 12)
+    )
+    fig, ax = plt.subplots()
+    plots.sensitivity_heatmap(matrix, ax=ax)
+    assert 2 <= len(ax.get_xticks()) <= 6
+    cells = ax.images[0].to_rgba(matrix.to_numpy().ravel())
+    ratios = [_contrast(text.get_color(), cell[:3]) for text, cell in zip(ax.texts, cells, strict=True)]
+    assert min(ratios) >= 4.5, ratios
+    plt.close(fig)

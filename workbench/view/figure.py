@@ -78,7 +78,7 @@ class ExplorerFigure:
     def _make_axes(self) -> dict:
         # A fixed layout: constrained layout would cost ~0.5 s on every full redraw.
         grid = self.figure.add_gridspec(
-            2, 3, left=LEFT, right=0.98, bottom=0.1, top=0.95, wspace=0.3, hspace=0.45
+            2, 3, left=LEFT, right=0.98, bottom=0.1, top=0.95, wspace=0.4, hspace=0.45
         )
         self._grid = grid
         return {
@@ -202,7 +202,9 @@ class ExplorerFigure:
         """
         self._clear_panels()
         self._left_margin(GOAL_LEFT)  # room for the rows' names (coupled groups are long)
-        plots.sensitivity_heatmap(point.sensitivity.matrix(), point.row_sparsity, ax=self.axes["heatmap"])
+        plots.sensitivity_heatmap(
+            point.sensitivity.matrix(), point.row_sparsity, ax=self.axes["heatmap"], label=""
+        )  # the title names the colours; a colour-bar label ran into the confusion matrix's
         self.axes["heatmap"].set_title(
             f"{point.spec.criterion}: validation AUC drop of each row pruned alone; circles = allocated",
             fontsize="small",
@@ -228,6 +230,7 @@ class ExplorerFigure:
             ax.axhline(a.value, color="black", ls="--", lw=1, label=f"budget {a.value:.0%}")
             ax.legend(fontsize="small")
         ax.set_ylim(0, 1)
+        ax.tick_params(labelleft=True)  # the ε view hides this panel's (it shares the left one's)
         ax.set_title(f"achieved cost (fraction of dense); val. AUC drop {a.val_drop:+.3f}", fontsize="small")
 
     def _left_margin(self, left: float) -> None:

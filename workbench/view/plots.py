@@ -188,7 +188,7 @@ def confusion(matrix: np.ndarray, class_names: tuple[str, ...], ax: Axes | None 
     ax.set_ylabel("true")
     for (i, j), count in np.ndenumerate(matrix):
         ax.text(j, i, str(count), ha="center", va="center", fontsize="small")
-    _contrast_counts(ax)
+    _contrast_texts(ax)
     return ax
 
 
@@ -199,12 +199,13 @@ def update_confusion(ax: Axes, matrix: np.ndarray) -> None:
     ax.images[0].set_clim(0, max(int(matrix.sum(axis=1).max()), 1))
     for text, count in zip(ax.texts, matrix.ravel(), strict=True):
         text.set_text(str(count))
-    _contrast_counts(ax)
+    _contrast_texts(ax)
 
 
-def _contrast_counts(ax: Axes) -> None:
-    """Write each count in black or white, whichever contrasts more with its cell (WCAG luminance):
-    dark digits on the darkest blue could not be read."""
+def _contrast_texts(ax: Axes) -> None:
+    """Write each cell's text (``ax.texts`` in the image's row-major order) in black or white,
+    whichever contrasts more with the cell (WCAG luminance): dark digits on the darkest blue could
+    not be read."""
     image = ax.images[0]
     cells = image.to_rgba(np.asarray(image.get_array()).ravel())
     for text, rgba in zip(ax.texts, cells, strict=True):
@@ -449,10 +450,12 @@ def sensitivity_heatmap(
     values = matrix.to_numpy(dtype=float)
     limit = max(float(np.nanmax(np.abs(values))), 1e-3)
     image = ax.imshow(values, aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
-    for (row, col), value in np.ndenumerate(values):
-        ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize="small")
+    for (row, col), value in np.ndenumerate(values):  # "-.03": legible text fits a narrow cell
+        ax.text(col, row, f"{value:.2f}".replace("0.", "."), ha="center", va="center", fontsize="small")
     ax.set_yticks(range(len(matrix.index)), list(matrix.index))
-    ax.set_xticks(range(len(matrix.columns)), [f"{c:.2f}" for c in matrix.columns])
+    columns = range(0, len(matrix.columns), -(-len(matrix.columns) // 6))  # at most 6 labels: no overlap
+    ax.set_xticks(columns, [f"{matrix.columns[c]:.2f}" for c in columns])
+    _contrast_texts(ax)
     ax.set_xlabel("sparsity of that row alone")
     ax.figure.colorbar(image, ax=ax, fraction=0.05, pad=0.02, label=label)
     for name, sparsity in (allocated or {}).items():
