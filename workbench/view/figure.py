@@ -78,7 +78,7 @@ class ExplorerFigure:
     def _make_axes(self) -> dict:
         # A fixed layout: constrained layout would cost ~0.5 s on every full redraw.
         grid = self.figure.add_gridspec(
-            2, 3, left=LEFT, right=0.98, bottom=0.1, top=0.95, wspace=0.4, hspace=0.45
+            2, 3, left=LEFT, right=0.98, bottom=0.1, top=0.95, wspace=0.6, hspace=0.45
         )
         self._grid = grid
         return {
