@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -172,6 +173,7 @@ def backbone_rows(name: str, full: wb.Dataset, seed: int, args) -> tuple[list[di
     subject = wb.Subject.build(dense, data, calibration_size=args.calibration, seed=seed)
     recipe = wb.Recipe(epochs=args.backbone_epochs, batch_size=32, seed=seed)
     rows, versus = [], []
+    tables = Path(tempfile.mkdtemp(prefix="structured-recovery-"))  # one sensitivity table per model
     for budget in args.budgets:
         uniform = wb.allocate(subject, "flops", budget, method="uniform", criterion=args.criterion)
         sparsity = max(uniform.layer_sparsity.values())  # the one layer-wise sparsity it chose
@@ -201,17 +203,20 @@ def backbone_rows(name: str, full: wb.Dataset, seed: int, args) -> tuple[list[di
             if fixed is None:
                 continue  # no fixed-mask recipe was run (--methods)
             fixed_recipe = replace(recipe, learning_rate=fixed["lr"])
-            versus += allocation_rows(case, subject, budget, fixed["method"], fixed_recipe, args)
+            versus += allocation_rows(case, subject, budget, fixed["method"], fixed_recipe, args, tables)
+    shutil.rmtree(tables)
     return rows, versus
 
 
-def allocation_rows(case: Case, subject, budget: float, method: str, recipe: wb.Recipe, args) -> list[dict]:
-    """Sensitivity allocation vs uniform vs global at ``budget``, each recovered by ``method``."""
-    with tempfile.TemporaryDirectory() as folder:
-        answers = {
-            m: wb.allocate(subject, "flops", budget, method=m, criterion=args.criterion, cache=Path(folder))
-            for m in ("sensitivity", "uniform", "global")
-        }
+def allocation_rows(
+    case: Case, subject, budget: float, method: str, recipe: wb.Recipe, args, tables: Path
+) -> list[dict]:
+    """Sensitivity allocation vs uniform vs global at ``budget``, each recovered by ``method``;
+    ``tables`` caches the sensitivity table, which every budget reads."""
+    answers = {
+        m: wb.allocate(subject, "flops", budget, method=m, criterion=args.criterion, cache=tables)
+        for m in ("sensitivity", "uniform", "global")
+    }
     rows = []
     for allocation_method, allocation in answers.items():
         model, _ = recover(case, method, None, allocation.keep, recipe, args.rounds)
