@@ -244,17 +244,25 @@ def tail(log: Path, lines: int = 40) -> str:
 
 # --- the explorer's page ----------------------------------------------------------------------
 
-# Timestamps on the browser's own clock: the last release of the mouse or a key, and the figure's
-# first new src after it. The figure is an <img> whose src is a new blob: URL for every new PNG.
+# Timestamps on the browser's own clock: the ε slider's last value change (the slider snaps to whole
+# decades, so it changes mid-drag and the answer can be drawn before the mouse is released), the
+# release of the mouse or a key that ended the move, and the figure's first new src after that
+# change. The figure is an <img> whose src is a new blob: URL for every new PNG.
 _WATCH_FIGURE = """() => {
-  window.__released = null; window.__redrawn = null;
-  const released = () => { window.__released = performance.now(); window.__redrawn = null; };
+  window.__released = null; window.__changed = null; window.__redrawn = null;
+  document.addEventListener('pointerdown', () => { window.__released = null; }, true);
+  const released = () => { window.__released = performance.now(); };
   document.addEventListener('pointerup', released, true);
   document.addEventListener('keyup', released, true);
   new MutationObserver(records => {
-    if (window.__redrawn === null && records.some(r => r.target.matches('img.widget-image')))
-      window.__redrawn = performance.now();
-  }).observe(document.body, {subtree: true, attributes: true, attributeFilter: ['src']});
+    const now = performance.now();
+    if (records.some(r => r.attributeName === 'aria-valuenow')) {
+      window.__changed = now; window.__redrawn = null;
+    }
+    if (window.__changed !== null && window.__redrawn === null &&
+        records.some(r => r.attributeName === 'src' && r.target.matches('img.widget-image')))
+      window.__redrawn = now;
+  }).observe(document.body, {subtree: true, attributes: true, attributeFilter: ['src', 'aria-valuenow']});
 }"""
 
 _DIGEST = """async img => {
@@ -302,11 +310,17 @@ class ExplorerPage:
         return self.handle.get_attribute("aria-valuenow") == self.handle.get_attribute("aria-valuemin")
 
     def drag_epsilon(self, dx: float) -> None:
-        """Drag the ε handle ``dx`` pixels along its track, in small steps, and release it."""
+        """Drag the ε handle ``dx`` pixels along its track, in small steps, and release it.
+
+        The slider snaps to whole decades, so a drag clamped at the track's end could land on the
+        value it left and redraw nothing: when the end is nearer than ``dx``, drag the other way.
+        """
         self.handle.scroll_into_view_if_needed()
         box = self.handle.bounding_box()
         track = self.slider.locator(".noUi-target").bounding_box()
         x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        if not track["x"] + 1 <= x + dx <= track["x"] + track["width"] - 1:
+            dx = -dx
         target = min(max(x + dx, track["x"] + 1), track["x"] + track["width"] - 1)
         self.page.mouse.move(x, y)
         self.page.mouse.down()
@@ -314,8 +328,8 @@ class ExplorerPage:
         self.page.mouse.up()
 
     def seconds_to_redraw(self, timeout: float = 60) -> float:
-        """Wait for the figure's src to change after the last release; return the browser-clock delay."""
+        """Wait for the release and the figure's new src after ε's last change; return that change's delay."""
         self.page.wait_for_function(
             "window.__released !== null && window.__redrawn !== null", timeout=timeout * 1000
         )
-        return self.page.evaluate("(window.__redrawn - window.__released) / 1000")
+        return self.page.evaluate("(window.__redrawn - window.__changed) / 1000")
