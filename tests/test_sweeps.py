@@ -558,3 +558,17 @@ def test_sweep_FullDisk_NamesTheFile_AndRemovesItsPartialFolder(notebook, tmp_pa
     assert err.startswith(f"error: {runs_dir.resolve()}/.partial-tiny-")
     assert "/run.json: No space left on device (run tiny-" in err and "its partial folder was removed" in err
     assert [p.name for p in runs_dir.iterdir()] == [".locks"]
+
+
+def test_sweep_KernelSpecLeftByAnEarlierProcessWithThisPid_IsRewritten(monkeypatch, tmp_path):
+    """Process ids come back: a fresh-clone CI run's sweep kernel started the deleted .venv of an earlier
+    clone, whose process had had the same id (FileNotFoundError: '/tmp/ci1/.venv/bin/python')."""
+    monkeypatch.setattr(run_store.tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.setenv("JUPYTER_PATH", "")
+    spec = tmp_path / f"workbench-kernels-{os.getpid()}" / "kernels" / "python3" / "kernel.json"
+    spec.parent.mkdir(parents=True)
+    stale = ["/gone/.venv/bin/python", "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    spec.write_text(json.dumps({"argv": stale, "display_name": "workbench", "language": "python"}))
+    run_store._use_this_environments_kernel()
+    assert json.loads(spec.read_text())["argv"][0] == sys.executable
+    assert os.environ["JUPYTER_PATH"].split(os.pathsep)[0] == str(spec.parents[2])

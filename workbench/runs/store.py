@@ -579,13 +579,18 @@ def _in_the_way(final: Path) -> dict:
 
 
 def _use_this_environments_kernel() -> None:
-    """Point the 'python3' kernel at this interpreter, whatever kernels the user has registered."""
+    """Point the 'python3' kernel at this interpreter, whatever kernels the user has registered.
+
+    The folder is named by the process id, which the system gives again once a process has ended:
+    a spec left by an earlier process (of another environment, since deleted) is rewritten.
+    """
     folder = Path(tempfile.gettempdir()) / f"workbench-kernels-{os.getpid()}"
     spec = folder / "kernels" / "python3" / "kernel.json"
-    if not spec.is_file():
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    text = json.dumps({"argv": argv, "display_name": "workbench", "language": "python"})
+    if not spec.is_file() or spec.read_text() != text:
         spec.parent.mkdir(parents=True, exist_ok=True)
-        argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-        spec.write_text(json.dumps({"argv": argv, "display_name": "workbench", "language": "python"}))
+        spec.write_text(text)
     paths = os.environ.get("JUPYTER_PATH", "").split(os.pathsep)
     if str(folder) not in paths:
         os.environ["JUPYTER_PATH"] = os.pathsep.join([str(folder), *filter(None, paths)])
