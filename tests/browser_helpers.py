@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -333,3 +334,30 @@ class ExplorerPage:
             "window.__released !== null && window.__redrawn !== null", timeout=timeout * 1000
         )
         return self.page.evaluate("(window.__redrawn - window.__changed) / 1000")
+
+
+# --- JupyterLab -------------------------------------------------------------------------------
+
+
+def run_all_cells(page, attempts: int = 3) -> None:
+    """Run > Run All Cells, once the notebook's cells and kernel are there; retry if nothing starts."""
+    page.locator(".jp-Notebook .jp-Cell", has_text="Dashboard(explorer").wait_for(timeout=120_000)
+    page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=120_000)
+    started = page.locator(".jp-Notebook .jp-InputPrompt", has_text=re.compile(r"\[(\*|\d+)\]")).first
+    for _ in range(attempts):
+        accept_dialog(page)
+        page.get_by_role("menuitem", name="Run", exact=True).click()
+        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+        with contextlib.suppress(Exception):  # Playwright's TimeoutError: the click came too early
+            started.wait_for(timeout=20_000)
+            return
+    raise AssertionError(f"Run All Cells did not start the notebook after {attempts} tries")
+
+
+def accept_dialog(page) -> None:
+    """Accept a dialog JupyterLab may open over the notebook at start (once seen over the Run menu)."""
+    dialog = page.locator(".jp-Dialog")
+    with contextlib.suppress(Exception):  # Playwright's TimeoutError: no dialog
+        dialog.first.wait_for(timeout=3_000)
+        print(f"JupyterLab opened a dialog: {dialog.first.inner_text()!r}")
+        dialog.locator(".jp-mod-accept").first.click()

@@ -33,6 +33,7 @@ from browser_helpers import (
     kernel_pids,
     lab_argv,
     quiet_lab,
+    run_all_cells,
     server_env,
     serving,
     skip_or_fail,
@@ -281,20 +282,6 @@ def test_voila_KernelThatDiesWhileRunning_SaysKernelDied(page, data_dir, tmp_pat
 
 
 # --- JupyterLab -------------------------------------------------------------------------------
-
-
-def run_all_cells(page, attempts: int = 3) -> None:
-    """Run > Run All Cells, once the notebook's cells and kernel are there; retry if nothing starts."""
-    page.locator(".jp-Notebook .jp-Cell", has_text="Dashboard(explorer").wait_for(timeout=120_000)
-    page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=120_000)
-    started = page.locator(".jp-Notebook .jp-InputPrompt", has_text=re.compile(r"\[(\*|\d+)\]")).first
-    for _ in range(attempts):
-        page.get_by_role("menuitem", name="Run", exact=True).click()
-        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
-        with contextlib.suppress(Exception):  # Playwright's TimeoutError: the click came too early
-            started.wait_for(timeout=20_000)
-            return
-    raise AssertionError(f"Run All Cells did not start the notebook after {attempts} tries")
 
 
 def test_jupyterlab_RunAllThenDragAndKeyEpsilon_RedrawsTheFigureAndTheReadout(page, data_dir, tmp_path):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 import time
 
 import nbformat
@@ -26,6 +25,7 @@ from browser_helpers import (
     free_port,
     lab_argv,
     quiet_lab,
+    run_all_cells,
     server_env,
     serving,
     skip_or_fail,
@@ -74,7 +74,7 @@ def lab(tmp_path_factory):
         page = browser.new_context(viewport=WINDOW).new_page()
         page.set_default_timeout(60_000)
         page.goto(f"http://127.0.0.1:{port}/lab/tree/explorer.ipynb?token={token}")
-        _run_all_cells(page)
+        run_all_cells(page)
         explorer = ExplorerPage(page)
         explorer.wait_live(timeout=400)
         try:
@@ -94,29 +94,6 @@ def _explorer_that_reports_its_figure(path):
         nbformat.v4.new_code_cell(f"print('{FIGURE_TEXT}', _.figure.smallest_text_px())")  # _: the Dashboard
     )
     nbformat.write(notebook, path)
-
-
-def _run_all_cells(page, attempts: int = 3) -> None:
-    page.locator(".jp-Notebook .jp-Cell", has_text="Dashboard(explorer").wait_for(timeout=120_000)
-    page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=120_000)
-    started = page.locator(".jp-Notebook .jp-InputPrompt", has_text=re.compile(r"\[(\*|\d+)\]")).first
-    for _ in range(attempts):
-        _accept_dialog(page)
-        page.get_by_role("menuitem", name="Run", exact=True).click()
-        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
-        with contextlib.suppress(Exception):  # Playwright's TimeoutError: the click came too early
-            started.wait_for(timeout=20_000)
-            return
-    raise AssertionError(f"Run All Cells did not start the notebook after {attempts} tries")
-
-
-def _accept_dialog(page) -> None:
-    """Accept a dialog JupyterLab may open over the notebook at start (once seen over the Run menu)."""
-    dialog = page.locator(".jp-Dialog")
-    with contextlib.suppress(Exception):  # Playwright's TimeoutError: no dialog
-        dialog.first.wait_for(timeout=3_000)
-        print(f"JupyterLab opened a dialog: {dialog.first.inner_text()!r}")
-        dialog.locator(".jp-mod-accept").first.click()
 
 
 def test_jupyterlab_1280px_EveryTextOfTheDashboard_IsAtLeast10px(lab):
